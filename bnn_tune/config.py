@@ -1,0 +1,204 @@
+"""Validated trial configuration.
+
+A trial is configured by one flat dict (the shape Ray Tune and Optuna hand to a trainable):
+common keys (below), the chosen binary optimizer's hyperparameters under the names its registry
+spec lists (``bnn_tune.optim.get(name).hyperparameters``), and ``<hyperparameter>_schedule`` keys.
+Unknown keys raise with the closest valid name; out-of-range values raise naming value and range.
+
+Example:
+    >>> cfg = TrialConfig.from_dict({"dataset": "digits", "optimizer": "latent_adam", "epochs": 3})
+    >>> cfg.epochs
+    3
+    >>> TrialConfig.from_dict({"epoch": 3})
+    Traceback (most recent call last):
+    ...
+    bnn_tune.config.ConfigError: Unknown key 'epoch'. Did you mean 'epochs'? ...
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["COMMON_KEYS", "ConfigError", "TrialConfig"]
+
+
+class ConfigError(ValueError):
+    """A configuration value or key is invalid."""
+
+
+def _check_range(key: str, value: Any, low: float | None, high: float | None, *, low_open=False, high_open=False,
+                 integer=False) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (integer and not float(value).is_integer()):
+        kind = "an integer" if integer else "a number"
+        raise ConfigError(f"`{key}` must be {kind}, but got {key}={value!r}.")
+    if isinstance(value, float) and math.isnan(value):
+        raise ConfigError(f"`{key}` must not be NaN.")
+    bad = (low is not None and (value <= low if low_open else value < low)) or (
+        high is not None and (value >= high if high_open else value > high)
+    )
+    if bad:
+        lo = "-inf" if low is None else f"{low:g}"
+        hi = "inf" if high is None else f"{high:g}"
+        rng = f"{'(' if low_open or low is None else '['}{lo}, {hi}{')' if high_open or high is None else ']'}"
+        raise ConfigError(f"`{key}` must be in {rng}, but got {key}={value!r}.")
+
+
+def _choice(key: str, value: Any, valid: list[str]) -> None:
+    if value not in valid:
+        close = difflib.get_close_matches(str(value), valid, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ConfigError(f"`{key}` must be one of {valid}, but got {key}={value!r}.{hint}")
+
+
+@dataclass(frozen=True)
+class TrialConfig:
+    """Everything one trial needs, validated.
+
+    Attributes:
+        dataset: dataset registry name (``bnn_tune.data.list_datasets()``).
+        model: model zoo name (``bnn_tune.nn.list_models()``).
+        optimizer: binary optimizer registry name (``bnn_tune.optim.list_optimizers()``).
+        epochs: training epochs (>= 1).
+        batch_size: mini-batch size.
+        seed: seeds torch, numpy and the data split; CPU runs are deterministic.
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"`` (GPU when one is visible).
+        lr: Adam learning rate for the real-valued parameters.
+        width: channel/unit multiplier of the model.
+        depth: number of binary hidden layers of ``mlp``.
+        activation: activation quantizer (``ste_sign``, ``approx_sign``, ``swish_sign``) or ``"none"``
+            to keep real activations.
+        bn_momentum: batch-norm momentum in PyTorch's convention (0.1 = Keras' 0.9, Larq's advice).
+        val_fraction: fraction of the training data held out for validation (datasets without a
+            fixed validation split).
+        augment: standard augmentation for image datasets (CIFAR: pad 4, random crop, flip).
+        data_root: directory of torchvision datasets.
+        download: let torchvision download missing files.
+        max_steps_per_epoch: cap optimizer steps per epoch (0 = full epoch); for quick tests.
+        optimizer_params: the binary optimizer's hyperparameters (defaults filled in).
+        schedules: ``{hyperparameter: schedule spec}`` from ``<name>_schedule`` keys.
+    """
+
+    dataset: str = "digits"
+    model: str = "mlp"
+    optimizer: str = "latent_adam"
+    epochs: int = 20
+    batch_size: int = 64
+    seed: int = 0
+    device: str = "cpu"
+    lr: float = 1e-3
+    width: float = 1.0
+    depth: int = 2
+    activation: str = "ste_sign"
+    bn_momentum: float = 0.1
+    val_fraction: float = 0.2
+    augment: bool = True
+    data_root: str = "data"
+    download: bool = False
+    max_steps_per_epoch: int = 0
+    optimizer_params: Mapping[str, Any] = field(default_factory=dict)
+    schedules: Mapping[str, Any] = field(default_factory=dict)
+
+    # ---------------------------------------------------------------- construction
+    @classmethod
+    def from_dict(cls, config: Mapping[str, Any]) -> TrialConfig:
+        """Validate a flat config dict (unknown keys and out-of-range values raise :class:`ConfigError`)."""
+        from . import data, nn, optim
+
+        if not isinstance(config, Mapping):
+            raise ConfigError(f"A config must be a mapping of keys to values, but got {type(config).__name__}.")
+        config = dict(config)
+        common = {f.name for f in dataclasses.fields(cls)} - {"optimizer_params", "schedules"}
+        opt_name = config.get("optimizer", cls.optimizer)
+        try:
+            spec = optim.get(opt_name)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        hp_keys = set(spec.hyperparameters)
+        sched_keys = {f"{k}_schedule" for k in (*spec.schedulable, "lr")}
+        valid = common | hp_keys | sched_keys
+        for key in config:
+            if key not in valid:
+                close = difflib.get_close_matches(str(key), sorted(valid), n=1, cutoff=0.6)
+                hint = f" Did you mean {close[0]!r}?" if close else ""
+                others = sorted(set().union(*(set(optim.get(n).hyperparameters) for n in optim.list_optimizers())))
+                extra = (
+                    f" ({key!r} is a hyperparameter of another optimizer, not of {opt_name!r}.)"
+                    if key in others
+                    else ""
+                )
+                raise ConfigError(
+                    f"Unknown key {key!r}.{hint}{extra} Valid keys for optimizer {opt_name!r}: {sorted(valid)}."
+                )
+        kwargs = {k: config[k] for k in common if k in config}
+        hparams = {k: config.get(k, spec.hyperparameters[k]) for k in spec.hyperparameters}
+        schedules = {k[: -len("_schedule")]: v for k, v in config.items() if k in sched_keys and v is not None}
+        for int_key in ("epochs", "batch_size", "seed", "depth", "max_steps_per_epoch"):
+            if int_key in kwargs and isinstance(kwargs[int_key], float) and kwargs[int_key].is_integer():
+                kwargs[int_key] = int(kwargs[int_key])
+        self = cls(**kwargs, optimizer_params=hparams, schedules=schedules)
+        self._validate(data, nn, spec)
+        return self
+
+    def _validate(self, data, nn, spec) -> None:
+        _choice("dataset", self.dataset, data.list_datasets())
+        _choice("model", self.model, nn.list_models())
+        _check_range("epochs", self.epochs, 1, None, integer=True)
+        _check_range("batch_size", self.batch_size, 1, None, integer=True)
+        _check_range("seed", self.seed, 0, 2**32 - 1, integer=True)
+        _check_range("lr", self.lr, 0, None, low_open=True)
+        _check_range("width", self.width, 0, 16, low_open=True)
+        _check_range("depth", self.depth, 0, 64, integer=True)
+        _check_range("bn_momentum", self.bn_momentum, 0, 1)
+        _check_range("val_fraction", self.val_fraction, 0, 1, low_open=True, high_open=True)
+        _check_range("max_steps_per_epoch", self.max_steps_per_epoch, 0, None, integer=True)
+        _choice("activation", self.activation, [*nn.list_quantizers(), "none"])
+        for key in ("augment", "download"):
+            if not isinstance(getattr(self, key), bool):
+                raise ConfigError(f"`{key}` must be True or False, but got {key}={getattr(self, key)!r}.")
+        dev = self.device
+        if not isinstance(dev, str) or not (dev in ("cpu", "cuda", "auto") or dev.startswith("cuda:")):
+            raise ConfigError(f"`device` must be 'cpu', 'cuda', 'cuda:N' or 'auto', but got device={dev!r}.")
+        try:
+            spec.validate(self.optimizer_params, total_steps=self.epochs * 10, steps_per_epoch=10,
+                          epochs=self.epochs, lr=self.lr)
+        except ConfigError:
+            raise
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(str(exc)) from None
+        if self.schedules:
+            from .optim import validate_schedule
+
+            for key, sched in self.schedules.items():
+                try:
+                    validate_schedule(key, sched)
+                except ValueError as exc:
+                    raise ConfigError(str(exc)) from None
+
+    # ---------------------------------------------------------------- views
+    def to_dict(self) -> dict[str, Any]:
+        """The flat dict this config was built from (defaults filled in); ``from_dict`` round-trips."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        out.pop("optimizer_params")
+        out.pop("schedules")
+        out.update(self.optimizer_params)
+        out.update({f"{k}_schedule": v for k, v in self.schedules.items()})
+        return out
+
+    def replace(self, **changes: Any) -> TrialConfig:
+        """A new validated config with ``changes`` applied to the flat dict."""
+        d = self.to_dict()
+        d.update(changes)
+        return TrialConfig.from_dict(d)
+
+    @property
+    def binary_activations(self) -> bool:
+        return self.activation != "none"
+
+    @property
+    def activation_quantizer(self) -> str | None:
+        return None if self.activation == "none" else self.activation

@@ -1,0 +1,67 @@
+"""Offline datasets: scikit-learn digits, MNIST-1D (generated), and a synthetic teacher task."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ._base import SPLIT_SEED, DataSplits, register_dataset, split_train_val, standardize
+
+
+def _from_arrays(name, x, y, x_test, y_test, *, val_fraction, input_shape, num_classes) -> DataSplits:
+    x = torch.as_tensor(np.asarray(x), dtype=torch.float32)
+    x_test = torch.as_tensor(np.asarray(x_test), dtype=torch.float32)
+    y = torch.as_tensor(np.asarray(y), dtype=torch.int64)
+    y_test = torch.as_tensor(np.asarray(y_test), dtype=torch.int64)
+    xtr, ytr, xv, yv = split_train_val(x, y, val_fraction)
+    xtr, xv, xte = standardize(xtr, xv, x_test)
+    shape = (-1, *input_shape)
+    return DataSplits(name, xtr.reshape(shape), ytr, xv.reshape(shape), yv, xte.reshape(shape), y_test,
+                      num_classes=num_classes, input_shape=tuple(input_shape))
+
+
+def load_digits(*, val_fraction: float = 0.2, root: str = "data", download: bool = False) -> DataSplits:
+    """scikit-learn's bundled 8x8 handwritten digits (1797 images, 10 classes), as (1, 8, 8)."""
+    from sklearn.datasets import load_digits as _ld
+
+    d = _ld()
+    g = np.random.default_rng(SPLIT_SEED)
+    perm = g.permutation(len(d.target))
+    n_test = int(round(0.2 * len(perm)))
+    te, tr = perm[:n_test], perm[n_test:]
+    return _from_arrays("digits", d.data[tr], d.target[tr], d.data[te], d.target[te], val_fraction=val_fraction,
+                        input_shape=(1, 8, 8), num_classes=10)
+
+
+def load_mnist1d(*, val_fraction: float = 0.2, root: str = "data", download: bool = False) -> DataSplits:
+    """MNIST-1D (Greydanus 2020) generated locally with the ``mnist1d`` package (no download).
+
+    Uses the package's default generation arguments (5000 samples, 4000 train / 1000 test, length 40).
+    """
+    from mnist1d.data import get_dataset_args, make_dataset
+
+    args = get_dataset_args()
+    args.seed = 42
+    data = make_dataset(args)
+    return _from_arrays("mnist1d", data["x"], data["y"], data["x_test"], data["y_test"], val_fraction=val_fraction,
+                        input_shape=(40,), num_classes=10)
+
+
+def load_synthetic(*, val_fraction: float = 0.2, root: str = "data", download: bool = False) -> DataSplits:
+    """A learnable generated task: 4 classes labelled by a random linear teacher on 64 inputs.
+
+    2400 samples (1920 train+val, 480 test), inputs shaped (1, 8, 8) so image models accept them.
+    """
+    g = torch.Generator().manual_seed(SPLIT_SEED + 1)
+    n, d, k = 2400, 64, 4
+    x = torch.randn(n, d, generator=g)
+    teacher = torch.randn(d, k, generator=g)
+    y = (x @ teacher).argmax(1)
+    n_test = n // 5
+    return _from_arrays("synthetic", x[n_test:], y[n_test:], x[:n_test], y[:n_test], val_fraction=val_fraction,
+                        input_shape=(1, 8, 8), num_classes=k)
+
+
+register_dataset("digits", load_digits)
+register_dataset("mnist1d", load_mnist1d)
+register_dataset("synthetic", load_synthetic)

@@ -1,0 +1,114 @@
+"""Training metrics: the flip rate of binary weights, and accuracy.
+
+**Flip rate** (the one definition used everywhere in bnn-tune): the fraction of binary weights whose
+sign changed in one optimizer step, averaged over the steps of an epoch,
+``flip_rate = flips / (binary weights x steps)``. Its log form ``pi = log(flip_rate + e^-9)`` is the
+Bop paper's eq. 7 (Helwegen et al. 2019), which keeps the quantity finite at zero flips.
+The sign of a weight is ``sign(w)`` with ``sign(0) = +1``: for Bop the weights are the binary weights,
+for latent-weight methods the latent weights, for BMD/BNEW the weight that would be exported.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from torch import nn
+
+from .nn import binary_parameters
+
+__all__ = ["LOG_FLIP_RATE_EPS", "FlipCounter", "accuracy", "log_flip_rate"]
+
+LOG_FLIP_RATE_EPS = math.exp(-9)
+
+
+def log_flip_rate(flip_rate: float) -> float:
+    """``log(flip_rate + e^-9)`` (seed 002, eq. 7)."""
+    return math.log(flip_rate + LOG_FLIP_RATE_EPS)
+
+
+def accuracy(logits: torch.Tensor, target: torch.Tensor) -> float:
+    """Top-1 accuracy in [0, 1]."""
+    return (logits.argmax(-1) == target).float().mean().item()
+
+
+class FlipCounter:
+    """Count sign flips of binary parameters at every optimizer step, per layer and in total.
+
+    The counter registers a step pre-hook (remember the signs) and a post-hook (count the changes) on
+    the optimizer; counts accumulate on the parameters' device and are read once per epoch by
+    :meth:`summary` (no host sync per step).
+
+    Args:
+        params: a model (its binary parameters are used) or ``(name, parameter)`` pairs.
+
+    Example:
+        >>> w = torch.nn.Parameter(torch.tensor([0.5, -0.5, 0.1, -0.1]))
+        >>> opt = torch.optim.SGD([w], lr=1.0)
+        >>> counter = FlipCounter([("w", w)]).attach(opt)
+        >>> w.grad = torch.tensor([1.0, 0.0, 0.0, -1.0]); opt.step()
+        >>> counter.summary()["flip_rate"]
+        0.5
+    """
+
+    def __init__(self, params: nn.Module | Iterable[tuple[str, torch.Tensor]]) -> None:
+        named = binary_parameters(params) if isinstance(params, nn.Module) else list(params)
+        if not named:
+            raise ValueError("FlipCounter got no binary parameters to watch.")
+        self.names = [n[: -len(".weight")] if n.endswith(".weight") else n for n, _ in named]
+        self.params = [p for _, p in named]
+        self.sizes = [p.numel() for p in self.params]
+        self._signs = [torch.empty_like(p, dtype=torch.bool) for p in self.params]
+        self._handles: list[Any] = []
+        self.reset()
+
+    def attach(self, optimizer: torch.optim.Optimizer) -> FlipCounter:
+        """Register the step hooks on ``optimizer``; returns ``self``."""
+        self._handles.append(optimizer.register_step_pre_hook(lambda *_: self.before_step()))
+        self._handles.append(optimizer.register_step_post_hook(lambda *_: self.after_step()))
+        return self
+
+    def detach(self) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+
+    def reset(self) -> None:
+        """Start a new counting window (an epoch)."""
+        self._flips = [torch.zeros((), dtype=torch.int64, device=p.device) for p in self.params]
+        self.steps = 0
+
+    @torch.no_grad()
+    def before_step(self) -> None:
+        for p, s in zip(self.params, self._signs):
+            torch.ge(p, 0, out=s)
+
+    @torch.no_grad()
+    def after_step(self) -> None:
+        for i, (p, s) in enumerate(zip(self.params, self._signs)):
+            self._flips[i] += torch.ne(p >= 0, s).sum()
+        self.steps += 1
+
+    def summary(self, *, reset: bool = False) -> dict[str, Any]:
+        """Flip rates of the window so far.
+
+        Returns:
+            ``{"flips": int, "steps": int, "flip_rate": float, "log_flip_rate": float,
+            "layers": {name: flip_rate}}``; rates are 0.0 before the first step.
+        """
+        flips = [int(f.item()) for f in self._flips]
+        steps = max(self.steps, 1)
+        total = sum(flips)
+        rate = total / (sum(self.sizes) * steps)
+        out = {
+            "flips": total,
+            "steps": self.steps,
+            "flip_rate": rate,
+            "log_flip_rate": log_flip_rate(rate),
+            "layers": {n: f / (size * steps) for n, f, size in zip(self.names, flips, self.sizes)},
+        }
+        if reset:
+            self.reset()
+        return out

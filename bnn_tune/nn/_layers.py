@@ -1,0 +1,145 @@
+"""Binary layers: ``BinaryLinear`` and ``BinaryConv2d``.
+
+A binary layer computes ``q_in(x) @ q_w(W)^T`` where ``q_in`` binarizes the input activations and
+``q_w`` the weights (both ``ste_sign`` by default). ``W`` is a float parameter: for latent-weight
+optimizers it holds the latent weights; for Bop it holds the binary weights themselves (+-1), which
+``ste_sign`` passes through unchanged. Optimizers that change the forward map of the weights (BMD's
+``tanh(beta w)``, BNEW's real weights in [-1, 1]) replace ``weight_quantizer``.
+
+``input_quantizer=None`` keeps real-valued activations; ``weight_quantizer=None`` keeps real-valued
+weights (used for the real last layer that reads binary activations). Only weights with a quantizer
+are *binary parameters* (:func:`is_binary_parameter`).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ._quantizers import get_quantizer
+
+__all__ = ["BinaryConv2d", "BinaryLinear", "binary_parameters", "is_binary_parameter"]
+
+_FLAG = "_bnn_tune_binary"
+
+
+def is_binary_parameter(p: torch.Tensor) -> bool:
+    """True when ``p`` is the weight of a binary layer (its forward value is +-1)."""
+    return bool(getattr(p, _FLAG, False))
+
+
+def _mark(p: nn.Parameter, binary: bool) -> None:
+    setattr(p, _FLAG, binary)
+
+
+def binary_parameters(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
+    """``(name, parameter)`` for every binary parameter of ``model``, in module order."""
+    return [(n, p) for n, p in model.named_parameters() if is_binary_parameter(p)]
+
+
+def _as_quantizer(q: str | nn.Module | None) -> nn.Module | None:
+    if q is None or isinstance(q, nn.Module):
+        return q
+    return get_quantizer(q)
+
+
+class _BinaryMixin:
+    weight: nn.Parameter
+    input_quantizer: nn.Module | None
+    weight_quantizer: nn.Module | None
+
+    def _init_quantizers(self, input_quantizer, weight_quantizer) -> None:
+        self.input_quantizer = _as_quantizer(input_quantizer)
+        self.weight_quantizer = _as_quantizer(weight_quantizer)
+        _mark(self.weight, self.weight_quantizer is not None)
+
+    def quantized_weight(self) -> torch.Tensor:
+        """The weight the forward pass uses (+-1 for binary layers)."""
+        return self.weight if self.weight_quantizer is None else self.weight_quantizer(self.weight)
+
+    def quantized_input(self, x: torch.Tensor) -> torch.Tensor:
+        return x if self.input_quantizer is None else self.input_quantizer(x)
+
+    @property
+    def binary(self) -> bool:
+        return is_binary_parameter(self.weight)
+
+
+class BinaryLinear(_BinaryMixin, nn.Linear):
+    """Linear layer with binarized input activations and weights.
+
+    Args:
+        in_features, out_features, bias: as :class:`torch.nn.Linear` (bias off by default: a
+            batch-norm normally follows).
+        input_quantizer: name or module binarizing the input, or ``None`` for real activations.
+        weight_quantizer: name or module binarizing the weight, or ``None`` for real weights.
+
+    Example:
+        >>> layer = BinaryLinear(4, 2)
+        >>> y = layer(torch.randn(3, 4))
+        >>> is_binary_parameter(layer.weight)
+        True
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = False,
+        *,
+        input_quantizer: str | nn.Module | None = "ste_sign",
+        weight_quantizer: str | nn.Module | None = "ste_sign",
+    ) -> None:
+        super().__init__(in_features, out_features, bias=bias)
+        self._init_quantizers(input_quantizer, weight_quantizer)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(self.quantized_input(x), self.quantized_weight(), self.bias)
+
+
+class BinaryConv2d(_BinaryMixin, nn.Conv2d):
+    """2-D convolution with binarized input activations and weights.
+
+    Zero padding would feed 0 (neither +1 nor -1) into a binary dot product, so the binarized input
+    is padded with ``pad_value`` (+1 by default, as Larq Compute Engine's one-padding) instead: the
+    layer stays exactly representable by a packed XNOR/AND-popcount kernel. With real activations
+    (``input_quantizer=None``) ordinary zero padding is used.
+
+    Args:
+        in_channels, out_channels, kernel_size, stride, padding, bias: as :class:`torch.nn.Conv2d`.
+        input_quantizer, weight_quantizer: as :class:`BinaryLinear`.
+        pad_value: value used to pad the binarized input (+1.0 or -1.0).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        stride: int = 1,
+        padding: int = 0,
+        bias: bool = False,
+        *,
+        input_quantizer: str | nn.Module | None = "ste_sign",
+        weight_quantizer: str | nn.Module | None = "ste_sign",
+        pad_value: float = 1.0,
+    ) -> None:
+        super().__init__(in_channels, out_channels, kernel_size, stride=stride, padding=padding, bias=bias)
+        if pad_value not in (1.0, -1.0):
+            raise ValueError(f"`pad_value` must be 1.0 or -1.0, but got pad_value={pad_value}.")
+        self.pad_value = float(pad_value)
+        self._init_quantizers(input_quantizer, weight_quantizer)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.quantized_weight()
+        if self.input_quantizer is None:
+            return F.conv2d(x, w, self.bias, self.stride, self.padding)
+        xq = self.input_quantizer(x)
+        ph, pw = self.padding  # type: ignore[misc]
+        if ph or pw:
+            xq = F.pad(xq, (pw, pw, ph, ph), value=self.pad_value)
+        return F.conv2d(xq, w, self.bias, self.stride, 0)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", pad_value={self.pad_value}"

@@ -1,0 +1,115 @@
+"""``build(model, config)``: one optimizer object for a whole BNN.
+
+Binary parameters (:func:`bnn_tune.nn.is_binary_parameter`) go to the configured binary optimizer;
+every other parameter (batch-norm, biases, real first/last layers) goes to Adam with the config's
+``lr``. The two live in one :class:`CombinedOptimizer` whose ``param_groups`` are the union of both
+(so schedulers see every group), with step hooks and ``state_dict()/load_state_dict()``.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..nn import is_binary_parameter
+from ._registry import get
+
+__all__ = ["CombinedOptimizer", "build"]
+
+
+class CombinedOptimizer(torch.optim.Optimizer):
+    """Several optimizers over disjoint parameter sets, stepped together.
+
+    Args:
+        optimizers: name -> optimizer; names key the ``state_dict``.
+    """
+
+    def __init__(self, optimizers: Mapping[str, torch.optim.Optimizer]) -> None:
+        if not optimizers:
+            raise ValueError("CombinedOptimizer needs at least one optimizer.")
+        seen: dict[int, str] = {}
+        for name, opt in optimizers.items():
+            for g in opt.param_groups:
+                for p in g["params"]:
+                    if id(p) in seen:
+                        raise ValueError(
+                            f"A parameter of shape {tuple(p.shape)} is claimed by both {seen[id(p)]!r} and {name!r}."
+                        )
+                    seen[id(p)] = name
+        self.optimizers = dict(optimizers)
+        all_params = [p for opt in self.optimizers.values() for g in opt.param_groups for p in g["params"]]
+        super().__init__(all_params, defaults={})
+        # Share the sub-optimizers' group dicts so that schedulers/hyperparameter edits reach them.
+        self.param_groups = [g for opt in self.optimizers.values() for g in opt.param_groups]
+
+    @property
+    def binary(self) -> torch.optim.Optimizer:
+        return self.optimizers["binary"]
+
+    @torch.no_grad()
+    def step(self, closure=None):  # type: ignore[override]
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for opt in self.optimizers.values():
+            opt.step()
+        return loss
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for opt in self.optimizers.values():
+            opt.zero_grad(set_to_none=set_to_none)
+
+    def state_dict(self) -> dict[str, Any]:  # type: ignore[override]
+        return {name: opt.state_dict() for name, opt in self.optimizers.items()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:  # type: ignore[override]
+        missing = set(self.optimizers) ^ set(state_dict)
+        if missing:
+            raise ValueError(
+                f"Optimizer state has parts {sorted(state_dict)}, but this optimizer has {sorted(self.optimizers)}."
+            )
+        for name, opt in self.optimizers.items():
+            opt.load_state_dict(state_dict[name])
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"{k}={type(v).__name__}" for k, v in self.optimizers.items())
+        return f"CombinedOptimizer({inner})"
+
+
+def build(model: nn.Module, config: Any, *, steps_per_epoch: int = 1) -> CombinedOptimizer:
+    """Build the optimizer for ``model`` from a :class:`~bnn_tune.config.TrialConfig` (or flat dict).
+
+    Args:
+        model: a model with binary layers.
+        config: validated config (``optimizer``, ``lr``, ``epochs`` and the optimizer's hyperparameters).
+        steps_per_epoch: optimizer steps per epoch (optimizers with step-based schedules need it).
+
+    Returns:
+        A :class:`CombinedOptimizer` with parts ``"binary"`` and ``"real"``.
+    """
+    from ..config import TrialConfig
+
+    cfg = config if isinstance(config, TrialConfig) else TrialConfig.from_dict(dict(config))
+    spec = get(cfg.optimizer)
+    hparams = cfg.optimizer_params
+    if spec.prepare_model is not None:
+        spec.prepare_model(model, hparams)
+    binary = [p for p in model.parameters() if is_binary_parameter(p)]
+    real = [p for p in model.parameters() if not is_binary_parameter(p)]
+    frozen = [p for p in model.parameters() if not p.requires_grad]
+    if frozen:
+        warnings.warn(f"{len(frozen)} parameters do not require grad and are not optimized.", stacklevel=2)
+    if not binary:
+        raise ValueError("The model has no binary parameters (see bnn_tune.nn.is_binary_parameter).")
+    context = dict(
+        total_steps=cfg.epochs * steps_per_epoch, steps_per_epoch=steps_per_epoch, epochs=cfg.epochs, lr=cfg.lr
+    )
+    parts: dict[str, torch.optim.Optimizer] = {"binary": spec.make(binary, hparams, **context)}
+    if real:
+        parts["real"] = torch.optim.Adam(real, lr=cfg.lr)
+    return CombinedOptimizer(parts)
