@@ -261,11 +261,20 @@ def pack_model(model: nn.Module, config: Any = None, *, input_shape: tuple[int, 
                                     config=config)
     pm = PackedModel(header, tensors)
     if input_shape is not None:
-        v: _Value = torch.zeros((1, *input_shape))
-        for op in header["layers"]:
-            v = pm._op(op, v)
-            op["output_shape"] = list(v.shape[1:])
+        _trace(pm, header["layers"], torch.zeros((1, *input_shape)))
     return pm
+
+
+def _trace(pm: PackedModel, ops: list[dict[str, Any]], v: _Value) -> _Value:
+    """Record every op's ``input_shape``/``output_shape`` (per sample) by one forward pass."""
+    for op in ops:
+        op["input_shape"] = list(v.shape[1:])
+        if op["op"] == "residual":
+            _trace(pm, op["body"], v)
+            _trace(pm, op["shortcut"], v)
+        v = pm._op(op, v)
+        op["output_shape"] = list(v.shape[1:])
+    return v
 
 
 def save_packed(model: nn.Module | PackedModel, path: str | os.PathLike, *, config: Any = None,

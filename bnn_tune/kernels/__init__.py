@@ -22,3 +22,7 @@ __all__ = [
     "reorder_conv_weight",
     "unpack_bits",
 ]
+
+from ._bench import benchmark_model, format_table, plot_results, randomize_model  # noqa: E402
+
+__all__ += ["benchmark_model", "format_table", "plot_results", "randomize_model"]
