@@ -225,8 +225,8 @@ def benchmark_model(
     for bs in batch_sizes:
         x = torch.randn(bs, *input_shape)
         with torch.no_grad():
-            b = _median_ms(lambda: twin(x), warmup=warmup, repeats=repeats)
-        p = _median_ms(lambda: packed.logits(x), warmup=warmup, repeats=repeats)
+            b = _median_ms(lambda x=x: twin(x), warmup=warmup, repeats=repeats)
+        p = _median_ms(lambda x=x: packed.logits(x), warmup=warmup, repeats=repeats)
         rows.append(_row("model", model, "model", bs, p, {"fp32": b}, pbytes["binary"] + pbytes["real"],
                          fp32_bytes, {"input": list(input_shape)}))
     if include_large_layer:

@@ -16,19 +16,34 @@ from bnn_tune.kernels import (
     reorder_conv_weight,
     unpack_bits,
 )
+from bnn_tune.kernels._native import native_available
 
 
 def _pm1(b):
     return np.where(b, 1, -1).astype(np.int64)
 
 
-@pytest.mark.parametrize("m,o,k", [(1, 1, 1), (1, 7, 31), (3, 33, 33), (5, 10, 257), (17, 65, 1000), (2, 3, 4096)])
-def test_binary_gemm_matches_oracle(m, o, k):
+BACKENDS = ["numpy", "native"] if native_available() else ["numpy"]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("m,o,k", [(1, 1, 1), (1, 7, 31), (3, 33, 33), (5, 10, 257), (17, 65, 1000), (2, 3, 4096),
+                                   (9, 130, 70)])
+def test_binary_gemm_matches_oracle(m, o, k, backend):
     rng = np.random.default_rng(m * 1000 + k)
     a, w = rng.random((m, k)) < 0.5, rng.random((o, k)) < 0.5
-    y = binary_gemm(pack_bits(a), pack_bits(w), k)
+    y = binary_gemm(pack_bits(a), pack_bits(w), k, backend=backend)
     assert y.dtype == np.int32
     np.testing.assert_array_equal(y, _pm1(a) @ _pm1(w).T)
+
+
+def test_native_kernel_builds_here():
+    """The dev/CI machines have a C compiler: the compiled path must be the one in use."""
+    import shutil
+
+    if shutil.which("cc") is None and shutil.which("gcc") is None:
+        pytest.skip("no C compiler")
+    assert native_available()
 
 
 def test_binary_gemm_chunks_large_batch(monkeypatch):
@@ -37,7 +52,8 @@ def test_binary_gemm_chunks_large_batch(monkeypatch):
     monkeypatch.setattr(_cpu, "_CHUNK_ELEMS", 64)
     rng = np.random.default_rng(0)
     a, w = rng.random((37, 300)) < 0.5, rng.random((9, 300)) < 0.5
-    np.testing.assert_array_equal(binary_gemm(pack_bits(a), pack_bits(w), 300), _pm1(a) @ _pm1(w).T)
+    y = binary_gemm(pack_bits(a), pack_bits(w), 300, backend="numpy")
+    np.testing.assert_array_equal(y, _pm1(a) @ _pm1(w).T)
 
 
 def test_tile_32_odd_word_count():
@@ -89,3 +105,5 @@ def test_errors():
         binary_gemm(a, pack_bits(np.ones((2, 300), bool)), 10)
     with pytest.raises(ValueError, match=r"`k` must be in \[1, 256\]"):
         binary_gemm(a, a, 300)
+    with pytest.raises(ValueError, match="`backend` must be"):
+        binary_gemm(a, a, 10, backend="gpu")
