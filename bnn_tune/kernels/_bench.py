@@ -1,7 +1,8 @@
 """Benchmark of the packed kernels against the float twin, per layer and per model.
 
 Method (CPU): ``time.perf_counter`` around each call, ``warmup`` untimed calls, then the median of
-``repeats`` timed calls. The packed binary layer is timed as a network runs it: pack the input bits
+``repeats`` timed calls, packed and baseline calls alternating (A, B, A, B...) so that both see the
+same machine load (the development VM is shared). The packed binary layer is timed as a network runs it: pack the input bits
 (sign+pack), XOR-popcount GEMM (im2col for convs), integer threshold. The baseline is the same
 layer of the real-valued twin (``build_model(..., binary=False)``) in float32 with
 ``torch.nn.functional``, timed in the same run with the same threads. Weight buffers rotate over
@@ -29,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._cpu import binary_conv2d, binary_gemm
+from ._native import native_available
 from ._packing import pack_bits, padded_k
 
 __all__ = ["benchmark_model", "format_table", "plot_results", "randomize_model"]
@@ -45,6 +47,23 @@ def _median_ms(fn: Callable[[], Any], *, warmup: int, repeats: int) -> float:
         fn()
         ts.append(time.perf_counter() - t0)
     return float(np.median(ts) * 1e3)
+
+
+def _median_pair(fa: Callable[[], Any], fb: Callable[[], Any], *, warmup: int, repeats: int) -> tuple[float, float]:
+    """Median ms of two functions timed alternately (A, B, A, B, ...), so both see the same load."""
+    for _ in range(warmup):
+        fa()
+        fb()
+    ta, tb = [], []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fa()
+        t1 = time.perf_counter()
+        fb()
+        t2 = time.perf_counter()
+        ta.append(t1 - t0)
+        tb.append(t2 - t1)
+    return float(np.median(ta) * 1e3), float(np.median(tb) * 1e3)
 
 
 def randomize_model(model: nn.Module, seed: int = 0) -> nn.Module:
@@ -100,10 +119,18 @@ def _cpu_linear(name: str, o: int, k: int, batch: int, *, scope: str, warmup: in
         i[0] += 1
         return F.linear(xt, wf[i[0] % len(wf)])
 
-    p = _median_ms(packed, warmup=warmup, repeats=repeats)
-    b = _median_ms(fp32, warmup=warmup, repeats=repeats)
-    return _row(scope, name, "binary_linear", batch, p, {"fp32": b}, o * kp // 8, o * k * 4,
-                {"out": o, "k": k, "k_padded": kp})
+    p, b = _median_pair(packed, fp32, warmup=warmup, repeats=repeats)
+    row = _row(scope, name, "binary_linear", batch, p, {"fp32": b}, o * kp // 8, o * k * 4,
+               {"out": o, "k": k, "k_padded": kp})
+    row["backend"] = "native" if native_available() else "numpy"
+    if scope == "large_layer":  # does the compiled path pay off? time the numpy backend too
+
+        def numpy_path():
+            i[0] += 1
+            return binary_gemm(pack_bits(xb), ws[i[0] % n_w], k, backend="numpy") >= thr
+
+        row["numpy_backend_ms"] = _median_ms(numpy_path, warmup=1, repeats=max(3, repeats // 3))
+    return row
 
 
 def _cpu_conv(name: str, op: dict[str, Any], batch: int, *, warmup: int, repeats: int,
@@ -128,8 +155,7 @@ def _cpu_conv(name: str, op: dict[str, Any], batch: int, *, warmup: int, repeats
     def fp32():
         return F.conv2d(xt, wt, None, op["stride"], op["padding"])
 
-    p = _median_ms(packed, warmup=warmup, repeats=repeats)
-    b = _median_ms(fp32, warmup=warmup, repeats=repeats)
+    p, b = _median_pair(packed, fp32, warmup=warmup, repeats=repeats)
     return _row("layer", name, "binary_conv2d", batch, p, {"fp32": b}, o * kp // 8, o * k * 4,
                 {"in": [c, h, w], "out": o, "kernel": [kh, kw], "k": k, "k_padded": kp})
 
@@ -203,6 +229,7 @@ def benchmark_model(
         "torch": torch.__version__, "numpy": np.__version__, "torch_threads": torch.get_num_threads(),
         "cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
         "statistic": "median", "packed_weight_bytes": packed.weight_bytes(),
+        "cpu_backend": "native" if native_available() else "numpy",
     }
     if device == "cuda":
         from . import _cuda_bench
@@ -225,8 +252,7 @@ def benchmark_model(
     for bs in batch_sizes:
         x = torch.randn(bs, *input_shape)
         with torch.no_grad():
-            b = _median_ms(lambda x=x: twin(x), warmup=warmup, repeats=repeats)
-        p = _median_ms(lambda x=x: packed.logits(x), warmup=warmup, repeats=repeats)
+            p, b = _median_pair(lambda x=x: packed.logits(x), lambda x=x: twin(x), warmup=warmup, repeats=repeats)
         rows.append(_row("model", model, "model", bs, p, {"fp32": b}, pbytes["binary"] + pbytes["real"],
                          fp32_bytes, {"input": list(input_shape)}))
     if include_large_layer:

@@ -1,10 +1,14 @@
 """Optional compiled CPU kernel (``csrc/bgemm_cpu.c``) loaded with ctypes.
 
-Built on first use with the system C compiler (``$CC`` or ``cc``: ``-O3 -march=native -fopenmp``,
-falling back to no OpenMP, then to the numpy path) into ``$BNN_TUNE_CACHE`` (default
+Built on first use with the system C compiler (``$CC`` or ``cc``: ``-O3 -march=native``, falling
+back to ``-O3``, then to the numpy path) into ``$BNN_TUNE_CACHE`` (default
 ``~/.cache/bnn_tune``), keyed by a hash of the source and the compiler. ``BNN_TUNE_CPU_KERNEL=numpy``
 disables it. :func:`bnn_tune.kernels.binary_gemm` uses it when it loads; both paths are exact, the
 test suite checks them against each other and against the float oracle.
+
+Threads: calls with more than ``_PARALLEL_WORK`` word operations split the weight rows over
+``torch.get_num_threads()`` Python threads (ctypes releases the GIL during the call), the same
+thread count the float baseline uses.
 """
 
 from __future__ import annotations
@@ -41,8 +45,8 @@ def _build() -> ctypes.CDLL | None:
         except OSError:
             return None
         tmp = lib.with_suffix(f".{os.getpid()}.tmp")
-        for flags in (["-fopenmp"], []):
-            proc = subprocess.run([cc, "-O3", "-march=native", "-fPIC", "-shared", *flags, str(_SRC), "-o", str(tmp)],
+        for flags in (["-march=native"], []):
+            proc = subprocess.run([cc, "-O3", *flags, "-fPIC", "-shared", str(_SRC), "-o", str(tmp)],
                                   capture_output=True, text=True)
             if proc.returncode == 0:
                 os.replace(tmp, lib)
@@ -55,7 +59,7 @@ def _build() -> ctypes.CDLL | None:
     except OSError:
         return None
     p, i = ctypes.c_void_p, ctypes.c_int
-    dll.bnn_cpu_gemm.argtypes = [p, p, i, i, i, i, p]
+    dll.bnn_cpu_gemm.argtypes = [p, p, i, i, i, i, p, i]
     dll.bnn_cpu_gemm.restype = None
     return dll
 
@@ -81,5 +85,39 @@ def native_gemm(a64: np.ndarray, w64: np.ndarray, k: int) -> np.ndarray | None:
     m, wd = a64.shape
     o = w64.shape[0]
     y = np.empty((m, o), dtype=np.int32)
-    lib.bnn_cpu_gemm(a64.ctypes.data, w64.ctypes.data, m, o, wd, k, y.ctypes.data)
+    threads = _threads()
+    if threads <= 1 or m * o * wd < _PARALLEL_WORK or o < 8 * threads:
+        lib.bnn_cpu_gemm(a64.ctypes.data, w64.ctypes.data, m, o, wd, k, y.ctypes.data, o)
+        return y
+    step = -(-o // threads)
+    step += -step % 4  # keep the 4-row register blocks whole
+    a_ptr, w_ptr, y_ptr = a64.ctypes.data, w64.ctypes.data, y.ctypes.data
+
+    def part(o0: int) -> None:
+        n = min(step, o - o0)
+        lib.bnn_cpu_gemm(a_ptr, w_ptr + o0 * wd * 8, m, n, wd, k, y_ptr + o0 * 4, o)
+
+    list(_pool(threads).map(part, range(0, o, step)))
     return y
+
+
+_PARALLEL_WORK = 1 << 20
+
+
+def _threads() -> int:
+    try:
+        import torch
+
+        return max(1, torch.get_num_threads())
+    except Exception:  # pragma: no cover
+        return 1
+
+
+def _pool(n: int):
+    from concurrent.futures import ThreadPoolExecutor
+
+    pool = _STATE.get("pool")
+    if pool is None or _STATE.get("pool_size") != n:
+        pool = ThreadPoolExecutor(max_workers=n, thread_name_prefix="bnn_tune_gemm")
+        _STATE["pool"], _STATE["pool_size"] = pool, n
+    return pool

@@ -107,3 +107,16 @@ def test_errors():
         binary_gemm(a, a, 300)
     with pytest.raises(ValueError, match="`backend` must be"):
         binary_gemm(a, a, 10, backend="gpu")
+
+
+def test_native_threaded_split_matches(monkeypatch):
+    from bnn_tune.kernels import _native
+
+    if not native_available():
+        pytest.skip("no native kernel")
+    monkeypatch.setattr(_native, "_PARALLEL_WORK", 0)
+    monkeypatch.setattr(_native, "_threads", lambda: 3)
+    rng = np.random.default_rng(5)
+    a, w = rng.random((6, 500)) < 0.5, rng.random((101, 500)) < 0.5
+    np.testing.assert_array_equal(binary_gemm(pack_bits(a), pack_bits(w), 500, backend="native"),
+                                  _pm1(a) @ _pm1(w).T)
