@@ -29,6 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--models", nargs="+", default=["vgg_small"])
     p.add_argument("--width", type=float, default=0.25)
     p.add_argument("--quick", action="store_true")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for both sides (default: torch's)")
     p.add_argument("--out", default="benchmarks/results")
     args = p.parse_args(argv)
     for i, model in enumerate(args.models):
@@ -37,6 +38,8 @@ def main(argv: list[str] | None = None) -> int:
                "--width", str(args.width), "--out", out]
         if args.quick:
             cmd.append("--quick")
+        if args.threads:
+            cmd += ["--threads", str(args.threads)]
         if i > 0:
             cmd.append("--no-large-layer")
         rc = cli_main(cmd)

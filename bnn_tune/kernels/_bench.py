@@ -184,6 +184,7 @@ def benchmark_model(
     include_large_layer: bool = True,
     large_layer: tuple[int, int] = (4096, 4096),
     seed: int = 0,
+    threads: int | None = None,
 ) -> dict[str, Any]:
     """Time a packed model and its float twin, per binary layer and whole, at each batch size.
 
@@ -197,6 +198,9 @@ def benchmark_model(
         batch_sizes: batch sizes to time (batch 1 latency, batch 256 throughput).
         include_large_layer: add the ``large_layer`` (out, in) binary linear layer rows.
         seed: seed of the random inputs and weights.
+        threads: CPU threads for both sides (``torch.set_num_threads`` and the native kernel's
+            split) during the run; default: torch's current setting. On a shared machine 1 thread
+            gives stable numbers (torch's thread pool stalls when its threads are preempted).
 
     Returns:
         A JSON-serializable dict: ``meta`` (host, threads, method) and ``rows`` (see module doc).
@@ -206,11 +210,26 @@ def benchmark_model(
         >>> sorted({r["scope"] for r in res["rows"]})
         ['layer', 'model']
     """
+    if device not in ("cpu", "cuda"):
+        raise ValueError(f"`device` must be 'cpu' or 'cuda', but got device={device!r}.")
+    if threads is not None and threads < 1:
+        raise ValueError(f"`threads` must be >= 1, but got threads={threads}.")
+    old_threads = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        return _benchmark_model(model, input_shape, num_classes, width=width, depth=depth, device=device,
+                                quick=quick, packed=packed, batch_sizes=batch_sizes,
+                                include_large_layer=include_large_layer, large_layer=large_layer, seed=seed)
+    finally:
+        torch.set_num_threads(old_threads)
+
+
+def _benchmark_model(model, input_shape, num_classes, *, width, depth, device, quick, packed, batch_sizes,
+                     include_large_layer, large_layer, seed) -> dict[str, Any]:
     from ..export import pack_model
     from ..nn import build_model
 
-    if device not in ("cpu", "cuda"):
-        raise ValueError(f"`device` must be 'cpu' or 'cuda', but got device={device!r}.")
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     twin = build_model(model, input_shape, num_classes, binary=False, width=width, depth=depth).eval()
@@ -283,12 +302,23 @@ def format_table(res: dict[str, Any]):
     return t
 
 
+def _label(r: dict[str, Any]) -> str:
+    sh = r["shape"]
+    if r["scope"] == "model":
+        return f"whole model\n{r['name']}"
+    if r["op"] == "binary_conv2d":
+        c, h, w = sh["in"]
+        return f"conv {r['name']}\n{c}->{sh['out']} @{h}x{w}"
+    return f"{'linear' if r['scope'] == 'layer' else 'layer'} {r['name']}\n{sh['k']}->{sh['out']}"
+
+
 def plot_results(res: dict[str, Any], path: str | os.PathLike) -> str:
     """Bar plot (PNG): speed-up of the packed kernels over each baseline, one panel per batch size."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker  # noqa: F401
 
     rows = res["rows"]
     batches = sorted({r["batch"] for r in rows})
@@ -309,14 +339,16 @@ def plot_results(res: dict[str, Any], path: str | os.PathLike) -> str:
         if any(r["scope"] == "large_layer" for r in sel) and res["meta"]["device"] == "cpu" and bs == 1:
             ax.axhline(8.0, color="r", ls="--", lw=0.8, label="goal 8x (4096x4096, batch 1)")
         ax.set_xticks(xs)
-        ax.set_xticklabels([f"{r['name'] or 'layer'}\n[{r['scope']}]" for r in sel], rotation=45, ha="right",
-                           fontsize=7)
+        ax.set_xticklabels([_label(r) for r in sel], rotation=40, ha="right", fontsize=7)
         ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}x"))
+        ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_ylabel("speed-up (baseline time / packed time)")
         ax.set_title(f"batch {bs}" + (" (latency)" if bs == 1 else " (throughput)"))
         ax.legend(fontsize=7)
     meta = res["meta"]
-    fig.suptitle(f"packed 1-bit kernels vs float twin: {meta['model']} on {meta['device']}", fontsize=10)
+    fig.suptitle(f"packed 1-bit kernels vs float twin: {meta['model']} {tuple(meta['input_shape'])} on "
+                 f"{meta['device']}, {meta.get('torch_threads')} thread(s), median of {meta['repeats']}", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
