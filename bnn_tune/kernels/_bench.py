@@ -22,6 +22,7 @@ import os
 import platform
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -74,6 +75,7 @@ def randomize_model(model: nn.Module, seed: int = 0) -> nn.Module:
         for m in model.modules():
             if isinstance(m, nn.modules.batchnorm._BatchNorm):
                 c = m.num_features
+                assert m.running_mean is not None and m.running_var is not None
                 m.running_mean.copy_(torch.randn(c, generator=g))
                 m.running_var.copy_(torch.rand(c, generator=g) + 0.5)
                 m.weight.copy_(torch.randn(c, generator=g))
@@ -254,9 +256,9 @@ def _benchmark_model(model, input_shape, num_classes, *, width, depth, device, q
         from . import _cuda_bench
 
         meta["gpu"] = torch.cuda.get_device_name() if torch.cuda.is_available() else None
-        rows = _cuda_bench.run(packed, twin, input_shape, batch_sizes=batch_sizes, quick=quick,
+        cuda_rows = _cuda_bench.run(packed, twin, input_shape, batch_sizes=batch_sizes, quick=quick,
                                include_large_layer=include_large_layer, large_layer=large_layer, seed=seed)
-        return {"meta": meta, "rows": rows}
+        return {"meta": meta, "rows": cuda_rows}
 
     rows: list[dict[str, Any]] = []
     for op in _binary_ops(packed.header["layers"]):
@@ -271,7 +273,7 @@ def _benchmark_model(model, input_shape, num_classes, *, width, depth, device, q
     for bs in batch_sizes:
         x = torch.randn(bs, *input_shape)
         with torch.no_grad():
-            p, b = _median_pair(lambda x=x: packed.logits(x), lambda x=x: twin(x), warmup=warmup, repeats=repeats)
+            p, b = _median_pair(partial(packed.logits, x), partial(twin, x), warmup=warmup, repeats=repeats)
         rows.append(_row("model", model, "model", bs, p, {"fp32": b}, pbytes["binary"] + pbytes["real"],
                          fp32_bytes, {"input": list(input_shape)}))
     if include_large_layer:

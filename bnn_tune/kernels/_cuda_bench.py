@@ -94,7 +94,11 @@ def _linear_rows(name: str, scope: str, o: int, k: int, batch: int, *, inner: in
         nf = _n_copies(o * k * 2)
         wf = [torch.randn(o, k, device="cuda", dtype=dt) for _ in range(nf)]
         xf = x.to(dt)
-        base[label] = _graph_ms(lambda i, xf=xf, wf=wf: torch.matmul(xf, wf[i].T), nf, inner=inner, warmup=warmup, repeats=repeats)
+
+        def dense(i: int, xf: torch.Tensor = xf, wf: list[torch.Tensor] = wf) -> torch.Tensor:
+            return torch.matmul(xf, wf[i].T)
+
+        base[label] = _graph_ms(dense, nf, inner=inner, warmup=warmup, repeats=repeats)
     row = _row(scope, name, op, batch, p, base, packed_bytes, o * k * 4, {"out": o, "k": k, "k_padded": wd * 32})
     row["effective_weight_gbps"] = packed_bytes / (p * 1e-3) / 1e9
     if copy_gbps:
@@ -125,8 +129,11 @@ def _conv_row(op: dict[str, Any], batch: int, *, inner: int, warmup: int, repeat
         nf = _n_copies(o * k * 2)
         wf = [torch.randn(o, c, kh, kw, device="cuda", dtype=dt) for _ in range(nf)]
         xf = x.to(dt)
-        base[label] = _graph_ms(lambda i, xf=xf, wf=wf: F.conv2d(xf, wf[i], None, stride, padding), nf, inner=inner,
-                                warmup=warmup, repeats=repeats)
+
+        def dense(i: int, xf: torch.Tensor = xf, wf: list[torch.Tensor] = wf) -> torch.Tensor:
+            return F.conv2d(xf, wf[i], None, stride, padding)
+
+        base[label] = _graph_ms(dense, nf, inner=inner, warmup=warmup, repeats=repeats)
     return _row("layer", op["name"], "binary_conv2d", batch, p, base, o * wd * 4, o * k * 4,
                 {"in": [c, h, w], "out": o, "kernel": [kh, kw], "k": k, "k_padded": wd * 32})
 

@@ -49,7 +49,10 @@ def mirror_gemv(w: np.ndarray, k: int, *, x: np.ndarray | None = None, a: np.nda
                 thr: np.ndarray | None = None, out_ld: int | None = None) -> np.ndarray:
     """``bnn_gemv_kernel``: int32 ``y [B, O]``, or with ``thr`` the packed bits ``[B, out_ld]``."""
     o_rows, wd = w.shape
-    b_rows = (x if x is not None else a).shape[0]
+    src = x if x is not None else a
+    if src is None:
+        raise ValueError("Give `x` (float input) or `a` (packed input).")
+    b_rows = src.shape[0]
     if x is not None:  # fused sign+pack into shared memory: warp-strided words, ballots
         a_s = np.zeros((b_rows, wd), np.uint32)
         lanes = np.arange(32)
@@ -60,11 +63,13 @@ def mirror_gemv(w: np.ndarray, k: int, *, x: np.ndarray | None = None, a: np.nda
                     valid = kk < k
                     a_s[b, word] = _ballot(valid & (x[b, np.minimum(kk, x.shape[1] - 1)] >= 0))
     else:
-        a_s = a.astype(np.uint32)
+        a_s = src.astype(np.uint32)
     wq = wd // 4
     w4 = w.reshape(o_rows, wq, 4)
     as4 = a_s.reshape(b_rows, wq, 4)
-    tiles = out_ld if thr is not None else -(-o_rows // GEMV_TILE_ROWS)
+    if thr is not None and out_ld is None:
+        out_ld = -(-o_rows // 32)
+    tiles = int(out_ld) if thr is not None and out_ld is not None else -(-o_rows // GEMV_TILE_ROWS)
     y = np.zeros((b_rows, o_rows), np.int32)
     bits = np.zeros((b_rows, out_ld or 0), np.uint32)
     for tile in range(tiles):
