@@ -12,7 +12,7 @@ from bnn_tune.kernels import benchmark_model, format_table, plot_results
 
 def test_benchmark_model_rows_and_plot(tmp_path):
     res = benchmark_model("binarynet", (1, 8, 8), 10, width=0.0625, quick=True, batch_sizes=(1, 4),
-                          large_layer=(64, 300))
+                          large_layer=(64, 300), threads=1)
     json.dumps(res)
     rows = res["rows"]
     assert {r["scope"] for r in rows} == {"layer", "model", "large_layer"}
