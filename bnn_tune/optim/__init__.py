@@ -36,8 +36,9 @@ def _latent_make(params, hparams, *, lr, **_ctx):
 
 
 def _latent_prepare(model, hparams):
-    from ..nn import is_binary_parameter
     import torch
+
+    from ..nn import is_binary_parameter
 
     scale = hparams.get("init_scale", None)
     if scale is None:
