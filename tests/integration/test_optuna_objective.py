@@ -134,3 +134,18 @@ def test_value_is_the_last_epoch_accuracy(digits):
     study.optimize(bnn_tune.objective("latent_adam", base_config=TINY, data=digits), n_trials=1)
     t = study.trials[0]
     assert math.isclose(t.value, t.intermediate_values[3])
+
+
+def test_pruner_is_not_asked_after_the_last_epoch(digits):
+    asked = []
+
+    class Recorder(optuna.pruners.BasePruner):
+        def prune(self, study, trial):
+            asked.append(trial.last_step)
+            return True
+
+    study = optuna.create_study(direction="maximize", pruner=Recorder())
+    study.optimize(bnn_tune.objective("latent_adam", base_config={**TINY, "epochs": 1}, data=digits), n_trials=1)
+    assert study.trials[0].state.name == "COMPLETE" and asked == []
+    study.optimize(bnn_tune.objective("latent_adam", base_config=TINY, data=digits), n_trials=1)
+    assert study.trials[1].state.name == "PRUNED" and asked == [1]
