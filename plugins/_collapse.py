@@ -60,8 +60,8 @@ class FlipRateCollapseRule:
 
     A run that has converged -- flip rate decayed below the floor *and* objective flat for ``patience``
     reports -- can still be stopped when it trails the best trial: its binary weights no longer move, so
-    the remaining epochs are unlikely to make it the best (raise ``patience`` or ``min_improvement``'s
-    tolerance of noise to be more lenient). :func:`bnn_tune.objective` never asks after the last epoch.
+    the remaining epochs are unlikely to make it the best (raise ``patience`` to be more lenient).
+    :func:`bnn_tune.objective` never asks after the last epoch.
 
     Non-finite entries (NaN) are ignored: a NaN flip rate counts neither as collapsed nor as healthy,
     a NaN objective value never counts as an improvement. Only the common prefix of the two series is
