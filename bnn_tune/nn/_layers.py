@@ -53,7 +53,7 @@ def _as_quantizer(q: str | nn.Module | None) -> nn.Module | None:
 
 
 class _BinaryMixin:
-    weight: nn.Parameter
+    weight: torch.Tensor
     input_quantizer: nn.Module | None
     weight_quantizer: nn.Module | None
 
@@ -145,9 +145,9 @@ class BinaryConv2d(_BinaryMixin, nn.Conv2d):
         if self.input_quantizer is None:
             return F.conv2d(x, w, self.bias, self.stride, self.padding)
         xq = self.input_quantizer(x)
-        ph, pw = self.padding  # type: ignore[misc]
+        ph, pw = self.padding  # type: ignore[misc,str-unpack]
         if ph or pw:
-            xq = F.pad(xq, (pw, pw, ph, ph), value=self.pad_value)
+            xq = F.pad(xq, (int(pw), int(pw), int(ph), int(ph)), value=self.pad_value)
         return F.conv2d(xq, w, self.bias, self.stride, 0)
 
     def extra_repr(self) -> str:

@@ -52,3 +52,18 @@ def test_log_flip_rate_and_accuracy():
     assert LOG_FLIP_RATE_EPS == pytest.approx(math.exp(-9))
     assert log_flip_rate(0.0) == pytest.approx(-9.0)
     assert accuracy(torch.tensor([[0.0, 1.0], [2.0, 1.0]]), torch.tensor([1, 1])) == 0.5
+
+
+def test_changes_between_steps_are_not_counted_as_flips():
+    w = torch.nn.Parameter(torch.tensor([1.0, -1.0]))
+    opt = torch.optim.SGD([w], lr=1.0)
+    counter = FlipCounter([("w", w)]).attach(opt)
+    w.grad = torch.zeros(2)
+    opt.step()
+    with torch.no_grad():
+        w.neg_()  # e.g. a checkpoint load: not an optimizer flip
+    opt.step()
+    assert counter.summary()["flips"] == 0
+    w.grad = torch.tensor([-2.0, 0.0])  # w[0]: -1 -> +1
+    opt.step()
+    assert counter.summary()["flips"] == 1
