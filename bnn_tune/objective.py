@@ -7,7 +7,8 @@ config from the space, merges it over ``base_config``, trains with :class:`bnn_t
 * appends to the user attrs ``"bnn_tune:log_flip_rate"`` (the series :class:`plugins.optuna.FlipRatePruner`
   reads), ``"bnn_tune:val_acc"`` and ``"bnn_tune:layer_log_flip_rate"`` (``{layer: [...]}``),
 * calls ``trial.report(val_acc, epoch)`` and raises :class:`optuna.TrialPruned` when
-  ``trial.should_prune()`` says so (the pruner's reason is in ``"bnn_tune:prune_reason"``).
+  ``trial.should_prune()`` says so (the pruner's reason is in ``"bnn_tune:prune_reason"``); the pruner is
+  not asked after the last epoch, when stopping would save nothing.
 
 The trial's value is the validation accuracy of the last epoch (the state that is checkpointed). The flat
 config is stored in ``"bnn_tune:config"``; with ``artifact_dir`` the final :meth:`Trainer.state_dict` is
@@ -172,7 +173,8 @@ class Objective:
             trial.set_user_attr(VAL_ACC_ATTR, list(accs))
             trial.set_user_attr(LAYER_FLIP_RATE_ATTR, {k: list(v) for k, v in layers.items()})
             trial.report(float(m.val_acc), m.epoch)
-            if trial.should_prune():
+            # after the last epoch there is nothing left to save: the trial completes
+            if m.epoch < cfg.epochs and trial.should_prune():
                 reason = trial.user_attrs.get(PRUNE_REASON_ATTR) or "the study's pruner said so"
                 raise optuna.TrialPruned(f"pruned at epoch {m.epoch}: {reason}")
 
