@@ -48,6 +48,7 @@ import io
 import json
 import math
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -282,7 +283,8 @@ def _ray_trial(tdir: Path, params: dict[str, Any]) -> TrialRecord:
     else:
         state, note = COMPLETE, ""
     value = val[-1] if state == COMPLETE and val else None
-    return TrialRecord(tdir.name, state, value, params, val, lfr, note, planned)
+    short = re.match(r"^([A-Za-z0-9.]+_[0-9a-f]{5,}_\d+)", tdir.name)  # trainable_8f76b1f7_2_<params>_<date>
+    return TrialRecord(short.group(1) if short else tdir.name, state, value, params, val, lfr, note, planned)
 
 
 def load_ray_runs(run_dir: str | os.PathLike) -> list[SearchRun]:
