@@ -116,9 +116,12 @@ def _check(rc: int, name: str) -> None:
 
 
 def _words(t: torch.Tensor, name: str) -> torch.Tensor:
-    if t.dtype not in (torch.int32, torch.uint32) or not t.is_cuda or not t.is_contiguous():
-        raise ValueError(f"`{name}` must be a contiguous CUDA int32 tensor of packed words, but got "
-                         f"dtype={t.dtype}, device={t.device}.")
+    if t.dtype not in (torch.int32, torch.uint32) or not t.is_cuda or not t.is_contiguous() or t.ndim != 2:
+        raise ValueError(f"`{name}` must be a contiguous 2-D CUDA int32 tensor of packed words, but got "
+                         f"dtype={t.dtype}, device={t.device}, shape={tuple(t.shape)}.")
+    if t.data_ptr() % 16 or t.shape[1] % 8:
+        raise ValueError(f"`{name}` must be 16-byte aligned with a multiple of 8 words per row (256-bit K "
+                         f"tile), but got {t.shape[1]} words at address % 16 = {t.data_ptr() % 16}.")
     return t
 
 
