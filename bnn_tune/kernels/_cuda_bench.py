@@ -99,6 +99,18 @@ def _linear_rows(name: str, scope: str, o: int, k: int, batch: int, *, inner: in
             return torch.matmul(xf, wf[i].T)
 
         base[label] = _graph_ms(dense, nf, inner=inner, warmup=warmup, repeats=repeats)
+    if batch > 16 and batch % 8 == 0 and k % 8 == 0 and o % 8 == 0:  # cuBLAS int8 GEMM (int32 accumulate)
+        try:
+            ni = _n_copies(o * k)
+            wi = [torch.randint(-127, 128, (k, o), dtype=torch.int8, device="cuda") for _ in range(ni)]
+            xi = torch.randint(-127, 128, (batch, k), dtype=torch.int8, device="cuda")
+
+            def int8(i: int, xi: torch.Tensor = xi, wi: list[torch.Tensor] = wi) -> torch.Tensor:
+                return torch._int_mm(xi, wi[i])
+
+            base["int8"] = _graph_ms(int8, ni, inner=inner, warmup=warmup, repeats=repeats)
+        except (RuntimeError, AttributeError):  # _int_mm unsupported for this shape/build
+            pass
     row = _row(scope, name, op, batch, p, base, packed_bytes, o * k * 4, {"out": o, "k": k, "k_padded": wd * 32})
     row["effective_weight_gbps"] = packed_bytes / (p * 1e-3) / 1e9
     if copy_gbps:
