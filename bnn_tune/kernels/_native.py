@@ -94,16 +94,16 @@ def native_gemm(a64: np.ndarray, w64: np.ndarray, k: int) -> np.ndarray | None:
         step = -(-o // threads)
         step += -step % 4  # keep the 4-row register blocks whole
 
-        def part(o0: int) -> None:
-            lib.bnn_cpu_gemm(a_ptr, w_ptr + o0 * wd * 8, m, min(step, o - o0), wd, k, y_ptr + o0 * 4, o)
+        def part(start: int) -> None:
+            lib.bnn_cpu_gemm(a_ptr, w_ptr + start * wd * 8, m, min(step, o - start), wd, k, y_ptr + start * 4, o)
 
         total = o
     else:  # few output channels, many rows (convolutions): split the activation rows
         step = -(-m // threads)
         step += -step % 4
 
-        def part(m0: int) -> None:
-            lib.bnn_cpu_gemm(a_ptr + m0 * wd * 8, w_ptr, min(step, m - m0), o, wd, k, y_ptr + m0 * o * 4, o)
+        def part(start: int) -> None:  # type: ignore[misc]
+            lib.bnn_cpu_gemm(a_ptr + start * wd * 8, w_ptr, min(step, m - start), o, wd, k, y_ptr + start * o * 4, o)
 
         total = m
     list(_pool(threads).map(part, range(0, total, step)))
