@@ -271,8 +271,8 @@ def pack_model(model: nn.Module, config: Any = None, *, input_shape: tuple[int, 
     Example:
         >>> from bnn_tune.nn import build_model
         >>> pm = pack_model(build_model("mlp", (40,), 10, width=0.125))
-        >>> pm.header["layers"][2]["op"]
-        'binary_linear'
+        >>> [op["op"] for op in pm.header["layers"]][:4]
+        ['flatten', 'linear', 'batchnorm_sign', 'binary_linear']
     """
     if config is not None and not isinstance(config, Mapping):
         config = config.to_dict()
