@@ -317,8 +317,9 @@ def _label(r: dict[str, Any]) -> str:
 
 def plot_results(res: dict[str, Any], path: str | os.PathLike) -> str:
     """Bar plot (PNG): speed-up of the packed kernels over each baseline, one panel per batch size."""
-    import matplotlib
+    from .._imports import require
 
+    matplotlib = require("matplotlib", feature="the benchmark plot")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import matplotlib.ticker  # noqa: F401
