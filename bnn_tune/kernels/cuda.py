@@ -150,7 +150,11 @@ def gemv(w: torch.Tensor, k: int, *, x: torch.Tensor | None = None, a: torch.Ten
         raise ValueError("Give exactly one of `x` (float input) or `a` (packed input).")
     if a is not None:
         _words(a, "a")
+    elif x is not None and (x.dtype != torch.float32 or not x.is_cuda or x.ndim != 2 or x.stride(1) != 1):
+        raise ValueError("`x` must be a CUDA float32 [B, K] tensor with unit column stride.")
     b = src.shape[0]
+    if not 1 <= b <= 16:
+        raise ValueError(f"`gemv` handles batch 1..16, but got batch={b}; use `bmma` for larger batches.")
     if thr is not None:
         out_words = out_words or -(-o // 32)
         res = out if out is not None else torch.empty((b, out_words), dtype=torch.int32, device=w.device)
