@@ -112,7 +112,7 @@ class TrialConfig:
         if not isinstance(config, Mapping):
             raise ConfigError(f"A config must be a mapping of keys to values, but got {type(config).__name__}.")
         config = dict(config)
-        common = {f.name for f in dataclasses.fields(cls)} - {"optimizer_params", "schedules"}
+        common = set(COMMON_KEYS)
         opt_name = config.get("optimizer", cls.optimizer)
         try:
             spec = optim.get(opt_name)
@@ -202,3 +202,9 @@ class TrialConfig:
     @property
     def activation_quantizer(self) -> str | None:
         return None if self.activation == "none" else self.activation
+
+
+COMMON_KEYS: tuple[str, ...] = tuple(
+    f.name for f in dataclasses.fields(TrialConfig) if f.name not in ("optimizer_params", "schedules")
+)
+"""The config keys every trial accepts, whatever its optimizer."""

@@ -61,6 +61,8 @@ class FlipCounter:
         self.params = [p for _, p in named]
         self.sizes = [p.numel() for p in self.params]
         self._signs = [torch.empty_like(p, dtype=torch.bool) for p in self.params]
+        self._scratch = [torch.empty_like(p, dtype=torch.bool) for p in self.params]
+        self._versions: list[int | None] = [None] * len(self.params)
         self._handles: list[Any] = []
         self.reset()
 
@@ -82,13 +84,20 @@ class FlipCounter:
 
     @torch.no_grad()
     def before_step(self) -> None:
-        for p, s in zip(self.params, self._signs):
-            torch.ge(p, 0, out=s)
+        # The signs saved after the previous step are still valid unless the parameter was modified
+        # in between (its version counter moved): then take them again.
+        for i, (p, s) in enumerate(zip(self.params, self._signs)):
+            if self._versions[i] != p._version:
+                torch.ge(p, 0, out=s)
 
     @torch.no_grad()
     def after_step(self) -> None:
-        for i, (p, s) in enumerate(zip(self.params, self._signs)):
-            self._flips[i] += torch.ne(p >= 0, s).sum()
+        for i, p in enumerate(self.params):
+            new, old = self._scratch[i], self._signs[i]
+            torch.ge(p, 0, out=new)
+            self._flips[i] += torch.ne(new, old).sum()
+            self._signs[i], self._scratch[i] = new, old
+            self._versions[i] = p._version
         self.steps += 1
 
     def summary(self, *, reset: bool = False) -> dict[str, Any]:

@@ -58,6 +58,11 @@ class FlipRateCollapseRule:
     4. the run is not the best of the sweep: when ``best_value`` (the best objective of the other
        trials) is given, a run whose own best value equals or beats it is never stopped.
 
+    A run that has converged -- flip rate decayed below the floor *and* objective flat for ``patience``
+    reports -- can still be stopped when it trails the best trial: its binary weights no longer move, so
+    the remaining epochs are unlikely to make it the best (raise ``patience`` to be more lenient).
+    :func:`bnn_tune.objective` never asks after the last epoch.
+
     Non-finite entries (NaN) are ignored: a NaN flip rate counts neither as collapsed nor as healthy,
     a NaN objective value never counts as an improvement. Only the common prefix of the two series is
     used when their lengths differ.

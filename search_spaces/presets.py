@@ -68,7 +68,7 @@ class Preset:
         return out
 
 
-def _load(path: Path | None = None) -> builtins.list[Preset]:
+def _load(path: str | os.PathLike | None = None) -> builtins.list[Preset]:
     path = Path(path or PRESETS_PATH)
     if not path.exists():
         return []

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from ._layers import BinaryConv2d, BinaryLinear, binary_parameters, is_binary_parameter
+from ._layers import (
+    BinaryConv2d,
+    BinaryLinear,
+    BinaryParameter,
+    binary_parameters,
+    is_binary_parameter,
+)
 from ._models import MODELS, BiRealBlock, build_model, list_models
 from ._quantizers import (
     ApproxSign,
@@ -22,6 +28,7 @@ __all__ = [
     "BiRealBlock",
     "BinaryConv2d",
     "BinaryLinear",
+    "BinaryParameter",
     "SteSign",
     "SwishSign",
     "approx_sign",

@@ -19,18 +19,26 @@ from torch import nn
 
 from ._quantizers import get_quantizer
 
-__all__ = ["BinaryConv2d", "BinaryLinear", "binary_parameters", "is_binary_parameter"]
+__all__ = ["BinaryConv2d", "BinaryLinear", "BinaryParameter", "binary_parameters", "is_binary_parameter"]
 
-_FLAG = "_bnn_tune_binary"
+class BinaryParameter(nn.Parameter):
+    """A parameter whose forward value is binarized (the weight of a binary layer).
+
+    A subclass rather than an attribute so that the mark survives ``copy.deepcopy``, pickling and
+    ``Module.to``.
+    """
+
+    def __reduce_ex__(self, proto):  # keep the subclass through pickling (Ray ships models by pickle)
+        return (_rebuild_binary_parameter, (self.data, self.requires_grad))
+
+
+def _rebuild_binary_parameter(data: torch.Tensor, requires_grad: bool) -> BinaryParameter:
+    return BinaryParameter(data, requires_grad=requires_grad)
 
 
 def is_binary_parameter(p: torch.Tensor) -> bool:
     """True when ``p`` is the weight of a binary layer (its forward value is +-1)."""
-    return bool(getattr(p, _FLAG, False))
-
-
-def _mark(p: nn.Parameter, binary: bool) -> None:
-    setattr(p, _FLAG, binary)
+    return isinstance(p, BinaryParameter)
 
 
 def binary_parameters(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
@@ -45,14 +53,15 @@ def _as_quantizer(q: str | nn.Module | None) -> nn.Module | None:
 
 
 class _BinaryMixin:
-    weight: nn.Parameter
+    weight: torch.Tensor
     input_quantizer: nn.Module | None
     weight_quantizer: nn.Module | None
 
     def _init_quantizers(self, input_quantizer, weight_quantizer) -> None:
         self.input_quantizer = _as_quantizer(input_quantizer)
         self.weight_quantizer = _as_quantizer(weight_quantizer)
-        _mark(self.weight, self.weight_quantizer is not None)
+        if self.weight_quantizer is not None and not isinstance(self.weight, BinaryParameter):
+            self.weight = BinaryParameter(self.weight.data, requires_grad=self.weight.requires_grad)
 
     def quantized_weight(self) -> torch.Tensor:
         """The weight the forward pass uses (+-1 for binary layers)."""
@@ -136,9 +145,9 @@ class BinaryConv2d(_BinaryMixin, nn.Conv2d):
         if self.input_quantizer is None:
             return F.conv2d(x, w, self.bias, self.stride, self.padding)
         xq = self.input_quantizer(x)
-        ph, pw = self.padding  # type: ignore[misc]
+        ph, pw = self.padding  # type: ignore[misc,str-unpack]
         if ph or pw:
-            xq = F.pad(xq, (pw, pw, ph, ph), value=self.pad_value)
+            xq = F.pad(xq, (int(pw), int(pw), int(ph), int(ph)), value=self.pad_value)
         return F.conv2d(xq, w, self.bias, self.stride, 0)
 
     def extra_repr(self) -> str:

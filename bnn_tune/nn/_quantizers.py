@@ -37,8 +37,12 @@ __all__ = [
 
 
 def binarize(x: torch.Tensor) -> torch.Tensor:
-    """Return ``sign(x)`` with ``sign(0) = +1``, in x's dtype (no gradient)."""
-    return torch.where(x >= 0, 1.0, -1.0).to(x.dtype)
+    """Return ``sign(x)`` with ``sign(0) = +1``, in x's dtype (no gradient).
+
+    NaN stays NaN, so a diverged network shows a NaN loss instead of silently binarizing NaN to -1.
+    """
+    one = torch.ones((), dtype=x.dtype, device=x.device)
+    return torch.where(x >= 0, one, torch.where(x < 0, -one, x))
 
 
 class _SteSignFn(torch.autograd.Function):

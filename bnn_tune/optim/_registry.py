@@ -29,7 +29,8 @@ def _default_make(cls: type[torch.optim.Optimizer]) -> Callable[..., torch.optim
 
 def _signature_defaults(cls: type) -> dict[str, Any]:
     out = {}
-    for name, p in inspect.signature(cls.__init__).parameters.items():
+    init = cls.__init__  # type: ignore[misc]
+    for name, p in inspect.signature(init).parameters.items():
         if name in ("self", "params") or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) or name.startswith("_"):
             continue
         if name in ("foreach", "maximize", "differentiable", "capturable"):

@@ -51,8 +51,8 @@ _DEFAULTS = {"factor": 0.1, "end_factor": 0.0}
 def parse_schedule(spec: str | Mapping[str, Any], key: str = "schedule") -> dict[str, Any]:
     """Normalise a schedule spec (dict or ``"type:k=v,..."`` string) and validate it."""
     if isinstance(spec, str):
-        kind, _, rest = spec.partition(":")
-        d: dict[str, Any] = {"type": kind.strip()}
+        kind_text, _, rest = spec.partition(":")
+        d: dict[str, Any] = {"type": kind_text.strip()}
         for item in filter(None, (s.strip() for s in rest.split(","))):
             k, eq, v = item.partition("=")
             if not eq:

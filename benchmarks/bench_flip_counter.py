@@ -1,0 +1,77 @@
+"""FlipCounter overhead: training-step time with and without the flip counter attached.
+
+Goal (issue 2): overhead <= 5% of a training step. Interleaves the two variants so machine noise
+hits both equally; reports medians over repeats.
+
+    python benchmarks/bench_flip_counter.py [--quick] [--out benchmarks/results/flip_counter.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from bnn_tune import optim
+from bnn_tune.config import TrialConfig
+from bnn_tune.metrics import FlipCounter
+from bnn_tune.nn import build_model
+
+
+def step_time(model, opt, x, y, steps: int) -> float:
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        loss = F.cross_entropy(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return (time.perf_counter() - t0) / steps
+
+
+def bench(name: str, shape: tuple[int, ...], width: float, batch: int, repeats: int, steps: int) -> dict:
+    torch.manual_seed(0)
+    model = build_model(name, shape, 10, width=width)
+    cfg = TrialConfig.from_dict({"model": name, "optimizer": "latent_adam"})
+    opt = optim.build(model, cfg)
+    x, y = torch.randn(batch, *shape), torch.randint(0, 10, (batch,))
+    counter = FlipCounter(model)
+    step_time(model, opt, x, y, 3)  # warm-up
+    plain, counted = [], []
+    for _ in range(repeats):
+        plain.append(step_time(model, opt, x, y, steps))
+        counter.attach(opt)
+        counted.append(step_time(model, opt, x, y, steps))
+        counter.detach()
+    p, c = statistics.median(plain), statistics.median(counted)
+    n_binary = sum(counter.sizes)
+    return {"model": name, "input_shape": list(shape), "width": width, "batch": batch, "binary_weights": n_binary,
+            "step_ms": p * 1e3, "step_ms_with_counter": c * 1e3, "overhead": c / p - 1}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="fewer repeats (CI smoke run)")
+    ap.add_argument("--out", default="benchmarks/results/flip_counter.json")
+    args = ap.parse_args()
+    repeats, steps = (3, 5) if args.quick else (15, 20)
+    cases = [("mlp", (1, 8, 8), 1.0, 64), ("mlp", (40,), 4.0, 128), ("binarynet", (3, 32, 32), 0.25, 64)]
+    rows = [bench(*c, repeats=repeats, steps=steps) for c in cases]
+    print(f"{'model':10} {'width':>5} {'batch':>5} {'binary w':>9} {'step ms':>8} {'+counter':>9} {'overhead':>9}")
+    for r in rows:
+        print(f"{r['model']:10} {r['width']:5} {r['batch']:5} {r['binary_weights']:9d} {r['step_ms']:8.2f} "
+              f"{r['step_ms_with_counter']:9.2f} {100 * r['overhead']:8.1f}%")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"torch": torch.__version__, "machine": platform.processor() or platform.machine(),
+                               "threads": torch.get_num_threads(), "quick": args.quick, "results": rows}, indent=2))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,28 @@
+import json
+
+from bnn_tune.cli import main, parse_assignments
+
+
+def test_parse_assignments_uses_json_values():
+    assert parse_assignments(["gamma=1e-4", "augment=false", "dataset=digits", "betas=[0.9,0.99]"]) == {
+        "gamma": 1e-4, "augment": False, "dataset": "digits", "betas": [0.9, 0.99]}
+
+
+def test_fit_command_prints_table(capsys):
+    code = main(["fit", "--dataset", "synthetic", "--epochs", "2", "-p", "max_steps_per_epoch=3", "-p", "width=0.25"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "status=completed" in out and "val_acc" in out
+
+
+def test_fit_command_json(capsys):
+    code = main(["fit", "--dataset", "synthetic", "--epochs", "1", "-p", "max_steps_per_epoch=2", "--json"])
+    result = json.loads(capsys.readouterr().out)
+    assert code == 0 and result["status"] == "completed" and len(result["history"]) == 1
+
+
+def test_fit_command_reports_config_errors(capsys):
+    code = main(["fit", "-p", "gama=0.1"])
+    captured = capsys.readouterr()
+    assert code == 2
+    assert "Unknown key 'gama'" in captured.out + captured.err

@@ -1,0 +1,69 @@
+import math
+
+import pytest
+import torch
+
+from bnn_tune.metrics import LOG_FLIP_RATE_EPS, FlipCounter, accuracy, log_flip_rate
+from bnn_tune.nn import BinaryLinear
+
+
+def test_hand_stepped_flip_counter():
+    a = torch.nn.Parameter(torch.tensor([0.5, -0.5, 0.1, -0.1]))
+    b = torch.nn.Parameter(torch.tensor([[1.0, 2.0], [-1.0, 0.0]]))
+    opt = torch.optim.SGD([a, b], lr=1.0)
+    counter = FlipCounter([("a", a), ("layer.weight", b)]).attach(opt)
+    # step 1: a -> [-0.5, -0.5, 0.1, 0.9] (2 flips); b -> [[1, 2], [-1, -0.5]] (0 -> -0.5 is a flip)
+    a.grad = torch.tensor([1.0, 0.0, 0.0, -1.0])
+    b.grad = torch.tensor([[0.0, 0.0], [0.0, 0.5]])
+    opt.step()
+    # step 2: a -> [-0.5, -0.5, -0.9, 0.9] (1 flip); b unchanged
+    a.grad = torch.tensor([0.0, 0.0, 1.0, 0.0])
+    b.grad = torch.zeros(2, 2)
+    opt.step()
+    s = counter.summary()
+    assert s["flips"] == 4 and s["steps"] == 2
+    assert s["flip_rate"] == pytest.approx(4 / (8 * 2))
+    assert s["layers"] == {"a": pytest.approx(3 / 8), "layer": pytest.approx(1 / (4 * 2))}
+    assert s["log_flip_rate"] == pytest.approx(math.log(0.25 + math.exp(-9)))
+    counter.reset()
+    assert counter.summary()["flip_rate"] == 0.0
+    assert counter.summary()["log_flip_rate"] == pytest.approx(-9.0)
+
+
+def test_counter_on_model_uses_only_binary_parameters_and_detaches():
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), BinaryLinear(4, 2))
+    counter = FlipCounter(model)
+    assert counter.names == ["1"] and counter.sizes == [8]
+    opt = torch.optim.SGD(model.parameters(), lr=10.0)
+    counter.attach(opt)
+    model(torch.randn(5, 3)).sum().backward()
+    opt.step()
+    counter.detach()
+    opt.step()
+    assert counter.steps == 1
+
+
+def test_counter_requires_binary_parameters():
+    with pytest.raises(ValueError, match="no binary parameters"):
+        FlipCounter(torch.nn.Linear(2, 2))
+
+
+def test_log_flip_rate_and_accuracy():
+    assert LOG_FLIP_RATE_EPS == pytest.approx(math.exp(-9))
+    assert log_flip_rate(0.0) == pytest.approx(-9.0)
+    assert accuracy(torch.tensor([[0.0, 1.0], [2.0, 1.0]]), torch.tensor([1, 1])) == 0.5
+
+
+def test_changes_between_steps_are_not_counted_as_flips():
+    w = torch.nn.Parameter(torch.tensor([1.0, -1.0]))
+    opt = torch.optim.SGD([w], lr=1.0)
+    counter = FlipCounter([("w", w)]).attach(opt)
+    w.grad = torch.zeros(2)
+    opt.step()
+    with torch.no_grad():
+        w.neg_()  # e.g. a checkpoint load: not an optimizer flip
+    opt.step()
+    assert counter.summary()["flips"] == 0
+    w.grad = torch.tensor([-2.0, 0.0])  # w[0]: -1 -> +1
+    opt.step()
+    assert counter.summary()["flips"] == 1

@@ -1,0 +1,114 @@
+import gzip  # noqa: F401  (documenting: torchvision reads the uncompressed raw files)
+import pickle
+import struct
+
+import numpy as np
+import pytest
+import torch
+
+from bnn_tune.data import list_datasets, load_dataset, random_crop_flip
+
+
+def test_registry_lists_all_datasets():
+    assert list_datasets() == ["cifar10", "cifar100", "digits", "fashion_mnist", "mnist", "mnist1d", "synthetic"]
+    with pytest.raises(ValueError, match=r"Unknown dataset 'digit'\. Available: \[.*\]\. Did you mean 'digits'\?"):
+        load_dataset("digit")
+    with pytest.raises(ValueError, match="val_fraction=1.5"):
+        load_dataset("digits", val_fraction=1.5)
+
+
+@pytest.mark.parametrize("name, shape, n_total", [("digits", (1, 8, 8), 1797), ("synthetic", (1, 8, 8), 2400),
+                                                  ("mnist1d", (40,), 5000)])
+def test_offline_datasets(name, shape, n_total):
+    d = load_dataset(name)
+    assert d.input_shape == shape and d.x_train.shape[1:] == shape
+    assert len(d.y_train) + len(d.y_val) + len(d.y_test) == n_total
+    assert d.y_train.dtype == torch.int64 and d.x_train.dtype == torch.float32
+    assert set(d.y_train.unique().tolist()) == set(range(d.num_classes))
+    assert abs(d.x_train.mean().item()) < 0.05  # standardized with train statistics
+    again = load_dataset(name, cache=False)
+    assert torch.equal(again.x_val, d.x_val)  # the split is fixed
+
+
+def _write_idx(path, arr):
+    arr = np.asarray(arr, dtype=np.uint8)
+    magic = 0x0800 | arr.ndim
+    with open(path, "wb") as f:
+        f.write(struct.pack(">I", magic))
+        for s in arr.shape:
+            f.write(struct.pack(">I", s))
+        f.write(arr.tobytes())
+
+
+@pytest.mark.parametrize("name, folder", [("mnist", "MNIST"), ("fashion_mnist", "FashionMNIST")])
+def test_torchvision_mnist_loaders_read_raw_files(tmp_path, name, folder):
+    pytest.importorskip("torchvision")
+    raw = tmp_path / folder / "raw"
+    raw.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    xtr, ytr = rng.integers(0, 256, (50, 28, 28)), np.arange(50) % 10
+    xte, yte = rng.integers(0, 256, (20, 28, 28)), np.arange(20) % 10
+    _write_idx(raw / "train-images-idx3-ubyte", xtr)
+    _write_idx(raw / "train-labels-idx1-ubyte", ytr)
+    _write_idx(raw / "t10k-images-idx3-ubyte", xte)
+    _write_idx(raw / "t10k-labels-idx1-ubyte", yte)
+    d = load_dataset(name, root=str(tmp_path), val_fraction=0.2, cache=False)
+    assert d.input_shape == (1, 28, 28) and d.num_classes == 10 and d.augment is None
+    assert len(d.y_train) == 40 and len(d.y_val) == 10 and len(d.y_test) == 20
+    assert torch.equal(d.y_test, torch.as_tensor(yte))
+    mean, std = (0.1307, 0.3081) if name == "mnist" else (0.2860, 0.3530)
+    expected = (torch.as_tensor(xte, dtype=torch.float32) / 255 - mean) / std
+    assert torch.allclose(d.x_test[:, 0], expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("name, folder, n_classes", [("cifar10", "cifar-10-batches-py", 10),
+                                                     ("cifar100", "cifar-100-python", 100)])
+def test_torchvision_cifar_loaders_read_python_batches(tmp_path, monkeypatch, name, folder, n_classes):
+    tv = pytest.importorskip("torchvision")
+    cls = tv.datasets.CIFAR10 if name == "cifar10" else tv.datasets.CIFAR100
+    # The files are written in CIFAR's real on-disk format; only the md5 check of the official
+    # archives cannot hold for test-written files.
+    monkeypatch.setattr(cls, "_check_integrity", lambda self: True)
+    monkeypatch.setattr(tv.datasets.cifar, "check_integrity", lambda path, md5=None: __import__("os").path.isfile(path))
+    root = tmp_path / folder
+    root.mkdir()
+    rng = np.random.default_rng(1)
+    label_key = "labels" if name == "cifar10" else "fine_labels"
+
+    def batch(n, fname):
+        data = rng.integers(0, 256, (n, 3 * 32 * 32), dtype=np.uint8)
+        labels = list(rng.integers(0, n_classes, n))
+        with open(root / fname, "wb") as f:
+            pickle.dump({"data": data, label_key: labels}, f)
+        return data, labels
+
+    train_files = [f[0] for f in cls.train_list]
+    for f in train_files:
+        batch(10, f)
+    test_data, test_labels = batch(12, cls.test_list[0][0])
+    meta_key = cls.meta["key"]
+    with open(root / cls.meta["filename"], "wb") as f:
+        pickle.dump({meta_key: [f"c{i}" for i in range(n_classes)]}, f)
+    d = load_dataset(name, root=str(tmp_path), cache=False)
+    assert d.input_shape == (3, 32, 32) and d.num_classes == n_classes
+    assert len(d.y_train) + len(d.y_val) == 10 * len(train_files) and len(d.y_test) == 12
+    assert d.y_test.tolist() == [int(v) for v in test_labels]
+    img0 = torch.as_tensor(test_data[0].reshape(3, 32, 32), dtype=torch.float32) / 255
+    mean = torch.tensor([0.4914, 0.4822, 0.4465] if name == "cifar10" else [0.5071, 0.4865, 0.4409]).view(3, 1, 1)
+    std = torch.tensor([0.2470, 0.2435, 0.2616] if name == "cifar10" else [0.2673, 0.2564, 0.2762]).view(3, 1, 1)
+    assert torch.allclose(d.x_test[0], (img0 - mean) / std, atol=1e-5)
+    assert d.augment is random_crop_flip
+
+
+def test_random_crop_flip_is_a_shifted_window():
+    x = torch.arange(2 * 1 * 6 * 6, dtype=torch.float32).view(2, 1, 6, 6) + 1
+    g = torch.Generator().manual_seed(0)
+    out = random_crop_flip(x, g, pad=2)
+    assert out.shape == x.shape
+    for i in range(2):
+        xp = torch.nn.functional.pad(x[i], (2, 2, 2, 2))
+        found = any(
+            torch.equal(out[i], w) or torch.equal(out[i], w.flip(-1))
+            for dy in range(5) for dx in range(5) for w in [xp[:, dy:dy + 6, dx:dx + 6]]
+        )
+        assert found

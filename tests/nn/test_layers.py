@@ -1,0 +1,69 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from bnn_tune.nn import BinaryConv2d, BinaryLinear, binarize, binary_parameters, is_binary_parameter
+
+
+def test_binary_linear_equals_float_matmul_of_pm1():
+    torch.manual_seed(0)
+    layer = BinaryLinear(37, 11)
+    x = torch.randn(5, 37)
+    expected = binarize(x) @ binarize(layer.weight).T
+    assert torch.equal(layer(x), expected)
+    # and each output is an integer of K's parity in [-K, K]
+    assert torch.equal(expected.remainder(2), torch.full_like(expected, 37 % 2))
+
+
+def test_binary_linear_real_activations_and_real_weights():
+    torch.manual_seed(0)
+    x = torch.randn(4, 8)
+    layer = BinaryLinear(8, 3, input_quantizer=None)
+    assert torch.allclose(layer(x), x @ binarize(layer.weight).T)
+    last = BinaryLinear(8, 3, bias=True, weight_quantizer=None)
+    assert torch.allclose(last(x), binarize(x) @ last.weight.T + last.bias)
+    assert is_binary_parameter(layer.weight) and not is_binary_parameter(last.weight)
+    assert not is_binary_parameter(last.bias)
+
+
+@pytest.mark.parametrize("pad_value", [1.0, -1.0])
+@pytest.mark.parametrize("stride", [1, 2])
+def test_binary_conv_equals_float_conv_of_pm1_with_pad_value(pad_value, stride):
+    torch.manual_seed(1)
+    conv = BinaryConv2d(3, 5, 3, stride=stride, padding=1, pad_value=pad_value)
+    x = torch.randn(2, 3, 7, 9)
+    xq = F.pad(binarize(x), (1, 1, 1, 1), value=pad_value)
+    expected = F.conv2d(xq, binarize(conv.weight), stride=stride)
+    assert torch.equal(conv(x), expected)
+    assert set(expected.unique().remainder(2).tolist()) == {1.0}  # K = 27 is odd, outputs are odd
+
+
+def test_binary_conv_rejects_bad_pad_value():
+    with pytest.raises(ValueError, match=r"pad_value=0.0"):
+        BinaryConv2d(1, 1, 3, padding=1, pad_value=0.0)
+
+
+def test_gradient_flows_through_ste_to_latent_weight():
+    layer = BinaryLinear(4, 2)
+    with torch.no_grad():
+        layer.weight.copy_(torch.tensor([[0.5, -2.0, 0.1, -0.1], [1.5, 0.0, -0.3, 0.9]]))
+    layer(torch.randn(3, 4)).sum().backward()
+    g = layer.weight.grad
+    assert g[0, 1] == 0 and g[1, 0] == 0  # |w| > 1: clipped by ste_sign
+    assert (g[0, [0, 2, 3]] != 0).all()
+
+
+def test_binary_parameters_lists_only_binary_weights():
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), BinaryLinear(4, 4), BinaryLinear(4, 2, weight_quantizer=None))
+    assert [n for n, _ in binary_parameters(model)] == ["1.weight"]
+
+
+def test_flag_survives_to_deepcopy_and_pickle():
+    import copy
+
+    layer = BinaryLinear(3, 2).to(torch.float64)
+    assert is_binary_parameter(layer.weight)
+    assert is_binary_parameter(copy.deepcopy(layer).weight)
+    import pickle
+
+    assert is_binary_parameter(pickle.loads(pickle.dumps(layer)).weight)
