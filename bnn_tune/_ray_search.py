@@ -53,7 +53,10 @@ def _arg(args: Namespace, name: str, default: Any = None) -> Any:
     return default if value is None else value
 
 
-def _quiet_env() -> None:
+def _quiet_env(out: Path) -> None:
+    # nothing goes to the home directory: matplotlib's and the kernels' caches live in the run directory
+    os.environ.setdefault("MPLCONFIGDIR", str(out / ".cache" / "matplotlib"))
+    os.environ.setdefault("BNN_TUNE_CACHE", str(out / ".cache" / "bnn_tune"))
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the CLIReporter below instead of the new engine
@@ -159,13 +162,17 @@ def run_ray_search(args: Namespace) -> int:
     """Run a Ray Tune search from parsed ``bnn-tune search`` arguments; returns the exit code.
 
     Args:
-        args: ``optimizer`` (registry/search-space name, default ``bop``), ``dataset`` (``digits``),
-            ``samples`` (trials, 16), ``epochs`` (per trial, per-dataset default), ``out`` (run
-            directory, ``runs/<optimizer>-<dataset>``), ``address`` (None = embedded local Ray),
-            ``storage`` (Optuna storage URL of the searcher's study, or Ray storage path), ``workers``
-            (concurrent trials, default = CPUs), ``study`` (study/experiment name), ``param`` (list of
-            ``KEY=VALUE`` fixed config entries), optional ``seed`` (sampler seed), ``resume``
-            (continue an interrupted search in ``out``), ``gpus_per_trial``.
+        args: the ``search`` command's namespace. Read here: ``optimizer`` (default ``bop``), ``space``
+            and ``naive`` (which space function), the config options of ``bnn-tune fit`` (``dataset``,
+            ``model``, ``epochs``, ``batch_size``, ``device``, ``config`` JSON file, ``param`` list of
+            ``KEY=VALUE``), ``samples`` (trials, 16), ``out`` (run directory, ``runs/<study>``),
+            ``study_name`` (study/experiment name), ``storage`` (Optuna storage URL of the searcher's
+            study; default in-memory), ``workers`` (concurrent trials; default all CPUs of the
+            cluster), ``seed`` (sampler seed), ``pruner`` (``flip``/``flip+median``: ASHA + flip-rate
+            rule, ``median``: ASHA, ``none``: run every trial to the end), ``top`` (ranking rows), and
+            when present ``address`` (None: embedded local Ray; ``auto`` or ``ray://host:10001``),
+            ``resume`` (continue the interrupted search in ``out``), ``gpus_per_trial``,
+            ``max_failures`` (retries of a crashed trial from its checkpoint, default 1).
 
     Returns:
         0 when at least one trial finished, 1 when every trial failed, 2 on invalid arguments.
@@ -177,7 +184,6 @@ def run_ray_search(args: Namespace) -> int:
     from rich.console import Console
 
     from ._imports import require
-    from .cli import parse_assignments
     from .config import ConfigError, TrialConfig
 
     console = Console(width=None if sys.stdout.isatty() else 160)
@@ -185,40 +191,43 @@ def run_ray_search(args: Namespace) -> int:
     require("optuna", feature="bnn-tune search --backend ray (OptunaSearch)")
     import search_spaces
 
-    optimizer = _arg(args, "optimizer", "bop")
-    dataset = _arg(args, "dataset", "digits")
-    samples = int(_arg(args, "samples", 16))
-    epochs = int(_arg(args, "epochs", DEFAULT_EPOCHS.get(dataset, 20)))
-    name = _arg(args, "study", f"{optimizer}-{dataset}")
-    out = Path(_arg(args, "out", f"runs/{name}")).expanduser().resolve()
-    seed = _arg(args, "seed", 0)
-    gpus = float(_arg(args, "gpus_per_trial", 0))
-    if samples < 1:
-        console.print(f"[red]error:[/red] `samples` must be >= 1, but got samples={samples}.")
-        return 2
     try:
-        space = search_spaces.get(optimizer)
-        fixed: dict[str, Any] = {"dataset": dataset, "epochs": epochs, **parse_assignments(_arg(args, "param", []))}
-        fixed.pop("optimizer", None)
-        # validate the fixed part now (with the space's defaults), not inside 16 failing trials
-        TrialConfig.from_dict({**space.suggest(_DefaultTrial()), **fixed})
+        fixed = _fixed_config(args)
+        optimizer = fixed.pop("optimizer", None) or "bop"
+        space_name = _arg(args, "space", optimizer)
+        space = search_spaces.get(space_name)
+        if space.NAME != optimizer and not _arg(args, "naive", False) and _arg(args, "optimizer") is not None:
+            raise ValueError(f"--optimizer {optimizer!r} does not match --space {space_name!r} "
+                             f"(which searches optimizer {space.NAME!r}).")
+        suggest = space.naive_suggest if _arg(args, "naive", False) else space.suggest
+        fixed.setdefault("dataset", "digits")
+        fixed.setdefault("epochs", DEFAULT_EPOCHS.get(fixed["dataset"], 20))
+        # validate the fixed part now (with a mid-range sample of the space), not inside every trial
+        TrialConfig.from_dict({**suggest(_DefaultTrial()), **fixed})
+        samples = int(_arg(args, "samples", 16))
+        if samples < 1:
+            raise ValueError(f"`samples` must be >= 1, but got samples={samples}.")
+        workers = _arg(args, "workers")
+        if workers is not None and int(workers) < 1:
+            raise ValueError(f"`workers` must be >= 1, but got workers={workers}.")
+        pruner = _arg(args, "pruner", "flip")
+        if pruner not in ("flip", "flip+median", "median", "none"):
+            raise ValueError(f"`pruner` must be one of ['flip', 'flip+median', 'median', 'none'], but got {pruner!r}.")
+        name = _arg(args, "study_name", _arg(args, "study", f"{space_name}-{fixed['dataset']}"))
+        out = Path(_arg(args, "out", f"runs/{name}")).expanduser().resolve()
+        storage = _searcher_storage(_arg(args, "storage"))
     except (ValueError, ConfigError) as exc:
         console.print(f"[red]error:[/red] {exc}")
         return 2
-    epochs = int(fixed["epochs"])
     out.mkdir(parents=True, exist_ok=True)
-    storage = _arg(args, "storage")
-    optuna_storage = None
-    ray_storage = out / "ray_results"
-    if storage:
-        if str(storage).startswith(_RDB_PREFIXES) or str(storage).endswith((".log", ".journal")):
-            optuna_storage = _optuna_storage(str(storage))
-        elif "://" in str(storage):
-            ray_storage = str(storage)  # type: ignore[assignment]
-        else:
-            ray_storage = Path(storage).expanduser().resolve()
+    settings = {"optimizer": optimizer, "space": space_name, "suggest": suggest, "fixed": fixed, "samples": samples,
+                "workers": None if workers is None else int(workers), "pruner": pruner, "name": name, "out": out,
+                "storage": storage, "seed": _arg(args, "seed", 0), "top": int(_arg(args, "top", 20)),
+                "resume": bool(_arg(args, "resume", False)), "gpus": float(_arg(args, "gpus_per_trial", 0)),
+                "max_failures": int(_arg(args, "max_failures", 1)),
+                "ray_storage": _arg(args, "ray_storage", str(out / "ray_results"))}
 
-    _quiet_env()
+    _quiet_env(out)
     address = _arg(args, "address")
     started, temp_dir, temp_is_ours = False, None, False
     if not ray.is_initialized():
@@ -230,13 +239,37 @@ def run_ray_search(args: Namespace) -> int:
                      logging_level=logging.WARNING, log_to_driver=False)
         started = True
     try:
-        return _search(ray, args, console, space, optimizer, dataset, samples, epochs, name, out, fixed, seed,
-                       gpus, optuna_storage, ray_storage)
+        return _search(ray, console, settings)
     finally:
         if started:
             ray.shutdown()
             if temp_dir and (temp_is_ours or not os.environ.get("BNN_TUNE_KEEP_RAY_TMP")):
                 shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def _fixed_config(args: Namespace) -> dict[str, Any]:
+    """The config entries every trial shares (``bnn-tune fit`` options, ``--config``, ``-p KEY=VALUE``)."""
+    from .cli import config_from_args, parse_assignments
+
+    if all(hasattr(args, k) for k in ("config", "param")):
+        return config_from_args(args)
+    fixed = {k: getattr(args, k) for k in ("dataset", "model", "optimizer", "epochs", "batch_size", "seed", "device")
+             if getattr(args, k, None) is not None}
+    fixed.update(parse_assignments(getattr(args, "param", None) or []))
+    return fixed
+
+
+def _searcher_storage(url: Any) -> Any:
+    """The Optuna storage of OptunaSearch's study (None: in memory); same URLs as the Optuna backend."""
+    if url is None:
+        return None
+    try:
+        from ._optuna_search import make_storage
+    except ImportError:
+        if url.startswith(_RDB_PREFIXES) or url.endswith((".log", ".journal")):
+            return _optuna_storage(url)
+        raise ValueError(f"`storage` must be an Optuna storage URL, but got storage={url!r}.") from None
+    return make_storage(url)
 
 
 class _DefaultTrial:
@@ -252,56 +285,57 @@ class _DefaultTrial:
         return choices[0]
 
 
-def _search(ray, args, console, space, optimizer, dataset, samples, epochs, name, out, fixed, seed, gpus,
-            optuna_storage, ray_storage) -> int:
+def _search(ray: Any, console: Any, st: dict[str, Any]) -> int:
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search.optuna import OptunaSearch
 
     from plugins.ray import FlipRateScheduler
 
     from .trainable import trainable, with_resources
 
+    fixed, epochs, out, name = st["fixed"], int(st["fixed"]["epochs"]), st["out"], st["name"]
     cpus = float(ray.cluster_resources().get("CPU", os.cpu_count() or 1))
-    workers = int(_arg(args, "workers", max(1, int(cpus))))
-    params = _param_names(space.suggest)
-    searcher = OptunaSearch(space=space.suggest, metric=_METRIC, mode=_MODE, seed=seed,
-                            storage=optuna_storage, study_name=name if optuna_storage is not None else None)
-    scheduler = FlipRateScheduler(
-        ASHAScheduler(time_attr="training_iteration", max_t=epochs, grace_period=max(1, epochs // 4),
-                      reduction_factor=2),
-        metric=_METRIC, mode=_MODE, n_warmup_steps=max(2, epochs // 5), patience=2,
-    )
+    workers = st["workers"] or max(1, int(cpus))
+    params = _param_names(st["suggest"])
+    searcher = OptunaSearch(space=st["suggest"], metric=_METRIC, mode=_MODE, seed=st["seed"],
+                            storage=st["storage"], study_name=name if st["storage"] is not None else None)
+    if st["pruner"] == "none":
+        scheduler: Any = FIFOScheduler()
+    else:
+        scheduler = ASHAScheduler(time_attr="training_iteration", metric=_METRIC, mode=_MODE, max_t=epochs,
+                                  grace_period=max(1, epochs // 4), reduction_factor=2)
+        if st["pruner"] != "median":
+            scheduler = FlipRateScheduler(scheduler, n_warmup_steps=max(2, epochs // 5), patience=2)
     reporter = tune.CLIReporter(
         metric_columns={"epoch": "epoch", _METRIC: _METRIC, "log_flip_rate": "log_flip_rate"},
         parameter_columns=params, max_report_frequency=5, sort_by_metric=True, metric=_METRIC, mode=_MODE,
-        max_progress_rows=max(20, samples), print_intermediate_tables=True,
+        max_progress_rows=max(20, st["samples"]), print_intermediate_tables=True,
     )
     run_config = tune.RunConfig(
         name=name,
-        storage_path=str(ray_storage),
+        storage_path=st["ray_storage"],
         checkpoint_config=tune.CheckpointConfig(num_to_keep=2, checkpoint_score_attribute=_METRIC,
                                                 checkpoint_score_order=_MODE),
-        failure_config=tune.FailureConfig(max_failures=int(_arg(args, "max_failures", 1))),
+        failure_config=tune.FailureConfig(max_failures=st["max_failures"]),
         progress_reporter=reporter,
         verbose=1,
     )
-    fn = with_resources(cpu=1, gpu=gpus) if gpus else trainable
-    experiment = f"{ray_storage}/{name}" if "://" in str(ray_storage) else str(Path(ray_storage) / name)
+    fn = with_resources(cpu=1, gpu=st["gpus"]) if st["gpus"] else trainable
+    experiment = f"{st['ray_storage'].rstrip('/')}/{name}"
     console.print(
-        f"bnn-tune search (ray): optimizer={optimizer} dataset={dataset} samples={samples} epochs={epochs} "
-        f"workers={workers} cluster CPUs={cpus:g}\n  space: search_spaces.{space.__name__.split('.')[-1]}.suggest "
-        f"{params}; fixed: {fixed}\n  results: {experiment}"
+        f"bnn-tune search (ray): space={st['space']} trials={st['samples']} epochs={epochs} workers={workers} "
+        f"cluster CPUs={cpus:g} pruner={st['pruner']}\n  sampled: {params}; fixed: {fixed}\n  results: {experiment}"
     )
     t0 = time.perf_counter()
-    if _arg(args, "resume", False) and tune.Tuner.can_restore(experiment):
+    if st["resume"] and tune.Tuner.can_restore(experiment):
         console.print(f"resuming the interrupted search in {experiment}")
         tuner = tune.Tuner.restore(experiment, trainable=fn, resume_unfinished=True, resume_errored=True)
     else:
         tuner = tune.Tuner(
             fn,
-            param_space=fixed,
-            tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=samples,
+            param_space={**fixed, "optimizer": st["optimizer"]} if "optimizer" not in params else fixed,
+            tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=st["samples"],
                                         max_concurrent_trials=workers, reuse_actors=True),
             run_config=run_config,
         )
@@ -309,10 +343,12 @@ def _search(ray, args, console, space, optimizer, dataset, samples, epochs, name
     elapsed = time.perf_counter() - t0
 
     rows = _ranking(results, epochs, params)
-    _print_ranking(console, rows, params,
-                   f"{optimizer} on {dataset}: {len(rows)} trials in {elapsed:.0f} s (ranked by best {_METRIC})")
+    _print_ranking(console, rows[: st["top"]], params,
+                   f"{st['space']} on {fixed['dataset']}: {len(rows)} trials in {elapsed:.0f} s "
+                   f"(ranked by best {_METRIC}; {sum(r['status'] == 'collapsed' for r in rows)} stopped for a "
+                   f"collapsed flip rate)")
     ok = [r for r in rows if r["status"] != "error" and r["best_val_acc"] == r["best_val_acc"]]
-    summary = {"optimizer": optimizer, "dataset": dataset, "samples": samples, "epochs": epochs,
+    summary = {"space": st["space"], "fixed": fixed, "samples": st["samples"], "epochs": epochs,
                "metric": _METRIC, "mode": _MODE, "elapsed_s": elapsed, "experiment_path": experiment,
                "trials": rows}
     if not ok:
@@ -325,7 +361,7 @@ def _search(ray, args, console, space, optimizer, dataset, samples, epochs, name
     summary["best"] = {k: best_row[k] for k in ("trial_id", "best_val_acc", "path")}
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     console.print(f"best trial {best_row['trial_id']}: {_METRIC}={best_row['best_val_acc']:.4f}; "
-                  f"config -> {out / 'best_config.json'}")
+                  f"config -> {out / 'best_config.json'} (bnn-tune fit --config {out / 'best_config.json'})")
     _maybe_export(console, results, out)
     return 0
 
