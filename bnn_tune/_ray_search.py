@@ -292,7 +292,7 @@ def _search(ray: Any, console: Any, st: dict[str, Any]) -> int:
 
     from plugins.ray import FlipRateScheduler
 
-    from .trainable import trainable, with_resources
+    from ._trainable import trainable, with_resources
 
     fixed, epochs, out, name = st["fixed"], int(st["fixed"]["epochs"]), st["out"], st["name"]
     cpus = float(ray.cluster_resources().get("CPU", os.cpu_count() or 1))

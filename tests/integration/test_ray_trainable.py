@@ -19,7 +19,7 @@ import torch  # noqa: E402
 from ray import tune  # noqa: E402
 
 import bnn_tune  # noqa: E402
-from bnn_tune.trainable import CHECKPOINT_FILE, load_checkpoint_state, restore_trainer  # noqa: E402
+from bnn_tune._trainable import CHECKPOINT_FILE, load_checkpoint_state, restore_trainer  # noqa: E402
 
 TINY = {"dataset": "digits", "optimizer": "bop", "max_steps_per_epoch": 6, "width": 0.5}
 
@@ -137,3 +137,48 @@ def test_pbt_mutates_gamma_and_threshold_through_checkpoints(ray_session, tmp_pa
             # rows after the exploit report the mutated values
             assert rows["hp/gamma"].iloc[-1] in gammas and rows["hp/gamma"].iloc[0] in (1e-5, 1e-3)
     assert exploited >= 1
+
+
+def test_acceptance_tune_run_bop_space_with_flip_rate_scheduler(ray_session, tmp_path):
+    """The issue's acceptance: tune.run over search_spaces.bop.ray_space() on digits with the flip-rate
+    scheduler (wrapping ASHA) completes and its best trial reaches >= 0.90 validation accuracy."""
+    import random
+
+    import numpy as np
+    from ray.tune.schedulers import ASHAScheduler
+
+    import search_spaces
+    from plugins.ray import FlipRateScheduler
+
+    random.seed(0)
+    np.random.seed(0)
+    epochs = 5
+    scheduler = FlipRateScheduler(ASHAScheduler(max_t=epochs, grace_period=2), metric="val_acc", mode="max")
+    analysis = tune.run(
+        bnn_tune.trainable,
+        config=search_spaces.bop.ray_space() | {"dataset": "digits", "epochs": epochs},
+        num_samples=4,
+        stop={"training_iteration": epochs},
+        scheduler=scheduler,
+        storage_path=str(tmp_path), name="acceptance", verbose=0, raise_on_failed_trial=False,
+    )
+    assert [t.status for t in analysis.trials] == ["TERMINATED"] * 4
+    best = analysis.get_best_trial("val_acc", "max", scope="all")
+    best_acc = max(analysis.trial_dataframes[best.path]["val_acc"])
+    assert best_acc >= 0.90, (best.config, best_acc)
+    # trials stopped by the collapse rule say why
+    for trial_id, reason in scheduler.stop_reasons.items():
+        trial = next(t for t in analysis.trials if t.trial_id == trial_id)
+        assert trial.last_result["stop_reason"].endswith(reason)
+
+
+def test_bnn_tune_trainable_is_the_function_and_import_stays_light():
+    import subprocess
+    import sys
+
+    code = ("import sys, inspect, bnn_tune; assert 'ray' not in sys.modules, 'import bnn_tune imported ray'\n"
+            "import bnn_tune._ray_search, bnn_tune._trainable\n"
+            "assert inspect.isfunction(bnn_tune.trainable), bnn_tune.trainable\n"
+            "assert inspect.isfunction(bnn_tune.with_resources)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
