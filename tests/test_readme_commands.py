@@ -55,7 +55,8 @@ PY_BLOCKS = _blocks("python")
 
 
 def _param(heading: str, code: str):
-    marks = [pytest.mark.ray] if "ray" in code.split("\n", 3)[0] + code else []
+    # each block trains real (small) models in a fresh interpreter: 10-40 s each on an idle laptop CPU
+    marks = [pytest.mark.slow] + ([pytest.mark.ray] if "from ray" in code else [])
     return pytest.param(code, id=re.sub(r"\W+", "_", heading).strip("_").lower(), marks=marks)
 
 
@@ -78,6 +79,7 @@ def test_python_block_runs(code, tmp_path):
     _run([sys.executable, str(script)], tmp_path)
 
 
+@pytest.mark.slow
 def test_cli_commands_run_in_order(tmp_path):
     lines = [ln.split("#")[0].strip() for _, code in _blocks("bash") for ln in code.splitlines()]
     commands = [ln for ln in lines if ln.startswith("bnn-tune ")]
@@ -106,11 +108,13 @@ def test_make_run_job_runs(tmp_path):
 def _table_rows(after: str) -> list[list[str]]:
     text = README.read_text()
     section = text[text.index(after):]
-    rows = []
+    rows, body = [], False
     for ln in section.splitlines()[1:]:
         if ln.startswith("## "):
             break
-        if ln.startswith("| `"):
+        if ln.startswith("|---"):
+            body = True  # rows after the header separator
+        elif body and ln.startswith("| `"):
             rows.append([c.strip() for c in re.split(r"(?<!\\)\|", ln)[1:-1]])
     return rows
 
