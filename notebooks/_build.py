@@ -208,8 +208,8 @@ trial stopped by the flip-rate rule carries a `stop_reason` in its last result.
 """),
     code('''
 fig, axes = plt.subplots(1, 2, figsize=(13, 4))
-for trial_dir, d in analysis.trial_dataframes.items():
-    label = pathlib.Path(trial_dir).name.split("_")[1]
+for d in analysis.trial_dataframes.values():
+    label = str(d["trial_id"].iloc[0])
     axes[0].plot(d["training_iteration"], d["val_acc"], marker="o", label=label)
     axes[1].plot(d["training_iteration"], d["log_flip_rate"], marker="o", label=label)
 axes[0].set(xlabel="epoch", ylabel="val_acc", title="validation accuracy")
