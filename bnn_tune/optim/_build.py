@@ -9,7 +9,7 @@ every other parameter (batch-norm, biases, real first/last layers) goes to Adam 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import torch
@@ -18,7 +18,7 @@ from torch import nn
 from ..nn import is_binary_parameter
 from ._registry import get
 
-__all__ = ["CombinedOptimizer", "build"]
+__all__ = ["CombinedOptimizer", "build", "route_parameters"]
 
 
 class CombinedOptimizer(torch.optim.Optimizer):
@@ -81,6 +81,53 @@ class CombinedOptimizer(torch.optim.Optimizer):
         return f"CombinedOptimizer({inner})"
 
 
+def route_parameters(
+    params: nn.Module | Iterable[tuple[str, torch.Tensor]],
+    rules: Mapping[str, Callable[[torch.Tensor], bool]],
+) -> dict[str, list[torch.Tensor]]:
+    """Split parameters between optimizers by predicates, strictly (larq ``CaseOptimizer`` style).
+
+    Every parameter is tested against every rule. A parameter that two rules claim is an error (it
+    would be updated twice); a parameter that no rule claims is left out with a warning (it would
+    silently never train).
+
+    Args:
+        params: a model (its ``named_parameters()``) or ``(name, parameter)`` pairs.
+        rules: part name -> predicate; the order of the result follows ``rules``.
+
+    Returns:
+        part name -> the parameters it claimed (possibly empty), in model order.
+
+    Raises:
+        ValueError: when a parameter is claimed by more than one rule.
+
+    Example:
+        >>> from bnn_tune.nn import BinaryLinear, is_binary_parameter
+        >>> layer = BinaryLinear(4, 2, bias=True)
+        >>> parts = route_parameters(layer, {"binary": is_binary_parameter,
+        ...                                  "real": lambda p: not is_binary_parameter(p)})
+        >>> [len(v) for v in parts.values()]
+        [1, 1]
+    """
+    named = list(params.named_parameters()) if isinstance(params, nn.Module) else list(params)
+    parts: dict[str, list[torch.Tensor]] = {name: [] for name in rules}
+    unclaimed = []
+    for pname, p in named:
+        owners = [part for part, rule in rules.items() if rule(p)]
+        if len(owners) > 1:
+            raise ValueError(f"Parameter {pname!r} is claimed by more than one optimizer: {owners}.")
+        if owners:
+            parts[owners[0]].append(p)
+        else:
+            unclaimed.append(pname)
+    if unclaimed:
+        warnings.warn(
+            f"{len(unclaimed)} parameters are claimed by no optimizer and will not be trained: {unclaimed}.",
+            stacklevel=2,
+        )
+    return parts
+
+
 def build(model: nn.Module, config: Any, *, steps_per_epoch: int = 1) -> CombinedOptimizer:
     """Build the optimizer for ``model`` from a :class:`~bnn_tune.config.TrialConfig` (or flat dict).
 
@@ -88,6 +135,10 @@ def build(model: nn.Module, config: Any, *, steps_per_epoch: int = 1) -> Combine
         model: a model with binary layers.
         config: validated config (``optimizer``, ``lr``, ``epochs`` and the optimizer's hyperparameters).
         steps_per_epoch: optimizer steps per epoch (optimizers with step-based schedules need it).
+
+    Parameters are split by :func:`route_parameters`: binary weights to the configured binary
+    optimizer (after its ``prepare_model`` hook ran on ``model``), all other trainable parameters to
+    Adam with ``lr``; parameters with ``requires_grad=False`` are left out with a warning.
 
     Returns:
         A :class:`CombinedOptimizer` with parts ``"binary"`` and ``"real"``.
@@ -99,11 +150,11 @@ def build(model: nn.Module, config: Any, *, steps_per_epoch: int = 1) -> Combine
     hparams = cfg.optimizer_params
     if spec.prepare_model is not None:
         spec.prepare_model(model, hparams)
-    binary = [p for p in model.parameters() if is_binary_parameter(p)]
-    real = [p for p in model.parameters() if not is_binary_parameter(p)]
-    frozen = [p for p in model.parameters() if not p.requires_grad]
-    if frozen:
-        warnings.warn(f"{len(frozen)} parameters do not require grad and are not optimized.", stacklevel=2)
+    routed = route_parameters(model, {
+        "binary": lambda p: p.requires_grad and is_binary_parameter(p),
+        "real": lambda p: p.requires_grad and not is_binary_parameter(p),
+    })
+    binary, real = routed["binary"], routed["real"]
     if not binary:
         raise ValueError("The model has no binary parameters (see bnn_tune.nn.is_binary_parameter).")
     context = dict(

@@ -5,29 +5,48 @@ The straight-through-estimator baseline of seeds 000/001 (Hubara et al. 2016; La
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
 
+from ._common import adam_update_, check_betas, check_in_range, init_adam_state, use_foreach
+
 __all__ = ["LatentAdam"]
 
 
-class LatentAdam(torch.optim.Adam):
-    """Adam on latent weights followed by a clip to ``[-clip_value, clip_value]``.
+class LatentAdam(torch.optim.Optimizer):
+    r"""Adam on latent weights followed by a clip to ``[-clip_value, clip_value]``.
 
-    The update is :class:`torch.optim.Adam`'s (decoupled from the clip), then
-    ``w~ <- clamp(w~, -clip_value, clip_value)``. ``clip_value=None`` disables the clip (the setting of
-    the Bop paper's Theorem 1).
+    The binary layers compute with ``sign(w~)`` (``sign(0) = +1``) and receive the straight-through
+    pseudo-gradient of ``ste_sign``, ``dL/dw~ = dL/dw * 1[|w~| <= 1]``. Each step is Adam's
+    (same arithmetic as :class:`torch.optim.Adam`; ``weight_decay`` is coupled L2) followed by
+
+    .. math::  \tilde w \leftarrow \operatorname{clip}(\tilde w, -c, c)
+
+    ``clip_value=None`` disables the clip: with an unclipped straight-through estimator this is the
+    setting of the Bop paper's Theorem 1, where scaling ``lr`` and the initial latent weights by the
+    same ``C`` leaves every binary weight unchanged. Flips are sign changes of ``w~``.
 
     Args:
-        params: the binary (latent) parameters.
-        lr: Adam step size (in latent units: it is redundant with ``init_scale``, see Theorem 1).
-        betas, eps, weight_decay: as :class:`torch.optim.Adam` (weight decay is L2, coupled).
+        params: the binary (latent) parameters or parameter groups.
+        lr: Adam step size in latent units (redundant with the latent init scale, see Theorem 1).
+        betas: Adam's moment rates, each in [0, 1).
+        eps: Adam's denominator epsilon, ``>= 0``.
+        weight_decay: L2 penalty added to the gradient, ``>= 0``.
         clip_value: latent weights are clipped to ``[-clip_value, clip_value]``; ``None`` = no clip.
+        foreach: use the multi-tensor path; ``None`` picks it on CUDA.
+
+    Example:
+        >>> w = torch.nn.Parameter(torch.tensor([0.999, -0.5]))
+        >>> opt = LatentAdam([w], lr=0.1)
+        >>> w.grad = torch.tensor([-1.0, -1.0])
+        >>> opt.step()
+        >>> [round(x, 3) for x in w.tolist()]
+        [1.0, -0.4]
 
     References:
-        Hubara et al., "Binarized Neural Networks", NeurIPS 2016.
+        Hubara et al., "Binarized Neural Networks", NeurIPS 2016. Larq, "Training BNNs" (seed 000).
     """
 
     def __init__(
@@ -38,25 +57,50 @@ class LatentAdam(torch.optim.Adam):
         eps: float = 1e-8,
         weight_decay: float = 0.0,
         clip_value: float | None = 1.0,
+        *,
+        foreach: bool | None = None,
     ) -> None:
-        if clip_value is not None and not clip_value > 0:
-            raise ValueError(f"`clip_value` must be > 0 or None, but got clip_value={clip_value}.")
-        if not lr > 0:
-            raise ValueError(f"`lr` must be > 0, but got lr={lr}.")
-        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
-        for group in self.param_groups:
-            group.setdefault("clip_value", clip_value)
-        self.defaults["clip_value"] = clip_value
+        check_in_range("lr", lr, 0.0, None, low_open=True)
+        check_betas(betas)
+        check_in_range("eps", eps, 0.0, None)
+        check_in_range("weight_decay", weight_decay, 0.0, None)
+        check_in_range("clip_value", clip_value, 0.0, None, low_open=True, allow_none=True)
+        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
+                                      clip_value=clip_value, foreach=foreach))
 
     @torch.no_grad()
-    def step(self, closure=None):  # type: ignore[override]
-        loss = super().step(closure)
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
+        """One Adam step and clip on every parameter that has a gradient."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
         for group in self.param_groups:
-            c = group["clip_value"]
-            if c is None:
+            params, grads, exp_avgs, exp_avg_sqs, steps = [], [], [], [], []
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                if p.grad.is_sparse:
+                    raise RuntimeError("LatentAdam does not support sparse gradients.")
+                state = self.state[p]
+                init_adam_state(state, p)
+                params.append(p)
+                grads.append(p.grad)
+                exp_avgs.append(state["exp_avg"])
+                exp_avg_sqs.append(state["exp_avg_sq"])
+                steps.append(state["step"])
+            if not params:
                 continue
-            params = [p for p in group["params"] if p.grad is not None]
-            if params:
-                torch._foreach_clamp_min_(params, -c)
-                torch._foreach_clamp_max_(params, c)
+            foreach = use_foreach(group["foreach"], params)
+            beta1, beta2 = group["betas"]
+            adam_update_(params, grads, exp_avgs, exp_avg_sqs, steps, lr=group["lr"], beta1=beta1, beta2=beta2,
+                         eps=group["eps"], weight_decay=group["weight_decay"], foreach=foreach)
+            c = group["clip_value"]
+            if c is not None:
+                if foreach:
+                    torch._foreach_clamp_min_(params, -c)
+                    torch._foreach_clamp_max_(params, c)
+                else:
+                    for p in params:
+                        p.clamp_(-c, c)
         return loss

@@ -1,0 +1,223 @@
+"""BNEW: Binarized Networks the Easy Way (Paren & Poudel, seed 001)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..nn import binarize, is_binary_parameter
+from ._common import adam_update_, check_betas, check_in_range, init_adam_state, use_foreach
+
+__all__ = ["BNEW", "ClipWeight", "install_clip_quantizers"]
+
+
+class _ClipFn(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, w: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        return w.clamp(-1.0, 1.0)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+        return grad
+
+
+class ClipWeight(nn.Module):
+    """Weight "quantizer" of BNEW: the real weight clipped to ``[-1, 1]`` (gradient passed unchanged).
+
+    BNEW keeps its weights in ``[-1, 1]`` by projection, so the clip is the identity on them; after
+    the lock step they are exactly +-1 and the forward weight is their sign. The gradient is handed
+    through unchanged (the weights never leave the box, so the clip's derivative would be 1 anyway).
+    """
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        return _ClipFn.apply(w)
+
+
+def install_clip_quantizers(model: nn.Module) -> list[ClipWeight]:
+    """Replace the weight quantizer of every binary layer by :class:`ClipWeight` and clip the weights."""
+    out = []
+    for module in model.modules():
+        w = getattr(module, "weight", None)
+        if isinstance(w, torch.Tensor) and is_binary_parameter(w) and hasattr(module, "weight_quantizer"):
+            module.weight_quantizer = ClipWeight()
+            with torch.no_grad():
+                w.clamp_(-1.0, 1.0)
+            out.append(module.weight_quantizer)
+    return out
+
+
+def bnew_phase_steps(total_steps: int, t_start: float, t_lock: float) -> tuple[int, int]:
+    """``(S, L)``: phase 2 covers steps ``S <= t < L``; the lock (projection) happens at step ``L - 1``.
+
+    ``S = round(t_start * total_steps)``, ``L = max(round(t_lock * total_steps), S + 1)``; the number
+    of phase-2 steps is ``T = L - S >= 1``.
+    """
+    start = int(round(t_start * total_steps))
+    lock = max(int(round(t_lock * total_steps)), start + 1)
+    return start, lock
+
+
+class BNEW(torch.optim.Optimizer):
+    r"""BNEW: relax to ``[-1, 1]``, push to the corners with a negative weight decay, then lock.
+
+    The binary layers use the real weights clipped to ``[-1, 1]`` in the forward pass
+    (:class:`ClipWeight`, installed by the ``"bnew"`` entry's ``prepare_model``) and the model is
+    trained in four phases over ``total_steps`` optimizer steps (step ``t = 0, 1, ...``):
+
+    1. ``t < S``: binary activations, real weights in ``[-1, 1]``, ``lambda_t = 0``.
+    2. ``S <= t < L``: ``lambda_t = beta * (t - S + 1)`` grows linearly, and every step is
+
+       .. math::  w \leftarrow \Pi_{[-1,1]}\big((1 + 2\lambda_t \eta_t)\,(w - \eta_t\, d_t)\big)
+
+       where ``d_t`` is Adam's direction ``m_hat / (sqrt(v_hat) + eps)`` (so ``w - eta_t d_t`` is one
+       Adam step) and ``(1 + 2 lambda eta)`` is the gradient step of the regulariser
+       ``lambda R(w) = lambda (p - ||w||^2)`` (a negative weight decay).
+    3. At the last phase-2 step ``t = L - 1`` the weights are projected onto {-1, +1}
+       (``sign``, ``sign(0) = +1``) and frozen: later gradients are ignored.
+    4. ``t >= L``: only the real-valued parameters (batch-norm, first/last layers; the other part of
+       :func:`~bnn_tune.optim.build`) are fine-tuned.
+
+    ``eta_t`` decays linearly from ``lr`` towards 0 within phase 1 (``lr (1 - t/S)``) and is reset to
+    ``lr`` at the start of phase 2 (``lr (1 - (t - S)/T)``).
+
+    Phase boundaries are fractions of the run: ``S = round(t_start * total_steps)`` and
+    ``L = round(t_lock * total_steps)``. **T = L - S is the number of phase-2 steps**, and ``beta_T``
+    is ``beta * T``, the value ``lambda`` reaches at the lock: the poster notes that the best ``beta``
+    depends on ``T``, so ``beta_T`` is the coordinate to search. Give exactly one of ``beta``
+    (per step) and ``beta_T``. ``t_lock = 1`` locks at the last step of the run (no phase 4).
+
+    Args:
+        params: the binary parameters (real values in ``[-1, 1]``).
+        lr: Adam step size ``eta`` (the initial value of each linear decay).
+        betas, eps: Adam's moment rates and epsilon.
+        beta: slope of ``lambda_t`` per step, ``>= 0``.
+        beta_T: ``beta * T``, ``>= 0``.
+        t_start: fraction of the run spent in phase 1, in ``[0, t_lock)``.
+        t_lock: fraction of the run at which the weights are projected and frozen, in ``(t_start, 1]``.
+        total_steps: optimizer steps of the run (``epochs * steps_per_epoch``).
+        foreach: use the multi-tensor path; ``None`` picks it on CUDA.
+
+    Example:
+        >>> w = torch.nn.Parameter(torch.tensor([0.3, -0.2]))
+        >>> opt = BNEW([w], lr=0.1, beta_T=5.0, t_start=0.0, t_lock=1.0, total_steps=3)
+        >>> for _ in range(3):
+        ...     w.grad = torch.tensor([-0.1, 0.1]); opt.step()
+        >>> w.tolist()
+        [1.0, -1.0]
+
+    References:
+        Paren & Poudel, "Training Binarized Neural Networks the Easy Way" (Toshiba, poster).
+    """
+
+    def __init__(
+        self,
+        params: Iterable[torch.Tensor] | Iterable[dict[str, Any]],
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        *,
+        beta: float | None = None,
+        beta_T: float | None = None,
+        t_start: float = 0.25,
+        t_lock: float = 0.8,
+        total_steps: int,
+        foreach: bool | None = None,
+    ) -> None:
+        check_in_range("lr", lr, 0.0, None, low_open=True)
+        check_betas(betas)
+        check_in_range("eps", eps, 0.0, None)
+        if (beta is None) == (beta_T is None):
+            raise ValueError(
+                f"Give exactly one of `beta` (per step) and `beta_T` (= beta * T), but got beta={beta!r}, "
+                f"beta_T={beta_T!r}."
+            )
+        check_in_range("beta", beta, 0.0, None, allow_none=True)
+        check_in_range("beta_T", beta_T, 0.0, None, allow_none=True)
+        check_in_range("total_steps", total_steps, 1, None)
+        if not float(total_steps).is_integer():
+            raise ValueError(f"`total_steps` must be an integer, but got total_steps={total_steps!r}.")
+        check_in_range("t_lock", t_lock, 0.0, 1.0, low_open=True)  # "beyond the run" = t_lock > 1
+        check_in_range("t_start", t_start, 0.0, 1.0, high_open=True)
+        if not t_start < t_lock:
+            raise ValueError(
+                f"`t_start` must be in [0, t_lock) = [0, {t_lock}), but got t_start={t_start!r} "
+                "(phase 1 must end before the lock)."
+            )
+        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, beta=beta, beta_T=beta_T,
+                                      t_start=float(t_start), t_lock=float(t_lock), total_steps=int(total_steps),
+                                      foreach=foreach))
+        for group in self.param_groups:
+            group.setdefault("num_steps", 0)
+            group.setdefault("lambda_t", 0.0)
+
+    @staticmethod
+    def schedule(group: dict[str, Any], t: int) -> tuple[str, float, float]:
+        """``(phase, eta_t, lambda_t)`` of step ``t`` for a parameter group (phase "1", "2" or "4")."""
+        start, lock = bnew_phase_steps(group["total_steps"], group["t_start"], group["t_lock"])
+        base = group["lr"]
+        if t < start:
+            return "1", base * (1.0 - t / start), 0.0
+        if t < lock:
+            s = t - start
+            slope = group["beta"] if group["beta"] is not None else group["beta_T"] / (lock - start)
+            return "2", base * (1.0 - s / (lock - start)), slope * (s + 1)
+        return "4", 0.0, 0.0
+
+    def is_locked(self, group: dict[str, Any] | None = None) -> bool:
+        """True once the weights of ``group`` (default: the first) are projected and frozen."""
+        group = self.param_groups[0] if group is None else group
+        _, lock = bnew_phase_steps(group["total_steps"], group["t_start"], group["t_lock"])
+        return group["num_steps"] >= lock
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
+        """One BNEW step (``closure`` re-evaluates the loss)."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            t = group["num_steps"]
+            phase, eta, lam = self.schedule(group, t)
+            group["num_steps"] = t + 1
+            group["lambda_t"] = lam
+            if phase == "4":
+                continue  # frozen binary weights: gradients are ignored
+            params, grads, exp_avgs, exp_avg_sqs, steps = [], [], [], [], []
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                if p.grad.is_sparse:
+                    raise RuntimeError("BNEW does not support sparse gradients.")
+                state = self.state[p]
+                init_adam_state(state, p)
+                params.append(p)
+                grads.append(p.grad)
+                exp_avgs.append(state["exp_avg"])
+                exp_avg_sqs.append(state["exp_avg_sq"])
+                steps.append(state["step"])
+            if params:
+                foreach = use_foreach(group["foreach"], params)
+                beta1, beta2 = group["betas"]
+                # w - eta * d (an Adam step of size eta_t), then (1 + 2 lambda eta) and the projection.
+                adam_update_(params, grads, exp_avgs, exp_avg_sqs, steps, lr=eta, beta1=beta1, beta2=beta2,
+                             eps=group["eps"], foreach=foreach)
+                scale = 1.0 + 2.0 * lam * eta
+                if foreach:
+                    if scale != 1.0:
+                        torch._foreach_mul_(params, scale)
+                    torch._foreach_clamp_min_(params, -1.0)
+                    torch._foreach_clamp_max_(params, 1.0)
+                else:
+                    for p in params:
+                        if scale != 1.0:
+                            p.mul_(scale)
+                        p.clamp_(-1.0, 1.0)
+            _, lock = bnew_phase_steps(group["total_steps"], group["t_start"], group["t_lock"])
+            if t + 1 == lock:  # phase 3: project onto {-1, +1} and freeze
+                for p in group["params"]:
+                    p.copy_(binarize(p))
+        return loss

@@ -1,0 +1,291 @@
+"""Unit tests of the binary optimizers: update rules, validation, foreach parity, state round trips."""
+
+from __future__ import annotations
+
+import copy
+import io
+import pickle
+
+import pytest
+import torch
+
+from bnn_tune.optim import BMD, BNEW, Bop, Bop2ndOrder, GradientFilter, LatentAdam, install_tanh_quantizers
+from bnn_tune.optim._bnew import bnew_phase_steps
+
+
+def _pm1(*shape, generator):
+    return torch.where(torch.rand(*shape, generator=generator) < 0.5, -1.0, 1.0)
+
+
+def _params(seed=0, shapes=((7, 5), (3, 4, 2), (11,)), binary=True):
+    g = torch.Generator().manual_seed(seed)
+    if binary:
+        return [torch.nn.Parameter(_pm1(*s, generator=g)) for s in shapes]
+    return [torch.nn.Parameter(torch.rand(*s, generator=g) * 2 - 1) for s in shapes]
+
+
+def _grads(params, seed):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(p.shape, generator=g) for p in params]
+
+
+# Constructors for every optimizer class, used by the parametrized tests.
+FACTORIES = {
+    "bop": (lambda ps, fe: Bop(ps, gamma=0.3, threshold=0.2, foreach=fe), True),
+    "bop2": (lambda ps, fe: Bop2ndOrder(ps, gamma=0.3, sigma=0.2, threshold=0.3, foreach=fe), True),
+    "filter1": (lambda ps, fe: GradientFilter(ps, order=1, gamma=0.3, threshold=0.1, foreach=fe), True),
+    "filter2": (lambda ps, fe: GradientFilter(ps, order=2, gamma=0.3, alpha=0.2, foreach=fe), True),
+    "latent_adam": (lambda ps, fe: LatentAdam(ps, lr=0.05, weight_decay=0.01, foreach=fe), False),
+    "bmd": (lambda ps, fe: BMD(ps, lr=0.05, beta0=1.0, beta_growth=10.0, total_steps=6, foreach=fe), False),
+    "bnew": (lambda ps, fe: BNEW(ps, lr=0.05, beta_T=20.0, t_start=0.3, t_lock=0.7, total_steps=10,
+                                 foreach=fe), False),
+}
+
+
+def _run(name, foreach, steps=8, seed=0):
+    make, binary = FACTORIES[name]
+    params = _params(seed, binary=binary)
+    opt = make(params, foreach)
+    for t in range(steps):
+        for p, g in zip(params, _grads(params, 100 + t)):
+            p.grad = g
+        opt.step()
+    return params, opt
+
+
+# ----------------------------------------------------------------------------- Bop rule
+@pytest.mark.parametrize("foreach", [False, True])
+@pytest.mark.parametrize("threshold", [0.0, 0.05, 0.5])
+def test_bop_flips_exactly_the_rule(foreach, threshold):
+    gen = torch.Generator().manual_seed(1)
+    w0 = _pm1(2000, generator=gen)
+    m0 = torch.randn(2000, generator=gen) * 0.3
+    g = torch.randn(2000, generator=gen)
+    gamma = 0.25
+    w = torch.nn.Parameter(w0.clone())
+    opt = Bop([w], gamma=gamma, threshold=threshold, foreach=foreach)
+    opt.state[w]["exp_avg"] = m0.clone()
+    w.grad = g
+    opt.step()
+    m = opt.state[w]["exp_avg"]
+    torch.testing.assert_close(m, (1 - gamma) * m0 + gamma * g)
+    expected_flip = (m.abs() > threshold) & (torch.sign(m) == torch.sign(w0))
+    assert torch.equal(w.detach() == -w0, expected_flip)
+    assert torch.equal(w.detach().abs(), torch.ones(2000))
+    assert 0 < int(expected_flip.sum()) < 2000
+
+
+@pytest.mark.parametrize("foreach", [False, True])
+def test_bop_ties_do_not_flip(foreach):
+    # gamma = 1 makes m = g exactly, so the ties are exact.
+    w0 = torch.tensor([1.0, -1.0, 1.0, -1.0, 1.0, -1.0, 1.0, -1.0])
+    g = torch.tensor([0.5, -0.5, 0.0, -0.0, 0.5000001, -0.5000001, -0.7, 0.7])
+    w = torch.nn.Parameter(w0.clone())
+    opt = Bop([w], gamma=1.0, threshold=0.5, foreach=foreach)
+    w.grad = g
+    opt.step()
+    # |m| == tau: no flip (strict); m == 0: no flip; just above tau with equal signs: flip; opposite: stay.
+    assert w.tolist() == [1.0, -1.0, 1.0, -1.0, -1.0, 1.0, 1.0, -1.0]
+
+    w = torch.nn.Parameter(w0.clone())
+    opt = Bop([w], gamma=1.0, threshold=0.0, foreach=foreach)
+    w.grad = g
+    opt.step()
+    # tau = 0: every aligned nonzero m flips, m == 0 never does.
+    assert w.tolist() == [-1.0, 1.0, 1.0, -1.0, -1.0, 1.0, 1.0, -1.0]
+
+
+def test_bop_state_is_one_float_per_weight():
+    params, opt = _run("bop", False, steps=2)
+    for p in params:
+        state = opt.state[p]
+        assert list(state) == ["exp_avg"]
+        assert state["exp_avg"].shape == p.shape and state["exp_avg"].dtype == p.dtype
+
+
+def test_bop2_normalised_rule():
+    gen = torch.Generator().manual_seed(2)
+    w0 = _pm1(1000, generator=gen)
+    g = torch.randn(1000, generator=gen)
+    w = torch.nn.Parameter(w0.clone())
+    gamma, sigma, tau, eps = 0.5, 0.25, 0.6, 1e-10
+    opt = Bop2ndOrder([w], gamma=gamma, sigma=sigma, threshold=tau, eps=eps)
+    w.grad = g
+    opt.step()
+    m, v = gamma * g, sigma * g * g
+    ratio = m / (v.sqrt() + eps)  # = gamma/sqrt(sigma) * sign(g) = +-1 here
+    expected = (ratio.abs() > tau) & (torch.sign(m) == torch.sign(w0))
+    assert torch.equal(w.detach() == -w0, expected)
+
+
+def test_filter_order2_sets_sign_opposite_to_inertia():
+    params, opt = _run("filter2", False, steps=5)
+    for p in params:
+        i = opt.state[p]["inertia"]
+        nz = i != 0
+        assert torch.equal(p.detach()[nz], -torch.sign(i[nz]))
+
+
+def test_latent_adam_matches_torch_adam_then_clip():
+    params = _params(3, binary=False)
+    ref = [torch.nn.Parameter(p.detach().clone()) for p in params]
+    opt = LatentAdam(params, lr=0.1, weight_decay=0.01, clip_value=0.5)
+    adam = torch.optim.Adam(ref, lr=0.1, weight_decay=0.01, foreach=False)
+    for t in range(5):
+        for p, r, g in zip(params, ref, _grads(params, t)):
+            p.grad, r.grad = g, g.clone()
+        opt.step()
+        adam.step()
+        with torch.no_grad():
+            for r in ref:
+                r.clamp_(-0.5, 0.5)
+        for p, r in zip(params, ref):
+            torch.testing.assert_close(p, r)
+
+
+def test_bmd_beta_schedule_and_quantizer():
+    layer = torch.nn.Module()
+    from bnn_tune.nn import BinaryLinear
+
+    layer = BinaryLinear(6, 3)
+    (q,) = install_tanh_quantizers(layer, beta0=2.0)
+    opt = BMD(layer.parameters(), lr=0.01, beta0=2.0, beta_growth=8.0, total_steps=3)
+    assert float(q.beta) == 2.0
+    x = torch.randn(4, 6)
+    for t in range(1, 5):
+        layer(x).sum().backward()
+        opt.step()
+        opt.zero_grad()
+        assert float(q.beta) == pytest.approx(2.0 * 8.0 ** (min(t, 3) / 3))
+    w = layer.weight.detach()
+    torch.testing.assert_close(layer.quantized_weight(), torch.tanh(float(q.beta) * w))
+    layer.eval()
+    assert torch.equal(layer.quantized_weight(), torch.where(w >= 0, 1.0, -1.0))
+
+
+def test_bmd_backward_is_mirror_descent():
+    from bnn_tune.nn import BinaryLinear
+
+    layer = BinaryLinear(5, 2, input_quantizer=None)
+    install_tanh_quantizers(layer, beta0=3.0)
+    x = torch.randn(4, 5)
+    w = layer.quantized_weight().detach().requires_grad_(True)
+    torch.nn.functional.linear(x, w).square().sum().backward()
+    layer(x).square().sum().backward()
+    # dL/dw~ := dL/dw at w = tanh(beta w~): no tanh derivative.
+    torch.testing.assert_close(layer.weight.grad, w.grad)
+
+
+def test_bnew_phases():
+    total, t_start, t_lock = 20, 0.25, 0.75
+    start, lock = bnew_phase_steps(total, t_start, t_lock)
+    assert (start, lock) == (5, 15)
+    w = torch.nn.Parameter(torch.tensor([0.1, -0.2, 0.05, -0.01]))
+    opt = BNEW([w], lr=0.05, beta_T=10.0, t_start=t_start, t_lock=t_lock, total_steps=total)
+    group = opt.param_groups[0]
+    # eta decays within phase 1, is reset at phase 2; lambda_t = beta (t - S + 1), beta = beta_T / T.
+    assert BNEW.schedule(group, 0) == ("1", 0.05, 0.0)
+    assert BNEW.schedule(group, 4)[1] == pytest.approx(0.05 * (1 - 4 / 5))
+    phase, eta, lam = BNEW.schedule(group, 5)
+    assert (phase, eta, lam) == ("2", 0.05, pytest.approx(10.0 / 10))
+    assert BNEW.schedule(group, 14)[2] == pytest.approx(10.0)  # lambda reaches beta_T at the lock
+    assert BNEW.schedule(group, 15)[0] == "4"
+    gen = torch.Generator().manual_seed(0)
+    for t in range(total):
+        w.grad = torch.randn(4, generator=gen)
+        before = w.detach().clone()
+        opt.step()
+        assert w.abs().max() <= 1.0
+        if t == lock - 1:
+            assert set(w.tolist()) <= {-1.0, 1.0}
+            assert opt.is_locked()
+        if t >= lock:
+            assert torch.equal(w.detach(), before)  # frozen
+
+
+def test_bnew_update_formula():
+    w = torch.nn.Parameter(torch.tensor([0.3, -0.4]))
+    opt = BNEW([w], lr=0.1, beta=2.0, t_start=0.0, t_lock=1.0, total_steps=10, eps=0.0)
+    w.grad = torch.tensor([0.5, 0.5])
+    opt.step()
+    # first Adam direction = sign(g); lambda_0 = beta * 1, eta_0 = lr.
+    expected = (1 + 2 * 2.0 * 0.1) * (torch.tensor([0.3, -0.4]) - 0.1)
+    torch.testing.assert_close(w.detach(), expected.clamp(-1, 1))
+
+
+# ----------------------------------------------------------------------------- foreach parity
+@pytest.mark.parametrize("name", sorted(FACTORIES))
+def test_foreach_matches_single_tensor(name):
+    p1, o1 = _run(name, foreach=False, steps=9)
+    p2, o2 = _run(name, foreach=True, steps=9)
+    for a, b in zip(p1, p2):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
+    for a, b in zip(p1, p2):
+        for k, v in o1.state[a].items():
+            torch.testing.assert_close(v, o2.state[b][k], rtol=1e-6, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------- state round trips
+@pytest.mark.parametrize("name", sorted(FACTORIES))
+def test_state_dict_round_trip_resumes_exactly(name):
+    make, binary = FACTORIES[name]
+    full, _ = _run(name, foreach=False, steps=9)
+    params, opt = _run(name, foreach=False, steps=4)
+    sd = opt.state_dict()
+    buf = io.BytesIO()
+    torch.save(sd, buf)
+    buf.seek(0)
+    loaded = torch.load(buf, weights_only=True)
+    sd2 = pickle.loads(pickle.dumps(copy.deepcopy(loaded)))
+    params2 = [torch.nn.Parameter(p.detach().clone()) for p in params]
+    opt2 = make(params2, False)
+    opt2.load_state_dict(sd2)
+    for t in range(4, 9):
+        for p, g in zip(params2, _grads(params2, 100 + t)):
+            p.grad = g
+        opt2.step()
+    for a, b in zip(full, params2):
+        torch.testing.assert_close(a, b)
+
+
+# ----------------------------------------------------------------------------- validation
+P = [torch.nn.Parameter(torch.ones(2))]
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda: Bop(P, gamma=1.5), "`gamma` must be in (0, 1], but got gamma=1.5."),
+        (lambda: Bop(P, gamma=0.0), "`gamma` must be in (0, 1], but got gamma=0.0."),
+        (lambda: Bop(P, gamma=float("nan")), "`gamma` must be in (0, 1]"),
+        (lambda: Bop(P, threshold=-1e-8), "`threshold` must be in [0, inf), but got threshold=-1e-08."),
+        (lambda: Bop(P, gamma="big"), "`gamma` must be a number, but got gamma='big'."),
+        (lambda: Bop2ndOrder(P, sigma=2.0), "`sigma` must be in (0, 1], but got sigma=2.0."),
+        (lambda: Bop2ndOrder(P, eps=0.0), "`eps` must be in (0, inf), but got eps=0.0."),
+        (lambda: GradientFilter(P, order=3), "`order` must be 1 or 2, but got order=3."),
+        (lambda: GradientFilter(P, alpha=0.0), "`alpha` must be in (0, 1], but got alpha=0.0."),
+        (lambda: GradientFilter(P, gamma=-0.1), "`gamma` must be in (0, 1], but got gamma=-0.1."),
+        (lambda: LatentAdam(P, lr=-1.0), "`lr` must be in (0, inf), but got lr=-1.0."),
+        (lambda: LatentAdam(P, clip_value=0.0), "`clip_value` must be in (0, inf), but got clip_value=0.0."),
+        (lambda: LatentAdam(P, betas=(0.9, 1.0)), "`betas[1]` must be in [0, 1), but got betas[1]=1.0."),
+        (lambda: BMD(P, beta0=0.0, total_steps=10), "`beta0` must be in (0, inf), but got beta0=0.0."),
+        (lambda: BMD(P, beta_growth=0.5, total_steps=10), "`beta_growth` must be in [1, inf)"),
+        (lambda: BNEW(P, beta=-0.1, total_steps=10), "`beta` must be in [0, inf), but got beta=-0.1."),
+        (lambda: BNEW(P, beta_T=-1.0, total_steps=10), "`beta_T` must be in [0, inf), but got beta_T=-1.0."),
+        (lambda: BNEW(P, beta=1.0, beta_T=1.0, total_steps=10), "Give exactly one of `beta`"),
+        (lambda: BNEW(P, beta_T=1.0, t_lock=1.5, total_steps=10), "`t_lock` must be in (0, 1], but got t_lock=1.5."),
+        (lambda: BNEW(P, beta_T=1.0, t_start=0.9, t_lock=0.5, total_steps=10), "`t_start` must be in [0, t_lock)"),
+        (lambda: BNEW(P, beta_T=1.0, total_steps=0), "`total_steps` must be in [1, inf)"),
+    ],
+)
+def test_bad_hyperparameters_raise(make, message):
+    with pytest.raises(ValueError) as info:
+        make()
+    assert message in str(info.value)
+
+
+def test_hyperparameters_live_in_param_groups():
+    assert {"gamma", "threshold"} <= set(Bop(P).param_groups[0])
+    assert {"order", "gamma", "alpha", "threshold"} <= set(GradientFilter(P).param_groups[0])
+    assert {"beta_T", "t_lock", "t_start", "lambda_t"} <= set(BNEW(P, beta_T=1.0, total_steps=5).param_groups[0])
+    assert {"beta0", "beta_growth", "beta"} <= set(BMD(P, total_steps=5).param_groups[0])
