@@ -139,4 +139,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # `python -m bnn_tune.cli`: run the imported package module, whose registry the subcommands fill
+    from bnn_tune.cli import main as _main
+
+    sys.exit(_main())

@@ -74,7 +74,14 @@ class CombinedOptimizer(torch.optim.Optimizer):
                 f"Optimizer state has parts {sorted(state_dict)}, but this optimizer has {sorted(self.optimizers)}."
             )
         for name, opt in self.optimizers.items():
+            # torch's load_state_dict replaces the group dicts; copy the loaded values back into the
+            # original dicts so that this object's param_groups and any HyperparameterScheduler
+            # holding them keep driving the live optimizer after a resume.
+            groups = opt.param_groups
             opt.load_state_dict(state_dict[name])
+            for old, new in zip(groups, opt.param_groups):
+                old.update(new)
+            opt.param_groups = groups
 
     def __repr__(self) -> str:
         inner = ", ".join(f"{k}={type(v).__name__}" for k, v in self.optimizers.items())

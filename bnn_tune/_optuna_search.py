@@ -1,0 +1,185 @@
+"""Run an Optuna study of BNN trainings: storage from a URL, N worker processes on one storage.
+
+Storage URLs (``storage=``):
+
+* ``None`` or ``":memory:"``: in-memory (one process only);
+* an RDB URL (``sqlite:///runs/NAME/study.db``, ``postgresql://...``, ``mysql://...``): Optuna's
+  :class:`~optuna.storages.RDBStorage` (SQLite gets a 60 s lock timeout so several processes can share it);
+* ``journal:///abs/path/study.log`` (``journal://relative/path.log`` is relative), or any path ending in
+  ``.log`` / ``.journal``: :class:`~optuna.storages.JournalStorage` with a file backend (append-only,
+  safe for several processes on one machine or on NFS).
+
+With ``workers > 1`` the study is created once, then ``workers`` processes (multiprocessing, spawn) each
+load it and run ``study.optimize`` on their share of ``n_trials``; Optuna's storage hands every trial number
+to exactly one process, so no trial is lost or duplicated. The storage is readable by optuna-dashboard
+(``optuna-dashboard sqlite:///runs/NAME/study.db``).
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ._imports import require
+
+__all__ = ["SearchSettings", "make_pruner", "make_storage", "run_optuna_search"]
+
+_logger = logging.getLogger("bnn_tune.search")
+
+PRUNERS = ("flip", "flip+median", "median", "none")
+
+
+def make_storage(url: str | None) -> Any:
+    """An Optuna storage object (or None for in-memory) from a URL or path (see module docstring)."""
+    optuna = require("optuna", feature="bnn-tune search")
+    if url is None or url in (":memory:", "memory", ""):
+        return None
+    if not isinstance(url, str):
+        return url  # already a storage object
+    if url.startswith("journal://") or url.endswith((".log", ".journal")):
+        from optuna.storages import JournalStorage
+        from optuna.storages.journal import JournalFileBackend
+
+        path = url[len("journal://"):] if url.startswith("journal://") else url
+        if not path:
+            raise ValueError(f"`storage` journal URL needs a file path, but got storage={url!r}.")
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        return JournalStorage(JournalFileBackend(path))
+    if "://" in url:
+        kwargs: dict[str, Any] = {}
+        if url.startswith("sqlite:///"):
+            db = url[len("sqlite:///"):]
+            if db and db != ":memory:":
+                Path(db).parent.mkdir(parents=True, exist_ok=True)
+            kwargs["engine_kwargs"] = {"connect_args": {"timeout": 60}}
+        return optuna.storages.RDBStorage(url, **kwargs)
+    raise ValueError(
+        f"`storage` must be ':memory:', an RDB URL (sqlite:///path.db, postgresql://...), 'journal:///path.log' "
+        f"or a path ending in .log/.journal, but got storage={url!r}."
+    )
+
+
+def make_pruner(kind: str = "flip", **flip_kwargs: Any) -> Any:
+    """``"flip"``: :class:`plugins.optuna.FlipRatePruner`; ``"flip+median"``: flip rule OR median;
+    ``"median"``: Optuna's MedianPruner; ``"none"``: no pruning."""
+    optuna = require("optuna", feature="bnn-tune search")
+    from plugins.optuna import FlipRatePruner
+
+    if kind == "flip":
+        return FlipRatePruner(**flip_kwargs)
+    if kind == "flip+median":
+        return FlipRatePruner(optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=2), combine="or",
+                              **flip_kwargs)
+    if kind == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=2)
+    if kind == "none":
+        return optuna.pruners.NopPruner()
+    raise ValueError(f"`pruner` must be one of {list(PRUNERS)}, but got pruner={kind!r}.")
+
+
+@dataclass
+class SearchSettings:
+    """Everything a worker process needs (plain data, picklable under spawn)."""
+
+    space: Any
+    base_config: dict[str, Any]
+    n_trials: int
+    storage: str | None = None
+    study_name: str | None = None
+    workers: int = 1
+    pruner: str = "flip"
+    seed: int | None = None
+    artifact_dir: str | None = None
+    naive: bool = False
+    enqueue: Sequence[Mapping[str, Any]] = field(default_factory=list)
+    verbose: bool = True
+
+
+def _report_trial(study: Any, trial: Any) -> None:
+    from .objective import FAIL_REASON_ATTR, PRUNE_REASON_ATTR
+
+    state = trial.state.name
+    value = "" if trial.value is None else f" val_acc={trial.value:.4f}"
+    params = " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in trial.params.items())
+    why = trial.user_attrs.get(PRUNE_REASON_ATTR) if state == "PRUNED" else trial.user_attrs.get(FAIL_REASON_ATTR)
+    steps = "" if trial.last_step is None else f" epochs={trial.last_step}"
+    print(f"[trial {trial.number:>3}] {state:<8}{value}{steps} {params}" + (f" -- {why}" if why else ""),
+          flush=True)
+
+
+def _worker(settings: SearchSettings, n_trials: int, index: int) -> None:
+    optuna = require("optuna", feature="bnn-tune search")
+    import torch
+
+    from .objective import objective
+
+    threads = max(1, (os.cpu_count() or 1) // max(1, settings.workers))
+    torch.set_num_threads(threads)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    seed = None if settings.seed is None else settings.seed + index
+    study = optuna.load_study(study_name=settings.study_name, storage=make_storage(settings.storage),
+                              sampler=optuna.samplers.TPESampler(seed=seed), pruner=make_pruner(settings.pruner))
+    obj = objective(settings.space, base_config=settings.base_config, artifact_dir=settings.artifact_dir,
+                    naive=settings.naive)
+    study.optimize(obj, n_trials=n_trials, callbacks=[_report_trial] if settings.verbose else None)
+
+
+def _shares(n: int, workers: int) -> list[int]:
+    return [n // workers + (1 if i < n % workers else 0) for i in range(workers)]
+
+
+def run_optuna_search(settings: SearchSettings, *, on_trial: Callable[[Any, Any], None] | None = None) -> Any:
+    """Create (or resume) the study and run ``settings.n_trials`` trials on ``settings.workers`` processes.
+
+    Args:
+        settings: what to search and where to store it.
+        on_trial: extra ``callback(study, frozen_trial)`` (single-process runs only).
+
+    Returns:
+        The ``optuna.Study`` (reloaded from the storage after multi-process runs).
+
+    Raises:
+        ValueError: ``workers > 1`` with in-memory storage, or bad counts.
+    """
+    optuna = require("optuna", feature="bnn-tune search")
+    if isinstance(settings.n_trials, bool) or not isinstance(settings.n_trials, int) or settings.n_trials < 1:
+        raise ValueError(f"`n_trials` must be an integer >= 1, but got n_trials={settings.n_trials!r}.")
+    if isinstance(settings.workers, bool) or not isinstance(settings.workers, int) or settings.workers < 1:
+        raise ValueError(f"`workers` must be an integer >= 1, but got workers={settings.workers!r}.")
+    storage = make_storage(settings.storage)
+    if settings.workers > 1 and storage is None:
+        raise ValueError("`workers` > 1 needs a shared storage (an RDB URL or a journal file), but got the "
+                         "in-memory storage; pass storage='sqlite:///path/study.db' or 'journal:///path/study.log'.")
+    study = optuna.create_study(
+        study_name=settings.study_name, storage=storage, direction="maximize", load_if_exists=True,
+        sampler=optuna.samplers.TPESampler(seed=settings.seed), pruner=make_pruner(settings.pruner),
+    )
+    settings.study_name = study.study_name
+    for params in settings.enqueue:
+        study.enqueue_trial(dict(params), skip_if_exists=True)
+    if settings.workers == 1:
+        from .objective import objective
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        obj = objective(settings.space, base_config=settings.base_config, artifact_dir=settings.artifact_dir,
+                        naive=settings.naive)
+        callbacks = [cb for cb in (_report_trial if settings.verbose else None, on_trial) if cb is not None]
+        study.optimize(obj, n_trials=settings.n_trials, callbacks=callbacks)
+        return study
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_worker, args=(settings, n, i), name=f"bnn-tune-worker-{i}")
+             for i, n in enumerate(_shares(settings.n_trials, settings.workers)) if n > 0]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join()
+    failed = [p.name for p in procs if p.exitcode != 0]
+    if failed:
+        raise RuntimeError(f"search workers {failed} exited with errors (exit codes "
+                           f"{[p.exitcode for p in procs]}); the storage keeps every finished trial.")
+    return optuna.load_study(study_name=settings.study_name, storage=make_storage(settings.storage))

@@ -1,0 +1,284 @@
+"""Compile a trained PyTorch BNN into the packed op list (:func:`pack_model`).
+
+Rules:
+
+* Binary weights are exported as ``binarize(w)`` (sign, ``sign(0) = +1``) whatever
+  ``weight_quantizer`` the layer carried during training: latent weights (LatentAdam), Bop's +-1
+  weights, BMD's ``tanh(beta w)`` and BNEW's clipped real weights all become their hard sign, which
+  is the deployed network (BMD and BNEW end training with that projection).
+* Binary layers whose input is binarized (``input_quantizer`` set) become ``binary_linear`` /
+  ``binary_conv2d`` on packed words; layers with binary weights but real inputs
+  (``activation="none"``) keep the packed weights and unpack them for a float product.
+* A batch-norm whose output is binarized by the next layer (possibly through ``Flatten``) is folded:
+  ``sign(a y + b)`` with ``a = gamma / sqrt(var + eps)``, ``b = beta - a mean``. When ``y`` is the
+  integer output of a binary layer (possibly through ``MaxPool2d``) the fold becomes an integer
+  threshold per channel: ``a > 0``: bit = ``y >= ceil(-b / a)``; ``a < 0``: the channel's weights are
+  pre-flipped (``y' = -y``) and bit = ``y' >= ceil(b / a)``; ``a = 0``: constant ``b >= 0``, stored as
+  the threshold ``-K`` (always 1) or ``K + 1`` (never). A max-pool between the layer and the
+  batch-norm becomes a pool on bits: OR for normal channels, AND for flipped ones (max of ``y`` is
+  min of ``y'``). Otherwise (real input, e.g. after the first real conv) the fold is a float
+  ``batchnorm_sign`` op.
+* First/last real layers, shortcuts, pools and non-folded batch-norms stay real (float32).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..kernels._cpu import reorder_conv_weight
+from ..kernels._packing import K_TILE, pack_bits, padded_k, popcount_rows
+from ..nn import BinaryConv2d, BinaryLinear, BiRealBlock
+from ._format import FORMAT, FORMAT_VERSION
+
+__all__ = ["BIT_CONVENTION", "compile_model"]
+
+BIT_CONVENTION = {
+    "word_bits": 32,
+    "word_dtype": "uint32 little-endian",
+    "bit_order": "lsb_first",
+    "one_means": 1,
+    "zero_means": -1,
+    "pad_bits": 0,
+    "k_tile_bits": K_TILE,
+    "conv_patch_order": "kh,kw,c",
+    "dot": "K - 2*popcount(a ^ w) = K - 2*popcount(a) - 2*popcount(w) + 4*popcount(a & w)",
+    "binary_weight": "sign(w), sign(0) = +1, whatever weight_quantizer was used in training",
+}
+
+_SIGN_CONSUMERS = ("binary_linear", "binary_conv2d")
+
+
+def _np(t: torch.Tensor) -> np.ndarray:
+    return t.detach().cpu().numpy()
+
+
+def _pair(v: Any) -> list[int]:
+    return [int(v), int(v)] if isinstance(v, int) else [int(x) for x in v]
+
+
+class _Compiler:
+    def __init__(self) -> None:
+        self.tensors: dict[str, np.ndarray] = {}
+        self._bits: dict[str, np.ndarray] = {}  # unpacked sign bits of binary ops, for pre-flipping
+
+    def add(self, name: str, arr: np.ndarray) -> str:
+        if name in self.tensors:
+            raise RuntimeError(f"duplicate tensor name {name!r}")
+        self.tensors[name] = np.ascontiguousarray(arr)
+        return name
+
+    # ------------------------------------------------------------------ modules
+    def module(self, m: nn.Module, name: str) -> list[dict[str, Any]]:
+        if isinstance(m, nn.Sequential):
+            out: list[dict[str, Any]] = []
+            for child_name, child in m.named_children():
+                out += self.module(child, f"{name}.{child_name}" if name else child_name)
+            return out
+        if isinstance(m, (nn.Identity, nn.Dropout)):
+            return []
+        if isinstance(m, nn.Flatten):
+            if m.start_dim != 1 or m.end_dim != -1:
+                raise ValueError(f"Cannot export {name}: only Flatten(start_dim=1, end_dim=-1) is supported.")
+            return [{"op": "flatten", "name": name}]
+        if isinstance(m, nn.ReLU):
+            return [{"op": "relu", "name": name}]
+        if isinstance(m, nn.MaxPool2d):
+            if _pair(m.dilation) != [1, 1] or m.ceil_mode:
+                raise ValueError(f"Cannot export {name}: MaxPool2d with dilation or ceil_mode.")
+            return [{"op": "maxpool2d", "name": name, "kernel_size": _pair(m.kernel_size),
+                     "stride": _pair(m.stride if m.stride is not None else m.kernel_size),
+                     "padding": _pair(m.padding), "and_channels": None}]
+        if isinstance(m, nn.AvgPool2d):
+            return [{"op": "avgpool2d", "name": name, "kernel_size": _pair(m.kernel_size),
+                     "stride": _pair(m.stride if m.stride is not None else m.kernel_size),
+                     "padding": _pair(m.padding), "ceil_mode": bool(m.ceil_mode),
+                     "count_include_pad": bool(m.count_include_pad)}]
+        if isinstance(m, nn.AdaptiveAvgPool2d):
+            return [{"op": "adaptive_avgpool2d", "name": name, "output_size": _pair(m.output_size)}]
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            return [self.batchnorm(m, name)]
+        if isinstance(m, BiRealBlock):
+            conv = self.module(m.conv, f"{name}.conv")
+            bn = self.module(m.bn, f"{name}.bn")
+            act = self.module(m.act, f"{name}.act")
+            return [{"op": "residual", "name": name, "body": conv + bn + act,
+                     "shortcut": self.module(m.shortcut, f"{name}.shortcut")}]
+        if isinstance(m, (BinaryLinear, BinaryConv2d)):
+            return [self.binary_layer(m, name)]
+        if isinstance(m, (nn.Linear, nn.Conv2d)):
+            return [self.real_layer(m, name, input_sign=False)]
+        raise ValueError(f"Cannot export module {name!r} of type {type(m).__name__}; supported: the layers "
+                         "of bnn_tune.nn.build_model (Linear, Conv2d, BinaryLinear, BinaryConv2d, BatchNorm, "
+                         "pools, Flatten, ReLU, BiRealBlock).")
+
+    def batchnorm(self, m: nn.Module, name: str) -> dict[str, Any]:
+        if m.running_mean is None or m.running_var is None:
+            raise ValueError(f"Cannot export {name}: batch-norm without running statistics.")
+        var = m.running_var.detach().double().cpu()
+        mean = m.running_mean.detach().double().cpu()
+        gamma = m.weight.detach().double().cpu() if m.weight is not None else torch.ones_like(mean)
+        beta = m.bias.detach().double().cpu() if m.bias is not None else torch.zeros_like(mean)
+        a = gamma / torch.sqrt(var + m.eps)
+        b = beta - a * mean
+        if not (torch.isfinite(a).all() and torch.isfinite(b).all()):
+            raise ValueError(f"Cannot export {name}: batch-norm parameters are not finite.")
+        op = {"op": "batchnorm", "name": name, "channels": int(a.numel()),
+              "scale": self.add(f"{name}.scale", a.numpy().astype(np.float32)),
+              "shift": self.add(f"{name}.shift", b.numpy().astype(np.float32))}
+        op["_a"], op["_b"] = a.numpy(), b.numpy()  # float64, for folding
+        return op
+
+    def real_layer(self, m: nn.Module, name: str, *, input_sign: bool) -> dict[str, Any]:
+        w = _np(m.weight).astype(np.float32)
+        op: dict[str, Any] = {"name": name, "input_sign": input_sign,
+                              "weight": self.add(f"{name}.weight", w), "weight_shape": list(w.shape),
+                              "bias": self.add(f"{name}.bias", _np(m.bias).astype(np.float32))
+                              if m.bias is not None else None}
+        if isinstance(m, nn.Linear):
+            op["op"] = "linear"
+        else:
+            self._check_conv(m, name)
+            op.update(op="conv2d", stride=_pair(m.stride), padding=_pair(m.padding),
+                      pad_value=float(getattr(m, "pad_value", 0.0)) if input_sign else 0.0)
+        return op
+
+    @staticmethod
+    def _check_conv(m: nn.Conv2d, name: str) -> None:
+        if m.groups != 1 or _pair(m.dilation) != [1, 1] or m.padding_mode != "zeros" or isinstance(m.padding, str):
+            raise ValueError(f"Cannot export {name}: only groups=1, dilation=1, integer zero padding convs.")
+
+    def binary_layer(self, m: BinaryLinear | BinaryConv2d, name: str) -> dict[str, Any]:
+        if m.weight_quantizer is None:  # real weights (last layer reading binary activations)
+            return self.real_layer(m, name, input_sign=m.input_quantizer is not None)
+        w = m.weight.detach().cpu()
+        bits = (w >= 0).numpy()  # binarize(): sign with sign(0) = +1
+        conv = isinstance(m, BinaryConv2d)
+        if conv:
+            self._check_conv(m, name)
+            flat = reorder_conv_weight(bits)
+        else:
+            flat = bits
+        o, k = flat.shape
+        op: dict[str, Any] = {"name": name, "out_features": int(o), "k": int(k), "k_padded": padded_k(k),
+                              "bias": self.add(f"{name}.bias", _np(m.bias).astype(np.float32))
+                              if m.bias is not None else None,
+                              "threshold": None, "flip": None}
+        self._bits[name] = flat
+        self._write_weight(op, flat)
+        if conv:
+            op.update(op="binary_conv2d", in_channels=int(m.in_channels), kernel_size=_pair(m.kernel_size),
+                      stride=_pair(m.stride), padding=_pair(m.padding))
+        else:
+            op.update(op="binary_linear", in_features=int(m.in_features))
+        if m.input_quantizer is None:  # binary weights, real activations: float product with unpacked weights
+            op["op"] = "binary_weight_" + ("conv2d" if conv else "linear")
+        else:
+            op["pad_value"] = float(getattr(m, "pad_value", 1.0))
+        op["weight_shape"] = list(w.shape)
+        return op
+
+    def _write_weight(self, op: dict[str, Any], flat: np.ndarray) -> None:
+        name = op["name"]
+        packed = pack_bits(flat)
+        self.tensors[f"{name}.weight_bits"] = packed
+        self.tensors[f"{name}.popcount"] = popcount_rows(packed)
+        op["weight"], op["popcount"] = f"{name}.weight_bits", f"{name}.popcount"
+
+    # ------------------------------------------------------------------ folding
+    def fold(self, ops: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        for op in ops:
+            if op["op"] == "residual":
+                op["body"] = self.fold(op["body"])
+                op["shortcut"] = self.fold(op["shortcut"])
+        out: list[dict[str, Any]] = []
+        i = 0
+        while i < len(ops):
+            op = ops[i]
+            if op["op"] != "batchnorm" or not self._feeds_sign(ops, i):
+                out.append(op)
+                i += 1
+                continue
+            # producer: the last op before this BN, skipping max-pools
+            p = len(out) - 1
+            while p >= 0 and out[p]["op"] == "maxpool2d":
+                p -= 1
+            prod = out[p] if p >= 0 else None
+            if prod is not None and prod["op"] in _SIGN_CONSUMERS and prod["threshold"] is None and prod["bias"] is None:
+                self._fold_threshold(prod, op, pools=out[p + 1:])
+            else:
+                out.append({"op": "batchnorm_sign", "name": op["name"], "channels": op["channels"],
+                            "scale": op["scale"], "shift": op["shift"]})
+            i += 1
+        return out
+
+    @staticmethod
+    def _feeds_sign(ops: list[dict[str, Any]], i: int) -> bool:
+        j = i + 1
+        while j < len(ops) and ops[j]["op"] == "flatten":
+            j += 1
+        if j >= len(ops):
+            return False
+        nxt = ops[j]
+        return nxt["op"] in _SIGN_CONSUMERS or (nxt["op"] in ("linear", "conv2d") and nxt["input_sign"])
+
+    def _fold_threshold(self, prod: dict[str, Any], bn: dict[str, Any], pools: list[dict[str, Any]]) -> None:
+        name, k = prod["name"], prod["k"]
+        a, b = bn["_a"], bn["_b"]
+        if len(a) != prod["out_features"]:
+            raise ValueError(f"Batch-norm {bn['name']} has {len(a)} channels but {name} has {prod['out_features']}.")
+        thr = np.empty(len(a), dtype=np.int64)
+        flip = a < 0
+        with np.errstate(divide="ignore", invalid="ignore"):
+            pos = np.ceil(-b / a)
+            neg = np.ceil(b / a)
+        for c in range(len(a)):
+            if a[c] > 0:
+                t = pos[c]
+            elif a[c] < 0:
+                t = neg[c]
+            else:  # zero scale: constant output sign(b)
+                t = -k if b[c] >= 0 else k + 1
+            thr[c] = int(min(max(t, -k), k + 1)) if math.isfinite(t) else (-k if t < 0 else k + 1)
+        # pre-flip the weights of negative-scale channels (padding bits stay 0)
+        bits = self._bits[name].copy()
+        bits[flip] = ~bits[flip]
+        self._write_weight(prod, bits)
+        prod["threshold"] = self.add(f"{name}.threshold", thr.astype(np.int32))
+        prod["flip"] = self.add(f"{name}.flip", flip.astype(np.uint8))
+        prod["folded_batchnorm"] = bn["name"]
+        del self.tensors[bn["scale"]], self.tensors[bn["shift"]]
+        for pool in pools:
+            pool["and_channels"] = prod["flip"]
+
+
+def _strip(ops: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    out = []
+    for op in ops:
+        op = {k: v for k, v in op.items() if not k.startswith("_")}
+        if op["op"] == "residual":
+            op["body"], op["shortcut"] = _strip(op["body"]), _strip(op["shortcut"])
+        out.append(op)
+    return out
+
+
+def compile_model(model: nn.Module, *, model_info: Mapping[str, Any], config: Mapping[str, Any] | None
+                  ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """``(header, tensors)`` of the packed form of ``model`` (see the module docstring for the rules)."""
+    comp = _Compiler()
+    ops = comp.module(model, "")
+    ops = _strip(comp.fold(ops))
+    header = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "bit_convention": BIT_CONVENTION,
+        "model": dict(model_info),
+        "config": dict(config) if config is not None else None,
+        "layers": ops,
+    }
+    return header, comp.tensors

@@ -1,0 +1,297 @@
+"""Benchmark of the packed kernels against the float twin, per layer and per model.
+
+Method (CPU): ``time.perf_counter`` around each call, ``warmup`` untimed calls, then the median of
+``repeats`` timed calls. The packed binary layer is timed as a network runs it: pack the input bits
+(sign+pack), XOR-popcount GEMM (im2col for convs), integer threshold. The baseline is the same
+layer of the real-valued twin (``build_model(..., binary=False)``) in float32 with
+``torch.nn.functional``, timed in the same run with the same threads. Weight buffers rotate over
+several copies (more bytes than the last-level cache) so neither side is timed with warm weights.
+
+Method (CUDA): CUDA events around a CUDA graph of ``inner`` launches, medians over repeats, weights
+rotating over enough copies to exceed L2; baselines ``torch.matmul`` in fp16 and bf16 (cuBLAS).
+
+Rows: ``scope`` is ``"layer"`` (one binary layer of the model), ``"model"`` (the whole packed model vs
+the whole twin), or ``"large_layer"`` (a 4096x4096 linear layer, the memory-bound case the 1-bit
+weights are for). ``speedup[base] = baseline_ms / packed_ms``; batch-256 rows also give throughput.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ._cpu import binary_conv2d, binary_gemm
+from ._packing import pack_bits, padded_k
+
+__all__ = ["benchmark_model", "format_table", "plot_results", "randomize_model"]
+
+_LLC_BYTES = 64 << 20
+
+
+def _median_ms(fn: Callable[[], Any], *, warmup: int, repeats: int) -> float:
+    for _ in range(warmup):
+        fn()
+    ts = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t0)
+    return float(np.median(ts) * 1e3)
+
+
+def randomize_model(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Random weights and batch-norm statistics (some negative scales), eval mode: a stand-in for a
+    trained model when benchmarking speed."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                c = m.num_features
+                m.running_mean.copy_(torch.randn(c, generator=g))
+                m.running_var.copy_(torch.rand(c, generator=g) + 0.5)
+                m.weight.copy_(torch.randn(c, generator=g))
+                m.bias.copy_(torch.randn(c, generator=g))
+    return model.eval()
+
+
+def _copies(nbytes: int, limit: int = 64) -> int:
+    return int(min(limit, max(1, -(-_LLC_BYTES // max(nbytes, 1)))))
+
+
+def _row(scope: str, name: str, op: str, batch: int, packed_ms: float, base: dict[str, float],
+         packed_bytes: int, fp32_bytes: int, shape: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "scope": scope, "name": name, "op": op, "batch": batch, "shape": shape,
+        "packed_ms": packed_ms, "baseline_ms": base,
+        "speedup": {k: v / packed_ms for k, v in base.items()},
+        "packed_samples_per_s": batch / (packed_ms * 1e-3),
+        "weight_bytes": {"packed": packed_bytes, "fp32": fp32_bytes, "fp16": fp32_bytes // 2},
+    }
+
+
+# ---------------------------------------------------------------------- CPU
+def _cpu_linear(name: str, o: int, k: int, batch: int, *, scope: str, warmup: int, repeats: int,
+                rng: np.random.Generator) -> dict[str, Any]:
+    kp = padded_k(k)
+    n_w = _copies(o * kp // 8)
+    ws = [pack_bits(rng.random((o, k)) < 0.5) for _ in range(n_w)]
+    thr = rng.integers(-k // 4, k // 4, size=o).astype(np.int32)
+    x = rng.standard_normal((batch, k)).astype(np.float32)
+    xt = torch.from_numpy(x)
+    xb = x >= 0
+    i = [0]
+
+    def packed():
+        i[0] += 1
+        y = binary_gemm(pack_bits(xb), ws[i[0] % n_w], k)
+        return y >= thr
+
+    wf = [torch.randn(o, k) for _ in range(_copies(o * k * 4, limit=4))]
+
+    def fp32():
+        i[0] += 1
+        return F.linear(xt, wf[i[0] % len(wf)])
+
+    p = _median_ms(packed, warmup=warmup, repeats=repeats)
+    b = _median_ms(fp32, warmup=warmup, repeats=repeats)
+    return _row(scope, name, "binary_linear", batch, p, {"fp32": b}, o * kp // 8, o * k * 4,
+                {"out": o, "k": k, "k_padded": kp})
+
+
+def _cpu_conv(name: str, op: dict[str, Any], batch: int, *, warmup: int, repeats: int,
+              rng: np.random.Generator) -> dict[str, Any]:
+    c, h, w = op["input_shape"]
+    o, k = op["out_features"], op["k"]
+    kh, kw = op["kernel_size"]
+    kp = padded_k(k)
+    wp = pack_bits(rng.random((o, k)) < 0.5)
+    thr = rng.integers(-k // 4, k // 4, size=(1, o, 1, 1)).astype(np.int32)
+    x = rng.standard_normal((batch, c, h, w)).astype(np.float32)
+    xb = x >= 0
+    xt = torch.from_numpy(x)
+    wt = torch.randn(o, c, kh, kw)
+    ph, pw = op["padding"]
+
+    def packed():
+        y = binary_conv2d(xb, wp, k=k, out_channels=o, kernel=(kh, kw), stride=tuple(op["stride"]),
+                          padding=(ph, pw), pad_value=True)
+        return y >= thr
+
+    def fp32():
+        return F.conv2d(xt, wt, None, op["stride"], op["padding"])
+
+    p = _median_ms(packed, warmup=warmup, repeats=repeats)
+    b = _median_ms(fp32, warmup=warmup, repeats=repeats)
+    return _row("layer", name, "binary_conv2d", batch, p, {"fp32": b}, o * kp // 8, o * k * 4,
+                {"in": [c, h, w], "out": o, "kernel": [kh, kw], "k": k, "k_padded": kp})
+
+
+def _binary_ops(ops: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    out = []
+    for op in ops:
+        if op["op"] in ("binary_linear", "binary_conv2d"):
+            out.append(op)
+        elif op["op"] == "residual":
+            out += _binary_ops(op["body"])
+    return out
+
+
+def benchmark_model(
+    model: str = "mlp",
+    input_shape: tuple[int, ...] = (1, 8, 8),
+    num_classes: int = 10,
+    *,
+    width: float = 1.0,
+    depth: int = 2,
+    device: str = "cpu",
+    quick: bool = False,
+    packed: Any = None,
+    batch_sizes: tuple[int, ...] = (1, 256),
+    include_large_layer: bool = True,
+    large_layer: tuple[int, int] = (4096, 4096),
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Time a packed model and its float twin, per binary layer and whole, at each batch size.
+
+    Args:
+        model, input_shape, num_classes, width, depth: the zoo model (see :func:`bnn_tune.nn.build_model`).
+        device: ``"cpu"`` (numpy packed kernels vs torch fp32) or ``"cuda"`` (CUDA kernels vs
+            cuBLAS fp16/bf16; needs a GPU).
+        quick: fewer repeats (for tests and ``export_best``).
+        packed: a :class:`~bnn_tune.export.PackedModel` to time (default: the zoo model with random
+            weights and batch-norm statistics, packed).
+        batch_sizes: batch sizes to time (batch 1 latency, batch 256 throughput).
+        include_large_layer: add the ``large_layer`` (out, in) binary linear layer rows.
+        seed: seed of the random inputs and weights.
+
+    Returns:
+        A JSON-serializable dict: ``meta`` (host, threads, method) and ``rows`` (see module doc).
+
+    Example:
+        >>> res = benchmark_model("mlp", (1, 8, 8), width=0.125, quick=True, include_large_layer=False)
+        >>> sorted({r["scope"] for r in res["rows"]})
+        ['layer', 'model']
+    """
+    from ..export import pack_model
+    from ..nn import build_model
+
+    if device not in ("cpu", "cuda"):
+        raise ValueError(f"`device` must be 'cpu' or 'cuda', but got device={device!r}.")
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    twin = build_model(model, input_shape, num_classes, binary=False, width=width, depth=depth).eval()
+    if packed is None:
+        binary = randomize_model(build_model(model, input_shape, num_classes, width=width, depth=depth), seed)
+        packed = pack_model(binary, {"model": model, "width": width, "depth": depth}, input_shape=input_shape,
+                            num_classes=num_classes)
+    elif "input_shape" not in packed.header["layers"][0]:
+        from ..export._model import _trace
+
+        _trace(packed, packed.header["layers"], torch.zeros((1, *input_shape)))
+    warmup, repeats = (2, 7) if quick else (5, 31)
+    meta = {
+        "device": device, "model": model, "input_shape": list(input_shape), "width": width, "depth": depth,
+        "num_classes": num_classes, "quick": quick, "warmup": warmup, "repeats": repeats,
+        "torch": torch.__version__, "numpy": np.__version__, "torch_threads": torch.get_num_threads(),
+        "cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
+        "statistic": "median", "packed_weight_bytes": packed.weight_bytes(),
+    }
+    if device == "cuda":
+        from . import _cuda_bench
+
+        meta["gpu"] = torch.cuda.get_device_name() if torch.cuda.is_available() else None
+        rows = _cuda_bench.run(packed, twin, input_shape, batch_sizes=batch_sizes, quick=quick,
+                               include_large_layer=include_large_layer, large_layer=large_layer, seed=seed)
+        return {"meta": meta, "rows": rows}
+
+    rows: list[dict[str, Any]] = []
+    for op in _binary_ops(packed.header["layers"]):
+        for bs in batch_sizes:
+            if op["op"] == "binary_linear":
+                rows.append(_cpu_linear(op["name"], op["out_features"], op["k"], bs, scope="layer",
+                                        warmup=warmup, repeats=repeats, rng=rng))
+            else:
+                rows.append(_cpu_conv(op["name"], op, bs, warmup=warmup, repeats=repeats, rng=rng))
+    fp32_bytes = sum(p.numel() * 4 for p in twin.parameters())
+    pbytes = packed.weight_bytes()
+    for bs in batch_sizes:
+        x = torch.randn(bs, *input_shape)
+        with torch.no_grad():
+            b = _median_ms(lambda: twin(x), warmup=warmup, repeats=repeats)
+        p = _median_ms(lambda: packed.logits(x), warmup=warmup, repeats=repeats)
+        rows.append(_row("model", model, "model", bs, p, {"fp32": b}, pbytes["binary"] + pbytes["real"],
+                         fp32_bytes, {"input": list(input_shape)}))
+    if include_large_layer:
+        o, k = large_layer
+        for bs in batch_sizes:
+            rows.append(_cpu_linear(f"linear_{o}x{k}", o, k, bs, scope="large_layer", warmup=warmup,
+                                    repeats=repeats, rng=rng))
+    return {"meta": meta, "rows": rows}
+
+
+def format_table(res: dict[str, Any]):
+    """A ``rich`` table of the rows."""
+    from rich.table import Table
+
+    meta = res["meta"]
+    bases = sorted({b for r in res["rows"] for b in r["baseline_ms"]})
+    t = Table(title=f"bnn-tune bench: {meta['model']} {tuple(meta['input_shape'])} on {meta['device']} "
+                    f"(median of {meta['repeats']})")
+    for col in ("scope", "name", "batch", "packed ms", *[f"{b} ms" for b in bases], *[f"x vs {b}" for b in bases],
+                "samples/s", "weights packed/fp32"):
+        t.add_column(col, justify="right")
+    for r in res["rows"]:
+        wb = r["weight_bytes"]
+        t.add_row(r["scope"], r["name"], str(r["batch"]), f"{r['packed_ms']:.4f}",
+                  *[f"{r['baseline_ms'].get(b, float('nan')):.4f}" for b in bases],
+                  *[f"{r['speedup'].get(b, float('nan')):.2f}" for b in bases],
+                  f"{r['packed_samples_per_s']:.3g}", f"{wb['packed']}/{wb['fp32']} B")
+    return t
+
+
+def plot_results(res: dict[str, Any], path: str | os.PathLike) -> str:
+    """Bar plot (PNG): speed-up of the packed kernels over each baseline, one panel per batch size."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = res["rows"]
+    batches = sorted({r["batch"] for r in rows})
+    bases = sorted({b for r in rows for b in r["baseline_ms"]})
+    fig, axes = plt.subplots(1, len(batches), figsize=(max(6, 0.6 * len(rows) / max(1, len(batches)) + 4) * len(batches) / 1.4, 4.8),
+                             squeeze=False)
+    for ax, bs in zip(axes[0], batches):
+        sel = [r for r in rows if r["batch"] == bs]
+        xs = np.arange(len(sel))
+        wbar = 0.8 / len(bases)
+        for j, b in enumerate(bases):
+            vals = [r["speedup"].get(b, np.nan) for r in sel]
+            bars = ax.bar(xs + (j - (len(bases) - 1) / 2) * wbar, vals, wbar, label=f"vs torch {b}")
+            for rect, v in zip(bars, vals):
+                ax.annotate(f"{v:.1f}x", (rect.get_x() + rect.get_width() / 2, rect.get_height()),
+                            ha="center", va="bottom", fontsize=7)
+        ax.axhline(1.0, color="k", lw=0.8)
+        if any(r["scope"] == "large_layer" for r in sel) and res["meta"]["device"] == "cpu" and bs == 1:
+            ax.axhline(8.0, color="r", ls="--", lw=0.8, label="goal 8x (4096x4096, batch 1)")
+        ax.set_xticks(xs)
+        ax.set_xticklabels([f"{r['name'] or 'layer'}\n[{r['scope']}]" for r in sel], rotation=45, ha="right",
+                           fontsize=7)
+        ax.set_yscale("log")
+        ax.set_ylabel("speed-up (baseline time / packed time)")
+        ax.set_title(f"batch {bs}" + (" (latency)" if bs == 1 else " (throughput)"))
+        ax.legend(fontsize=7)
+    meta = res["meta"]
+    fig.suptitle(f"packed 1-bit kernels vs float twin: {meta['model']} on {meta['device']}", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return os.fspath(path)

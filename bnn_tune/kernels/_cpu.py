@@ -1,0 +1,104 @@
+"""CPU path: XNOR/XOR-popcount GEMM and binary convolution on packed words (numpy).
+
+``binary_gemm`` computes ``y[m, o] = K - 2 popcount(a[m] ^ w[o])`` with ``numpy.bitwise_count``
+on 64-bit views of the packed ``uint32`` rows (twice fewer ops than 32-bit words), in row chunks
+so the ``[chunk, O, W]`` temporary stays a few MiB. ``binary_conv2d`` lowers a convolution to that
+GEMM by im2col on the bits (channel-innermost patches, ``(kh, kw, C)`` order, matching the packed
+weight layout of the model file).
+
+Why numpy and not a compiled path: ``benchmarks/bench_kernels.py --cpu-variants`` times this
+against a ``gcc -O3 -mpopcnt`` C loop (ctypes); see the report it prints. numpy's ``bitwise_count``
+is a vectorized popcount, so for the memory-bound batch-1 layer the gain of C is small, and numpy
+keeps the package free of a build step.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._packing import K_TILE, pack_bits
+
+__all__ = ["binary_conv2d", "binary_gemm", "im2col_bits", "reorder_conv_weight"]
+
+_CHUNK_ELEMS = 1 << 21  # uint64 elements of the [chunk, O, W] temporary (16 MiB)
+
+
+def _u64(words: np.ndarray) -> np.ndarray:
+    words = np.ascontiguousarray(words, dtype=np.uint32)
+    if words.shape[-1] % 2:
+        return words  # odd word count (tile 32): stay with 32-bit words
+    return words.view(np.uint64)
+
+
+def binary_gemm(a: np.ndarray, w: np.ndarray, k: int) -> np.ndarray:
+    """Dot products of packed +-1 rows: ``y = a_pm1 @ w_pm1.T`` as ``int32 [M, O]``.
+
+    Args:
+        a: packed activations ``uint32 [M, W]`` (see :func:`~bnn_tune.kernels.pack_bits`).
+        w: packed weights ``uint32 [O, W]`` with the same padding (zero bits) as ``a``.
+        k: the true ``K`` before padding.
+
+    Example:
+        >>> from bnn_tune.kernels import pack_bits
+        >>> a = pack_bits(np.array([[True, True, False]]))
+        >>> w = pack_bits(np.array([[True, False, False]]))
+        >>> binary_gemm(a, w, 3).tolist()  # (+1)(+1) + (+1)(-1) + (-1)(-1)
+        [[1]]
+    """
+    if a.ndim != 2 or w.ndim != 2 or a.shape[1] != w.shape[1]:
+        raise ValueError(f"`a` [M, W] and `w` [O, W] must have the same word count, but got "
+                         f"a.shape={a.shape}, w.shape={w.shape}.")
+    if not 0 < k <= a.shape[1] * 32:
+        raise ValueError(f"`k` must be in [1, {a.shape[1] * 32}], but got k={k}.")
+    a64, w64 = _u64(a), _u64(w)
+    m, o = a.shape[0], w.shape[0]
+    out = np.empty((m, o), dtype=np.int32)
+    chunk = max(1, _CHUNK_ELEMS // max(1, o * w64.shape[1]))
+    for s in range(0, m, chunk):
+        blk = a64[s: s + chunk]
+        if blk.shape[0] == 1:
+            pc = np.bitwise_count(w64 ^ blk).sum(axis=1, dtype=np.int32)[None]
+        else:
+            pc = np.bitwise_count(blk[:, None, :] ^ w64[None, :, :]).sum(axis=2, dtype=np.int32)
+        out[s: s + chunk] = k - 2 * pc
+    return out
+
+
+def reorder_conv_weight(weight_bits: np.ndarray) -> np.ndarray:
+    """``[O, C, kh, kw]`` -> ``[O, kh * kw * C]`` (channel-innermost, the im2col patch order)."""
+    o = weight_bits.shape[0]
+    return np.ascontiguousarray(np.transpose(weight_bits, (0, 2, 3, 1))).reshape(o, -1)
+
+
+def im2col_bits(x: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int], padding: tuple[int, int],
+                pad_value: bool) -> tuple[np.ndarray, int, int]:
+    """Patches of a boolean ``[N, C, H, W]`` map: ``([N * Ho * Wo, kh * kw * C], Ho, Wo)``.
+
+    The map is padded with ``pad_value`` (True = +1), as :class:`~bnn_tune.nn.BinaryConv2d` does.
+    """
+    n, c, h, wd = x.shape
+    kh, kw = kernel
+    sh, sw = stride
+    ph, pw = padding
+    xh = np.transpose(x, (0, 2, 3, 1))  # NHWC
+    if ph or pw:
+        xh = np.pad(xh, ((0, 0), (ph, ph), (pw, pw), (0, 0)), constant_values=pad_value)
+    win = np.lib.stride_tricks.sliding_window_view(xh, (kh, kw), axis=(1, 2))  # N, H', W', C, kh, kw
+    win = win[:, ::sh, ::sw]
+    ho, wo = win.shape[1], win.shape[2]
+    cols = np.transpose(win, (0, 1, 2, 4, 5, 3)).reshape(n * ho * wo, kh * kw * c)
+    return cols, ho, wo
+
+
+def binary_conv2d(x: np.ndarray, w_packed: np.ndarray, *, k: int, out_channels: int, kernel: tuple[int, int],
+                  stride: tuple[int, int], padding: tuple[int, int], pad_value: bool = True,
+                  tile: int = K_TILE) -> np.ndarray:
+    """Binary convolution of a boolean map ``[N, C, H, W]`` with packed ``[O, W]`` weights.
+
+    Returns the integer pre-activations ``int32 [N, O, Ho, Wo]`` (equal to ``conv2d`` of the +-1
+    tensors with ``pad_value`` padding).
+    """
+    n = x.shape[0]
+    cols, ho, wo = im2col_bits(np.asarray(x, dtype=bool), kernel, stride, padding, pad_value)
+    y = binary_gemm(pack_bits(cols, tile=tile), w_packed, k)
+    return np.ascontiguousarray(y.reshape(n, ho, wo, out_channels).transpose(0, 3, 1, 2))

@@ -1,0 +1,165 @@
+"""``bnn-tune search``: a hyperparameter search with Optuna (default) or Ray Tune.
+
+Example:
+    bnn-tune search --optimizer bop --dataset digits --samples 16 --epochs 10 --workers 2 --out runs/bop
+    optuna-dashboard sqlite:///runs/bop/study.db
+
+By default the study is stored in ``<out>/study.db`` (SQLite), checkpoints of completed trials go to
+``<out>/trial_<number>/checkpoint.pt``, and ``<out>/best.json`` holds the best trial's config, value and
+checkpoint path. ``--storage`` takes any URL :func:`bnn_tune._optuna_search.make_storage` accepts
+(``sqlite:///...``, ``journal:///path.log``, ``:memory:``). ``--backend ray`` hands the same arguments to
+``bnn_tune._ray_search.run_ray_search``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+from .cli import add_config_arguments, config_from_args, register_command
+
+__all__ = ["add_search_arguments", "print_ranking", "run_search_command"]
+
+
+def add_search_arguments(p: argparse.ArgumentParser) -> None:
+    add_config_arguments(p)
+    p.add_argument("--backend", choices=("optuna", "ray"), default="optuna", help="search framework (default optuna)")
+    p.add_argument("--space", default=None,
+                   help="search space name (default: the --optimizer's space; see search_spaces.list_spaces())")
+    p.add_argument("--naive", action="store_true", help="use the space's naive_suggest (real-valued-style baseline)")
+    p.add_argument("--samples", type=int, default=16, help="number of trials (default 16)")
+    p.add_argument("--storage", default=None,
+                   help="Optuna storage URL: sqlite:///path.db, journal:///path.log, :memory: "
+                        "(default sqlite:///<out>/study.db)")
+    p.add_argument("--workers", type=int, default=1, help="worker processes sharing the storage (default 1)")
+    p.add_argument("--study", default=None, dest="study_name", help="study name (default: the --out folder name)")
+    p.add_argument("--out", default=None, help="output folder (default runs/<study>)")
+    p.add_argument("--pruner", default="flip", choices=("flip", "flip+median", "median", "none"),
+                   help="flip: FlipRatePruner (default); flip+median: either prunes")
+    p.add_argument("--top", type=int, default=10, help="rows of the final ranking table")
+
+
+def _default_name(args: argparse.Namespace, space: str) -> str:
+    dataset = getattr(args, "dataset", None) or "digits"
+    return f"{space}-{dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def _short(text: str | None, n: int = 70) -> str:
+    if not text:
+        return ""
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def print_ranking(study: Any, *, top: int = 10, console: Any = None) -> None:
+    """A rich table of the best trials (completed first, by value) and the state counts."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from .objective import FAIL_REASON_ATTR, PRUNE_REASON_ATTR
+
+    console = console or Console()
+    trials = study.get_trials(deepcopy=False)
+    counts: dict[str, int] = {}
+    for t in trials:
+        counts[t.state.name] = counts.get(t.state.name, 0) + 1
+
+    def key(t: Any) -> tuple[int, float]:
+        done = t.state.name == "COMPLETE" and t.value is not None and math.isfinite(t.value)
+        best_iv = max((v for v in t.intermediate_values.values() if math.isfinite(v)), default=-math.inf)
+        return (0 if done else 1, -(t.value if done else best_iv))
+
+    ranked = sorted(trials, key=key)[:top]
+    param_names = sorted({k for t in ranked for k in t.params})
+    table = Table(title=f"study {study.study_name!r}: " + ", ".join(f"{v} {k.lower()}" for k, v in sorted(counts.items())))
+    for col in ("rank", "trial", "state", "val_acc", "epochs", *param_names, "note"):
+        table.add_column(col, justify="left" if col in ("state", "note") else "right")
+    for i, t in enumerate(ranked, 1):
+        val = "" if t.value is None or not math.isfinite(t.value) else f"{t.value:.4f}"
+        if not val and t.intermediate_values:
+            val = f"({max(t.intermediate_values.values()):.4f})"
+        note = t.user_attrs.get(PRUNE_REASON_ATTR) if t.state.name == "PRUNED" else t.user_attrs.get(FAIL_REASON_ATTR)
+        cells = [f"{t.params[k]:.3g}" if isinstance(t.params.get(k), float) else str(t.params.get(k, ""))
+                 for k in param_names]
+        table.add_row(str(i), str(t.number), t.state.name, val, str(t.last_step or ""), *cells, _short(note))
+    console.print(table)
+
+
+def _write_best(study: Any, out: Path) -> dict[str, Any] | None:
+    from .objective import CHECKPOINT_ATTR, CONFIG_ATTR
+
+    try:
+        best = study.best_trial
+    except ValueError:
+        return None
+    doc = {"study": study.study_name, "trial": best.number, "value": best.value, "metric": "val_acc",
+           "params": best.params, "config": best.user_attrs.get(CONFIG_ATTR),
+           "checkpoint": best.user_attrs.get(CHECKPOINT_ATTR)}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "best.json").write_text(json.dumps(doc, indent=2, default=str) + "\n")
+    return doc
+
+
+def run_search_command(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    console = Console()
+    if not console.is_terminal:  # logs and CI: do not squeeze the ranking into 80 columns
+        console = Console(width=160)
+    if args.backend == "ray":
+        from ._ray_search import run_ray_search
+
+        return int(run_ray_search(args) or 0)
+
+    import search_spaces
+
+    from ._optuna_search import SearchSettings, run_optuna_search
+
+    base = config_from_args(args)
+    optimizer = base.pop("optimizer", None)
+    space_name = args.space or optimizer
+    if not space_name:
+        console.print("[red]error:[/red] give --optimizer (e.g. bop) or --space; spaces: "
+                      f"{search_spaces.list_spaces()}")
+        return 2
+    try:
+        space = search_spaces.get(space_name)
+    except ValueError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        return 2
+    if optimizer and space.NAME != optimizer and not args.naive:
+        console.print(f"[red]error:[/red] --optimizer {optimizer!r} does not match --space {space_name!r} "
+                      f"(which searches optimizer {space.NAME!r}).")
+        return 2
+    name = args.study_name or (Path(args.out).name if args.out else _default_name(args, space_name))
+    if not re.fullmatch(r"[\w.\-]+", name):
+        console.print(f"[red]error:[/red] --study must be letters, digits, '.', '-' or '_', but got {name!r}.")
+        return 2
+    out = Path(args.out or Path("runs") / name)
+    storage = args.storage or f"sqlite:///{out / 'study.db'}"
+    settings = SearchSettings(space=space_name, base_config=base, n_trials=args.samples, storage=storage,
+                              study_name=name, workers=args.workers, pruner=args.pruner, seed=args.seed,
+                              artifact_dir=str(out), naive=args.naive)
+    console.print(f"bnn-tune search: space={space_name}{' (naive)' if args.naive else ''} trials={args.samples} "
+                  f"workers={args.workers} storage={storage} study={name} out={out}")
+    try:
+        study = run_optuna_search(settings)
+    except ValueError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        return 2
+    print_ranking(study, top=args.top, console=console)
+    best = _write_best(study, out)
+    if best is None:
+        console.print("[yellow]no trial completed[/yellow]")
+        return 1
+    console.print(f"best: trial {best['trial']} val_acc={best['value']:.4f} -> {out / 'best.json'}")
+    if storage.startswith("sqlite:///"):
+        console.print(f"dashboard: optuna-dashboard {storage}")
+    return 0
+
+
+register_command("search", add_search_arguments, run_search_command)

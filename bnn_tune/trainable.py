@@ -1,0 +1,247 @@
+"""Ray Tune function trainable around :class:`bnn_tune.train.Trainer`.
+
+:func:`trainable` trains one configuration epoch by epoch and, after every epoch, calls
+``ray.tune.report(metrics, checkpoint=...)``. The metrics are :meth:`EpochMetrics.as_dict`
+(``val_acc``, ``val_loss``, ``train_acc``, ``train_loss``, ``flip_rate``, ``log_flip_rate``,
+``flip_rate/<layer>``, ``epoch``, ``epoch_time``, ``hp/<scheduled key>``) plus ``hp/<key>`` for every
+numeric hyperparameter the binary optimizer is actually using and ``node_id`` (the Ray node the trial
+ran on). The checkpoint is a directory holding ``checkpoint.pt`` = :meth:`Trainer.state_dict` (model,
+optimizer, schedulers, RNG states, epoch, history and the flat ``"config"``), readable with
+``torch.load(..., weights_only=True)``.
+
+Resuming: when Ray hands the trial a checkpoint (``ray.tune.get_checkpoint()``: a restored
+experiment, a retried failure, a paused trial, or a PBT exploit), the trainer continues exactly where
+the checkpoint stopped: same weights, optimizer state, schedule position and random streams, so the
+next epoch is epoch ``checkpoint epoch + 1``. If the trial's config differs from the checkpoint's config
+(PBT copies a better trial's checkpoint and mutates e.g. Bop's ``gamma``/``threshold``), the mutated
+hyperparameters are written into the resumed optimizer's ``param_groups`` (and into the initial value of
+a schedule that drives them), so the new values take effect from the next step on.
+
+Devices: with ``device`` absent or ``"auto"`` the trial trains on a GPU when Ray assigned it one
+(``ray.get_gpu_ids()``), on the CPU otherwise; ``"cpu"``/``"cuda"`` are obeyed as given. Ask Ray for
+a GPU per trial with :func:`with_resources` (or ``tune.with_resources(bnn_tune.trainable, {"cpu": 1,
+"gpu": 1})``).
+
+Failures: an invalid config raises :class:`~bnn_tune.config.ConfigError` and a non-finite loss raises
+``FloatingPointError``; either fails that trial alone, with the message in the trial's error file
+(``Result.error``) while the other trials go on.
+
+Example:
+    >>> from ray import tune  # doctest: +SKIP
+    >>> import bnn_tune  # doctest: +SKIP
+    >>> analysis = tune.run(  # doctest: +SKIP
+    ...     bnn_tune.trainable,
+    ...     config={"dataset": "digits", "optimizer": "bop", "epochs": 10,
+    ...             "gamma": tune.loguniform(1e-4, 1e-1), "threshold": tune.loguniform(1e-8, 1e-4)},
+    ...     num_samples=8, metric="val_acc", mode="max")
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import os
+import tempfile
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+
+from ._imports import require
+from .config import TrialConfig
+from .train import Trainer
+
+__all__ = ["CHECKPOINT_FILE", "load_checkpoint_state", "restore_trainer", "trainable", "with_resources"]
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_FILE = "checkpoint.pt"
+"""Name of the file inside every checkpoint directory the trainable reports."""
+
+
+def _trial_device(requested: Any) -> str:
+    """``"auto"`` (or absent) -> ``"cuda"`` when Ray assigned this trial a GPU, else ``"cpu"``."""
+    if requested not in (None, "auto"):
+        return requested
+    import ray
+
+    try:
+        gpus = ray.get_gpu_ids()
+    except Exception:  # not inside a Ray worker
+        gpus = []
+    return "cuda" if gpus and torch.cuda.is_available() else "cpu"
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        try:
+            return bool(torch.equal(torch.as_tensor(a), torch.as_tensor(b)))
+        except Exception:
+            return False
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    try:
+        return bool(a == b)
+    except Exception:
+        return False
+
+
+def _hyperparameters(optimizer: torch.optim.Optimizer) -> list[dict[str, Any]]:
+    return [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
+
+
+def restore_trainer(trainer: Trainer, state: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """Load a checkpoint ``state`` into ``trainer``, keeping the trainer's own hyperparameters.
+
+    ``trainer`` was built from the trial's (possibly new) config. After
+    :meth:`Trainer.load_state_dict`, every optimizer hyperparameter whose value differs between a fresh
+    build from the checkpoint's config and a fresh build from the trainer's config (that is, one the
+    config change touched: a PBT mutation of ``gamma``, ``threshold``, ``lr``...) is set to the
+    trainer's value; a schedule driving such a key keeps its position and restarts its curve from the
+    new initial value. Hyperparameters the config did not touch keep their checkpointed values.
+
+    Args:
+        trainer: a trainer built from the config to continue with.
+        state: a :meth:`Trainer.state_dict` (e.g. ``torch.load(path, weights_only=True)``).
+
+    Returns:
+        ``{param_group key: (checkpoint value, new value)}`` for every hyperparameter that changed.
+
+    Example:
+        >>> t = Trainer({"dataset": "synthetic", "epochs": 2, "max_steps_per_epoch": 2})
+        >>> _ = t.train_epoch()
+        >>> t2 = Trainer({"dataset": "synthetic", "epochs": 2, "max_steps_per_epoch": 2, "lr": 0.01})
+        >>> restore_trainer(t2, t.state_dict())
+        {'lr': (0.001, 0.01)}
+        >>> t2.epoch
+        1
+    """
+    fresh = _hyperparameters(trainer.optimizer)
+    fresh_initial = [list(s.initial) for s in trainer.schedulers]
+    trainer.load_state_dict(state)
+    old_config = TrialConfig.from_dict(state["config"])
+    new_config = trainer.config
+    keys = set(old_config.optimizer_params) | {"lr"}
+    if all(_same(old_config.to_dict().get(k), new_config.to_dict().get(k)) for k in keys):
+        return {}
+    # What the checkpoint's config builds at t=0, on a throw-away copy of the model (deepcopy drops
+    # the Python attributes that mark binary parameters, so copy those over).
+    from . import optim
+
+    model = copy.deepcopy(trainer.model)
+    for src, dst in zip(trainer.model.parameters(), model.parameters()):
+        dst.__dict__.update(src.__dict__)
+    old_build = _hyperparameters(optim.build(model, old_config, steps_per_epoch=trainer.steps_per_epoch))
+    changed: dict[str, tuple[Any, Any]] = {}
+    groups = trainer.optimizer.param_groups
+    if len(old_build) != len(groups):
+        raise ValueError("The checkpoint's optimizer has a different number of parameter groups than this config's.")
+    for group, new, old in zip(groups, fresh, old_build):
+        for key, value in new.items():
+            if key in old and not _same(old[key], value):
+                changed.setdefault(key, (old[key], value))
+                group[key] = value
+    for sched, initial in zip(trainer.schedulers, fresh_initial):
+        if sched.key in changed:
+            sched.load_state_dict({**sched.state_dict(), "initial": initial})
+    return changed
+
+
+def load_checkpoint_state(path: str | os.PathLike[str], map_location: Any = "cpu") -> dict[str, Any]:
+    """Read ``checkpoint.pt`` from a checkpoint directory (or the file itself) with ``weights_only=True``."""
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        path = os.path.join(path, CHECKPOINT_FILE)
+    return torch.load(path, map_location=map_location, weights_only=True)
+
+
+def _optimizer_metrics(trainer: Trainer) -> dict[str, float]:
+    """``hp/<key>``: numeric hyperparameters in use by the binary optimizer, and the real part's lr."""
+    out: dict[str, float] = {}
+    parts = getattr(trainer.optimizer, "optimizers", {"binary": trainer.optimizer})
+    binary = parts.get("binary")
+    if binary is not None and binary.param_groups:
+        for key, value in binary.param_groups[0].items():
+            if key in trainer.config.optimizer_params and isinstance(value, (int, float)) and not isinstance(value, bool):
+                out[f"hp/{key}"] = float(value)
+    real = parts.get("real")
+    if real is not None and real.param_groups:
+        out["hp/lr"] = float(real.param_groups[0]["lr"])
+    return out
+
+
+def trainable(config: Mapping[str, Any]) -> None:
+    """Train one BNN configuration as a Ray Tune trial: report and checkpoint every epoch.
+
+    See the module documentation for the metrics, the checkpoint layout, resuming (PBT included),
+    device choice and failure behaviour.
+
+    Args:
+        config: flat config (``bnn_tune.config.TrialConfig`` keys and the optimizer's
+            hyperparameters); unknown keys and out-of-range values fail the trial.
+
+    Raises:
+        bnn_tune.config.ConfigError: the config is invalid (the trial errors, the others go on).
+        FloatingPointError: the loss became NaN/inf.
+
+    Example:
+        >>> from ray import tune  # doctest: +SKIP
+        >>> tuner = tune.Tuner(bnn_tune.trainable,  # doctest: +SKIP
+        ...                    param_space={"dataset": "digits", "epochs": 5},
+        ...                    tune_config=tune.TuneConfig(metric="val_acc", mode="max"))
+        >>> best = tuner.fit().get_best_result()  # doctest: +SKIP
+    """
+    ray = require("ray", feature="bnn_tune.trainable")
+    from ray import tune
+
+    flat = dict(config)
+    flat["device"] = _trial_device(flat.get("device"))
+    trainer = Trainer(flat)
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as directory:
+            state = load_checkpoint_state(directory, map_location=trainer.device)
+        changed = restore_trainer(trainer, state)
+        if changed:
+            logger.info("bnn_tune: resumed after epoch %d with new hyperparameters %s", trainer.epoch,
+                        {k: f"{a} -> {b}" for k, (a, b) in changed.items()})
+    try:
+        node_id = ray.get_runtime_context().get_node_id()
+    except Exception:
+        node_id = ""
+    while trainer.epoch < trainer.config.epochs:
+        m = trainer.train_epoch()
+        if not (math.isfinite(m.train_loss) and math.isfinite(m.val_loss)):
+            raise FloatingPointError(
+                f"The loss became non-finite at epoch {m.epoch} (train_loss={m.train_loss}, "
+                f"val_loss={m.val_loss}); the trial was stopped. Config: {trainer.config.to_dict()}"
+            )
+        metrics: dict[str, Any] = {**m.as_dict(), **_optimizer_metrics(trainer), "node_id": node_id}
+        with tempfile.TemporaryDirectory(prefix="bnn_tune_ckpt_") as directory:
+            torch.save(trainer.state_dict(), os.path.join(directory, CHECKPOINT_FILE))
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
+
+
+def with_resources(*, cpu: float = 1, gpu: float = 0, trainable_fn: Callable[..., Any] | None = None) -> Any:
+    """:func:`trainable` with Ray resources per trial (``tune.with_resources``).
+
+    A trial given a GPU trains on it (``device`` absent or ``"auto"``); fractional GPUs pack several
+    small trials on one device.
+
+    Args:
+        cpu: CPUs per trial.
+        gpu: GPUs per trial (0 = CPU training).
+        trainable_fn: the trainable to wrap (default :func:`trainable`).
+
+    Example:
+        >>> from ray import tune  # doctest: +SKIP
+        >>> tuner = tune.Tuner(bnn_tune.with_resources(cpu=2, gpu=0.5),  # doctest: +SKIP
+        ...                    param_space={"dataset": "cifar10", "model": "vgg_small"})
+    """
+    if cpu < 0 or gpu < 0:
+        raise ValueError(f"`cpu` and `gpu` must be >= 0, but got cpu={cpu!r}, gpu={gpu!r}.")
+    require("ray", feature="bnn_tune.with_resources")
+    from ray import tune
+
+    return tune.with_resources(trainable_fn or trainable, {"cpu": cpu, "gpu": gpu})

@@ -1,0 +1,126 @@
+"""export_best against a fake Ray experiment directory and real Optuna studies; the export CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from bnn_tune import Trainer
+from bnn_tune.cli import main
+from bnn_tune.export import export_best, load_packed
+
+BASE = {"dataset": "synthetic", "model": "mlp", "width": 0.125, "epochs": 1, "max_steps_per_epoch": 3,
+        "batch_size": 32}
+
+
+def _checkpoint(path, **overrides) -> dict:
+    t = Trainer({**BASE, **overrides})
+    t.train_epoch()
+    os.makedirs(path, exist_ok=True)
+    t.save(os.path.join(path, "checkpoint.pt"))
+    return t
+
+
+def _fake_ray_experiment(root) -> tuple[str, Trainer]:
+    """Two trials laid out as Ray Tune writes them: params.json, result.json, checkpoint_NNNNNN/."""
+    exp = os.path.join(root, "exp")
+    best = None
+    for name, seed, accs in (("trial_a", 1, [0.3, 0.5]), ("trial_b", 2, [0.4, 0.9])):
+        tdir = os.path.join(exp, name)
+        os.makedirs(tdir)
+        cfg = {**BASE, "seed": seed}
+        with open(os.path.join(tdir, "params.json"), "w") as f:
+            json.dump(cfg, f)
+        with open(os.path.join(tdir, "result.json"), "w") as f:
+            for i, a in enumerate(accs):
+                f.write(json.dumps({"val_acc": a, "epoch": i + 1, "checkpoint_dir_name": f"checkpoint_{i:06d}"}) + "\n")
+            f.write('{"val_acc": 0.99, "trunc')  # a trial killed mid-write
+        for i in range(len(accs)):
+            t = _checkpoint(os.path.join(tdir, f"checkpoint_{i:06d}"), seed=seed)
+        if name == "trial_b":
+            best = t
+    return exp, best
+
+
+def test_export_best_from_ray_dir(tmp_path):
+    exp, best = _fake_ray_experiment(tmp_path)
+    out = tmp_path / "out"
+    summary = export_best(exp, out)
+    assert summary["trial"] == "trial_b" and summary["value"] == 0.9
+    assert summary["weights"] == "checkpoint" and summary["checkpoint"].endswith("checkpoint_000001/checkpoint.pt")
+    for f in ("config.json", "model.bnn.safetensors", "bench.json", "bench.png", "export.json"):
+        assert (out / f).is_file(), f
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["seed"] == 2
+    pm = load_packed(out / "model.bnn.safetensors")
+    x = best.data.x_test
+    with torch.no_grad():
+        best.model.eval()
+        ref = best.model(x)
+    assert (pm.predict(x) == ref.argmax(1).numpy()).all()
+    np.testing.assert_allclose(pm.logits(x), ref.numpy(), rtol=1e-4, atol=1e-3)
+    assert summary["agreement"] == 1.0 and summary["packed_test_acc"] == summary["torch_test_acc"]
+    bench = json.loads((out / "bench.json").read_text())
+    assert {r["scope"] for r in bench["rows"]} == {"layer", "model"}
+    assert pm.header["model"]["trial"]["trial_id"] == "trial_b"
+
+
+def test_export_best_ray_scope_all(tmp_path):
+    exp, _ = _fake_ray_experiment(tmp_path)
+    from bnn_tune.export._best import find_best
+
+    assert find_best(exp, scope="all").trial_id == "trial_b"
+    assert find_best(exp, mode="min").trial_id == "trial_a"
+    with pytest.raises(ValueError, match="`mode` must be 'max' or 'min'"):
+        find_best(exp, mode="best")
+
+
+def test_export_best_from_optuna_sqlite_with_checkpoint(tmp_path):
+    optuna = pytest.importorskip("optuna")
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    study = optuna.create_study(study_name="s", storage=storage, direction="maximize")
+    for i, acc in enumerate([0.2, 0.8, 0.5]):
+        trial = study.ask()
+        cfg = {**BASE, "seed": i}
+        trial.set_user_attr("bnn_tune:config", cfg)
+        ck = tmp_path / f"t{i}"
+        _checkpoint(ck, seed=i)
+        trial.set_user_attr("bnn_tune:checkpoint", str(ck / "checkpoint.pt"))
+        study.tell(trial, acc)
+    out = tmp_path / "out"
+    summary = export_best(storage, out, study_name="s", bench=False)
+    assert summary["trial"] == "1" and summary["weights"] == "checkpoint"
+    assert json.loads((out / "config.json").read_text())["seed"] == 1
+    assert not (out / "bench.json").exists()
+    with pytest.raises(ValueError, match="needs `study_name`"):
+        export_best(storage, out)
+
+
+def test_export_best_optuna_in_memory_retrains(tmp_path):
+    optuna = pytest.importorskip("optuna")
+    study = optuna.create_study(direction="maximize")
+    trial = study.ask()
+    trial.set_user_attr("bnn_tune:config", {**BASE, "seed": 5})
+    study.tell(trial, 0.7)
+    summary = export_best(study, tmp_path / "out", bench=False)
+    assert summary["weights"] == "retrained" and summary["agreement"] == 1.0
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        export_best(study, tmp_path / "out2", bench=False, retrain=False)
+
+
+def test_export_cli(tmp_path, capsys):
+    exp, _ = _fake_ray_experiment(tmp_path)
+    rc = main(["export", exp, "--out", str(tmp_path / "cli"), "--no-bench"])
+    assert rc == 0
+    assert "trial_b" in capsys.readouterr().out
+    assert (tmp_path / "cli" / "model.bnn.safetensors").is_file()
+    assert main(["export", str(tmp_path / "missing"), "--out", str(tmp_path / "x")]) == 2
+
+
+def test_bad_source_type(tmp_path):
+    with pytest.raises(TypeError, match="`source` must be"):
+        export_best(42, tmp_path)

@@ -1,0 +1,219 @@
+"""Packed model: PyTorch parity for every zoo model, BN folding edge cases, file format errors."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from bnn_tune.export import PackedFormatError, PackedModel, load_packed, pack_model, save_packed
+from bnn_tune.kernels import pack_bits, unpack_bits
+from bnn_tune.nn import build_model, list_models
+
+
+def _randomize(model: nn.Module, seed: int, *, zero_scale: bool = True) -> nn.Module:
+    """Random BN statistics/affine (about a third negative scales, some zero) and latent weights."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                c = m.num_features
+                m.running_mean.copy_(torch.randn(c, generator=g) * 3)
+                m.running_var.copy_(torch.rand(c, generator=g) * 4 + 0.2)
+                w = torch.randn(c, generator=g)
+                if zero_scale and c >= 4:
+                    w[torch.randperm(c, generator=g)[: max(1, c // 8)]] = 0.0
+                m.weight.copy_(w)
+                m.bias.copy_(torch.randn(c, generator=g))
+            elif isinstance(m, (nn.Linear, nn.Conv2d)):
+                m.weight.normal_(generator=g)
+                if m.bias is not None:
+                    m.bias.normal_(generator=g)
+    return model.eval()
+
+
+CASES = [
+    ("mlp", (1, 8, 8), 0.125),
+    ("mlp", (40,), 0.3),
+    ("binarynet", (1, 8, 8), 0.0625),
+    ("vgg_small", (3, 16, 16), 0.0625),
+    ("birealnet18", (1, 8, 8), 0.125),
+]
+
+
+@pytest.mark.parametrize("name,shape,width", CASES)
+def test_packed_matches_pytorch(name, shape, width, tmp_path):
+    torch.manual_seed(0)
+    model = _randomize(build_model(name, shape, 10, width=width), seed=1)
+    x = torch.randn(200, *shape) * 2
+    with torch.no_grad():
+        ref = model(x)
+    path = tmp_path / "m.bnn.safetensors"
+    save_packed(model, path, config={"model": name, "width": width}, input_shape=shape)
+    pm = load_packed(path)
+    got = pm.logits(x)
+    assert (pm.predict(x) == ref.argmax(1).numpy()).all()
+    np.testing.assert_allclose(got, ref.numpy(), rtol=1e-4, atol=1e-3 * float(ref.abs().max()))
+    assert pm.header["model"]["name"] == name
+
+
+def test_every_zoo_model_is_covered():
+    assert {c[0] for c in CASES} == set(list_models())
+
+
+def test_fold_is_exercised_negative_and_zero_scales():
+    model = _randomize(build_model("binarynet", (1, 8, 8), 10, width=0.0625), seed=3)
+    pm = pack_model(model, input_shape=(1, 8, 8))
+    folded = [op for op in pm.header["layers"] if op.get("threshold")]
+    assert len(folded) >= 5  # 5 binary convs + 2 binary FC, thresholds folded
+    flips = np.concatenate([pm.tensors[op["flip"]] for op in folded])
+    assert 0 < flips.sum() < len(flips)
+    pooled = [op for op in pm.header["layers"] if op["op"] == "maxpool2d" and op["and_channels"]]
+    assert pooled, "max-pools between a binary conv and its batch-norm must pool bits (OR/AND)"
+    ks = [op["k"] for op in folded]
+    thr = np.concatenate([pm.tensors[op["threshold"]] for op in folded])
+    assert thr.dtype == np.int32
+    assert any(t in (-k, k + 1) for op, k in zip(folded, ks) for t in pm.tensors[op["threshold"]])
+
+
+def test_zero_scale_channel_is_constant():
+    torch.manual_seed(0)
+    model = build_model("mlp", (8,), 3, width=0.05, depth=2).eval()
+    bn = model[4]  # BN after the first binary layer
+    with torch.no_grad():
+        bn.weight.zero_()
+        bn.bias.copy_(torch.where(torch.arange(bn.num_features) % 2 == 0, 0.5, -0.5))
+    x = torch.randn(64, 8)
+    pm = pack_model(model)
+    np.testing.assert_allclose(pm.logits(x), model(x).detach().numpy(), rtol=1e-5, atol=1e-4)
+
+
+def test_binary_weights_use_sign_of_latent_and_custom_quantizer():
+    class Tanh(nn.Module):
+        def forward(self, w):
+            return torch.tanh(3 * w)
+
+    torch.manual_seed(0)
+    model = _randomize(build_model("mlp", (16,), 4, width=0.1), seed=2)
+    model[3].weight_quantizer = Tanh()  # e.g. BMD during training: export still uses sign
+    pm = pack_model(model)
+    op = next(op for op in pm.header["layers"] if op["name"] == "3")
+    bits = unpack_bits(pm.tensors[op["weight"]], op["k"])
+    flip = pm.tensors[op["flip"]].astype(bool)
+    expect = (model[3].weight.detach() >= 0).numpy()
+    expect[flip] = ~expect[flip]
+    assert (bits == expect).all()
+
+
+def test_activation_none_binary_weights_real_inputs():
+    torch.manual_seed(0)
+    model = _randomize(build_model("vgg_small", (1, 8, 8), 5, width=0.0625, activation=None), seed=4)
+    x = torch.randn(20, 1, 8, 8)
+    pm = pack_model(model)
+    assert any(op["op"] == "binary_weight_conv2d" for op in pm.header["layers"])
+    np.testing.assert_allclose(pm.logits(x), model(x).detach().numpy(), rtol=1e-4, atol=1e-3)
+
+
+def test_header_contents(tmp_path):
+    model = _randomize(build_model("mlp", (1, 8, 8), 10, width=0.125), seed=0)
+    path = tmp_path / "m.bnn.safetensors"
+    save_packed(model, path, config={"model": "mlp", "width": 0.125, "dataset": "digits"}, input_shape=(1, 8, 8))
+    pm = load_packed(path)
+    h = pm.header
+    assert h["format_version"] == 1 and h["bit_convention"]["bit_order"] == "lsb_first"
+    assert h["bit_convention"]["one_means"] == 1
+    assert h["checksum"]["algorithm"] == "sha256"
+    b = next(op for op in h["layers"] if op["op"] == "binary_linear")
+    assert b["k"] == 32 and b["k_padded"] == 256 and "output_shape" in b
+    w = pm.tensors[b["weight"]]
+    assert w.dtype == np.uint32 and w.shape == (32, 8)
+    np.testing.assert_array_equal(pm.tensors[b["popcount"]], np.bitwise_count(w).sum(1))
+    assert pm.config["dataset"] == "digits"
+    assert pm.weight_bytes()["binary"] == 2 * 32 * 32
+    assert isinstance(repr(pm), str)
+
+
+def test_bit_convention_lsb_first():
+    bits = np.zeros(40, bool)
+    bits[[0, 3, 33]] = True
+    w = pack_bits(bits)
+    assert w.dtype == np.uint32 and w.shape == (8,)
+    assert w[0] == 0b1001 and w[1] == 0b10 and not w[2:].any()
+    np.testing.assert_array_equal(unpack_bits(w, 40), bits)
+
+
+@pytest.fixture
+def packed_file(tmp_path):
+    model = _randomize(build_model("mlp", (1, 8, 8), 10, width=0.125), seed=0)
+    path = tmp_path / "m.bnn.safetensors"
+    save_packed(model, path)
+    return path
+
+
+def test_corrupted_data_raises(packed_file):
+    raw = bytearray(packed_file.read_bytes())
+    raw[-5] ^= 0xFF
+    packed_file.write_bytes(bytes(raw))
+    with pytest.raises(PackedFormatError, match="checksum mismatch"):
+        load_packed(packed_file)
+
+
+def test_truncated_raises(packed_file):
+    raw = packed_file.read_bytes()
+    packed_file.write_bytes(raw[: len(raw) - 100])
+    with pytest.raises(PackedFormatError, match="truncated or corrupted"):
+        load_packed(packed_file)
+    packed_file.write_bytes(raw[:5])
+    with pytest.raises(PackedFormatError, match="truncated or corrupted"):
+        load_packed(packed_file)
+
+
+def test_version_mismatch_raises(packed_file):
+    from safetensors.numpy import save_file
+    from safetensors import safe_open
+
+    with safe_open(str(packed_file), framework="np") as f:
+        header = json.loads(f.metadata()["bnn_tune"])
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    header["format_version"] = 99
+    save_file(tensors, str(packed_file), metadata={"bnn_tune": json.dumps(header)})
+    with pytest.raises(PackedFormatError, match="version 99.*reads version 1"):
+        load_packed(packed_file)
+
+
+def test_not_a_bnn_file_and_missing(tmp_path):
+    from safetensors.numpy import save_file
+
+    p = tmp_path / "other.safetensors"
+    save_file({"a": np.zeros(3, np.float32)}, str(p))
+    with pytest.raises(PackedFormatError, match="no bnn-tune header"):
+        load_packed(p)
+    with pytest.raises(FileNotFoundError):
+        load_packed(tmp_path / "nope.safetensors")
+
+
+def test_header_tamper_detected(packed_file):
+    from safetensors.numpy import save_file
+    from safetensors import safe_open
+
+    with safe_open(str(packed_file), framework="np") as f:
+        header = json.loads(f.metadata()["bnn_tune"])
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    header["layers"][2]["k"] = 31
+    save_file(tensors, str(packed_file), metadata={"bnn_tune": json.dumps(header)})
+    with pytest.raises(PackedFormatError, match="checksum"):
+        load_packed(packed_file)
+
+
+def test_unsupported_module_raises():
+    with pytest.raises(ValueError, match="Cannot export module.*GELU"):
+        pack_model(nn.Sequential(nn.Linear(3, 3), nn.GELU()))
+
+
+def test_packed_model_is_not_pickle(packed_file):
+    assert packed_file.read_bytes()[:8] != b"\x80\x04\x95" and os.path.getsize(packed_file) > 0
+    assert isinstance(load_packed(packed_file), PackedModel)

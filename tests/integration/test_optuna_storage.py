@@ -1,0 +1,99 @@
+"""Optuna search on in-memory, SQLite and journal storages; two worker processes on one storage; the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import optuna
+import pytest
+
+from bnn_tune._optuna_search import SearchSettings, make_pruner, make_storage, run_optuna_search
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+TINY = {"dataset": "digits", "epochs": 2, "max_steps_per_epoch": 2, "width": 0.0625, "batch_size": 32}
+
+
+def test_make_storage_parses_urls(tmp_path):
+    from optuna.storages import JournalStorage, RDBStorage
+
+    assert make_storage(None) is None and make_storage(":memory:") is None
+    assert isinstance(make_storage(f"sqlite:///{tmp_path}/a/s.db"), RDBStorage)
+    assert isinstance(make_storage(f"journal://{tmp_path}/b/s.log"), JournalStorage)
+    assert isinstance(make_storage(str(tmp_path / "c.log")), JournalStorage)
+    assert isinstance(make_storage(str(tmp_path / "d.journal")), JournalStorage)
+    with pytest.raises(ValueError, match=r"`storage` must be ':memory:', an RDB URL .* but got storage='study\.db'"):
+        make_storage("study.db")
+
+
+def test_make_pruner_kinds():
+    from plugins.optuna import FlipRatePruner
+
+    assert isinstance(make_pruner("flip"), FlipRatePruner)
+    assert isinstance(make_pruner("flip+median"), FlipRatePruner)
+    assert isinstance(make_pruner("median"), optuna.pruners.MedianPruner)
+    assert isinstance(make_pruner("none"), optuna.pruners.NopPruner)
+    with pytest.raises(ValueError, match=r"`pruner` must be one of \['flip', 'flip\+median', 'median', 'none'\]"):
+        make_pruner("asha")
+
+
+def test_settings_validation():
+    with pytest.raises(ValueError, match="`n_trials` must be an integer >= 1, but got n_trials=0"):
+        run_optuna_search(SearchSettings(space="latent_adam", base_config=TINY, n_trials=0))
+    with pytest.raises(ValueError, match="`workers` > 1 needs a shared storage"):
+        run_optuna_search(SearchSettings(space="latent_adam", base_config=TINY, n_trials=2, workers=2))
+
+
+def test_in_memory_single_process(tmp_path):
+    study = run_optuna_search(SearchSettings(space="latent_adam", base_config=TINY, n_trials=2, seed=0,
+                                             artifact_dir=str(tmp_path), verbose=False))
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"]
+    assert (tmp_path / "trial_1" / "checkpoint.pt").exists()
+
+
+@pytest.mark.parametrize("kind", ["journal", "sqlite"])
+def test_two_workers_share_one_storage_without_losing_or_duplicating_trials(tmp_path, kind):
+    url = f"journal://{tmp_path}/study.log" if kind == "journal" else f"sqlite:///{tmp_path}/study.db"
+    n = 5
+    settings = SearchSettings(space="latent_adam", base_config=TINY, n_trials=n, storage=url, study_name="s",
+                              workers=2, seed=0, artifact_dir=str(tmp_path / "art"), verbose=False)
+    study = run_optuna_search(settings)
+    trials = optuna.load_study(study_name="s", storage=make_storage(url)).trials
+    assert sorted(t.number for t in trials) == list(range(n))  # none lost, none duplicated
+    assert len({t._trial_id for t in trials}) == n
+    assert all(t.state.name == "COMPLETE" for t in trials), [t.state.name for t in trials]
+    assert all(len(t.user_attrs["bnn_tune:log_flip_rate"]) == 2 for t in trials)
+    assert sorted(p.name for p in (tmp_path / "art").iterdir()) == sorted(f"trial_{i}" for i in range(n))
+    assert len(study.trials) == n
+    # resuming the same study adds trials after the existing ones
+    settings.n_trials, settings.workers = 1, 1
+    again = run_optuna_search(settings)
+    assert sorted(t.number for t in again.trials) == list(range(n + 1))
+
+
+def test_cli_search_writes_study_best_json_and_ranking(tmp_path, capsys):
+    from bnn_tune.cli import main
+
+    out = tmp_path / "run"
+    rc = main(["search", "--optimizer", "latent_adam", "--samples", "3", "--epochs", "2", "--seed", "0",
+               "-p", "max_steps_per_epoch=2", "-p", "width=0.0625", "--out", str(out)])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "study 'run': 3 complete" in text and "rank" in text
+    assert f"optuna-dashboard sqlite:///{out / 'study.db'}" in text
+    best = json.loads((out / "best.json").read_text())
+    assert best["config"]["optimizer"] == "latent_adam" and best["config"]["epochs"] == 2
+    assert best["checkpoint"].endswith(f"trial_{best['trial']}/checkpoint.pt")
+    study = optuna.load_study(study_name="run", storage=f"sqlite:///{out / 'study.db'}")
+    assert len(study.trials) == 3 and study.best_value == best["value"]
+
+
+def test_cli_search_errors(tmp_path, capsys):
+    from bnn_tune.cli import main
+
+    assert main(["search", "--optimizer", "bopp", "--out", str(tmp_path / "x")]) == 2
+    assert "Unknown search space 'bopp'" in capsys.readouterr().out
+    assert main(["search", "--out", str(tmp_path / "x")]) == 2
+    assert "give --optimizer" in capsys.readouterr().out
+    assert main(["search", "--optimizer", "latent_adam", "--space", "bop", "--out", str(tmp_path / "x")]) == 2
+    assert "does not match" in capsys.readouterr().out
