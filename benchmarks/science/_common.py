@@ -131,6 +131,7 @@ def save(name: str, args: argparse.Namespace, payload: Mapping[str, Any], fig: A
         json.dump(_clean(doc), f, indent=1)
         f.write("\n")
     if fig is not None:
+        fig.tight_layout(rect=(0, 0, 1, 0.96))
         fig.savefig(out / f"{name}.png", dpi=110, bbox_inches="tight")
     print(f"[{name}] wrote {path} and {name}.png in {doc['wall_s']:.1f}s")
     return path
