@@ -45,11 +45,15 @@ def parse_args(doc: str | None, extra: Callable[[argparse.ArgumentParser], None]
     p = argparse.ArgumentParser(description=(doc or "").split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="tiny budget: checks the script runs (CI)")
-    p.add_argument("--out", default=str(DEFAULT_OUT), help="directory for NAME.json and NAME.png")
+    p.add_argument("--out", default=None,
+                   help="directory for NAME.json and NAME.png (default benchmarks/results, "
+                        "benchmarks/results/quick with --quick so smoke runs never overwrite full results)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: the machine is shared)")
     if extra is not None:
         extra(p)
     args = p.parse_args()
+    if args.out is None:
+        args.out = str(DEFAULT_OUT / "quick" if args.quick else DEFAULT_OUT)
     torch.set_num_threads(max(1, args.threads))
     Path(args.out).mkdir(parents=True, exist_ok=True)
     return args
