@@ -98,7 +98,8 @@ def main() -> None:
     fig.suptitle(f"BNEW on {args.dataset}: spread of the optimum {findings['decades_spread_of_beta_centre']:.2f} "
                  f"decades in beta vs {findings['decades_spread_of_beta_T_centre']:.2f} in beta*T "
                  f"(T spans {findings['T_range_decades']:.2f})")
-    C.save("bnew_beta_T", args, {"settings": {**base, "epochs": epochs_list, "betas": betas, "seeds": seeds,
+    name = "bnew_beta_T" if args.dataset == "digits" else f"bnew_beta_T_{args.dataset}"
+    C.save(name, args, {"settings": {**base, "epochs": epochs_list, "betas": betas, "seeds": seeds,
                                               "steps_per_epoch": steps_per_epoch},
                                  "findings": findings, "per_T": per_T}, fig, t0)
 
