@@ -30,7 +30,6 @@ import json
 import logging
 import math
 import os
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 

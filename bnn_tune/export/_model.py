@@ -64,22 +64,24 @@ class PackedModel:
         self._prepare(self.header["layers"])
 
     # ------------------------------------------------------------------ setup
-    def _get(self, name: str | None) -> np.ndarray | None:
-        if name is None:
-            return None
+    def _get(self, name: str) -> np.ndarray:
         try:
             return self.tensors[name]
         except KeyError:
             raise PackedFormatError(f"The header refers to tensor {name!r}, which the file does not contain.") from None
 
+    def _opt(self, name: str | None) -> np.ndarray | None:
+        return None if name is None else self._get(name)
+
     def _prepare(self, ops: list[dict[str, Any]]) -> None:
         """Convert tensors once to the runtime form (torch for float ops, 64-bit-ready words for bits)."""
         for op in ops:
             kind = op.get("op")
-            n = op.get("name")
+            n: str = op.get("name", "?")
             if kind in ("linear", "conv2d"):
+                bias = self._opt(op["bias"])
                 self._t[n] = (torch.from_numpy(self._get(op["weight"]).copy()),
-                              None if op["bias"] is None else torch.from_numpy(self._get(op["bias"]).copy()))
+                              None if bias is None else torch.from_numpy(bias.copy()))
             elif kind in ("batchnorm", "batchnorm_sign"):
                 self._t[n] = (torch.from_numpy(self._get(op["scale"]).copy()),
                               torch.from_numpy(self._get(op["shift"]).copy()))
@@ -88,8 +90,8 @@ class PackedModel:
                 if w.dtype != np.uint32 or w.shape != (op["out_features"], op["k_padded"] // 32):
                     raise PackedFormatError(f"{n}: packed weight has dtype {w.dtype} shape {w.shape}, expected "
                                             f"uint32 {(op['out_features'], op['k_padded'] // 32)}.")
-                thr = self._get(op["threshold"])
-                bias = self._get(op["bias"])
+                thr = self._opt(op["threshold"])
+                bias = self._opt(op["bias"])
                 self._t[n] = (w, thr, None if bias is None else torch.from_numpy(bias.copy()))
             elif kind in ("binary_weight_linear", "binary_weight_conv2d"):
                 bits = unpack_bits(self._get(op["weight"]), op["k"])
@@ -97,11 +99,11 @@ class PackedModel:
                 if kind == "binary_weight_conv2d":
                     o, c, kh, kw = op["weight_shape"]
                     w = w.reshape(o, kh, kw, c).transpose(0, 3, 1, 2)
-                bias = self._get(op["bias"])
+                bias = self._opt(op["bias"])
                 self._t[n] = (torch.from_numpy(np.ascontiguousarray(w)),
                               None if bias is None else torch.from_numpy(bias.copy()))
             elif kind == "maxpool2d":
-                ac = self._get(op.get("and_channels"))
+                ac = self._opt(op.get("and_channels"))
                 self._t[n] = None if ac is None else torch.from_numpy(ac.astype(bool))
             elif kind == "residual":
                 self._prepare(op["body"])
@@ -184,7 +186,7 @@ class PackedModel:
         outs = []
         for i in range(0, x.shape[0], batch_size):
             outs.append(_to_float(self._run(self.header["layers"], x[i: i + batch_size])).numpy())
-        return np.concatenate(outs) if outs else np.zeros((0, self.num_classes), np.float32)
+        return np.concatenate(outs) if outs else np.zeros((0, self.num_classes or 0), np.float32)
 
     def predict(self, x: Any, *, batch_size: int = 512) -> np.ndarray:
         """Predicted class indices ``int64 [N]`` (argmax of :meth:`logits`)."""

@@ -117,7 +117,7 @@ class _Compiler:
                          "of bnn_tune.nn.build_model (Linear, Conv2d, BinaryLinear, BinaryConv2d, BatchNorm, "
                          "pools, Flatten, ReLU, BiRealBlock).")
 
-    def batchnorm(self, m: nn.Module, name: str) -> dict[str, Any]:
+    def batchnorm(self, m: Any, name: str) -> dict[str, Any]:
         if m.running_mean is None or m.running_var is None:
             raise ValueError(f"Cannot export {name}: batch-norm without running statistics.")
         var = m.running_var.detach().double().cpu()
@@ -134,7 +134,7 @@ class _Compiler:
         op["_a"], op["_b"] = a.numpy(), b.numpy()  # float64, for folding
         return op
 
-    def real_layer(self, m: nn.Module, name: str, *, input_sign: bool) -> dict[str, Any]:
+    def real_layer(self, m: Any, name: str, *, input_sign: bool) -> dict[str, Any]:
         w = _np(m.weight).astype(np.float32)
         op: dict[str, Any] = {"name": name, "input_sign": input_sign,
                               "weight": self.add(f"{name}.weight", w), "weight_shape": list(w.shape),
@@ -149,11 +149,11 @@ class _Compiler:
         return op
 
     @staticmethod
-    def _check_conv(m: nn.Conv2d, name: str) -> None:
+    def _check_conv(m: Any, name: str) -> None:
         if m.groups != 1 or _pair(m.dilation) != [1, 1] or m.padding_mode != "zeros" or isinstance(m.padding, str):
             raise ValueError(f"Cannot export {name}: only groups=1, dilation=1, integer zero padding convs.")
 
-    def binary_layer(self, m: BinaryLinear | BinaryConv2d, name: str) -> dict[str, Any]:
+    def binary_layer(self, m: Any, name: str) -> dict[str, Any]:
         if m.weight_quantizer is None:  # real weights (last layer reading binary activations)
             return self.real_layer(m, name, input_sign=m.input_quantizer is not None)
         w = m.weight.detach().cpu()

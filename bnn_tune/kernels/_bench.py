@@ -1,7 +1,8 @@
 """Benchmark of the packed kernels against the float twin, per layer and per model.
 
 Method (CPU): ``time.perf_counter`` around each call, ``warmup`` untimed calls, then the median of
-``repeats`` timed calls. The packed binary layer is timed as a network runs it: pack the input bits
+``repeats`` timed calls, packed and baseline calls alternating (A, B, A, B...) so that both see the
+same machine load (the development VM is shared). The packed binary layer is timed as a network runs it: pack the input bits
 (sign+pack), XOR-popcount GEMM (im2col for convs), integer threshold. The baseline is the same
 layer of the real-valued twin (``build_model(..., binary=False)``) in float32 with
 ``torch.nn.functional``, timed in the same run with the same threads. Weight buffers rotate over
@@ -21,6 +22,7 @@ import os
 import platform
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -29,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._cpu import binary_conv2d, binary_gemm
+from ._native import native_available
 from ._packing import pack_bits, padded_k
 
 __all__ = ["benchmark_model", "format_table", "plot_results", "randomize_model"]
@@ -47,6 +50,23 @@ def _median_ms(fn: Callable[[], Any], *, warmup: int, repeats: int) -> float:
     return float(np.median(ts) * 1e3)
 
 
+def _median_pair(fa: Callable[[], Any], fb: Callable[[], Any], *, warmup: int, repeats: int) -> tuple[float, float]:
+    """Median ms of two functions timed alternately (A, B, A, B, ...), so both see the same load."""
+    for _ in range(warmup):
+        fa()
+        fb()
+    ta, tb = [], []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fa()
+        t1 = time.perf_counter()
+        fb()
+        t2 = time.perf_counter()
+        ta.append(t1 - t0)
+        tb.append(t2 - t1)
+    return float(np.median(ta) * 1e3), float(np.median(tb) * 1e3)
+
+
 def randomize_model(model: nn.Module, seed: int = 0) -> nn.Module:
     """Random weights and batch-norm statistics (some negative scales), eval mode: a stand-in for a
     trained model when benchmarking speed."""
@@ -55,6 +75,7 @@ def randomize_model(model: nn.Module, seed: int = 0) -> nn.Module:
         for m in model.modules():
             if isinstance(m, nn.modules.batchnorm._BatchNorm):
                 c = m.num_features
+                assert m.running_mean is not None and m.running_var is not None
                 m.running_mean.copy_(torch.randn(c, generator=g))
                 m.running_var.copy_(torch.rand(c, generator=g) + 0.5)
                 m.weight.copy_(torch.randn(c, generator=g))
@@ -100,10 +121,18 @@ def _cpu_linear(name: str, o: int, k: int, batch: int, *, scope: str, warmup: in
         i[0] += 1
         return F.linear(xt, wf[i[0] % len(wf)])
 
-    p = _median_ms(packed, warmup=warmup, repeats=repeats)
-    b = _median_ms(fp32, warmup=warmup, repeats=repeats)
-    return _row(scope, name, "binary_linear", batch, p, {"fp32": b}, o * kp // 8, o * k * 4,
-                {"out": o, "k": k, "k_padded": kp})
+    p, b = _median_pair(packed, fp32, warmup=warmup, repeats=repeats)
+    row = _row(scope, name, "binary_linear", batch, p, {"fp32": b}, o * kp // 8, o * k * 4,
+               {"out": o, "k": k, "k_padded": kp})
+    row["backend"] = "native" if native_available() else "numpy"
+    if scope == "large_layer":  # does the compiled path pay off? time the numpy backend too
+
+        def numpy_path():
+            i[0] += 1
+            return binary_gemm(pack_bits(xb), ws[i[0] % n_w], k, backend="numpy") >= thr
+
+        row["numpy_backend_ms"] = _median_ms(numpy_path, warmup=1, repeats=max(3, repeats // 3))
+    return row
 
 
 def _cpu_conv(name: str, op: dict[str, Any], batch: int, *, warmup: int, repeats: int,
@@ -128,8 +157,7 @@ def _cpu_conv(name: str, op: dict[str, Any], batch: int, *, warmup: int, repeats
     def fp32():
         return F.conv2d(xt, wt, None, op["stride"], op["padding"])
 
-    p = _median_ms(packed, warmup=warmup, repeats=repeats)
-    b = _median_ms(fp32, warmup=warmup, repeats=repeats)
+    p, b = _median_pair(packed, fp32, warmup=warmup, repeats=repeats)
     return _row("layer", name, "binary_conv2d", batch, p, {"fp32": b}, o * kp // 8, o * k * 4,
                 {"in": [c, h, w], "out": o, "kernel": [kh, kw], "k": k, "k_padded": kp})
 
@@ -158,6 +186,7 @@ def benchmark_model(
     include_large_layer: bool = True,
     large_layer: tuple[int, int] = (4096, 4096),
     seed: int = 0,
+    threads: int | None = None,
 ) -> dict[str, Any]:
     """Time a packed model and its float twin, per binary layer and whole, at each batch size.
 
@@ -171,6 +200,9 @@ def benchmark_model(
         batch_sizes: batch sizes to time (batch 1 latency, batch 256 throughput).
         include_large_layer: add the ``large_layer`` (out, in) binary linear layer rows.
         seed: seed of the random inputs and weights.
+        threads: CPU threads for both sides (``torch.set_num_threads`` and the native kernel's
+            split) during the run; default: torch's current setting. On a shared machine 1 thread
+            gives stable numbers (torch's thread pool stalls when its threads are preempted).
 
     Returns:
         A JSON-serializable dict: ``meta`` (host, threads, method) and ``rows`` (see module doc).
@@ -180,11 +212,26 @@ def benchmark_model(
         >>> sorted({r["scope"] for r in res["rows"]})
         ['layer', 'model']
     """
+    if device not in ("cpu", "cuda"):
+        raise ValueError(f"`device` must be 'cpu' or 'cuda', but got device={device!r}.")
+    if threads is not None and threads < 1:
+        raise ValueError(f"`threads` must be >= 1, but got threads={threads}.")
+    old_threads = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        return _benchmark_model(model, input_shape, num_classes, width=width, depth=depth, device=device,
+                                quick=quick, packed=packed, batch_sizes=batch_sizes,
+                                include_large_layer=include_large_layer, large_layer=large_layer, seed=seed)
+    finally:
+        torch.set_num_threads(old_threads)
+
+
+def _benchmark_model(model, input_shape, num_classes, *, width, depth, device, quick, packed, batch_sizes,
+                     include_large_layer, large_layer, seed) -> dict[str, Any]:
     from ..export import pack_model
     from ..nn import build_model
 
-    if device not in ("cpu", "cuda"):
-        raise ValueError(f"`device` must be 'cpu' or 'cuda', but got device={device!r}.")
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     twin = build_model(model, input_shape, num_classes, binary=False, width=width, depth=depth).eval()
@@ -203,14 +250,15 @@ def benchmark_model(
         "torch": torch.__version__, "numpy": np.__version__, "torch_threads": torch.get_num_threads(),
         "cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
         "statistic": "median", "packed_weight_bytes": packed.weight_bytes(),
+        "cpu_backend": "native" if native_available() else "numpy",
     }
     if device == "cuda":
         from . import _cuda_bench
 
         meta["gpu"] = torch.cuda.get_device_name() if torch.cuda.is_available() else None
-        rows = _cuda_bench.run(packed, twin, input_shape, batch_sizes=batch_sizes, quick=quick,
+        cuda_rows = _cuda_bench.run(packed, twin, input_shape, batch_sizes=batch_sizes, quick=quick,
                                include_large_layer=include_large_layer, large_layer=large_layer, seed=seed)
-        return {"meta": meta, "rows": rows}
+        return {"meta": meta, "rows": cuda_rows}
 
     rows: list[dict[str, Any]] = []
     for op in _binary_ops(packed.header["layers"]):
@@ -225,8 +273,7 @@ def benchmark_model(
     for bs in batch_sizes:
         x = torch.randn(bs, *input_shape)
         with torch.no_grad():
-            b = _median_ms(lambda: twin(x), warmup=warmup, repeats=repeats)
-        p = _median_ms(lambda: packed.logits(x), warmup=warmup, repeats=repeats)
+            p, b = _median_pair(partial(packed.logits, x), partial(twin, x), warmup=warmup, repeats=repeats)
         rows.append(_row("model", model, "model", bs, p, {"fp32": b}, pbytes["binary"] + pbytes["real"],
                          fp32_bytes, {"input": list(input_shape)}))
     if include_large_layer:
@@ -257,12 +304,23 @@ def format_table(res: dict[str, Any]):
     return t
 
 
+def _label(r: dict[str, Any]) -> str:
+    sh = r["shape"]
+    if r["scope"] == "model":
+        return f"whole model\n{r['name']}"
+    if r["op"] == "binary_conv2d":
+        c, h, w = sh["in"]
+        return f"conv {r['name']}\n{c}->{sh['out']} @{h}x{w}"
+    return f"{'linear' if r['scope'] == 'layer' else 'layer'} {r['name']}\n{sh['k']}->{sh['out']}"
+
+
 def plot_results(res: dict[str, Any], path: str | os.PathLike) -> str:
     """Bar plot (PNG): speed-up of the packed kernels over each baseline, one panel per batch size."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker  # noqa: F401
 
     rows = res["rows"]
     batches = sorted({r["batch"] for r in rows})
@@ -283,14 +341,16 @@ def plot_results(res: dict[str, Any], path: str | os.PathLike) -> str:
         if any(r["scope"] == "large_layer" for r in sel) and res["meta"]["device"] == "cpu" and bs == 1:
             ax.axhline(8.0, color="r", ls="--", lw=0.8, label="goal 8x (4096x4096, batch 1)")
         ax.set_xticks(xs)
-        ax.set_xticklabels([f"{r['name'] or 'layer'}\n[{r['scope']}]" for r in sel], rotation=45, ha="right",
-                           fontsize=7)
+        ax.set_xticklabels([_label(r) for r in sel], rotation=40, ha="right", fontsize=7)
         ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}x"))
+        ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_ylabel("speed-up (baseline time / packed time)")
         ax.set_title(f"batch {bs}" + (" (latency)" if bs == 1 else " (throughput)"))
         ax.legend(fontsize=7)
     meta = res["meta"]
-    fig.suptitle(f"packed 1-bit kernels vs float twin: {meta['model']} on {meta['device']}", fontsize=10)
+    fig.suptitle(f"packed 1-bit kernels vs float twin: {meta['model']} {tuple(meta['input_shape'])} on "
+                 f"{meta['device']}, {meta.get('torch_threads')} thread(s), median of {meta['repeats']}", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -47,11 +47,10 @@ def pack_bits(bits: np.ndarray, *, tile: int = K_TILE) -> np.ndarray:
     bits = np.asarray(bits)
     k = bits.shape[-1]
     kp = padded_k(k, tile)
-    if kp != k:
-        pad = np.zeros((*bits.shape[:-1], kp - k), dtype=bool)
-        bits = np.concatenate([bits.astype(bool, copy=False), pad], axis=-1)
-    packed = np.packbits(np.ascontiguousarray(bits, dtype=bool), axis=-1, bitorder="little")
-    return np.ascontiguousarray(packed).view("<u4").astype(np.uint32, copy=False)
+    packed = np.packbits(bits.astype(bool, copy=False), axis=-1, bitorder="little")  # [..., ceil(k / 8)]
+    out = np.zeros((*bits.shape[:-1], kp // 8), dtype=np.uint8)
+    out[..., : packed.shape[-1]] = packed  # padding bytes stay 0 (packbits zero-fills the last byte)
+    return out.view("<u4").astype(np.uint32, copy=False)
 
 
 def unpack_bits(words: np.ndarray, k: int) -> np.ndarray:

@@ -32,6 +32,8 @@ def _add(p: argparse.ArgumentParser) -> None:
                    help="batch size (repeatable; default 1 and 256)")
     p.add_argument("--no-large-layer", action="store_true", help="skip the 4096x4096 layer rows")
     p.add_argument("--quick", action="store_true", help="fewer repeats")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for both sides (default: torch's setting; 1 is stable on shared machines)")
     p.add_argument("--out", default=".", help="directory for bench.json and bench.png")
 
 
@@ -58,7 +60,7 @@ def _run(args: argparse.Namespace) -> int:
     try:
         res = benchmark_model(model, tuple(shape), ncls, width=width, depth=depth, device=args.device,
                               quick=args.quick, packed=packed, batch_sizes=tuple(args.batch_sizes or (1, 256)),
-                              include_large_layer=not args.no_large_layer)
+                              include_large_layer=not args.no_large_layer, threads=args.threads)
     except (ValueError, RuntimeError) as exc:
         console.print(f"[red]error:[/red] {exc}")
         return 2

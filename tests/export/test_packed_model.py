@@ -173,8 +173,8 @@ def test_truncated_raises(packed_file):
 
 
 def test_version_mismatch_raises(packed_file):
-    from safetensors.numpy import save_file
     from safetensors import safe_open
+    from safetensors.numpy import save_file
 
     with safe_open(str(packed_file), framework="np") as f:
         header = json.loads(f.metadata()["bnn_tune"])
@@ -197,8 +197,8 @@ def test_not_a_bnn_file_and_missing(tmp_path):
 
 
 def test_header_tamper_detected(packed_file):
-    from safetensors.numpy import save_file
     from safetensors import safe_open
+    from safetensors.numpy import save_file
 
     with safe_open(str(packed_file), framework="np") as f:
         header = json.loads(f.metadata()["bnn_tune"])

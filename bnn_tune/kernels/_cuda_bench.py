@@ -1,0 +1,161 @@
+"""CUDA rows of the benchmark (see :mod:`bnn_tune.kernels._bench`): packed kernels vs cuBLAS/cuDNN
+fp16 and bf16 of the same layer shapes, timed with CUDA graphs and events.
+
+Each timed unit is a CUDA graph of ``inner`` calls whose buffers rotate over enough copies to exceed
+the L2 cache (50 MiB on H100), so every call reads its weights from HBM; the time per call is the
+graph's event-timed duration / ``inner``, and the reported value the median over ``repeats`` replays
+after warm-up replays. The 4096x4096 rows also report the effective weight bandwidth and its ratio
+to a device-to-device copy measured in the same run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import cuda
+from ._bench import _binary_ops, _row
+
+_L2_BYTES = 128 << 20  # rotate over > 2x the L2 of H100/H200
+
+
+def _n_copies(nbytes: int) -> int:
+    return int(min(256, max(2, -(-_L2_BYTES // max(1, nbytes)))))
+
+
+def _graph_ms(step: Callable[[int], Any], n: int, *, inner: int, warmup: int, repeats: int) -> float:
+    """Median ms per call of ``step(i)`` (i rotates over n buffers) captured ``inner`` times in a graph."""
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        for i in range(3):  # eager warm-up (also builds the kernels / cuBLAS handles)
+            step(i % n)
+    torch.cuda.current_stream().wait_stream(s)
+    torch.cuda.synchronize()
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        for i in range(inner):
+            step(i % n)
+    for _ in range(warmup):
+        g.replay()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(repeats):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        g.replay()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) / inner)
+    return float(np.median(times))
+
+
+def _copy_gbps(*, warmup: int, repeats: int) -> float:
+    src = torch.empty(1 << 30, dtype=torch.uint8, device="cuda")
+    dst = torch.empty_like(src)
+    ms = _graph_ms(lambda i: dst.copy_(src), 1, inner=4, warmup=warmup, repeats=repeats)
+    return 2 * src.numel() / (ms * 1e-3) / 1e9  # read + write
+
+
+def _wd(k: int) -> int:
+    return -(-k // 256) * 8
+
+
+def _linear_rows(name: str, scope: str, o: int, k: int, batch: int, *, inner: int, warmup: int, repeats: int,
+                 copy_gbps: float | None) -> dict[str, Any]:
+    wd = _wd(k)
+    packed_bytes = o * wd * 4
+    n = _n_copies(packed_bytes)
+    ws = [torch.randint(-2**31, 2**31 - 1, (o, wd), dtype=torch.int32, device="cuda") for _ in range(n)]
+    pws = [torch.randint(0, k, (o,), dtype=torch.int32, device="cuda") for _ in range(n)]
+    thr = torch.zeros(o, dtype=torch.int32, device="cuda")
+    x = torch.randn(batch, k, device="cuda")
+    if batch <= 16:
+        a, _ = cuda.pack_sign(x, wd)
+        out = torch.empty((batch, _wd(o)), dtype=torch.int32, device="cuda")
+        op = "gemv_cuda_cores"
+
+        def packed(i):  # packed input -> threshold -> next layer's packed bits
+            cuda.gemv(ws[i], k, a=a, thr=thr, out_words=_wd(o), out=out)
+    else:
+        out = torch.empty((batch, o), dtype=torch.int32, device="cuda")
+        op = "bmma_and_popc"
+
+        def packed(i):  # sign+pack of the float input, then the tensor-core GEMM
+            a, pa = cuda.pack_sign(x, wd)
+            cuda.bmma(a, ws[i], k, pa, pws[i], out=out)
+    p = _graph_ms(packed, n, inner=inner, warmup=warmup, repeats=repeats)
+    base = {}
+    for dt, label in ((torch.float16, "fp16"), (torch.bfloat16, "bf16")):
+        nf = _n_copies(o * k * 2)
+        wf = [torch.randn(o, k, device="cuda", dtype=dt) for _ in range(nf)]
+        xf = x.to(dt)
+
+        def dense(i: int, xf: torch.Tensor = xf, wf: list[torch.Tensor] = wf) -> torch.Tensor:
+            return torch.matmul(xf, wf[i].T)
+
+        base[label] = _graph_ms(dense, nf, inner=inner, warmup=warmup, repeats=repeats)
+    row = _row(scope, name, op, batch, p, base, packed_bytes, o * k * 4, {"out": o, "k": k, "k_padded": wd * 32})
+    row["effective_weight_gbps"] = packed_bytes / (p * 1e-3) / 1e9
+    if copy_gbps:
+        row["copy_gbps"] = copy_gbps
+        row["fraction_of_copy_bandwidth"] = row["effective_weight_gbps"] / copy_gbps
+    return row
+
+
+def _conv_row(op: dict[str, Any], batch: int, *, inner: int, warmup: int, repeats: int) -> dict[str, Any]:
+    c, h, w = op["input_shape"]
+    o, k = op["out_features"], op["k"]
+    kh, kw = op["kernel_size"]
+    wd = _wd(k)
+    n = _n_copies(o * wd * 4)
+    ws = [torch.randint(-2**31, 2**31 - 1, (o, wd), dtype=torch.int32, device="cuda") for _ in range(n)]
+    pw = torch.randint(0, k, (o,), dtype=torch.int32, device="cuda")
+    x = torch.randn(batch, c, h, w, device="cuda")
+    stride, padding = op["stride"], op["padding"]
+
+    def packed(i):  # im2col (unfold; zero padding = +1 after sign) + sign+pack + tensor-core GEMM
+        cols = F.unfold(x, (kh, kw), padding=padding, stride=stride).transpose(1, 2).reshape(-1, k).contiguous()
+        a, pa = cuda.pack_sign(cols, wd)
+        return cuda.bmma(a, ws[i], k, pa, pw)
+
+    p = _graph_ms(packed, n, inner=inner, warmup=warmup, repeats=repeats)
+    base = {}
+    for dt, label in ((torch.float16, "fp16"), (torch.bfloat16, "bf16")):
+        nf = _n_copies(o * k * 2)
+        wf = [torch.randn(o, c, kh, kw, device="cuda", dtype=dt) for _ in range(nf)]
+        xf = x.to(dt)
+
+        def dense(i: int, xf: torch.Tensor = xf, wf: list[torch.Tensor] = wf) -> torch.Tensor:
+            return F.conv2d(xf, wf[i], None, stride, padding)
+
+        base[label] = _graph_ms(dense, nf, inner=inner, warmup=warmup, repeats=repeats)
+    return _row("layer", op["name"], "binary_conv2d", batch, p, base, o * wd * 4, o * k * 4,
+                {"in": [c, h, w], "out": o, "kernel": [kh, kw], "k": k, "k_padded": wd * 32})
+
+
+def run(packed: Any, twin: Any, input_shape: tuple[int, ...], *, batch_sizes: tuple[int, ...], quick: bool,
+        include_large_layer: bool, large_layer: tuple[int, int], seed: int) -> list[dict[str, Any]]:
+    if not cuda.available():
+        raise RuntimeError("device='cuda' was asked for, but no CUDA GPU (or no nvcc) is available.")
+    torch.manual_seed(seed)
+    warmup, repeats, inner = (3, 10, 20) if quick else (10, 50, 50)
+    rows = []
+    for op in _binary_ops(packed.header["layers"]):
+        for bs in batch_sizes:
+            if op["op"] == "binary_linear":
+                rows.append(_linear_rows(op["name"], "layer", op["out_features"], op["k"], bs, inner=inner,
+                                         warmup=warmup, repeats=repeats, copy_gbps=None))
+            else:
+                rows.append(_conv_row(op, bs, inner=inner, warmup=warmup, repeats=repeats))
+    if include_large_layer:
+        copy = _copy_gbps(warmup=warmup, repeats=repeats)
+        o, k = large_layer
+        for bs in batch_sizes:
+            rows.append(_linear_rows(f"linear_{o}x{k}", "large_layer", o, k, bs, inner=inner, warmup=warmup,
+                                     repeats=repeats, copy_gbps=copy))
+    return rows

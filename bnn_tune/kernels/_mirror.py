@@ -1,0 +1,163 @@
+"""numpy mirror of the CUDA kernels' indexing, for testing their algorithm without a GPU.
+
+Each function re-enacts one kernel of ``csrc/`` thread by thread (vectorized over lanes): the same
+grid/block/warp/lane decomposition, the same word and fragment index formulas, the same bounds
+guards and the same epilogue. Tests compare them to the float oracle (``+-1`` matmul) on odd shapes,
+so an indexing mistake in the CUDA design shows up on the CPU; the ``cuda``-marked tests then check
+the compiled kernels against the same oracle on a GPU.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["mirror_bmma", "mirror_gemv", "mirror_pack_sign"]
+
+GEMV_WARPS, GEMV_ROWS_PER_WARP = 8, 4
+GEMV_TILE_ROWS = GEMV_WARPS * GEMV_ROWS_PER_WARP
+BM = BN = 64
+STAGE_WORDS, SROW = 16, 20
+
+
+def _popc(v: np.ndarray) -> np.ndarray:
+    return np.bitwise_count(v.astype(np.uint32)).astype(np.int64)
+
+
+def _ballot(pred: np.ndarray) -> np.ndarray:
+    """``__ballot_sync`` over the last axis (32 lanes): bit l = lane l's predicate."""
+    return (pred.astype(np.uint64) << np.arange(32, dtype=np.uint64)).sum(-1).astype(np.uint32)
+
+
+def mirror_pack_sign(x: np.ndarray, k: int, wd: int) -> tuple[np.ndarray, np.ndarray]:
+    """``bnn_pack_sign_kernel``: one warp per word, lane l reads ``x[b, 32 word + l]``."""
+    b_rows = x.shape[0]
+    out = np.zeros((b_rows, wd), np.uint32)
+    pa = np.zeros(b_rows, np.int64)
+    lanes = np.arange(32)
+    for b in range(b_rows):
+        for word in range(wd):
+            kk = word * 32 + lanes
+            valid = kk < k
+            vals = np.where(valid, x[b, np.minimum(kk, x.shape[1] - 1)], -1.0)
+            w = _ballot(valid & (vals >= 0))
+            out[b, word] = w
+            pa[b] += _popc(w)
+    return out, pa.astype(np.int32)
+
+
+def mirror_gemv(w: np.ndarray, k: int, *, x: np.ndarray | None = None, a: np.ndarray | None = None,
+                thr: np.ndarray | None = None, out_ld: int | None = None) -> np.ndarray:
+    """``bnn_gemv_kernel``: int32 ``y [B, O]``, or with ``thr`` the packed bits ``[B, out_ld]``."""
+    o_rows, wd = w.shape
+    src = x if x is not None else a
+    if src is None:
+        raise ValueError("Give `x` (float input) or `a` (packed input).")
+    b_rows = src.shape[0]
+    if x is not None:  # fused sign+pack into shared memory: warp-strided words, ballots
+        a_s = np.zeros((b_rows, wd), np.uint32)
+        lanes = np.arange(32)
+        for b in range(b_rows):
+            for warp in range(GEMV_WARPS):
+                for word in range(warp, wd, GEMV_WARPS):
+                    kk = word * 32 + lanes
+                    valid = kk < k
+                    a_s[b, word] = _ballot(valid & (x[b, np.minimum(kk, x.shape[1] - 1)] >= 0))
+    else:
+        a_s = src.astype(np.uint32)
+    wq = wd // 4
+    w4 = w.reshape(o_rows, wq, 4)
+    as4 = a_s.reshape(b_rows, wq, 4)
+    if thr is not None and out_ld is None:
+        out_ld = -(-o_rows // 32)
+    tiles = int(out_ld) if thr is not None and out_ld is not None else -(-o_rows // GEMV_TILE_ROWS)
+    y = np.zeros((b_rows, o_rows), np.int32)
+    bits = np.zeros((b_rows, out_ld or 0), np.uint32)
+    for tile in range(tiles):
+        bits_s = np.zeros((b_rows, GEMV_TILE_ROWS), np.uint32)
+        for warp in range(GEMV_WARPS):
+            o0 = tile * GEMV_TILE_ROWS + warp * GEMV_ROWS_PER_WARP
+            acc = np.zeros((GEMV_ROWS_PER_WARP, b_rows, 32), np.int64)  # per lane
+            for lane in range(32):
+                for q in range(lane, wq, 32):
+                    for r in range(GEMV_ROWS_PER_WARP):
+                        wv = w4[o0 + r, q] if o0 + r < o_rows else np.zeros(4, np.uint32)
+                        for b in range(b_rows):
+                            acc[r, b, lane] += _popc(as4[b, q] ^ wv).sum()
+            for r in range(GEMV_ROWS_PER_WARP):
+                o = o0 + r
+                for b in range(b_rows):
+                    dot = k - 2 * int(acc[r, b].sum())  # butterfly shuffle sum: every lane gets the total
+                    if thr is not None:
+                        bits_s[b, warp * GEMV_ROWS_PER_WARP + r] = 1 if (o < o_rows and dot >= thr[o]) else 0
+                    elif o < o_rows:
+                        y[b, o] = dot
+        if thr is not None:
+            for b in range(b_rows):
+                bits[b, tile] = (bits_s[b].astype(np.uint64) << np.arange(32, dtype=np.uint64)).sum()
+    return bits if thr is not None else y
+
+
+def mirror_bmma(a: np.ndarray, w: np.ndarray, k: int, pa: np.ndarray, pw: np.ndarray) -> np.ndarray:
+    """``bnn_bmma_kernel``: tiles, shared-memory staging and m16n8k256 fragment indexing."""
+    m_rows, wd = a.shape
+    n_rows = w.shape[0]
+    c = np.full((m_rows, n_rows), np.iinfo(np.int32).min, np.int64)  # poisoned: every cell must be written
+    lanes = np.arange(32)
+    group, tid = lanes >> 2, lanes & 3
+    for by in range(-(-m_rows // BM)):
+        for bx in range(-(-n_rows // BN)):
+            m0, n0 = by * BM, bx * BN
+            acc = np.zeros((4, 2, 4, 32, 4), np.int64)  # warp, i, j, lane, reg
+            for k0 in range(0, wd, STAGE_WORDS):
+                a_s = np.zeros((BM, SROW), np.uint32)
+                w_s = np.zeros((BN, SROW), np.uint32)
+                for t in range(2):  # 128 threads x 2 uint4 copies
+                    for thread in range(128):
+                        idx = thread + t * 128
+                        row, q = idx >> 2, idx & 3
+                        word = k0 + q * 4
+                        if m0 + row < m_rows and word < wd:
+                            a_s[row, q * 4: q * 4 + 4] = a[m0 + row, word: word + 4]
+                        if n0 + row < n_rows and word < wd:
+                            w_s[row, q * 4: q * 4 + 4] = w[n0 + row, word: word + 4]
+                for warp in range(4):
+                    wm, wn = warp >> 1, warp & 1
+                    for kc in range(0, STAGE_WORDS, 8):
+                        for i in range(2):
+                            r0 = wm * 32 + i * 16
+                            af = np.stack([a_s[r0 + group, kc + tid], a_s[r0 + group + 8, kc + tid],
+                                           a_s[r0 + group, kc + tid + 4], a_s[r0 + group + 8, kc + tid + 4]], 1)
+                            for j in range(4):
+                                c0 = wn * 32 + j * 8
+                                bf = np.stack([w_s[c0 + group, kc + tid], w_s[c0 + group, kc + tid + 4]], 1)
+                                acc[warp, i, j] += _mma_and_popc(af, bf)
+            for warp in range(4):
+                wm, wn = warp >> 1, warp & 1
+                for i in range(2):
+                    for j in range(4):
+                        for r in range(4):
+                            m = m0 + wm * 32 + i * 16 + group + (8 if r >= 2 else 0)
+                            n = n0 + wn * 32 + j * 8 + 2 * tid + (r & 1)
+                            ok = (m < m_rows) & (n < n_rows)
+                            mm, nn = m[ok], n[ok]
+                            c[mm, nn] = k - 2 * pa[mm].astype(np.int64) - 2 * pw[nn] + 4 * acc[warp, i, j, ok, r]
+    return c.astype(np.int32)
+
+
+def _mma_and_popc(af: np.ndarray, bf: np.ndarray) -> np.ndarray:
+    """One ``mma.m16n8k256 .b1 .and.popc`` from lane fragments: rebuild the 16x8-word A tile and the
+    8x8-word B tile from (group, tid) positions, AND-popcount, hand C back in the c0..c3 layout."""
+    lanes = np.arange(32)
+    group, tid = lanes >> 2, lanes & 3
+    a_tile = np.zeros((16, 8), np.uint32)
+    b_tile = np.zeros((8, 8), np.uint32)
+    filled = np.zeros((16, 8), int)
+    a_tile[group, tid], a_tile[group + 8, tid] = af[:, 0], af[:, 1]
+    a_tile[group, tid + 4], a_tile[group + 8, tid + 4] = af[:, 2], af[:, 3]
+    for rr, cc in ((group, tid), (group + 8, tid), (group, tid + 4), (group + 8, tid + 4)):
+        np.add.at(filled, (rr, cc), 1)
+    assert (filled == 1).all(), "A fragments must cover the 16x256-bit tile exactly once"
+    b_tile[group, tid], b_tile[group, tid + 4] = bf[:, 0], bf[:, 1]
+    prod = _popc(a_tile[:, None, :] & b_tile[None, :, :]).sum(-1)  # [16, 8]
+    return np.stack([prod[group, 2 * tid], prod[group, 2 * tid + 1], prod[group + 8, 2 * tid],
+                     prod[group + 8, 2 * tid + 1]], 1)

@@ -1,0 +1,123 @@
+"""Optional compiled CPU kernel (``csrc/bgemm_cpu.c``) loaded with ctypes.
+
+Built on first use with the system C compiler (``$CC`` or ``cc``: ``-O3 -march=native``, falling
+back to ``-O3``, then to the numpy path) into ``$BNN_TUNE_CACHE`` (default
+``~/.cache/bnn_tune``), keyed by a hash of the source and the compiler. ``BNN_TUNE_CPU_KERNEL=numpy``
+disables it. :func:`bnn_tune.kernels.binary_gemm` uses it when it loads; both paths are exact, the
+test suite checks them against each other and against the float oracle.
+
+Threads: calls with more than ``_PARALLEL_WORK`` word operations split the weight rows over
+``torch.get_num_threads()`` Python threads (ctypes releases the GIL during the call), the same
+thread count the float baseline uses.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import logging
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["native_gemm", "native_available"]
+
+logger = logging.getLogger(__name__)
+_SRC = Path(__file__).parent / "csrc" / "bgemm_cpu.c"
+_STATE: dict[str, object] = {}
+
+
+def _build() -> ctypes.CDLL | None:
+    if os.environ.get("BNN_TUNE_CPU_KERNEL", "").lower() == "numpy":
+        return None
+    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        return None
+    cache = Path(os.environ.get("BNN_TUNE_CACHE", Path.home() / ".cache" / "bnn_tune"))
+    key = hashlib.sha256(_SRC.read_bytes() + cc.encode()).hexdigest()[:16]
+    lib = cache / f"libbnn_tune_cpu_{key}.so"
+    if not lib.exists():
+        try:
+            cache.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            return None
+        tmp = lib.with_suffix(f".{os.getpid()}.tmp")
+        for flags in (["-march=native"], []):
+            proc = subprocess.run([cc, "-O3", *flags, "-fPIC", "-shared", str(_SRC), "-o", str(tmp)],
+                                  capture_output=True, text=True)
+            if proc.returncode == 0:
+                os.replace(tmp, lib)
+                break
+            logger.debug("building %s with %s failed: %s", _SRC.name, flags, proc.stderr[-2000:])
+        else:
+            return None
+    try:
+        dll = ctypes.CDLL(str(lib))
+    except OSError:
+        return None
+    p, i = ctypes.c_void_p, ctypes.c_int
+    dll.bnn_cpu_gemm.argtypes = [p, p, i, i, i, i, p, i]
+    dll.bnn_cpu_gemm.restype = None
+    return dll
+
+
+def _lib() -> ctypes.CDLL | None:
+    if "lib" not in _STATE:
+        _STATE["lib"] = _build()
+    return _STATE["lib"]  # type: ignore[return-value]
+
+
+def native_available() -> bool:
+    """True when the compiled CPU kernel is built and loaded."""
+    return _lib() is not None
+
+
+def native_gemm(a64: np.ndarray, w64: np.ndarray, k: int) -> np.ndarray | None:
+    """``K - 2 popcount(a ^ w)`` for ``uint64 [M, W]`` x ``uint64 [O, W]``; ``None`` when unavailable."""
+    lib = _lib()
+    if lib is None:
+        return None
+    a64 = np.ascontiguousarray(a64, dtype=np.uint64)
+    w64 = np.ascontiguousarray(w64, dtype=np.uint64)
+    m, wd = a64.shape
+    o = w64.shape[0]
+    y = np.empty((m, o), dtype=np.int32)
+    threads = _threads()
+    if threads <= 1 or m * o * wd < _PARALLEL_WORK or o < 8 * threads:
+        lib.bnn_cpu_gemm(a64.ctypes.data, w64.ctypes.data, m, o, wd, k, y.ctypes.data, o)
+        return y
+    step = -(-o // threads)
+    step += -step % 4  # keep the 4-row register blocks whole
+    a_ptr, w_ptr, y_ptr = a64.ctypes.data, w64.ctypes.data, y.ctypes.data
+
+    def part(o0: int) -> None:
+        n = min(step, o - o0)
+        lib.bnn_cpu_gemm(a_ptr, w_ptr + o0 * wd * 8, m, n, wd, k, y_ptr + o0 * 4, o)
+
+    list(_pool(threads).map(part, range(0, o, step)))
+    return y
+
+
+_PARALLEL_WORK = 1 << 20
+
+
+def _threads() -> int:
+    try:
+        import torch
+
+        return max(1, torch.get_num_threads())
+    except Exception:  # pragma: no cover
+        return 1
+
+
+def _pool(n: int):
+    from concurrent.futures import ThreadPoolExecutor
+
+    pool = _STATE.get("pool")
+    if pool is None or _STATE.get("pool_size") != n:
+        pool = ThreadPoolExecutor(max_workers=n, thread_name_prefix="bnn_tune_gemm")
+        _STATE["pool"], _STATE["pool_size"] = pool, n
+    return pool

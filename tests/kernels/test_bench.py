@@ -1,0 +1,65 @@
+"""Benchmark plumbing: rows, JSON, plot and the `bnn-tune bench` CLI (tiny shapes, few repeats)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bnn_tune.cli import main
+from bnn_tune.kernels import benchmark_model, format_table, plot_results
+
+
+def test_benchmark_model_rows_and_plot(tmp_path):
+    res = benchmark_model("binarynet", (1, 8, 8), 10, width=0.0625, quick=True, batch_sizes=(1, 4),
+                          large_layer=(64, 300), threads=1)
+    json.dumps(res)
+    rows = res["rows"]
+    assert {r["scope"] for r in rows} == {"layer", "model", "large_layer"}
+    layers = [r for r in rows if r["scope"] == "layer"]
+    assert len(layers) == 2 * 7  # 5 binary convs + 2 binary FC, two batch sizes
+    for r in rows:
+        assert r["packed_ms"] > 0 and r["baseline_ms"]["fp32"] > 0
+        assert r["speedup"]["fp32"] == pytest.approx(r["baseline_ms"]["fp32"] / r["packed_ms"])
+        assert r["weight_bytes"]["packed"] < r["weight_bytes"]["fp32"]
+    big = [r for r in rows if r["scope"] == "large_layer"]
+    assert all("numpy_backend_ms" in r for r in big)
+    assert res["meta"]["statistic"] == "median"
+    png = plot_results(res, tmp_path / "b.png")
+    assert open(png, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+    assert format_table(res).row_count == len(rows)
+
+
+def test_bench_cli_writes_outputs(tmp_path, capsys):
+    rc = main(["bench", "--model", "mlp", "--input-shape", "1,8,8", "--width", "0.125", "--quick", "--batch", "1",
+               "--no-large-layer", "--out", str(tmp_path)])
+    assert rc == 0
+    res = json.loads((tmp_path / "bench.json").read_text())
+    assert {r["batch"] for r in res["rows"]} == {1}
+    assert (tmp_path / "bench.png").stat().st_size > 1000
+    assert "bnn-tune bench" in capsys.readouterr().out
+
+
+def test_bench_cli_packed_file(tmp_path):
+    from bnn_tune.export import save_packed
+    from bnn_tune.kernels import randomize_model
+    from bnn_tune.nn import build_model
+
+    path = tmp_path / "m.bnn.safetensors"
+    save_packed(randomize_model(build_model("mlp", (40,), 10, width=0.1)), path, config={"model": "mlp", "width": 0.1},
+                input_shape=(40,))
+    assert main(["bench", "--packed", str(path), "--quick", "--batch", "2", "--no-large-layer",
+                 "--out", str(tmp_path)]) == 0
+    res = json.loads((tmp_path / "bench.json").read_text())
+    assert res["meta"]["input_shape"] == [40]
+
+
+def test_cuda_bench_without_gpu_is_a_clear_error():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    with pytest.raises(RuntimeError, match="no CUDA GPU"):
+        benchmark_model("mlp", (1, 8, 8), width=0.125, device="cuda", quick=True)
+    with pytest.raises(ValueError, match="`device` must be 'cpu' or 'cuda'"):
+        benchmark_model("mlp", device="tpu")

@@ -1,0 +1,79 @@
+"""The compiled CUDA kernels on a GPU: exact int32 equality with the +-1 oracle, poisoned outputs,
+fresh random inputs each call. Skipped cleanly without a GPU (and deselected by default: `cuda`)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from bnn_tune.kernels import cuda
+
+pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not cuda.available(), reason="needs a CUDA GPU and nvcc")]
+
+POISON = -0x5A5A5A5B
+
+
+def _pack(bits: torch.Tensor, wd: int) -> torch.Tensor:
+    """Reference packing on the GPU with torch ops (LSB first, zero padding)."""
+    b, k = bits.shape
+    full = torch.zeros((b, wd * 32), dtype=torch.int64, device=bits.device)
+    full[:, :k] = bits.long()
+    words = (full.view(b, wd, 32) << torch.arange(32, device=bits.device)).sum(-1)
+    return torch.where(words >= 2**31, words - 2**32, words).to(torch.int32)  # same 32 bits
+
+
+def _oracle(xa, xw):
+    return (torch.where(xa >= 0, 1.0, -1.0).double() @ torch.where(xw >= 0, 1.0, -1.0).double().T).round().int()
+
+
+def _wd(k):
+    return -(-k // 256) * 8
+
+
+@pytest.mark.parametrize("b,k", [(1, 1), (3, 300), (16, 4097), (200, 1000)])
+def test_pack_sign(b, k):
+    x = torch.randn(b, k, device="cuda")
+    x[0, 0] = 0.0
+    words, pa = cuda.pack_sign(x, _wd(k))
+    assert torch.equal(words, _pack(x >= 0, _wd(k)))
+    assert torch.equal(pa, (x >= 0).sum(1).int())
+
+
+@pytest.mark.parametrize("b,o,k", [(1, 1, 5), (1, 4096, 4096), (3, 70, 33), (16, 33, 520), (5, 1000, 1030), (9, 129, 3000)])
+def test_gemv_int32_fused_and_packed(b, o, k):
+    for _ in range(2):  # fresh inputs each time
+        xa, xw = torch.randn(b, k, device="cuda"), torch.randn(o, k, device="cuda")
+        w = _pack(xw >= 0, _wd(k))
+        ref = _oracle(xa, xw)
+        out = torch.full((b, o), POISON, dtype=torch.int32, device="cuda")
+        assert torch.equal(cuda.gemv(w, k, x=xa, out=out), ref)
+        out.fill_(POISON)
+        assert torch.equal(cuda.gemv(w, k, a=_pack(xa >= 0, _wd(k)), out=out), ref)
+
+
+@pytest.mark.parametrize("b,o,k", [(1, 45, 300), (4, 70, 33), (16, 4096, 4096)])
+def test_gemv_threshold_bits(b, o, k):
+    xa, xw = torch.randn(b, k, device="cuda"), torch.randn(o, k, device="cuda")
+    thr = torch.randint(-k // 3, k // 3 + 1, (o,), dtype=torch.int32, device="cuda")
+    out_words = _wd(o)
+    out = torch.full((b, out_words), POISON, dtype=torch.int32, device="cuda")
+    bits = cuda.gemv(_pack(xw >= 0, _wd(k)), k, x=xa, thr=thr, out_words=out_words, out=out)
+    assert torch.equal(bits, _pack(_oracle(xa, xw) >= thr, out_words))
+
+
+@pytest.mark.parametrize("m,n,k", [(1, 1, 1), (16, 8, 256), (70, 75, 300), (256, 4096, 4096), (1000, 130, 1030)])
+def test_bmma(m, n, k):
+    for _ in range(2):
+        xa, xw = torch.randn(m, k, device="cuda"), torch.randn(n, k, device="cuda")
+        a, pa = cuda.pack_sign(xa, _wd(k))
+        w, pw = cuda.pack_sign(xw, _wd(k))
+        out = torch.full((m, n), POISON, dtype=torch.int32, device="cuda")
+        assert torch.equal(cuda.bmma(a, w, k, pa, pw, out=out), _oracle(xa, xw))
+
+
+def test_bad_arguments_raise():
+    w = torch.zeros((4, 8), dtype=torch.int32, device="cuda")
+    with pytest.raises(RuntimeError, match="bad argument"):
+        cuda.gemv(w, 300, x=torch.randn(1, 300, device="cuda"))  # K > Wd * 32
+    with pytest.raises(ValueError, match="exactly one"):
+        cuda.gemv(w, 10)
