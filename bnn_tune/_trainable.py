@@ -1,4 +1,4 @@
-"""Ray Tune function trainable around :class:`bnn_tune.train.Trainer`.
+"""Ray Tune function trainable (``bnn_tune.trainable``) around :class:`bnn_tune.train.Trainer`.
 
 :func:`trainable` trains one configuration epoch by epoch and, after every epoch, calls
 ``ray.tune.report(metrics, checkpoint=...)``. The metrics are :meth:`EpochMetrics.as_dict`
