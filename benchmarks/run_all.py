@@ -18,7 +18,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-OUT_IS_FILE = {"bench_flip_counter"}
+OUT_IS_FILE = {"bench_flip_counter", "bench_optim_step"}
 
 
 def scripts() -> list[Path]:
@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
             cmd.append("--quick")
         if args.out:
             out = Path(args.out)
-            # the science scripts and bench_kernels take a directory; bench_flip_counter a file
+            # the science scripts and bench_kernels take a directory; bench_flip_counter and bench_optim_step a file
             cmd += ["--out", str(out / f"{script.stem}.json") if script.stem in OUT_IS_FILE else str(out)]
         t0 = time.perf_counter()
         try:
