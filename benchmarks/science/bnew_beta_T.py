@@ -79,6 +79,14 @@ def main() -> None:
     }
     print(findings)
 
+    fig = plot(per_T, findings, args.dataset)
+    name = "bnew_beta_T" if args.dataset == "digits" else f"bnew_beta_T_{args.dataset}"
+    C.save(name, args, {"settings": {**base, "epochs": epochs_list, "betas": betas, "seeds": seeds,
+                                              "steps_per_epoch": steps_per_epoch},
+                                 "findings": findings, "per_T": per_T}, fig, t0)
+
+
+def plot(per_T, findings, dataset):
     plt = C.plt()
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
     for p in per_T:
@@ -93,15 +101,12 @@ def main() -> None:
         ax.set_xlabel(xl)
         ax.set_ylabel("final val acc")
         ax.legend()
-    axes[0].set_title("optimum in beta moves with T")
-    axes[1].set_title("... and aligns in beta*T")
-    fig.suptitle(f"BNEW on {args.dataset}: spread of the optimum {findings['decades_spread_of_beta_centre']:.2f} "
+    axes[0].set_title("val acc vs beta (dotted: centre of cells within 1 pp of best)")
+    axes[1].set_title("the same runs vs beta * T")
+    fig.suptitle(f"BNEW on {dataset}: spread of the optimum {findings['decades_spread_of_beta_centre']:.2f} "
                  f"decades in beta vs {findings['decades_spread_of_beta_T_centre']:.2f} in beta*T "
                  f"(T spans {findings['T_range_decades']:.2f})")
-    name = "bnew_beta_T" if args.dataset == "digits" else f"bnew_beta_T_{args.dataset}"
-    C.save(name, args, {"settings": {**base, "epochs": epochs_list, "betas": betas, "seeds": seeds,
-                                              "steps_per_epoch": steps_per_epoch},
-                                 "findings": findings, "per_T": per_T}, fig, t0)
+    return fig
 
 
 if __name__ == "__main__":
