@@ -19,7 +19,6 @@ protocol, which measures how much the result depends on the order in which the g
 
 from __future__ import annotations
 
-import itertools
 import logging
 import statistics
 import time
@@ -194,7 +193,7 @@ def main() -> None:
     axes[1].set_ylabel("best val acc (%)")
     axes[1].legend(fontsize=7)
     axes[1].tick_params(axis="x", rotation=20)
-    for key, c in curves.items():
+    for _key, c in curves.items():
         collapsed = max(c["log_flip_rate"]) <= -8.0
         axes[2].plot(range(1, epochs + 1), c["val_acc"], color="C3" if collapsed else "C0", alpha=0.5, lw=1)
     axes[2].set_xlabel("epoch")
