@@ -9,7 +9,15 @@ import pickle
 import pytest
 import torch
 
-from bnn_tune.optim import BMD, BNEW, Bop, Bop2ndOrder, GradientFilter, LatentAdam, install_tanh_quantizers
+from bnn_tune.optim import (
+    BMD,
+    BNEW,
+    Bop,
+    Bop2ndOrder,
+    GradientFilter,
+    LatentAdam,
+    install_tanh_quantizers,
+)
 from bnn_tune.optim._bnew import bnew_phase_steps
 
 
