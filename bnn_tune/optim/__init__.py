@@ -15,6 +15,25 @@ registry name      class                       rule (see each class for the form
 rest to Adam, routed by :func:`route_parameters`); :class:`HyperparameterScheduler` drives any
 ``param_groups`` key (``gamma``, ``threshold``, ``alpha``, ``lr``...) along a schedule.
 
+Decisions (the papers leave them open):
+
+* Forward weight and flips. Bop, Bop2ndOrder and the filters keep +-1 in the parameter
+  (``prepare_model`` binarizes the initial weights). LatentAdam, BMD and BNEW keep a real latent;
+  the weight that is exported, and whose sign changes the flip rate counts, is ``sign(w~)``
+  (``sign(0) = +1``). BMD computes with ``tanh(beta_t w~)`` in training mode and with ``sign(w~)``
+  in eval mode, so validation accuracy is the deployable network's. BNEW computes with ``w`` clipped
+  to [-1, 1], which is ``sign(w)`` once the lock has projected the weights.
+* BMD's ``beta_t = beta0 * beta_growth ** (t / total_steps)``: ``beta_growth`` is the growth over
+  the whole run, so the two numbers mean the same in short and long runs.
+* BNEW's ``t_start`` and ``t_lock`` are fractions of the run's optimizer steps (``t_lock`` in
+  (t_start, 1]; larger is "beyond the run" and raises); ``T`` is the number of phase-2 steps
+  ``round(t_lock N) - round(t_start N)`` and ``beta_T = beta * T`` is ``lambda`` at the lock.
+  Neither ``beta`` nor ``beta_T`` given: ``beta_T = 1``.
+* Latent methods take their own ``latent_lr``; the config's ``lr`` is the Adam rate of the real
+  parameters. Registry hyperparameters may not reuse a common config key.
+* ``foreach=None`` picks the multi-tensor path on CUDA and the single-tensor one on CPU (Bop's CPU
+  path works in cache-sized blocks, see ``benchmarks/bench_optim_step.py``).
+
 Example:
     >>> from bnn_tune import optim
     >>> optim.list_optimizers()
