@@ -29,8 +29,8 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from .objective import objective
     from ._trainable import trainable, with_resources
+    from .objective import objective
 
 
 def __getattr__(name: str) -> Any:

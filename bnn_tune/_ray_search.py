@@ -116,7 +116,7 @@ def _status(result: Any, epochs: int, stop_reason: str | None) -> str:
 def _ranking(results: Any, epochs: int, params: list[str]) -> list[dict[str, Any]]:
     from plugins.ray import read_stop_reason
 
-    rows = []
+    rows: list[dict[str, Any]] = []
     for r in results:
         m = r.metrics or {}
         reason = read_stop_reason(r)
@@ -134,7 +134,11 @@ def _ranking(results: Any, epochs: int, params: list[str]) -> list[dict[str, Any
             "error": error,
             "path": str(r.path),
         })
-    rows.sort(key=lambda d: (-(d["best_val_acc"]) if d["best_val_acc"] == d["best_val_acc"] else math.inf))
+    def order(row: dict[str, Any]) -> float:
+        value = float(row["best_val_acc"])
+        return -value if math.isfinite(value) else math.inf
+
+    rows.sort(key=order)
     return rows
 
 
