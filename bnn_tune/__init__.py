@@ -25,18 +25,25 @@ __all__ = [
     "fit",
     "objective",
     "trainable",
+    "with_resources",
 ]
 
 if TYPE_CHECKING:
     from .objective import objective
-    from .trainable import trainable
+    from ._trainable import trainable, with_resources
 
 
 def __getattr__(name: str) -> Any:
+    # the trainable lives in a private module: a public submodule named ``trainable`` would replace this
+    # function by the module as soon as anything imported the submodule
     if name == "trainable":
-        from .trainable import trainable
+        from ._trainable import trainable
 
         return trainable
+    if name == "with_resources":
+        from ._trainable import with_resources
+
+        return with_resources
     if name == "objective":
         from .objective import objective
 

@@ -37,6 +37,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ray.tune.result import DEFAULT_METRIC
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from ray.tune.stopper import Stopper
 
@@ -249,6 +250,8 @@ class FlipRateScheduler(TrialScheduler):
         self._mode = mode
         self._tracker = _FlipRateTracker(_rule(n_warmup_steps, patience, floor, relative_drop, min_improvement),
                                          flip_rate_key)
+        if metric or mode:
+            self.set_search_properties(metric, mode)
 
     # ------------------------------------------------------------------ properties
     @property
@@ -267,7 +270,8 @@ class FlipRateScheduler(TrialScheduler):
 
     @property
     def metric(self) -> str | None:
-        return self._metric or getattr(self._scheduler, "metric", None)
+        inner = getattr(self._scheduler, "metric", None)
+        return self._metric or (None if inner == DEFAULT_METRIC else inner)
 
     @property
     def mode(self) -> str | None:
@@ -283,10 +287,13 @@ class FlipRateScheduler(TrialScheduler):
 
     def set_search_properties(self, metric: str | None, mode: str | None, **spec: Any) -> bool:
         _check_mode(mode)
-        if (self._metric and metric and metric != self._metric) or (self._mode and mode and mode != self._mode):
-            return False
-        if not self._scheduler.set_search_properties(metric, mode, **spec):
-            return False
+        if (metric and self.metric not in (None, DEFAULT_METRIC, metric)) or (mode and self.mode not in (None, mode)):
+            return False  # like Tune's own schedulers: a conflicting metric/mode is refused
+        if getattr(self._scheduler, "metric", None) in (None, DEFAULT_METRIC) or getattr(
+            self._scheduler, "_mode", "max"
+        ) is None:
+            if not self._scheduler.set_search_properties(metric or self._metric, mode or self._mode, **spec):
+                return False
         self._metric = metric or self._metric
         self._mode = mode or self._mode
         return True

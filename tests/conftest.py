@@ -24,6 +24,12 @@ def ray_test_env() -> dict[str, str]:
     return env
 
 
+@pytest.fixture
+def ray_env() -> dict[str, str]:
+    """:func:`ray_test_env` for subprocess drivers (multi-node cluster, killed driver)."""
+    return ray_test_env()
+
+
 @pytest.fixture(scope="session")
 def ray_session():
     """One local Ray runtime (2 CPUs) for the whole test session; its temp dir is removed at the end.

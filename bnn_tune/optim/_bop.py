@@ -97,10 +97,26 @@ class Bop(torch.optim.Optimizer):
         return loss
 
 
+_CPU_CHUNK = 1 << 14  # elements per CPU block: its m, w, g and scratch stay in L1/L2, and each op stays
+# below torch's intra-op grain size (32768), so a block is processed by one thread without sync.
+
+
 def _single_tensor_bop(params, grads, exp_avgs, *, gamma: float, threshold: float) -> None:
     for p, g, m in zip(params, grads, exp_avgs):
-        m.lerp_(g, gamma)  # m + gamma (g - m) = (1 - gamma) m + gamma g
-        flip_where_aligned_([p], [m], threshold, foreach=False)
+        if p.is_cuda or not (p.is_contiguous() and g.is_contiguous() and m.is_contiguous()):
+            m.lerp_(g, gamma)  # m + gamma (g - m) = (1 - gamma) m + gamma g
+            flip_where_aligned_([p], [m], threshold, foreach=False)
+            continue
+        # CPU: the same element-wise ops block by block, one small scratch buffer, one memory pass.
+        pf, gf, mf = p.view(-1), g.view(-1), m.view(-1)
+        n = pf.numel()
+        scratch = torch.empty(min(n, _CPU_CHUNK), dtype=p.dtype)
+        for i in range(0, n, _CPU_CHUNK):
+            j = min(i + _CPU_CHUNK, n)
+            mc, pc, s = mf[i:j], pf[i:j], scratch[: j - i]
+            mc.lerp_(gf[i:j], gamma)
+            torch.mul(mc, pc, out=s).gt_(threshold)  # 1.0 where m * w > tau
+            pc.addcmul_(pc, s, value=-2.0)  # w <- w (1 - 2 mask)
 
 
 def _multi_tensor_bop(params, grads, exp_avgs, *, gamma: float, threshold: float) -> None:

@@ -113,6 +113,18 @@ def register(
     if name in _REGISTRY and not overwrite:
         raise ValueError(f"An optimizer named {name!r} is already registered; pass overwrite=True to replace it.")
     hp = dict(_signature_defaults(cls) if hyperparameters is None else hyperparameters)
+    import dataclasses
+
+    from ..config import TrialConfig
+
+    common = {f.name for f in dataclasses.fields(TrialConfig)}
+    clash = sorted(k for k in hp if k in common or k.endswith("_schedule"))
+    if clash:
+        raise ValueError(
+            f"Hyperparameter names {clash} of optimizer {name!r} clash with common config keys "
+            f"(or end in '_schedule'); a config value could not reach the optimizer. Rename them "
+            f"(e.g. 'latent_lr' for a binary optimizer's own learning rate)."
+        )
     if schedulable is None:
         schedulable = [k for k, v in hp.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
     spec = OptimizerSpec(

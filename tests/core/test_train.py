@@ -60,7 +60,7 @@ def test_resume_continues_exactly(tmp_path):
     a, b = straight.history[-1].as_dict(), resumed.history[-1].as_dict()
     a.pop("epoch_time"), b.pop("epoch_time")
     assert a == b
-    assert b["hp/lr"] == pytest.approx(1e-3 * 0.5**3)
+    assert resumed.optimizer.optimizers["real"].param_groups[0]["lr"] == pytest.approx(1e-3 * 0.5**3)
 
 
 def test_nan_loss_stops_with_clear_status():

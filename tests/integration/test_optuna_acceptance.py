@@ -10,11 +10,9 @@ from __future__ import annotations
 import time
 
 import optuna
-import pytest
 import torch
 
 import bnn_tune
-from bnn_tune import optim
 from bnn_tune.data import load_dataset
 from plugins.optuna import FlipRatePruner
 from search_spaces import bop
@@ -37,7 +35,6 @@ HEALTHY = [  # the paper's settings (Sec. 5, Fig. 1), the second with a decaying
 ]
 
 
-@pytest.mark.skipif("bop" not in optim.list_optimizers(), reason="needs the Bop optimizer (branch optim)")
 def test_bop_study_prunes_collapsed_trials_and_never_the_best():
     torch.set_num_threads(1)
     t0 = time.perf_counter()

@@ -9,7 +9,15 @@ import pickle
 import pytest
 import torch
 
-from bnn_tune.optim import BMD, BNEW, Bop, Bop2ndOrder, GradientFilter, LatentAdam, install_tanh_quantizers
+from bnn_tune.optim import (
+    BMD,
+    BNEW,
+    Bop,
+    Bop2ndOrder,
+    GradientFilter,
+    LatentAdam,
+    install_tanh_quantizers,
+)
 from bnn_tune.optim._bnew import bnew_phase_steps
 
 
@@ -17,7 +25,7 @@ def _pm1(*shape, generator):
     return torch.where(torch.rand(*shape, generator=generator) < 0.5, -1.0, 1.0)
 
 
-def _params(seed=0, shapes=((7, 5), (3, 4, 2), (11,)), binary=True):
+def _params(seed=0, shapes=((7, 5), (3, 4, 2), (11,), (300, 501)), binary=True):
     g = torch.Generator().manual_seed(seed)
     if binary:
         return [torch.nn.Parameter(_pm1(*s, generator=g)) for s in shapes]
@@ -58,9 +66,10 @@ def _run(name, foreach, steps=8, seed=0):
 @pytest.mark.parametrize("threshold", [0.0, 0.05, 0.5])
 def test_bop_flips_exactly_the_rule(foreach, threshold):
     gen = torch.Generator().manual_seed(1)
-    w0 = _pm1(2000, generator=gen)
-    m0 = torch.randn(2000, generator=gen) * 0.3
-    g = torch.randn(2000, generator=gen)
+    N = 150_001  # more than one CPU block of the single-tensor path, with a partial last block
+    w0 = _pm1(N, generator=gen)
+    m0 = torch.randn(N, generator=gen) * 0.3
+    g = torch.randn(N, generator=gen)
     gamma = 0.25
     w = torch.nn.Parameter(w0.clone())
     opt = Bop([w], gamma=gamma, threshold=threshold, foreach=foreach)
@@ -71,8 +80,8 @@ def test_bop_flips_exactly_the_rule(foreach, threshold):
     torch.testing.assert_close(m, (1 - gamma) * m0 + gamma * g)
     expected_flip = (m.abs() > threshold) & (torch.sign(m) == torch.sign(w0))
     assert torch.equal(w.detach() == -w0, expected_flip)
-    assert torch.equal(w.detach().abs(), torch.ones(2000))
-    assert 0 < int(expected_flip.sum()) < 2000
+    assert torch.equal(w.detach().abs(), torch.ones(N))
+    assert 0 < int(expected_flip.sum()) < N
 
 
 @pytest.mark.parametrize("foreach", [False, True])

@@ -194,7 +194,10 @@ def test_scheduler_search_properties_reach_the_wrapped_scheduler():
 
 def test_scheduler_pickles_with_wrapped_scheduler():
     s = FlipRateScheduler(ASHAScheduler(max_t=10, grace_period=1), "val_acc", "max", patience=3)
-    s.on_trial_result(None, _trial("t"), _result(1, HEALTHY, 0.5))
+    assert s.scheduler.metric == "val_acc"  # metric/mode given here reach the wrapped scheduler
+    t = _trial("t")
+    s.on_trial_add(None, t)
+    s.on_trial_result(None, t, _result(1, HEALTHY, 0.5))
     s2 = pickle.loads(pickle.dumps(s))
     assert isinstance(s2.scheduler, ASHAScheduler)
     assert s2.rule == FlipRateCollapseRule(n_warmup_steps=2, patience=3)

@@ -1,0 +1,139 @@
+"""Registry (names, entry points) and strict parameter routing of ``build``."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+
+from bnn_tune import optim
+from bnn_tune.nn import BinaryLinear, build_model, is_binary_parameter
+from bnn_tune.optim import _registry
+
+
+def test_builtin_names():
+    assert optim.list_optimizers() == ["bmd", "bnew", "bop", "bop2", "filter", "latent_adam"]
+    assert optim.get("bop").cls is optim.Bop
+    assert optim.get("bop2").cls is optim.Bop2ndOrder
+    assert optim.get("filter").cls is optim.GradientFilter
+    assert set(optim.get("bop").hyperparameters) == {"gamma", "threshold"}
+    assert set(optim.get("filter").hyperparameters) == {"order", "gamma", "alpha", "threshold"}
+    assert {"beta", "beta_T", "t_lock"} <= set(optim.get("bnew").hyperparameters)
+    assert {"beta0", "beta_growth"} <= set(optim.get("bmd").hyperparameters)
+
+
+def test_unknown_name_lists_valid_names():
+    with pytest.raises(ValueError, match=r"Unknown optimizer 'bopp'\. Available: \['bmd', 'bnew', 'bop', .*Did you mean 'bop'"):
+        optim.get("bopp")
+
+
+def test_register_rejects_duplicates_and_bad_names():
+    with pytest.raises(ValueError, match="already registered"):
+        optim.register("bop", optim.Bop)
+    with pytest.raises(ValueError, match="lowercase"):
+        optim.register("MyBop", optim.Bop)
+    # "lr" is the common key of the real-parameter Adam: it would never reach this optimizer.
+    with pytest.raises(ValueError, match=r"Hyperparameter names \['lr'\] of optimizer 'mysgd' clash"):
+        optim.register("mysgd", torch.optim.SGD, hyperparameters={"lr": 0.1})
+
+
+class _EntryPoint:
+    def __init__(self, name, fn):
+        self.name = name
+        self._fn = fn
+
+    def load(self):
+        return self._fn
+
+
+@pytest.fixture
+def fresh_registry(monkeypatch):
+    monkeypatch.setattr(_registry, "_REGISTRY", dict(_registry._REGISTRY))
+    monkeypatch.setattr(_registry, "_ENTRY_POINTS_LOADED", False)
+
+
+def test_entry_point_group_registers_third_party_optimizers(monkeypatch, fresh_registry):
+    calls = []
+
+    def plugin():
+        calls.append(1)
+        optim.register(
+            "thirdparty_sgd", torch.optim.SGD, hyperparameters={"momentum": 0.5},
+            make=lambda params, h, *, lr, **_ctx: torch.optim.SGD(params, lr=lr, **h),
+        )
+
+    def broken():
+        raise RuntimeError("boom")
+
+    import importlib.metadata
+
+    real_entry_points = importlib.metadata.entry_points
+
+    def fake_entry_points(**kwargs):
+        if kwargs.get("group") == "bnn_tune.optimizers":
+            return [_EntryPoint("good", plugin), _EntryPoint("bad", broken)]
+        return real_entry_points(**kwargs)
+
+    monkeypatch.setattr("importlib.metadata.entry_points", fake_entry_points)
+    with pytest.warns(UserWarning, match="entry point 'bad' failed to load: boom"):
+        names = optim.list_optimizers()
+    assert "thirdparty_sgd" in names and "bop" in names
+    assert optim.get("thirdparty_sgd").hyperparameters == {"momentum": 0.5}
+    optim.list_optimizers()
+    assert calls == [1]  # loaded once
+
+    from bnn_tune.config import TrialConfig
+
+    cfg = TrialConfig.from_dict({"optimizer": "thirdparty_sgd", "momentum": 0.9, "epochs": 1})
+    model = build_model("mlp", (1, 8, 8), 10)
+    opt = optim.build(model, cfg, steps_per_epoch=2)
+    assert isinstance(opt.binary, torch.optim.SGD) and opt.binary.param_groups[0]["momentum"] == 0.9
+
+
+def test_route_parameters_claimed_twice_raises():
+    layer = BinaryLinear(4, 3, bias=True)
+    with pytest.raises(ValueError, match=r"Parameter 'weight' is claimed by more than one optimizer: \['a', 'b'\]"):
+        optim.route_parameters(layer, {"a": is_binary_parameter, "b": lambda p: p.dim() == 2})
+
+
+def test_route_parameters_unclaimed_warns():
+    layer = BinaryLinear(4, 3, bias=True)
+    with pytest.warns(UserWarning, match=r"1 parameters are claimed by no optimizer.*\['bias'\]"):
+        parts = optim.route_parameters(layer, {"binary": is_binary_parameter})
+    assert parts["binary"] == [layer.weight]
+
+
+def test_build_routes_binary_and_real_strictly():
+    model = build_model("mlp", (1, 8, 8), 10, depth=2)
+    opt = optim.build(model, {"optimizer": "bop", "epochs": 2}, steps_per_epoch=3)
+    binary = {id(p) for g in opt.binary.param_groups for p in g["params"]}
+    real = {id(p) for g in opt.optimizers["real"].param_groups for p in g["params"]}
+    assert binary == {id(p) for p in model.parameters() if is_binary_parameter(p)}
+    assert real == {id(p) for p in model.parameters() if not is_binary_parameter(p)}
+    assert isinstance(opt.optimizers["real"], torch.optim.Adam)
+    # Bop's prepare_model binarized the initial weights.
+    assert all(((p == 1) | (p == -1)).all() for p in model.parameters() if is_binary_parameter(p))
+
+    model[1].weight.requires_grad_(False)  # a frozen real parameter is left out, with a warning
+    with pytest.warns(UserWarning, match="claimed by no optimizer"):
+        optim.build(model, {"optimizer": "bop", "epochs": 2})
+
+
+def test_build_installs_method_quantizers():
+    model = build_model("mlp", (1, 8, 8), 10)
+    opt = optim.build(model, {"optimizer": "bmd", "epochs": 2, "beta0": 2.0}, steps_per_epoch=5)
+    qs = [m for m in model.modules() if isinstance(m, optim.TanhSign)]
+    assert len(qs) == 2 and all(float(q.beta) == 2.0 for q in qs)
+    assert opt.binary.param_groups[0]["total_steps"] == 10
+    model = build_model("mlp", (1, 8, 8), 10)
+    optim.build(model, {"optimizer": "bnew", "epochs": 2}, steps_per_epoch=5)
+    assert len([m for m in model.modules() if isinstance(m, optim.ClipWeight)]) == 2
+
+
+def test_every_spec_validates_its_defaults():
+    for name in optim.list_optimizers():
+        spec = optim.get(name)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            spec.validate(dict(spec.hyperparameters))
