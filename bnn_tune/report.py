@@ -54,6 +54,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ._imports import require
 from .cli import register_command
 
 __all__ = [
@@ -199,7 +200,7 @@ def _importance(study: Any) -> dict[str, float] | None:
 
 def load_optuna_runs(path: str | os.PathLike, *, study_name: str | None = None) -> list[SearchRun]:
     """The studies in an Optuna SQLite (``.db``) or journal (``.log``/``.journal``) file."""
-    import optuna
+    optuna = require("optuna", feature="bnn-tune report on an Optuna study")
 
     from .objective import FAIL_REASON_ATTR, FLIP_RATE_ATTR, PRUNE_REASON_ATTR, VAL_ACC_ATTR
 
@@ -336,6 +337,7 @@ def find_runs(run_dir: str | os.PathLike, *, study_name: str | None = None) -> t
 
 # ---------------------------------------------------------------------------------------------- figures
 def _figure(w: float = 7.0, h: float = 4.0, ncols: int = 1) -> tuple[Any, Any]:
+    require("matplotlib", feature="bnn-tune report")
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(w, h), dpi=100)

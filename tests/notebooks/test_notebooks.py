@@ -19,7 +19,8 @@ pytest.importorskip("ipykernel")
 NB_DIR = Path(__file__).resolve().parents[2] / "notebooks"
 NOTEBOOKS = sorted(p.name for p in NB_DIR.glob("[0-9][0-9]_*.ipynb"))
 CELL_TIMEOUT_S = 300
-# Notebooks that start Ray carry the `ray` marker as well.
+# Executing all four takes ~4-5 min on an idle 2-core machine (longer when it is shared), so they run
+# in the slow step (`make test-slow`); notebooks that start Ray carry the `ray` marker as well.
 MARKS = {"02_ray_tune.ipynb": [pytest.mark.ray]}
 
 
@@ -40,6 +41,7 @@ def test_notebooks_match_build_script(tmp_path):
             f"{p.name} is committed with outputs")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", [pytest.param(n, marks=MARKS.get(n, [])) for n in NOTEBOOKS])
 def test_notebook_executes(name, tmp_path, monkeypatch):
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
