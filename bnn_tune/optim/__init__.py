@@ -15,6 +15,26 @@ registry name      class                       rule (see each class for the form
 rest to Adam, routed by :func:`route_parameters`); :class:`HyperparameterScheduler` drives any
 ``param_groups`` key (``gamma``, ``threshold``, ``alpha``, ``lr``...) along a schedule.
 
+Decisions (the papers leave them open):
+
+* Forward weight and flips. Bop, Bop2ndOrder and the filters keep +-1 in the parameter
+  (``prepare_model`` binarizes the initial weights). LatentAdam, BMD and BNEW keep a real latent;
+  the weight that is exported, and whose sign changes the flip rate counts, is ``sign(w~)``
+  (``sign(0) = +1``). BMD computes with ``tanh(beta_t w~)`` in training mode and with ``sign(w~)``
+  in eval mode, so validation accuracy is the deployable network's. BNEW computes with ``w`` clipped
+  to [-1, 1], which is ``sign(w)`` once the lock has projected the weights.
+* BMD's ``beta_t = beta0 * beta_growth ** (t / total_steps)``: ``beta_growth`` is the growth over
+  the whole run, so the two numbers mean the same in short and long runs.
+* BNEW's ``t_start`` and ``t_lock`` are fractions of the run's optimizer steps (``t_lock`` in
+  (t_start, 1]; larger is "beyond the run" and raises); ``T`` is the number of phase-2 steps
+  ``round(t_lock N) - round(t_start N)`` and ``beta_T = beta * T`` is ``lambda`` at the lock.
+  Neither ``beta`` nor ``beta_T`` given: ``beta_T = 10 / (latent_lr * T)``, for which the
+  regulariser grows the weights about ``exp(beta_T * latent_lr * T / 3) ~ 28x`` over phase 2.
+* Latent methods take their own ``latent_lr``; the config's ``lr`` is the Adam rate of the real
+  parameters. Registry hyperparameters may not reuse a common config key.
+* ``foreach=None`` picks the multi-tensor path on CUDA and the single-tensor one on CPU (Bop's CPU
+  path works in cache-sized blocks, see ``benchmarks/bench_optim_step.py``).
+
 Example:
     >>> from bnn_tune import optim
     >>> optim.list_optimizers()
@@ -164,15 +184,22 @@ register(
     reference="Ajanthan et al. 2021 (AISTATS); Paren & Poudel (BNEW poster)",
 )
 
-_BNEW_DEFAULT_BETA_T = 1.0
+_BNEW_DEFAULT_PUSH = 10.0
 
 
 def _bnew_make(params, hparams, *, lr, total_steps, **_ctx):
+    from ._bnew import bnew_phase_steps
+
     h = dict(hparams)
     latent_lr = h.pop("latent_lr", None)
-    if h.get("beta") is None and h.get("beta_T") is None:
-        h["beta_T"] = _BNEW_DEFAULT_BETA_T
-    return BNEW(params, lr=lr if latent_lr is None else latent_lr, total_steps=total_steps, **h)
+    eta = lr if latent_lr is None else latent_lr
+    if h.get("beta") is None and h.get("beta_T") is None and isinstance(eta, (int, float)) and eta > 0:
+        # Default: beta_T = 10 / (eta T). With lambda_t = beta_T s/T and eta_t = eta (1 - s/T) the
+        # weights grow by about exp(sum 2 lambda_t eta_t) = exp(beta_T eta T / 3) = e^3.3 ~ 28x over
+        # phase 2: the regulariser (not only the final projection) brings them to the corners.
+        start, lock = bnew_phase_steps(int(total_steps), float(h.get("t_start", 0.25)), float(h.get("t_lock", 0.8)))
+        h["beta_T"] = _BNEW_DEFAULT_PUSH / (eta * (lock - start))
+    return BNEW(params, lr=eta, total_steps=total_steps, **h)
 
 
 def _bnew_prepare(model, hparams):

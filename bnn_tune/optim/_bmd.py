@@ -56,7 +56,8 @@ class TanhSign(nn.Module):
         return binarize(w)
 
     def extra_repr(self) -> str:
-        return f"beta={float(self.beta):.4g}"
+        beta: torch.Tensor = self.beta  # type: ignore[assignment]
+        return f"beta={float(beta):.4g}"
 
 
 def install_tanh_quantizers(model: nn.Module, beta0: float) -> list[TanhSign]:

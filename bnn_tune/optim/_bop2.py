@@ -112,4 +112,4 @@ def _multi_tensor_bop2(params, grads, exp_avgs, exp_avg_sqs, *, gamma, sigma, th
     denom = torch._foreach_sqrt(exp_avg_sqs)
     torch._foreach_add_(denom, eps)
     signal = torch._foreach_div(exp_avgs, denom)
-    flip_where_aligned_(params, signal, threshold, foreach=True)
+    flip_where_aligned_(params, list(signal), threshold, foreach=True)

@@ -43,7 +43,7 @@ def use_foreach(foreach: bool | None, params: Sequence[torch.Tensor]) -> bool:
     return bool(params) and all(p.is_cuda for p in params) and not torch.jit.is_scripting()
 
 
-def flip_where_aligned_(weights: Sequence[torch.Tensor], signals: Sequence[torch.Tensor], threshold: float, *,
+def flip_where_aligned_(weights: list[torch.Tensor], signals: list[torch.Tensor], threshold: float, *,
                         foreach: bool) -> None:
     """``w <- -w`` where ``signal * w > threshold`` (in place).
 

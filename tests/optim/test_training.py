@@ -166,3 +166,16 @@ def test_bnew_accepts_beta_or_beta_T(digits):
         tr = Trainer({**BASE, "optimizer": "bnew", "epochs": 1, "max_steps_per_epoch": 4, **extra}, data=digits)
         g = tr.optimizer.binary.param_groups[0]
         assert (g["beta"] is None) != (g["beta_T"] is None)
+
+
+def test_bnew_default_regulariser_pushes_weights_to_the_corners(digits):
+    # Same run with lambda = 0 (beta = 0) and with the default beta_T: only the negative weight decay
+    # differs, and before the lock it must have moved the weights towards +-1 (not just the projection).
+    means = {}
+    for extra in ({"beta": 0.0}, {}):
+        tr = Trainer({**BASE, "optimizer": "bnew", "epochs": 5, **extra}, data=digits)
+        for _ in range(3):  # 54 of 90 steps; the lock is at step 72
+            tr.train_epoch()
+        assert not tr.optimizer.binary.is_locked()
+        means[bool(extra)] = torch.cat([p.detach().abs().flatten() for _, p in binary_parameters(tr.model)]).mean()
+    assert means[False] > 0.3 > 3 * means[True]
