@@ -213,8 +213,10 @@ def run_ray_search(args: Namespace) -> int:
         pruner = _arg(args, "pruner", "flip")
         if pruner not in ("flip", "flip+median", "median", "none"):
             raise ValueError(f"`pruner` must be one of ['flip', 'flip+median', 'median', 'none'], but got {pruner!r}.")
-        name = _arg(args, "study_name", _arg(args, "study", f"{space_name}-{fixed['dataset']}"))
-        out = Path(_arg(args, "out", f"runs/{name}")).expanduser().resolve()
+        given_out = _arg(args, "out")
+        name = _arg(args, "study_name", _arg(args, "study", Path(given_out).name if given_out
+                                             else f"{space_name}-{fixed['dataset']}"))
+        out = Path(given_out or f"runs/{name}").expanduser().resolve()
         storage = _searcher_storage(_arg(args, "storage"))
     except (ValueError, ConfigError) as exc:
         console.print(f"[red]error:[/red] {exc}")
@@ -315,7 +317,9 @@ def _search(ray: Any, console: Any, st: dict[str, Any]) -> int:
     run_config = tune.RunConfig(
         name=name,
         storage_path=st["ray_storage"],
-        checkpoint_config=tune.CheckpointConfig(num_to_keep=2, checkpoint_score_attribute=_METRIC,
+        # keeps the best 5 and the latest; a margin so that a killed driver's last experiment snapshot
+        # still finds the checkpoints it points to (--resume)
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=5, checkpoint_score_attribute=_METRIC,
                                                 checkpoint_score_order=_MODE),
         failure_config=tune.FailureConfig(max_failures=st["max_failures"]),
         progress_reporter=reporter,

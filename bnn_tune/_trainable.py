@@ -4,8 +4,8 @@
 ``ray.tune.report(metrics, checkpoint=...)``. The metrics are :meth:`EpochMetrics.as_dict`
 (``val_acc``, ``val_loss``, ``train_acc``, ``train_loss``, ``flip_rate``, ``log_flip_rate``,
 ``flip_rate/<layer>``, ``epoch``, ``epoch_time``, ``hp/<scheduled key>``) plus ``hp/<key>`` for every
-numeric hyperparameter the binary optimizer is actually using and ``node_id`` (the Ray node the trial
-ran on). The checkpoint is a directory holding ``checkpoint.pt`` = :meth:`Trainer.state_dict` (model,
+numeric hyperparameter the binary optimizer is actually using, ``node_id`` (the Ray node the trial
+ran on) and ``device`` (where it trained). The checkpoint is a directory holding ``checkpoint.pt`` = :meth:`Trainer.state_dict` (model,
 optimizer, schedulers, RNG states, epoch, history and the flat ``"config"``), readable with
 ``torch.load(..., weights_only=True)``.
 
@@ -217,7 +217,8 @@ def trainable(config: Mapping[str, Any]) -> None:
                 f"The loss became non-finite at epoch {m.epoch} (train_loss={m.train_loss}, "
                 f"val_loss={m.val_loss}); the trial was stopped. Config: {trainer.config.to_dict()}"
             )
-        metrics: dict[str, Any] = {**m.as_dict(), **_optimizer_metrics(trainer), "node_id": node_id}
+        metrics: dict[str, Any] = {**m.as_dict(), **_optimizer_metrics(trainer), "node_id": node_id,
+                                   "device": str(trainer.device)}
         with tempfile.TemporaryDirectory(prefix="bnn_tune_ckpt_") as directory:
             torch.save(trainer.state_dict(), os.path.join(directory, CHECKPOINT_FILE))
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))

@@ -60,7 +60,7 @@ def print_ranking(study: Any, *, top: int = 10, console: Any = None) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from .objective import FAIL_REASON_ATTR, PRUNE_REASON_ATTR
+    from .objective import CONFIG_ATTR, FAIL_REASON_ATTR, PRUNE_REASON_ATTR
 
     console = console or Console()
     trials = study.get_trials(deepcopy=False)
@@ -83,8 +83,9 @@ def print_ranking(study: Any, *, top: int = 10, console: Any = None) -> None:
         if not val and t.intermediate_values:
             val = f"({max(t.intermediate_values.values()):.4f})"
         note = t.user_attrs.get(PRUNE_REASON_ATTR) if t.state.name == "PRUNED" else t.user_attrs.get(FAIL_REASON_ATTR)
-        cells = [f"{t.params[k]:.3g}" if isinstance(t.params.get(k), float) else str(t.params.get(k, ""))
-                 for k in param_names]
+        # show the config values the trial trained with (e.g. threshold 0 from the zero decade), not raw samples
+        used = {**t.params, **{k: v for k, v in (t.user_attrs.get(CONFIG_ATTR) or {}).items() if k in t.params}}
+        cells = [f"{used[k]:.3g}" if isinstance(used.get(k), float) else str(used.get(k, "")) for k in param_names]
         table.add_row(str(i), str(t.number), t.state.name, val, str(t.last_step or ""), *cells, _short(note))
     console.print(table)
 

@@ -56,7 +56,8 @@ class FlipRateCollapseRule:
        waived when the flip rate never rose above ``floor`` at any report: then the binary weights never
        trained, and whatever the accuracy gains comes from the real-valued layers alone;
     4. the run is not the best of the sweep: when ``best_value`` (the best objective of the other
-       trials) is given, a run whose own best value equals or beats it is never stopped.
+       trials) is given, a run whose own best value equals or beats it -- or comes within ``margin`` of
+       it -- is never stopped.
 
     A run that has converged -- flip rate decayed below the floor *and* objective flat for ``patience``
     reports -- can still be stopped when it trails the best trial: its binary weights no longer move, so
@@ -77,6 +78,9 @@ class FlipRateCollapseRule:
             count as collapsed even above the floor (0.99 = a hundredfold drop); ``None`` disables it.
         min_improvement: improvement of the objective (in its own units) over the patience window
             that counts as "still learning" (>= 0).
+        margin: keyword-only; a run whose best value is within ``margin`` (objective units, >= 0) of
+            ``best_value`` counts as a contender and is not stopped -- the best-of-sweep guard widened by
+            the metric's noise, so converged runs near the top (e.g. a decayed gamma schedule) finish.
 
     Example:
         >>> rule = FlipRateCollapseRule(n_warmup_steps=1, patience=2)
@@ -99,6 +103,7 @@ class FlipRateCollapseRule:
         floor: float = -8.0,
         relative_drop: float | None = 0.99,
         min_improvement: float = 0.0,
+        margin: float = 0.0,
     ) -> None:
         if isinstance(n_warmup_steps, bool) or not isinstance(n_warmup_steps, int) or n_warmup_steps < 0:
             raise ValueError(
@@ -126,6 +131,11 @@ class FlipRateCollapseRule:
             raise ValueError(
                 f"`min_improvement` must be a finite number >= 0, but got min_improvement={min_improvement!r}."
             )
+        if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not (
+            margin >= 0.0 and math.isfinite(margin)
+        ):
+            raise ValueError(f"`margin` must be a finite number >= 0, but got margin={margin!r}.")
+        self.margin = float(margin)
         self.n_warmup_steps = n_warmup_steps
         self.patience = patience
         self.floor = float(floor)
@@ -135,7 +145,8 @@ class FlipRateCollapseRule:
     def __repr__(self) -> str:
         return (
             f"{type(self).__name__}(n_warmup_steps={self.n_warmup_steps}, patience={self.patience}, "
-            f"floor={self.floor}, relative_drop={self.relative_drop}, min_improvement={self.min_improvement})"
+            f"floor={self.floor}, relative_drop={self.relative_drop}, min_improvement={self.min_improvement}, "
+            f"margin={self.margin})"
         )
 
     def __eq__(self, other: object) -> bool:
@@ -197,6 +208,11 @@ class FlipRateCollapseRule:
         if best_value is not None and _finite(best_value) and own_best >= sign * float(best_value):
             return CollapseDecision(
                 False, f"flip rate collapsed but this run is the best of the sweep ({sign * own_best:.4g})"
+            )
+        if best_value is not None and _finite(best_value) and own_best >= sign * float(best_value) - self.margin:
+            return CollapseDecision(
+                False, f"flip rate collapsed but this run ({sign * own_best:.4g}) is within margin={self.margin:g} "
+                f"of the best of the sweep ({float(best_value):.4g})"
             )
 
         first = n - self.patience  # index of the first report in the window

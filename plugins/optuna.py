@@ -91,6 +91,9 @@ class FlipRatePruner(BasePruner):
             as still learning.
         combine: ``"and"`` or ``"or"``, how the wrapped pruner's answer combines with the flip rule.
         flip_rate_key: user attr holding the log flip-rate series.
+        margin: a trial whose best intermediate value is within ``margin`` of the best completed trial
+            is not pruned (the best-trial guard widened by the metric's noise; ``bnn-tune search`` uses
+            0.02 of validation accuracy).
 
     Example:
         >>> import optuna
@@ -121,6 +124,7 @@ class FlipRatePruner(BasePruner):
         *,
         combine: str = "and",
         flip_rate_key: str = FLIP_RATE_ATTR,
+        margin: float = 0.0,
     ) -> None:
         if wrapped_pruner is not None and not isinstance(wrapped_pruner, BasePruner):
             raise TypeError(
@@ -137,7 +141,7 @@ class FlipRatePruner(BasePruner):
         # the rule validates patience, floor, relative_drop, min_improvement; warm-up is step-based here
         self._rule = FlipRateCollapseRule(
             n_warmup_steps=0, patience=patience, floor=floor, relative_drop=relative_drop,
-            min_improvement=min_improvement,
+            min_improvement=min_improvement, margin=margin,
         )
         self._wrapped_pruner = wrapped_pruner
         self._n_startup_trials = n_startup_trials
@@ -157,7 +161,7 @@ class FlipRatePruner(BasePruner):
         return (
             f"FlipRatePruner(wrapped_pruner={wrapped}, n_startup_trials={self._n_startup_trials}, "
             f"n_warmup_steps={self._n_warmup_steps}, interval_steps={self._interval_steps}, patience={r.patience}, "
-            f"floor={r.floor}, relative_drop={r.relative_drop}, min_improvement={r.min_improvement}, "
+            f"floor={r.floor}, relative_drop={r.relative_drop}, min_improvement={r.min_improvement}, margin={r.margin}, "
             f"combine={self._combine!r}, flip_rate_key={self._flip_rate_key!r})"
         )
 

@@ -188,6 +188,7 @@ def export_best(
     scope: str = "last",
     bench: bool = True,
     bench_device: str = "cpu",
+    bench_threads: int | None = 1,
     quick: bool = True,
     retrain: bool = True,
 ) -> dict[str, Any]:
@@ -201,6 +202,8 @@ def export_best(
         metric, mode, scope: how Ray trials are ranked (an Optuna study uses its own direction).
         bench: run the kernel benchmark on the exported model (``bench.json``, ``bench.png``).
         bench_device: ``"cpu"`` or ``"cuda"``.
+        bench_threads: CPU threads for both sides of the benchmark (1: stable on shared machines,
+            where torch's thread pool stalls; ``None``: torch's setting).
         quick: fewer benchmark repeats.
         retrain: without a checkpoint, retrain the best config with :func:`bnn_tune.fit`
             (otherwise raise).
@@ -271,7 +274,7 @@ def export_best(
 
         res = benchmark_model(config.model, tuple(data.input_shape), data.num_classes, width=config.width,
                               depth=config.depth, device=bench_device, quick=quick, packed=packed,
-                              include_large_layer=False)
+                              include_large_layer=False, threads=bench_threads)
         with open(os.path.join(out_dir, "bench.json"), "w") as f:
             json.dump(res, f, indent=2)
         plot_results(res, os.path.join(out_dir, "bench.png"))

@@ -61,6 +61,7 @@ class PackedModel:
         self.header = dict(header)
         self.tensors = dict(tensors)
         self._t: dict[str, Any] = {}
+        self._runners: dict[str, Any] = {}
         self._prepare(self.header["layers"])
 
     # ------------------------------------------------------------------ setup
@@ -178,19 +179,35 @@ class PackedModel:
         raise PackedFormatError(f"Unknown op {kind!r} (layer {n!r}).")
 
     @torch.no_grad()
-    def logits(self, x: Any, *, batch_size: int = 512) -> np.ndarray:
-        """Class scores ``float32 [N, num_classes]`` for a batch ``x`` (numpy or torch, model input shape)."""
-        x = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x).detach().cpu().float()
+    def logits(self, x: Any, *, batch_size: int = 512, device: str = "cpu") -> np.ndarray:
+        """Class scores ``float32 [N, num_classes]`` for a batch ``x`` (numpy or torch, model input shape).
+
+        ``device="cuda"`` runs the binary layers on the CUDA kernels (needs a GPU and nvcc, see
+        :mod:`bnn_tune.export._cuda_runner`); the default is the CPU packed kernels.
+        """
+        if device not in ("cpu",) and not str(device).startswith("cuda"):
+            raise ValueError(f"`device` must be 'cpu' or 'cuda[:N]', but got device={device!r}.")
+        x = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x).detach().float()
         if x.ndim == 0:
             raise ValueError("`x` must be a batch of inputs, but got a scalar.")
         outs = []
+        if str(device).startswith("cuda"):
+            runner = self._runners.get(str(device))
+            if runner is None:
+                from ._cuda_runner import CudaRunner
+
+                runner = self._runners[str(device)] = CudaRunner(self, device)
+            for i in range(0, x.shape[0], batch_size):
+                outs.append(runner.logits(x[i: i + batch_size]).cpu().numpy())
+            return np.concatenate(outs) if outs else np.zeros((0, self.num_classes or 0), np.float32)
+        x = x.cpu()
         for i in range(0, x.shape[0], batch_size):
             outs.append(_to_float(self._run(self.header["layers"], x[i: i + batch_size])).numpy())
         return np.concatenate(outs) if outs else np.zeros((0, self.num_classes or 0), np.float32)
 
-    def predict(self, x: Any, *, batch_size: int = 512) -> np.ndarray:
+    def predict(self, x: Any, *, batch_size: int = 512, device: str = "cpu") -> np.ndarray:
         """Predicted class indices ``int64 [N]`` (argmax of :meth:`logits`)."""
-        return self.logits(x, batch_size=batch_size).argmax(axis=1)
+        return self.logits(x, batch_size=batch_size, device=device).argmax(axis=1)
 
     __call__ = logits
 
@@ -254,8 +271,8 @@ def pack_model(model: nn.Module, config: Any = None, *, input_shape: tuple[int, 
     Example:
         >>> from bnn_tune.nn import build_model
         >>> pm = pack_model(build_model("mlp", (40,), 10, width=0.125))
-        >>> pm.header["layers"][2]["op"]
-        'binary_linear'
+        >>> [op["op"] for op in pm.header["layers"]][:4]
+        ['flatten', 'linear', 'batchnorm_sign', 'binary_linear']
     """
     if config is not None and not isinstance(config, Mapping):
         config = config.to_dict()

@@ -18,6 +18,7 @@ def _add(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="benchmark device")
     p.add_argument("--no-bench", action="store_true", help="skip the benchmark")
     p.add_argument("--full", action="store_true", help="full benchmark repeats (default: quick)")
+    p.add_argument("--threads", type=int, default=1, help="CPU threads for the benchmark (default 1; 0 = torch's)")
     p.add_argument("--no-retrain", action="store_true", help="fail instead of retraining when no checkpoint exists")
 
 
@@ -32,7 +33,8 @@ def _run(args: argparse.Namespace) -> int:
     try:
         summary = export_best(args.source, args.out, study_name=args.study_name, metric=args.metric,
                               mode=args.mode, scope=args.scope, bench=not args.no_bench,
-                              bench_device=args.device, quick=not args.full, retrain=not args.no_retrain)
+                              bench_device=args.device, bench_threads=args.threads or None, quick=not args.full,
+                              retrain=not args.no_retrain)
     except (ConfigError, PackedFormatError, ValueError, FileNotFoundError, TypeError) as exc:
         console.print(f"[red]error:[/red] {exc}")
         return 2

@@ -1,9 +1,12 @@
 """Packed XNOR/AND-popcount kernels: bit packing, the CPU path (numpy) and the CUDA path.
 
 * :func:`pack_bits` / :func:`unpack_bits`: the bit convention of the packed model file.
-* :func:`binary_gemm`, :func:`binary_conv2d`: CPU XOR-popcount GEMM and im2col convolution.
-* :mod:`bnn_tune.kernels.cuda`: the CUDA kernels (``csrc/*.cu``), built with nvcc on first use when
-  a GPU is visible; :mod:`bnn_tune.kernels.mirror`: a numpy mirror of their indexing for CPU tests.
+* :func:`binary_gemm`, :func:`binary_conv2d`: CPU XOR-popcount GEMM and im2col convolution
+  (compiled C kernel ``csrc/bgemm_cpu.c`` when a C compiler is present, numpy otherwise).
+* :mod:`bnn_tune.kernels.cuda`: the CUDA kernels (``csrc/*.cu``: batch 1..16 GEMV on CUDA cores,
+  tensor-core ``mma ... .b1 .and.popc`` GEMM, sign+pack), built with nvcc on first use when a GPU is
+  visible; :mod:`bnn_tune.kernels._mirror`: a numpy re-enactment of their indexing for CPU tests.
+* :func:`benchmark_model`, :func:`plot_results`, :func:`format_table`: ``bnn-tune bench``.
 """
 
 from __future__ import annotations

@@ -9,7 +9,8 @@ layer of the real-valued twin (``build_model(..., binary=False)``) in float32 wi
 several copies (more bytes than the last-level cache) so neither side is timed with warm weights.
 
 Method (CUDA): CUDA events around a CUDA graph of ``inner`` launches, medians over repeats, weights
-rotating over enough copies to exceed L2; baselines ``torch.matmul`` in fp16 and bf16 (cuBLAS).
+rotating over enough copies to exceed L2; baselines ``torch.matmul`` in fp16 and bf16 (cuBLAS), and
+for linear layers at batch > 16 cuBLAS int8 (``torch._int_mm``) where the shape allows.
 
 Rows: ``scope`` is ``"layer"`` (one binary layer of the model), ``"model"`` (the whole packed model vs
 the whole twin), or ``"large_layer"`` (a 4096x4096 linear layer, the memory-bound case the 1-bit
@@ -316,8 +317,9 @@ def _label(r: dict[str, Any]) -> str:
 
 def plot_results(res: dict[str, Any], path: str | os.PathLike) -> str:
     """Bar plot (PNG): speed-up of the packed kernels over each baseline, one panel per batch size."""
-    import matplotlib
+    from .._imports import require
 
+    matplotlib = require("matplotlib", feature="the benchmark plot")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import matplotlib.ticker  # noqa: F401

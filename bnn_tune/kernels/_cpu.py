@@ -13,8 +13,9 @@
 0.03 ms; batch 256 numpy 126 ms vs native 3.3 ms, so the compiled path pays off, most at large
 batch where numpy's broadcast temporaries dominate.
 
-``binary_conv2d`` lowers a convolution to that GEMM by im2col on the bits (channel-innermost
-patches, ``(kh, kw, C)`` order, matching the packed weight layout of the model file).
+``binary_conv2d`` lowers a convolution to that GEMM by im2col (channel-innermost patches,
+``(kh, kw, C)`` order, matching the packed weight layout of the model file): on packed bytes when
+``C % 8 == 0`` (:func:`im2col_packed`, 8x less data moved), on booleans otherwise.
 """
 
 from __future__ import annotations
@@ -22,9 +23,9 @@ from __future__ import annotations
 import numpy as np
 
 from ._native import native_gemm
-from ._packing import K_TILE, pack_bits
+from ._packing import K_TILE, pack_bits, padded_k
 
-__all__ = ["binary_conv2d", "binary_gemm", "im2col_bits", "reorder_conv_weight"]
+__all__ = ["binary_conv2d", "binary_gemm", "im2col_bits", "im2col_packed", "reorder_conv_weight"]
 
 _CHUNK_ELEMS = 1 << 21  # uint64 elements of the [chunk, O, W] temporary (16 MiB)
 
@@ -106,6 +107,33 @@ def im2col_bits(x: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int],
     return cols, ho, wo
 
 
+def im2col_packed(x: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int], padding: tuple[int, int],
+                  pad_value: bool, *, tile: int = K_TILE) -> tuple[np.ndarray, int, int]:
+    """im2col on packed bytes, for ``C % 8 == 0``: ``(uint32 [N * Ho * Wo, Wd], Ho, Wo)``.
+
+    Each pixel's channels are packed once into ``C / 8`` bytes (LSB first); a patch is then the
+    concatenation of ``kh * kw`` such byte strings, which is exactly the ``(kh, kw, c)`` bit order of
+    :func:`im2col_bits` + :func:`pack_bits`, moving 8x fewer bytes. Padding pixels are 0xFF (+1) or 0x00.
+    """
+    n, c, h, w = x.shape
+    if c % 8:
+        raise ValueError(f"im2col_packed needs channels divisible by 8, but got C={c}.")
+    kh, kw = kernel
+    sh, sw = stride
+    ph, pw = padding
+    xh = np.ascontiguousarray(np.transpose(x, (0, 2, 3, 1)))  # packbits on a transposed view is ~5x slower
+    xb = np.packbits(xh, axis=-1, bitorder="little")  # N, H, W, C/8
+    if ph or pw:
+        xb = np.pad(xb, ((0, 0), (ph, ph), (pw, pw), (0, 0)), constant_values=0xFF if pad_value else 0)
+    win = np.lib.stride_tricks.sliding_window_view(xb, (kh, kw), axis=(1, 2))[:, ::sh, ::sw]  # N,Ho,Wo,C/8,kh,kw
+    ho, wo = win.shape[1], win.shape[2]
+    kbytes = kh * kw * c // 8
+    kp = padded_k(kh * kw * c, tile)
+    out = np.zeros((n * ho * wo, kp // 8), dtype=np.uint8)
+    out[:, :kbytes] = np.transpose(win, (0, 1, 2, 4, 5, 3)).reshape(n * ho * wo, kbytes)
+    return out.view("<u4").astype(np.uint32, copy=False), ho, wo
+
+
 def binary_conv2d(x: np.ndarray, w_packed: np.ndarray, *, k: int, out_channels: int, kernel: tuple[int, int],
                   stride: tuple[int, int], padding: tuple[int, int], pad_value: bool = True,
                   tile: int = K_TILE) -> np.ndarray:
@@ -115,6 +143,11 @@ def binary_conv2d(x: np.ndarray, w_packed: np.ndarray, *, k: int, out_channels: 
     tensors with ``pad_value`` padding).
     """
     n = x.shape[0]
-    cols, ho, wo = im2col_bits(np.asarray(x, dtype=bool), kernel, stride, padding, pad_value)
-    y = binary_gemm(pack_bits(cols, tile=tile), w_packed, k)
+    x = np.asarray(x, dtype=bool)
+    if x.shape[1] % 8 == 0:
+        a, ho, wo = im2col_packed(x, kernel, stride, padding, pad_value, tile=tile)
+    else:
+        cols, ho, wo = im2col_bits(x, kernel, stride, padding, pad_value)
+        a = pack_bits(cols, tile=tile)
+    y = binary_gemm(a, w_packed, k)
     return np.ascontiguousarray(y.reshape(n, ho, wo, out_channels).transpose(0, 3, 1, 2))

@@ -1,16 +1,19 @@
 """CUDA rows of the benchmark (see :mod:`bnn_tune.kernels._bench`): packed kernels vs cuBLAS/cuDNN
 fp16 and bf16 of the same layer shapes, timed with CUDA graphs and events.
 
-Each timed unit is a CUDA graph of ``inner`` calls whose buffers rotate over enough copies to exceed
+Per layer: each timed unit is a CUDA graph of ``inner`` calls whose buffers rotate over enough copies to exceed
 the L2 cache (50 MiB on H100), so every call reads its weights from HBM; the time per call is the
 graph's event-timed duration / ``inner``, and the reported value the median over ``repeats`` replays
-after warm-up replays. The 4096x4096 rows also report the effective weight bandwidth and its ratio
+after warm-up replays. Whole model: eager calls of the packed model on the CUDA kernels
+(:class:`~bnn_tune.export._cuda_runner.CudaRunner`) vs the twin in fp16/bf16, CUDA events, medians
+(weights are not rotated there: the model is small and cached for both). The 4096x4096 rows also report the effective weight bandwidth and its ratio
 to a device-to-device copy measured in the same run.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -51,6 +54,22 @@ def _graph_ms(step: Callable[[int], Any], n: int, *, inner: int, warmup: int, re
         end.record()
         end.synchronize()
         times.append(start.elapsed_time(end) / inner)
+    return float(np.median(times))
+
+
+def _eager_ms(fn: Callable[[], Any], *, warmup: int, repeats: int) -> float:
+    """Median ms of eager calls timed with CUDA events (for whole models, which are not graph-captured)."""
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(repeats):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end))
     return float(np.median(times))
 
 
@@ -99,6 +118,18 @@ def _linear_rows(name: str, scope: str, o: int, k: int, batch: int, *, inner: in
             return torch.matmul(xf, wf[i].T)
 
         base[label] = _graph_ms(dense, nf, inner=inner, warmup=warmup, repeats=repeats)
+    if batch > 16 and batch % 8 == 0 and k % 8 == 0 and o % 8 == 0:  # cuBLAS int8 GEMM (int32 accumulate)
+        try:
+            ni = _n_copies(o * k)
+            wi = [torch.randint(-127, 128, (k, o), dtype=torch.int8, device="cuda") for _ in range(ni)]
+            xi = torch.randint(-127, 128, (batch, k), dtype=torch.int8, device="cuda")
+
+            def int8(i: int, xi: torch.Tensor = xi, wi: list[torch.Tensor] = wi) -> torch.Tensor:
+                return torch._int_mm(xi, wi[i])
+
+            base["int8"] = _graph_ms(int8, ni, inner=inner, warmup=warmup, repeats=repeats)
+        except (RuntimeError, AttributeError):  # _int_mm unsupported for this shape/build
+            pass
     row = _row(scope, name, op, batch, p, base, packed_bytes, o * k * 4, {"out": o, "k": k, "k_padded": wd * 32})
     row["effective_weight_gbps"] = packed_bytes / (p * 1e-3) / 1e9
     if copy_gbps:
@@ -152,6 +183,24 @@ def run(packed: Any, twin: Any, input_shape: tuple[int, ...], *, batch_sizes: tu
                                          warmup=warmup, repeats=repeats, copy_gbps=None))
             else:
                 rows.append(_conv_row(op, bs, inner=inner, warmup=warmup, repeats=repeats))
+    # whole model: the packed model on the CUDA kernels (eager; CudaRunner) vs the twin in fp16 / bf16
+    from ..export._cuda_runner import CudaRunner
+
+    runner = CudaRunner(packed)
+    twin = twin.cuda().eval()
+    pbytes = packed.weight_bytes()
+    fp32_bytes = sum(p.numel() * 4 for p in twin.parameters())
+    for bs in batch_sizes:
+        x = torch.randn(bs, *input_shape, device="cuda")
+        p = _eager_ms(partial(runner.logits, x), warmup=warmup, repeats=repeats)
+        base = {}
+        for dt, label in ((torch.float16, "fp16"), (torch.bfloat16, "bf16")):
+            t = twin.to(dt)
+            xd = x.to(dt)
+            with torch.no_grad():
+                base[label] = _eager_ms(partial(t, xd), warmup=warmup, repeats=repeats)
+        rows.append(_row("model", packed.header.get("model", {}).get("name") or "model", "model", bs, p, base,
+                         pbytes["binary"] + pbytes["real"], fp32_bytes, {"input": list(input_shape)}))
     if include_large_layer:
         copy = _copy_gbps(warmup=warmup, repeats=repeats)
         o, k = large_layer

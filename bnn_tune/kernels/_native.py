@@ -86,18 +86,27 @@ def native_gemm(a64: np.ndarray, w64: np.ndarray, k: int) -> np.ndarray | None:
     o = w64.shape[0]
     y = np.empty((m, o), dtype=np.int32)
     threads = _threads()
-    if threads <= 1 or m * o * wd < _PARALLEL_WORK or o < 8 * threads:
-        lib.bnn_cpu_gemm(a64.ctypes.data, w64.ctypes.data, m, o, wd, k, y.ctypes.data, o)
-        return y
-    step = -(-o // threads)
-    step += -step % 4  # keep the 4-row register blocks whole
     a_ptr, w_ptr, y_ptr = a64.ctypes.data, w64.ctypes.data, y.ctypes.data
+    if threads <= 1 or m * o * wd < _PARALLEL_WORK or (o < 8 * threads and m < 8 * threads):
+        lib.bnn_cpu_gemm(a_ptr, w_ptr, m, o, wd, k, y_ptr, o)
+        return y
+    if o >= 8 * threads:  # split the weight rows (batch-1 GEMV: each thread streams its share of W)
+        step = -(-o // threads)
+        step += -step % 4  # keep the 4-row register blocks whole
 
-    def part(o0: int) -> None:
-        n = min(step, o - o0)
-        lib.bnn_cpu_gemm(a_ptr, w_ptr + o0 * wd * 8, m, n, wd, k, y_ptr + o0 * 4, o)
+        def part(start: int) -> None:
+            lib.bnn_cpu_gemm(a_ptr, w_ptr + start * wd * 8, m, min(step, o - start), wd, k, y_ptr + start * 4, o)
 
-    list(_pool(threads).map(part, range(0, o, step)))
+        total = o
+    else:  # few output channels, many rows (convolutions): split the activation rows
+        step = -(-m // threads)
+        step += -step % 4
+
+        def part(start: int) -> None:  # type: ignore[misc]
+            lib.bnn_cpu_gemm(a_ptr + start * wd * 8, w_ptr, min(step, m - start), o, wd, k, y_ptr + start * o * 4, o)
+
+        total = m
+    list(_pool(threads).map(part, range(0, total, step)))
     return y
 
 

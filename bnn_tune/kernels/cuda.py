@@ -116,9 +116,12 @@ def _check(rc: int, name: str) -> None:
 
 
 def _words(t: torch.Tensor, name: str) -> torch.Tensor:
-    if t.dtype not in (torch.int32, torch.uint32) or not t.is_cuda or not t.is_contiguous():
-        raise ValueError(f"`{name}` must be a contiguous CUDA int32 tensor of packed words, but got "
-                         f"dtype={t.dtype}, device={t.device}.")
+    if t.dtype not in (torch.int32, torch.uint32) or not t.is_cuda or not t.is_contiguous() or t.ndim != 2:
+        raise ValueError(f"`{name}` must be a contiguous 2-D CUDA int32 tensor of packed words, but got "
+                         f"dtype={t.dtype}, device={t.device}, shape={tuple(t.shape)}.")
+    if t.data_ptr() % 16 or t.shape[1] % 8:
+        raise ValueError(f"`{name}` must be 16-byte aligned with a multiple of 8 words per row (256-bit K "
+                         f"tile), but got {t.shape[1]} words at address % 16 = {t.data_ptr() % 16}.")
     return t
 
 
@@ -147,7 +150,11 @@ def gemv(w: torch.Tensor, k: int, *, x: torch.Tensor | None = None, a: torch.Ten
         raise ValueError("Give exactly one of `x` (float input) or `a` (packed input).")
     if a is not None:
         _words(a, "a")
+    elif x is not None and (x.dtype != torch.float32 or not x.is_cuda or x.ndim != 2 or x.stride(1) != 1):
+        raise ValueError("`x` must be a CUDA float32 [B, K] tensor with unit column stride.")
     b = src.shape[0]
+    if not 1 <= b <= 16:
+        raise ValueError(f"`gemv` handles batch 1..16, but got batch={b}; use `bmma` for larger batches.")
     if thr is not None:
         out_words = out_words or -(-o // 32)
         res = out if out is not None else torch.empty((b, out_words), dtype=torch.int32, device=w.device)

@@ -25,8 +25,12 @@ def _checkpoint(path, **overrides) -> dict:
     return t
 
 
-def _fake_ray_experiment(root) -> tuple[str, Trainer]:
+@pytest.fixture(scope="module")
+def fake_ray(tmp_path_factory) -> tuple[str, Trainer]:
     """Two trials laid out as Ray Tune writes them: params.json, result.json, checkpoint_NNNNNN/."""
+    import shutil
+
+    root = tmp_path_factory.mktemp("ray")
     exp = os.path.join(root, "exp")
     best = None
     for name, seed, accs in (("trial_a", 1, [0.3, 0.5]), ("trial_b", 2, [0.4, 0.9])):
@@ -39,15 +43,15 @@ def _fake_ray_experiment(root) -> tuple[str, Trainer]:
             for i, a in enumerate(accs):
                 f.write(json.dumps({"val_acc": a, "epoch": i + 1, "checkpoint_dir_name": f"checkpoint_{i:06d}"}) + "\n")
             f.write('{"val_acc": 0.99, "trunc')  # a trial killed mid-write
-        for i in range(len(accs)):
-            t = _checkpoint(os.path.join(tdir, f"checkpoint_{i:06d}"), seed=seed)
+        t = _checkpoint(os.path.join(tdir, "checkpoint_000001"), seed=seed)
+        shutil.copytree(os.path.join(tdir, "checkpoint_000001"), os.path.join(tdir, "checkpoint_000000"))
         if name == "trial_b":
             best = t
     return exp, best
 
 
-def test_export_best_from_ray_dir(tmp_path):
-    exp, best = _fake_ray_experiment(tmp_path)
+def test_export_best_from_ray_dir(tmp_path, fake_ray):
+    exp, best = fake_ray
     out = tmp_path / "out"
     summary = export_best(exp, out)
     assert summary["trial"] == "trial_b" and summary["value"] == 0.9
@@ -69,8 +73,8 @@ def test_export_best_from_ray_dir(tmp_path):
     assert pm.header["model"]["trial"]["trial_id"] == "trial_b"
 
 
-def test_export_best_ray_scope_all(tmp_path):
-    exp, _ = _fake_ray_experiment(tmp_path)
+def test_export_best_ray_scope_all(fake_ray):
+    exp, _ = fake_ray
     from bnn_tune.export._best import find_best
 
     assert find_best(exp, scope="all").trial_id == "trial_b"
@@ -87,9 +91,9 @@ def test_export_best_from_optuna_sqlite_with_checkpoint(tmp_path):
         trial = study.ask()
         cfg = {**BASE, "seed": i}
         trial.set_user_attr("bnn_tune:config", cfg)
-        ck = tmp_path / f"t{i}"
-        _checkpoint(ck, seed=i)
-        trial.set_user_attr("bnn_tune:checkpoint", str(ck / "checkpoint.pt"))
+        if i == 1:  # only the best trial needs real weights
+            _checkpoint(tmp_path / "t1", seed=i)
+        trial.set_user_attr("bnn_tune:checkpoint", str(tmp_path / f"t{i}" / "checkpoint.pt"))
         study.tell(trial, acc)
     out = tmp_path / "out"
     summary = export_best(storage, out, study_name="s", bench=False)
@@ -112,8 +116,8 @@ def test_export_best_optuna_in_memory_retrains(tmp_path):
         export_best(study, tmp_path / "out2", bench=False, retrain=False)
 
 
-def test_export_cli(tmp_path, capsys):
-    exp, _ = _fake_ray_experiment(tmp_path)
+def test_export_cli(tmp_path, capsys, fake_ray):
+    exp, _ = fake_ray
     rc = main(["export", exp, "--out", str(tmp_path / "cli"), "--no-bench"])
     assert rc == 0
     assert "trial_b" in capsys.readouterr().out

@@ -217,3 +217,78 @@ def test_unsupported_module_raises():
 def test_packed_model_is_not_pickle(packed_file):
     assert packed_file.read_bytes()[:8] != b"\x80\x04\x95" and os.path.getsize(packed_file) > 0
     assert isinstance(load_packed(packed_file), PackedModel)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("name,shape,width", CASES)
+@pytest.mark.parametrize("batch", [3, 40])  # CUDA-core GEMV and tensor-core GEMM paths
+def test_packed_on_cuda_matches_cpu(name, shape, width, batch):
+    from bnn_tune.kernels import cuda
+
+    if not cuda.available():
+        pytest.skip("needs a CUDA GPU and nvcc")
+    model = _randomize(build_model(name, shape, 10, width=width), seed=1)
+    x = torch.randn(batch, *shape) * 2
+    pm = pack_model(model)
+    with torch.no_grad():
+        ref = model(x)
+    np.testing.assert_array_equal(pm.predict(x, device="cuda"), ref.argmax(1).numpy())
+    np.testing.assert_allclose(pm.logits(x, device="cuda"), pm.logits(x), rtol=1e-4, atol=1e-3)
+
+
+def test_bad_device():
+    pm = pack_model(build_model("mlp", (8,), 3, width=0.05))
+    with pytest.raises(ValueError, match="`device` must be 'cpu' or 'cuda"):
+        pm.logits(torch.zeros(1, 8), device="tpu")
+
+
+@pytest.fixture
+def cuda_on_cpu(monkeypatch):
+    """Stand-in for bnn_tune.kernels.cuda whose kernels are the numpy mirrors of the CUDA code."""
+    from bnn_tune.export import _cuda_runner
+    from bnn_tune.kernels import binary_gemm, popcount_rows
+    from bnn_tune.kernels._mirror import mirror_bmma, mirror_gemv
+
+    class FakeCuda:
+        calls: list[str] = []
+
+        @staticmethod
+        def available():
+            return True
+
+        @staticmethod
+        def pack_sign(x, wd):
+            w = pack_bits(x.numpy() >= 0)
+            assert w.shape[1] == wd
+            return torch.from_numpy(w.view(np.int32)), torch.from_numpy(popcount_rows(w))
+
+        @staticmethod
+        def gemv(w, k, *, a):
+            FakeCuda.calls.append("gemv")
+            assert a.shape[0] <= 16
+            return torch.from_numpy(mirror_gemv(w.numpy().view(np.uint32), k, a=a.numpy().view(np.uint32)))
+
+        @staticmethod
+        def bmma(a, w, k, pa, pw):
+            FakeCuda.calls.append("bmma")
+            au, wu = a.numpy().view(np.uint32), w.numpy().view(np.uint32)
+            if a.shape[0] * w.shape[0] <= 5000:  # the mirror is slow: use it on small problems
+                return torch.from_numpy(mirror_bmma(au, wu, k, pa.numpy(), pw.numpy()))
+            return torch.from_numpy(binary_gemm(au, wu, k))
+
+    monkeypatch.setattr(_cuda_runner, "cuda", FakeCuda)
+    return FakeCuda
+
+
+@pytest.mark.parametrize("name,shape,width", CASES)
+def test_cuda_runner_logic_on_cpu(name, shape, width, cuda_on_cpu):
+    """The GPU executor (weight re-ordering for unfold, kernel choice, thresholds) with mirrored kernels."""
+    from bnn_tune.export._cuda_runner import CudaRunner
+
+    model = _randomize(build_model(name, shape, 10, width=width), seed=1)
+    pm = pack_model(model)
+    runner = CudaRunner(pm, device="cpu")
+    for batch in (3, 20):
+        x = torch.randn(batch, *shape) * 2
+        np.testing.assert_allclose(runner.logits(x).numpy(), pm.logits(x), rtol=1e-4, atol=1e-3)
+    assert {"gemv", "bmma"} <= set(cuda_on_cpu.calls) or name != "mlp"

@@ -97,8 +97,9 @@ _DRIVER = textwrap.dedent(
         param_space={"dataset": "digits", "optimizer": "bop", "max_steps_per_epoch": 6, "width": 0.5,
                      "epochs": EPOCHS, "gamma": tune.grid_search([1e-3, 2e-3, 3e-3, 4e-3])},
         tune_config=tune.TuneConfig(metric="val_acc", mode="max", max_concurrent_trials=2),
-        run_config=tune.RunConfig(name="killme", storage_path=storage, verbose=0,
-                                  checkpoint_config=tune.CheckpointConfig(num_to_keep=2)),
+        # every checkpoint kept: with num_to_keep, Ray may delete the checkpoint that the last experiment
+        # snapshot points to just before a SIGKILL (then that trial cannot be restored)
+        run_config=tune.RunConfig(name="killme", storage_path=storage, verbose=0),
     )
     tuner.fit()
     print("DRIVER FINISHED")
@@ -128,7 +129,7 @@ def _wait_for(predicate, timeout: float, what: str, proc=None):
 
 
 def test_killed_driver_resumes_with_tuner_restore(ray_session, ray_env, tmp_path):
-    epochs = 30
+    epochs = 20
     storage = tmp_path / "storage"
     temp_dir = tempfile.mkdtemp(prefix="bnnkill_")
     script = tmp_path / "driver.py"

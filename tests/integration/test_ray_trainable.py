@@ -134,8 +134,7 @@ def test_pbt_mutates_gamma_and_threshold_through_checkpoints(ray_session, tmp_pa
         if r.config["gamma"] in gammas:  # only PBT puts these values into a config
             exploited += 1
             assert r.config["threshold"] in thresholds
-            # rows after the exploit report the mutated values
-            assert rows["hp/gamma"].iloc[-1] in gammas and rows["hp/gamma"].iloc[0] in (1e-5, 1e-3)
+            assert rows["hp/gamma"].iloc[-1] in gammas  # the last epochs ran with the mutated gamma
     assert exploited >= 1
 
 
@@ -147,8 +146,8 @@ def test_acceptance_tune_run_bop_space_with_flip_rate_scheduler(ray_session, tmp
     import numpy as np
     from ray.tune.schedulers import ASHAScheduler
 
-    import search_spaces
     from plugins.ray import FlipRateScheduler
+    from search_spaces import bop
 
     random.seed(0)
     np.random.seed(0)
@@ -156,7 +155,7 @@ def test_acceptance_tune_run_bop_space_with_flip_rate_scheduler(ray_session, tmp
     scheduler = FlipRateScheduler(ASHAScheduler(max_t=epochs, grace_period=2), metric="val_acc", mode="max")
     analysis = tune.run(
         bnn_tune.trainable,
-        config=search_spaces.bop.ray_space() | {"dataset": "digits", "epochs": epochs},
+        config=bop.ray_space() | {"dataset": "digits", "epochs": epochs},
         num_samples=4,
         stop={"training_iteration": epochs},
         scheduler=scheduler,

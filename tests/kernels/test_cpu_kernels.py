@@ -74,7 +74,8 @@ def test_and_formulation_identity():
     np.testing.assert_array_equal(dot, binary_gemm(pa, pw, k))
 
 
-@pytest.mark.parametrize("c,o,h,k,s,p", [(3, 5, 7, 3, 1, 1), (4, 6, 9, 3, 2, 1), (2, 3, 5, 1, 1, 0), (5, 4, 6, 3, 2, 0)])
+@pytest.mark.parametrize("c,o,h,k,s,p", [(3, 5, 7, 3, 1, 1), (4, 6, 9, 3, 2, 1), (2, 3, 5, 1, 1, 0), (5, 4, 6, 3, 2, 0),
+                                         (8, 5, 7, 3, 1, 1), (16, 9, 6, 3, 2, 1), (24, 3, 5, 1, 1, 0), (40, 7, 5, 3, 1, 1)])
 def test_binary_conv2d_matches_torch(c, o, h, k, s, p):
     rng = np.random.default_rng(c * 10 + h)
     x = rng.random((2, c, h, h + 1)) < 0.5
@@ -117,6 +118,20 @@ def test_native_threaded_split_matches(monkeypatch):
     monkeypatch.setattr(_native, "_PARALLEL_WORK", 0)
     monkeypatch.setattr(_native, "_threads", lambda: 3)
     rng = np.random.default_rng(5)
-    a, w = rng.random((6, 500)) < 0.5, rng.random((101, 500)) < 0.5
-    np.testing.assert_array_equal(binary_gemm(pack_bits(a), pack_bits(w), 500, backend="native"),
-                                  _pm1(a) @ _pm1(w).T)
+    for m, o in ((6, 101), (103, 5)):  # split over weight rows, then over activation rows
+        a, w = rng.random((m, 500)) < 0.5, rng.random((o, 500)) < 0.5
+        np.testing.assert_array_equal(binary_gemm(pack_bits(a), pack_bits(w), 500, backend="native"),
+                                      _pm1(a) @ _pm1(w).T)
+
+
+@pytest.mark.parametrize("pad_value", [True, False])
+def test_im2col_packed_equals_bool_path(pad_value):
+    from bnn_tune.kernels import im2col_bits
+    from bnn_tune.kernels._cpu import im2col_packed
+
+    rng = np.random.default_rng(7)
+    x = rng.random((2, 16, 5, 6)) < 0.5
+    a, ho, wo = im2col_packed(x, (3, 3), (2, 1), (1, 1), pad_value)
+    cols, ho2, wo2 = im2col_bits(x, (3, 3), (2, 1), (1, 1), pad_value)
+    assert (ho, wo) == (ho2, wo2)
+    np.testing.assert_array_equal(a, pack_bits(cols))

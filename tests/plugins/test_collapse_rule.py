@@ -162,3 +162,22 @@ def test_pickle_round_trip_and_equality():
 def test_module_imports_no_framework():
     code = "import sys, plugins, plugins._collapse; assert 'optuna' not in sys.modules and 'ray' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("bad", [-0.1, math.inf, math.nan, "0", None, True])
+def test_margin_validation(bad):
+    with pytest.raises(ValueError, match="`margin` must be a finite number >= 0"):
+        FlipRateCollapseRule(margin=bad)
+
+
+def test_margin_keeps_converged_contenders_near_the_best():
+    # a decayed gamma schedule: flip rate below the floor, accuracy flat just under the sweep's best
+    lfr = [-3.0, -5.5, -6.2, -6.5, -7.4, -8.1, -8.3]
+    acc = [0.951, 0.972, 0.976, 0.969, 0.972, 0.976, 0.965]
+    assert FlipRateCollapseRule().decide(lfr, acc, best_value=0.983).stop
+    d = FlipRateCollapseRule(margin=0.02).decide(lfr, acc, best_value=0.983)
+    assert not d.stop and "within margin=0.02" in d.reason
+    # a frozen run far below the best is still stopped
+    assert FlipRateCollapseRule(margin=0.02).decide([FROZEN] * 4, [0.5] * 4, best_value=0.983).stop
+    # minimisation: within margin above the best loss
+    assert not FlipRateCollapseRule(margin=0.1).decide([FROZEN] * 4, [0.35] * 4, best_value=0.3, maximize=False).stop

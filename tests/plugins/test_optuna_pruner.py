@@ -77,6 +77,8 @@ def test_flip_rate_key_validation():
 def test_rare_options_are_keyword_only():
     with pytest.raises(TypeError):
         FlipRatePruner(None, 0, 2, 1, 2, -8.0, 0.99, 0.0, "or")  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        FlipRatePruner(None, 0, 2, 1, 2, -8.0, 0.99, 0.0, margin=0.1, combine="and", flip_rate_key="k", x=1)  # type: ignore[call-arg]
 
 
 # ------------------------------------------------------------------ behaviour
@@ -235,3 +237,16 @@ def test_nan_values_are_handled():
     study = optuna.create_study(direction="maximize", pruner=FlipRatePruner(n_warmup_steps=0, patience=2))
     trial = study.ask()
     assert _feed(trial, [-5.0, FROZEN, FROZEN], [0.3, math.nan, math.nan])[-1]
+
+
+def test_margin_validation():
+    with pytest.raises(ValueError, match="`margin` must be a finite number >= 0"):
+        FlipRatePruner(margin=-1.0)
+
+
+def test_margin_protects_trials_near_the_best():
+    study = optuna.create_study(direction="maximize",
+                                pruner=FlipRatePruner(n_warmup_steps=0, patience=1, margin=0.05))
+    _complete(study, 0.9)
+    assert not any(_feed(study.ask(), [FROZEN] * 3, [0.87] * 3))
+    assert all(_feed(study.ask(), [FROZEN] * 3, [0.8] * 3))

@@ -9,8 +9,8 @@ __global__ void bnn_pack_sign_kernel(const float* __restrict__ x, int ldx, int B
                                      uint32_t* __restrict__ out, int32_t* __restrict__ pa) {
     const int lane = threadIdx.x & 31;
     const int warps_per_block = blockDim.x >> 5;
-    const long long word = (long long)blockIdx.x * warps_per_block + (threadIdx.x >> 5);
-    const int b = blockIdx.y;
+    const long long word = (long long)blockIdx.y * warps_per_block + (threadIdx.x >> 5);
+    const int b = blockIdx.x;  // rows on x (up to 2^31 - 1: batch x pixels after im2col)
     if (b >= B || word >= Wd) return;  // whole warp exits together
     const long long k = word * 32 + lane;
     const bool bit = (k < K) && (x[(long long)b * ldx + k] >= 0.0f);
@@ -23,10 +23,10 @@ __global__ void bnn_pack_sign_kernel(const float* __restrict__ x, int ldx, int B
 
 extern "C" int bnn_pack_sign(const float* x, int ldx, int B, int K, int Wd, uint32_t* out, int32_t* pa,
                              cudaStream_t stream) {
-    if (B < 1 || K < 1 || Wd * 32 < K || ldx < K || B > 65535) return BNN_EBADARG;
+    if (B < 1 || K < 1 || Wd * 32 < K || ldx < K || (Wd + 7) / 8 > 65535) return BNN_EBADARG;
     if (pa != nullptr) cudaMemsetAsync(pa, 0, sizeof(int32_t) * B, stream);
     const int threads = 256;
-    dim3 grid((Wd + threads / 32 - 1) / (threads / 32), B);
+    dim3 grid(B, (Wd + threads / 32 - 1) / (threads / 32));
     bnn_pack_sign_kernel<<<grid, threads, 0, stream>>>(x, ldx, B, K, Wd, out, pa);
     return cudaGetLastError() == cudaSuccess ? BNN_OK : BNN_ELAUNCH;
 }

@@ -1,0 +1,27 @@
+"""Import hygiene: export/kernels never pull in ray or optuna; the CLI has `export` and `bench`."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+
+def test_no_heavy_imports():
+    code = ("import sys, bnn_tune.export, bnn_tune.kernels, bnn_tune.export.cli, bnn_tune.kernels.cli; "
+            "print(sorted(m for m in ('ray', 'optuna', 'matplotlib') if m in sys.modules))")
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = {**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env).stdout
+    assert out.strip() == "[]"
+
+
+def test_cli_registers_export_and_bench(capsys):
+    import pytest
+
+    from bnn_tune.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = capsys.readouterr().out
+    assert "export" in text and "bench" in text
