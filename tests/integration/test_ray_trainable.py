@@ -109,32 +109,44 @@ def test_pbt_mutates_gamma_and_threshold_through_checkpoints(ray_session, tmp_pa
     the new values (reported as hp/gamma, hp/threshold) and the epoch counter continues."""
     from ray.tune.schedulers import PopulationBasedTraining
 
+    class Recorder(tune.Callback):
+        """Every result as the driver sees it, with the trial's config at that moment."""
+
+        def __init__(self):
+            self.rows = {}
+
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            self.rows.setdefault(trial.trial_id, []).append(
+                (result["epoch"], result["hp/gamma"], result["hp/threshold"],
+                 trial.config["gamma"], trial.config["threshold"]))
+
     gammas, thresholds = [2e-3, 5e-3], [1e-7, 1e-6]
     pbt = PopulationBasedTraining(
         time_attr="training_iteration", perturbation_interval=2, quantile_fraction=0.5,
         resample_probability=1.0, hyperparam_mutations={"gamma": gammas, "threshold": thresholds},
         synch=True,
     )
-    tuner = tune.Tuner(
+    recorder = Recorder()
+    analysis = tune.run(
         bnn_tune.trainable,
-        param_space={**TINY, "epochs": 4, "gamma": tune.grid_search([1e-5, 1e-3]), "threshold": 1e-3},
-        tune_config=tune.TuneConfig(scheduler=pbt, metric="val_acc", mode="max", reuse_actors=False),
-        run_config=_run_config(tmp_path, "pbt", checkpoint_config=tune.CheckpointConfig(num_to_keep=4)),
+        config={**TINY, "epochs": 5, "gamma": tune.grid_search([1e-5, 1e-3]), "threshold": 1e-3},
+        scheduler=pbt, metric="val_acc", mode="max", reuse_actors=True, callbacks=[recorder],
+        storage_path=str(tmp_path), name="pbt", verbose=0, raise_on_failed_trial=False,
     )
-    results = tuner.fit()
-    assert not results.errors
+    assert [t.status for t in analysis.trials] == ["TERMINATED", "TERMINATED"]
     exploited = 0
-    for r in results:
-        rows = r.metrics_dataframe.sort_values("training_iteration")
-        assert list(rows["epoch"]) == list(rows["training_iteration"])  # the epoch counter never restarts
-        assert r.metrics["epoch"] == 4
-        # every trial ends on the hyperparameters of its (possibly mutated) config, and the optimizer uses them
-        assert r.metrics["hp/gamma"] == pytest.approx(r.config["gamma"])
-        assert r.metrics["hp/threshold"] == pytest.approx(r.config["threshold"])
-        if r.config["gamma"] in gammas:  # only PBT puts these values into a config
+    for trial_id, rows in recorder.rows.items():
+        assert [r[0] for r in rows] == [1, 2, 3, 4, 5], rows  # the epoch counter continues through exploits
+        # every epoch ran with the config in effect when it started (PBT mutates trial.config while
+        # processing a result, before callbacks see it: the mutation applies from the next epoch on)
+        in_effect = [rows[0][3:]] + [r[3:] for r in rows[:-1]]
+        for row, cfg in zip(rows, in_effect):
+            assert row[1:3] == pytest.approx(cfg), rows
+        if rows[-1][3] in gammas:  # only PBT puts these values into a config
             exploited += 1
-            assert r.config["threshold"] in thresholds
-            assert rows["hp/gamma"].iloc[-1] in gammas  # the last epochs ran with the mutated gamma
+            assert rows[0][3] in (1e-5, 1e-3) and rows[0][4] == 1e-3  # started on its initial config
+            switch = next(i for i, r in enumerate(rows) if r[1] in gammas)
+            assert switch in (2, 4)  # after a perturbation interval, continuing from the copied checkpoint
     assert exploited >= 1
 
 
@@ -163,7 +175,7 @@ def test_acceptance_tune_run_bop_space_with_flip_rate_scheduler(ray_session, tmp
     )
     assert [t.status for t in analysis.trials] == ["TERMINATED"] * 4
     best = analysis.get_best_trial("val_acc", "max", scope="all")
-    best_acc = max(analysis.trial_dataframes[best.path]["val_acc"])
+    best_acc = best.metric_analysis["val_acc"]["max"]
     assert best_acc >= 0.90, (best.config, best_acc)
     # trials stopped by the collapse rule say why
     for trial_id, reason in scheduler.stop_reasons.items():
