@@ -87,9 +87,19 @@ def test_max_failures_retries_a_killed_worker_from_its_checkpoint(ray_session, t
 _DRIVER = textwrap.dedent(
     """
     import sys
+    import time
     import ray
     from ray import tune
     import bnn_tune
+
+
+    class Pace(tune.Callback):
+        # slows the experiment down from the driver so the kill lands mid-run on any machine: a function
+        # trainable's report() blocks until the driver fetches the result, so a pause here paces every trial
+
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            time.sleep(0.2)
+
 
     storage, temp_dir = sys.argv[1], sys.argv[2]
     ray.init(num_cpus=2, include_dashboard=False, _temp_dir=temp_dir, log_to_driver=False)
@@ -100,7 +110,7 @@ _DRIVER = textwrap.dedent(
         tune_config=tune.TuneConfig(metric="val_acc", mode="max", max_concurrent_trials=2),
         # every checkpoint kept: with num_to_keep, Ray may delete the checkpoint that the last experiment
         # snapshot points to just before a SIGKILL (then that trial cannot be restored)
-        run_config=tune.RunConfig(name="killme", storage_path=storage, verbose=0),
+        run_config=tune.RunConfig(name="killme", storage_path=storage, verbose=0, callbacks=[Pace()]),
     )
     tuner.fit()
     print("DRIVER FINISHED")
