@@ -214,6 +214,12 @@ def run_ray_search(args: Namespace) -> int:
         workers = _arg(args, "workers")
         if workers is not None and int(workers) < 1:
             raise ValueError(f"`workers` must be >= 1, but got workers={workers}.")
+        gpus = float(_arg(args, "gpus_per_trial", 0))
+        if not gpus >= 0:
+            raise ValueError(f"`gpus_per_trial` must be >= 0, but got gpus_per_trial={gpus}.")
+        max_failures = int(_arg(args, "max_failures", 1))
+        if max_failures < -1:
+            raise ValueError(f"`max_failures` must be >= 0 (or -1: retry forever), but got max_failures={max_failures}.")
         pruner = _arg(args, "pruner", "flip")
         if pruner not in ("flip", "flip+median", "median", "none"):
             raise ValueError(f"`pruner` must be one of ['flip', 'flip+median', 'median', 'none'], but got {pruner!r}.")
@@ -229,8 +235,7 @@ def run_ray_search(args: Namespace) -> int:
     settings = {"optimizer": optimizer, "space": space_name, "suggest": suggest, "fixed": fixed, "samples": samples,
                 "workers": None if workers is None else int(workers), "pruner": pruner, "name": name, "out": out,
                 "storage": storage, "seed": _arg(args, "seed", 0), "top": int(_arg(args, "top", 20)),
-                "resume": bool(_arg(args, "resume", False)), "gpus": float(_arg(args, "gpus_per_trial", 0)),
-                "max_failures": int(_arg(args, "max_failures", 1)),
+                "resume": bool(_arg(args, "resume", False)), "gpus": gpus, "max_failures": max_failures,
                 "ray_storage": _arg(args, "ray_storage", str(out / "ray_results"))}
 
     _quiet_env(out)

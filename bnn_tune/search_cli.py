@@ -1,14 +1,17 @@
-"""``bnn-tune search``: a hyperparameter search with Optuna (default) or Ray Tune.
+"""``bnn-tune search``: a hyperparameter search with Ray Tune (default) or Optuna.
 
 Example:
-    bnn-tune search --optimizer bop --dataset digits --samples 16 --epochs 10 --workers 2 --out runs/bop
+    bnn-tune search --optimizer bop --dataset digits --samples 16 --out runs/digits-bop   # local Ray
+    bnn-tune search --backend optuna --optimizer bop --samples 16 --workers 2 --out runs/bop
     optuna-dashboard sqlite:///runs/bop/study.db
 
-By default the study is stored in ``<out>/study.db`` (SQLite), checkpoints of completed trials go to
+The Ray backend (:mod:`bnn_tune._ray_search`) starts an embedded local Ray runtime with the machine's
+CPUs or joins a cluster with ``--address``. With the Optuna backend, the study is stored in
+``<out>/study.db`` (SQLite), checkpoints of completed trials go to
 ``<out>/trial_<number>/checkpoint.pt``, and ``<out>/best.json`` holds the best trial's config, value and
 checkpoint path. ``--storage`` takes any URL :func:`bnn_tune._optuna_search.make_storage` accepts
-(``sqlite:///...``, ``journal:///path.log``, ``:memory:``). ``--backend ray`` hands the same arguments to
-``bnn_tune._ray_search.run_ray_search``.
+(``sqlite:///...``, ``journal:///path.log``, ``:memory:``). ``--backend ray`` (the default when ray is
+installed) hands the same arguments to ``bnn_tune._ray_search.run_ray_search``.
 """
 
 from __future__ import annotations
@@ -28,7 +31,9 @@ __all__ = ["add_search_arguments", "print_ranking", "run_search_command"]
 
 def add_search_arguments(p: argparse.ArgumentParser) -> None:
     add_config_arguments(p)
-    p.add_argument("--backend", choices=("optuna", "ray"), default="optuna", help="search framework (default optuna)")
+    p.add_argument("--backend", choices=("ray", "optuna"), default=None,
+                   help="search framework: ray (default when ray is installed: embedded local Ray or --address) "
+                        "or optuna (worker processes sharing --storage)")
     p.add_argument("--space", default=None,
                    help="search space name (default: the --optimizer's space; see search_spaces.list_spaces())")
     p.add_argument("--naive", action="store_true", help="use the space's naive_suggest (real-valued-style baseline)")
@@ -36,7 +41,17 @@ def add_search_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--storage", default=None,
                    help="Optuna storage URL: sqlite:///path.db, journal:///path.log, :memory: "
                         "(default sqlite:///<out>/study.db)")
-    p.add_argument("--workers", type=int, default=1, help="worker processes sharing the storage (default 1)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="concurrent trials: Ray's max_concurrent_trials (default: all CPUs of the cluster) or "
+                        "Optuna worker processes sharing the storage (default 1)")
+    p.add_argument("--address", default=None,
+                   help="ray backend: Ray cluster to join ('auto' or ray://host:10001; default: embedded local Ray)")
+    p.add_argument("--resume", action="store_true",
+                   help="ray backend: continue the interrupted search in --out from its trials' checkpoints")
+    p.add_argument("--gpus-per-trial", type=float, default=0.0, dest="gpus_per_trial",
+                   help="ray backend: GPUs reserved per trial (fractions allowed; default 0)")
+    p.add_argument("--max-failures", type=int, default=1, dest="max_failures",
+                   help="ray backend: retries of a crashed trial from its last checkpoint (default 1)")
     p.add_argument("--study", default=None, dest="study_name", help="study name (default: the --out folder name)")
     p.add_argument("--out", default=None, help="output folder (default runs/<study>)")
     p.add_argument("--pruner", default="flip", choices=("flip", "flip+median", "median", "none"),
@@ -111,10 +126,28 @@ def run_search_command(args: argparse.Namespace) -> int:
     console = Console()
     if not console.is_terminal:  # logs and CI: do not squeeze the ranking into 80 columns
         console = Console(width=160)
-    if args.backend == "ray":
+    backend = args.backend
+    if backend is None:
+        import importlib.util
+
+        backend = "ray" if importlib.util.find_spec("ray") is not None else "optuna"
+        if backend == "optuna":
+            console.print("ray is not installed (pip install 'bnn-tune[ray]'): searching with the Optuna backend")
+    if backend == "ray":
         from ._ray_search import run_ray_search
 
         return int(run_ray_search(args) or 0)
+    ray_only = [flag for flag, used in (("--address", args.address), ("--resume", args.resume),
+                                        ("--gpus-per-trial", args.gpus_per_trial),
+                                        ("--max-failures", args.max_failures != 1)) if used]
+    if ray_only:
+        console.print(f"[red]error:[/red] {', '.join(ray_only)} only apply to --backend ray.")
+        return 2
+    if args.workers is None:
+        args.workers = 1
+    if args.workers < 1:
+        console.print(f"[red]error:[/red] --workers must be >= 1, but got {args.workers}.")
+        return 2
 
     import search_spaces
 

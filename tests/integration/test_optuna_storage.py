@@ -75,7 +75,7 @@ def test_cli_search_writes_study_best_json_and_ranking(tmp_path, capsys):
     from bnn_tune.cli import main
 
     out = tmp_path / "run"
-    rc = main(["search", "--optimizer", "latent_adam", "--samples", "3", "--epochs", "2", "--seed", "0",
+    rc = main(["search", "--backend", "optuna", "--optimizer", "latent_adam", "--samples", "3", "--epochs", "2", "--seed", "0",
                "-p", "max_steps_per_epoch=2", "-p", "width=0.0625", "--out", str(out)])
     assert rc == 0
     text = capsys.readouterr().out
@@ -91,9 +91,15 @@ def test_cli_search_writes_study_best_json_and_ranking(tmp_path, capsys):
 def test_cli_search_errors(tmp_path, capsys):
     from bnn_tune.cli import main
 
-    assert main(["search", "--optimizer", "bopp", "--out", str(tmp_path / "x")]) == 2
+    assert main(["search", "--backend", "optuna", "--optimizer", "bopp", "--out", str(tmp_path / "x")]) == 2
     assert "Unknown search space 'bopp'" in capsys.readouterr().out
-    assert main(["search", "--out", str(tmp_path / "x")]) == 2
+    assert main(["search", "--backend", "optuna", "--out", str(tmp_path / "x")]) == 2
     assert "give --optimizer" in capsys.readouterr().out
-    assert main(["search", "--optimizer", "latent_adam", "--space", "bop", "--out", str(tmp_path / "x")]) == 2
+    assert main(["search", "--backend", "optuna", "--optimizer", "latent_adam", "--space", "bop",
+                 "--out", str(tmp_path / "x")]) == 2
     assert "does not match" in capsys.readouterr().out
+    assert main(["search", "--backend", "optuna", "--optimizer", "bop", "--resume", "--out", str(tmp_path / "x")]) == 2
+    assert "--resume only apply to --backend ray" in capsys.readouterr().out
+    assert main(["search", "--backend", "optuna", "--optimizer", "bop", "--workers", "0",
+                 "--out", str(tmp_path / "x")]) == 2
+    assert "--workers must be >= 1, but got 0" in capsys.readouterr().out
