@@ -8,6 +8,7 @@ optimizers and search spaces are checked against the registries.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -18,8 +19,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-# The draft lives in docs/README_draft.md until the lead merges it into README.md.
-README = ROOT / "docs" / "README_draft.md"
+README = ROOT / "README.md"
 
 _FENCE = re.compile(r"(?P<skip><!-- readme-test: skip[^>]*-->\s*\n)?```(?P<lang>\w+)[^\n]*\n(?P<body>.*?)\n```", re.S)
 
@@ -86,6 +86,7 @@ def test_cli_commands_run_in_order(tmp_path):
     assert any(c.startswith("bnn-tune search") for c in commands)
     for cmd in commands:  # in README order: search, export, bench, report share runs/
         _run([sys.executable, "-m", "bnn_tune.cli", *shlex.split(cmd)[1:]], tmp_path)
+    assert (tmp_path / "runs" / "bop-ray" / "best_config.json").is_file()  # the Ray backend's search
     assert (tmp_path / "runs" / "bop" / "study.db").is_file()
     assert (tmp_path / "runs" / "bop" / "best.json").is_file()
     assert (tmp_path / "runs" / "bop" / "export" / "model.bnn.safetensors").is_file()
@@ -97,12 +98,23 @@ def test_cli_commands_run_in_order(tmp_path):
     assert makes <= targets, makes - targets
 
 
+@pytest.mark.ray
+@pytest.mark.timeout(400)
 def test_make_run_job_runs(tmp_path):
-    """``make run`` = set-up + the ``bnn-tune fit`` line of the Makefile; that line runs (1 epoch here)."""
-    recipe = re.search(r"^run:.*\n\t(.+)$", (ROOT / "Makefile").read_text(), re.M).group(1)
-    args = shlex.split(recipe)
-    assert args[0].endswith("bnn-tune") and args[1] == "fit", recipe
-    _run([sys.executable, "-m", "bnn_tune.cli", *args[1:], "--epochs", "1"], tmp_path)
+    """``make run`` = set-up + the Makefile's ``bnn-tune search`` line (a Ray search on digits); that line
+    runs here with a smaller budget (2 trials x 2 short epochs) and writes its results under ``--out``."""
+    makefile = (ROOT / "Makefile").read_text()
+    recipe = re.search(r"^run:.*\n\t(.+)$", makefile, re.M).group(1)
+    out_default = re.search(r"^RUN_OUT \?= (\S+)$", makefile, re.M).group(1)
+    args = shlex.split(recipe.replace("$(RUN_OUT)", out_default))
+    assert args[0].endswith("bnn-tune") and args[1] == "search", recipe
+    assert args[args.index("--optimizer") + 1] == "bop" and args[args.index("--dataset") + 1] == "digits"
+    _run([sys.executable, "-m", "bnn_tune.cli", *args[1:], "--samples", "2", "--epochs", "2", "--workers", "2",
+          "-p", "max_steps_per_epoch=5", "-p", "width=0.5"], tmp_path)
+    out = tmp_path / out_default
+    best = json.loads((out / "best_config.json").read_text())
+    assert best["optimizer"] == "bop" and best["dataset"] == "digits"
+    assert len(json.loads((out / "summary.json").read_text())["trials"]) == 2
 
 
 def _table_rows(after: str) -> list[list[str]]:
