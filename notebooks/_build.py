@@ -61,7 +61,8 @@ This notebook
 
 Settings are small (digits, MLP at half width, 5 epochs, 8 trials: about a minute on a laptop CPU).
 For a real search raise `EPOCHS`, `N_TRIALS` and `width`, or use the CLI:
-`bnn-tune search --optimizer bop --samples 64 --epochs 30 --out runs/bop`.
+`bnn-tune search --backend optuna --optimizer bop --samples 64 --epochs 30 --out runs/bop`
+(or without `--backend optuna`: the same search on Ray Tune).
 """),
     code(SETUP),
     code('''
