@@ -239,7 +239,7 @@ def load_optuna_runs(path: str | os.PathLike, *, study_name: str | None = None) 
 
 # ---------------------------------------------------------------------------------------------- Ray
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    rows = []
+    rows: list[dict[str, Any]] = []
     try:
         text = path.read_text()
     except OSError:
@@ -301,10 +301,10 @@ def load_ray_runs(run_dir: str | os.PathLike) -> list[SearchRun]:
         trials = []
         for tdir in tdirs:
             try:
-                params = json.loads((tdir / "params.json").read_text())
+                loaded = json.loads((tdir / "params.json").read_text())
             except (OSError, json.JSONDecodeError):
-                params = {}
-            trials.append(_ray_trial(tdir, params if isinstance(params, dict) else {}))
+                loaded = {}
+            trials.append(_ray_trial(tdir, loaded if isinstance(loaded, dict) else {}))
         runs.append(SearchRun("ray", exp.name, str(exp), trials))
     return runs
 

@@ -104,10 +104,7 @@ def save_figures(study: Any, out_dir: str | Path, *, fmt: str = "png") -> dict[s
     Importance needs at least two completed trials with finite values; it is skipped otherwise.
     """
     require("matplotlib", feature="bnn_tune.viz")
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # the caller's backend (headless matplotlib picks Agg by itself)
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -319,16 +319,16 @@ def plot_results(res: dict[str, Any], path: str | os.PathLike) -> str:
     """Bar plot (PNG): speed-up of the packed kernels over each baseline, one panel per batch size."""
     from .._imports import require
 
-    matplotlib = require("matplotlib", feature="the benchmark plot")
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import matplotlib.ticker  # noqa: F401
+    # an explicit Figure on the Agg canvas: no global backend switch and no pyplot state in the caller
+    require("matplotlib", feature="the benchmark plot")
+    import matplotlib.ticker
+    from matplotlib.figure import Figure
 
     rows = res["rows"]
     batches = sorted({r["batch"] for r in rows})
     bases = sorted({b for r in rows for b in r["baseline_ms"]})
-    fig, axes = plt.subplots(1, len(batches), figsize=(max(6, 0.6 * len(rows) / max(1, len(batches)) + 4) * len(batches) / 1.4, 4.8),
-                             squeeze=False)
+    fig = Figure(figsize=(max(6, 0.6 * len(rows) / max(1, len(batches)) + 4) * len(batches) / 1.4, 4.8))
+    axes = fig.subplots(1, len(batches), squeeze=False)
     for ax, bs in zip(axes[0], batches):
         sel = [r for r in rows if r["batch"] == bs]
         xs = np.arange(len(sel))
@@ -355,5 +355,4 @@ def plot_results(res: dict[str, Any], path: str | os.PathLike) -> str:
                  f"{meta['device']}, {meta.get('torch_threads')} thread(s), median of {meta['repeats']}", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return os.fspath(path)
