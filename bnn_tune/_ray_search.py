@@ -107,10 +107,10 @@ def _best_epoch_value(result: Any) -> float:
 def _status(result: Any, epochs: int, stop_reason: str | None) -> str:
     if result.error is not None:
         return "error"
-    if stop_reason:
-        return "collapsed"
     done = int((result.metrics or {}).get("epoch", 0) or 0)
-    return "completed" if done >= epochs else f"stopped@{done}"
+    if done >= epochs:  # a stop decided on the last epoch changes nothing: the trial ran to the end
+        return "completed"
+    return "collapsed" if stop_reason else f"stopped@{done}"
 
 
 def _ranking(results: Any, epochs: int, params: list[str]) -> list[dict[str, Any]]:
@@ -155,7 +155,7 @@ def _print_ranking(console: Any, rows: list[dict[str, Any]], params: list[str], 
     for col in ("#", "trial", "status", "epochs", "best val_acc", "log_flip_rate", *params, "note"):
         table.add_column(col, justify="left" if col in ("trial", "status", "note") else "right")
     for i, row in enumerate(rows, 1):
-        note = row["stop_reason"] or row["error"] or ""
+        note = (row["stop_reason"] if row["status"] == "collapsed" else None) or row["error"] or ""
         table.add_row(str(i), row["trial_id"], row["status"], _fmt(row["epochs"]), _fmt(row["best_val_acc"]),
                       _fmt(row["log_flip_rate"]), *(_fmt(row["params"][k]) for k in params),
                       note[:80] + ("..." if len(note) > 80 else ""))
@@ -398,4 +398,13 @@ def _maybe_export(console: Any, results: Any, out: Path) -> None:
     except Exception as exc:  # the search itself succeeded; report and go on
         console.print(f"[yellow]export failed:[/yellow] {exc}")
         return
-    console.print(f"exported the best model -> {written}")
+    if isinstance(written, dict):
+        agreement = written.get("agreement")
+        console.print(
+            f"exported the best model -> {out / 'export'}: {written.get('model_file')} + {written.get('config')}"
+            + (f"; test accuracy PyTorch {written['torch_test_acc']:.4f} / packed {written['packed_test_acc']:.4f}"
+               if isinstance(written.get("torch_test_acc"), float) and isinstance(written.get("packed_test_acc"), float)
+               else "")
+            + (f", agreement {agreement:.2%}" if isinstance(agreement, float) else ""))
+    else:
+        console.print(f"exported the best model -> {written}")
