@@ -57,8 +57,11 @@ def bench(name: str, shape: tuple[int, ...], width: float, batch: int, repeats: 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer repeats (CI smoke run)")
-    ap.add_argument("--out", default="benchmarks/results/flip_counter.json")
+    ap.add_argument("--out", default=None,
+                    help="JSON path (default benchmarks/results/flip_counter.json, quick runs: results/quick/)")
     args = ap.parse_args()
+    if args.out is None:  # a smoke run never overwrites the recorded figures
+        args.out = "benchmarks/results/quick/flip_counter.json" if args.quick else "benchmarks/results/flip_counter.json"
     repeats, steps = (3, 5) if args.quick else (15, 20)
     cases = [("mlp", (1, 8, 8), 1.0, 64), ("mlp", (40,), 4.0, 128), ("binarynet", (3, 32, 32), 0.25, 64)]
     rows = [bench(*c, repeats=repeats, steps=steps) for c in cases]

@@ -95,7 +95,9 @@ class FlipCounter:
         for i, p in enumerate(self.params):
             new, old = self._scratch[i], self._signs[i]
             torch.ge(p, 0, out=new)
-            self._flips[i] += torch.ne(new, old).sum()
+            # in place into the old signs (no per-step allocation) and count_nonzero, which is ~2x faster
+            # than sum() over a bool tensor on CPU; no host sync
+            self._flips[i].add_(torch.ne(new, old, out=old).count_nonzero())
             self._signs[i], self._scratch[i] = new, old
             self._versions[i] = p._version
         self.steps += 1
