@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from ..nn import binarize, is_binary_parameter
-from ._common import adam_update_, check_betas, check_in_range, init_adam_state, use_foreach
+from ._common import adam_update_, check_betas, check_in_range, gather_adam_group, use_foreach
 
 __all__ = ["BMD", "TanhSign", "install_tanh_quantizers"]
 
@@ -168,19 +168,7 @@ class BMD(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
-            params, grads, exp_avgs, exp_avg_sqs, steps = [], [], [], [], []
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                if p.grad.is_sparse:
-                    raise RuntimeError("BMD does not support sparse gradients.")
-                state = self.state[p]
-                init_adam_state(state, p)
-                params.append(p)
-                grads.append(p.grad)
-                exp_avgs.append(state["exp_avg"])
-                exp_avg_sqs.append(state["exp_avg_sq"])
-                steps.append(state["step"])
+            params, grads, exp_avgs, exp_avg_sqs, steps = gather_adam_group(self, group)
             if params:
                 beta1, beta2 = group["betas"]
                 adam_update_(params, grads, exp_avgs, exp_avg_sqs, steps, lr=group["lr"], beta1=beta1,

@@ -73,6 +73,29 @@ def init_adam_state(state: dict[str, Any], p: torch.Tensor) -> None:
         state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
 
 
+def gather_adam_group(optimizer: torch.optim.Optimizer, group: dict[str, Any]) -> tuple[list[torch.Tensor], ...]:
+    """``(params, grads, exp_avgs, exp_avg_sqs, steps)`` of the parameters of ``group`` that have a
+    gradient, with their Adam state created on first use (the lists :func:`adam_update_` takes)."""
+    params: list[torch.Tensor] = []
+    grads: list[torch.Tensor] = []
+    exp_avgs: list[torch.Tensor] = []
+    exp_avg_sqs: list[torch.Tensor] = []
+    steps: list[torch.Tensor] = []
+    for p in group["params"]:
+        if p.grad is None:
+            continue
+        if p.grad.is_sparse:
+            raise RuntimeError(f"{type(optimizer).__name__} does not support sparse gradients.")
+        state = optimizer.state[p]
+        init_adam_state(state, p)
+        params.append(p)
+        grads.append(p.grad)
+        exp_avgs.append(state["exp_avg"])
+        exp_avg_sqs.append(state["exp_avg_sq"])
+        steps.append(state["step"])
+    return params, grads, exp_avgs, exp_avg_sqs, steps
+
+
 def adam_update_(params, grads, exp_avgs, exp_avg_sqs, steps, *, lr: float, beta1: float, beta2: float,
                  eps: float, weight_decay: float = 0.0, foreach: bool) -> None:
     """One Adam step ``w <- w - lr * m_hat / (sqrt(v_hat) + eps)`` in place (L2 ``weight_decay``).

@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from ._common import adam_update_, check_betas, check_in_range, init_adam_state, use_foreach
+from ._common import adam_update_, check_betas, check_in_range, gather_adam_group, use_foreach
 
 __all__ = ["LatentAdam"]
 
@@ -76,19 +76,7 @@ class LatentAdam(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
-            params, grads, exp_avgs, exp_avg_sqs, steps = [], [], [], [], []
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                if p.grad.is_sparse:
-                    raise RuntimeError("LatentAdam does not support sparse gradients.")
-                state = self.state[p]
-                init_adam_state(state, p)
-                params.append(p)
-                grads.append(p.grad)
-                exp_avgs.append(state["exp_avg"])
-                exp_avg_sqs.append(state["exp_avg_sq"])
-                steps.append(state["step"])
+            params, grads, exp_avgs, exp_avg_sqs, steps = gather_adam_group(self, group)
             if not params:
                 continue
             foreach = use_foreach(group["foreach"], params)
