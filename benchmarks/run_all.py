@@ -3,7 +3,7 @@
     python benchmarks/run_all.py [--quick] [--out DIR] [--only NAME ...]
 
 ``--quick`` (used by CI) passes ``--quick`` to every script: tiny budgets that check the scripts run end to
-end and write their JSON + PNG. Without it the full benchmarks run (see BENCHMARKS.md for the figures and
+end and write their JSON + PNG (to ``benchmarks/results/quick/`` unless ``--out`` is given). Without it the full benchmarks run (see BENCHMARKS.md for the figures and
 their commands). Exits non-zero if any script fails; prints one line per script with its wall time.
 """
 
@@ -34,6 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--only", nargs="*", default=None, help="run only the scripts with these stems")
     p.add_argument("--timeout", type=float, default=None, help="seconds per script")
     args = p.parse_args(argv)
+    if args.quick and args.out is None:  # smoke runs never overwrite the recorded full-run figures
+        args.out = str(HERE / "results" / "quick")
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     env.setdefault("MPLBACKEND", "Agg")
