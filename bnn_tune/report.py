@@ -24,9 +24,9 @@ What is read (no Ray import; Optuna only for Optuna storages):
   ``bnn_tune:prune_reason`` / ``bnn_tune:fail_reason``.
 * Ray Tune: every experiment directory below ``RUN_DIR`` (e.g. ``RUN_DIR/ray_results/<experiment>/``)
   whose trial directories hold ``params.json`` and ``result.json`` (one JSON line per epoch report of
-  :func:`bnn_tune.trainable`). A trial with ``error.txt`` failed; one with a ``stop_reason`` (written by
-  ``plugins.ray.FlipRateStopper``/``FlipRateScheduler``) or fewer epochs than its ``epochs`` was pruned
-  (stopped early); the others completed.
+  :func:`bnn_tune.trainable`). A trial with ``error.txt`` failed; one that reported fewer epochs than its ``epochs`` was pruned
+  (stopped early; the ``stop_reason`` written by ``plugins.ray.FlipRateStopper``/``FlipRateScheduler``
+  says why when it was the collapse rule); the others completed.
 * ``bench.json`` anywhere below ``RUN_DIR`` (e.g. ``RUN_DIR/export/bench.json``).
 
 Images are PNGs drawn with matplotlib's Agg canvas and embedded as base64, so the HTML file can be
@@ -273,13 +273,14 @@ def _ray_trial(tdir: Path, params: dict[str, Any]) -> TrialRecord:
     if not stop and reason_file.is_file():
         stop = reason_file.read_text().strip()
     error = tdir / "error.txt"
+    last = rows[-1].get("epoch", len(rows)) if rows else 0
+    ran_all = planned is not None and isinstance(last, int) and last >= planned
     if error.is_file():
         text = error.read_text().strip().splitlines()
         state, note = FAIL, (text[-1] if text else "error.txt")
-    elif stop:
+    elif stop and not ran_all:  # a stop decided on the last epoch changes nothing: the trial completed
         state, note = PRUNED, stop
-    elif planned is not None and len(rows) < planned:
-        last = rows[-1].get("epoch", len(rows)) if rows else 0
+    elif planned is not None and not ran_all:
         state, note = PRUNED, f"stopped after epoch {last} of {planned} (scheduler or stopper)"
     else:
         state, note = COMPLETE, ""
@@ -443,6 +444,8 @@ def _importance_plot(run: SearchRun) -> bytes | None:
 
 
 def _bench_plot(bench: BenchRun) -> bytes | None:
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
+
     rows = [r for r in bench.rows if isinstance(r.get("speedup"), dict) and r["speedup"]]
     if not rows:
         return None
@@ -463,6 +466,15 @@ def _bench_plot(bench: BenchRun) -> bytes | None:
                                 ha="center", va="bottom", fontsize=7)
         ax.axhline(1.0, color="k", lw=0.8)
         ax.set_yscale("log")
+        # plain "0.5x / 1x / 2x" ticks: matplotlib's default log labels read "9x10^-1"
+        finite = [v for r in sel for v in (float(x) for x in r["speedup"].values()) if math.isfinite(v) and v > 0]
+        lo, hi = min(finite + [1.0]), max(finite + [1.0])
+        ax.set_ylim(lo / 1.3, hi * 1.3)
+        ticks = [t for t in (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
+                 if lo / 1.3 <= t <= hi * 1.3]
+        ax.yaxis.set_major_locator(FixedLocator(ticks))
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}x"))
+        ax.yaxis.set_minor_formatter(NullFormatter())
         ax.set_xticks(range(len(sel)))
         ax.set_xticklabels([f"{r.get('name') or 'layer'}\n[{r.get('scope', '')}]" for r in sel], rotation=40,
                            ha="right", fontsize=7)

@@ -45,6 +45,8 @@ def run_dir(tmp_path_factory):
         ("trainable_a_00000", [0.5, 0.7, 0.8], [-4.0, -4.5, -5.0], 3, {}),
         ("trainable_a_00001", [0.3, 0.31], [-6.0, -8.9], 3, {"stop_reason": "FlipRateStopper: collapsed"}),
         ("trainable_a_00002", [0.4], [-3.0], 3, {}),
+        # the rule fired on the last planned epoch: nothing was cut short, so the trial completed
+        ("trainable_a_00004", [0.6, 0.7, 0.75], [-5.0, -8.5, -8.9], 3, {"stop_reason": "FlipRateStopper: collapsed"}),
     ):
         t = exp / name
         t.mkdir(parents=True)
@@ -89,6 +91,7 @@ def test_ray_states_from_result_files(run_dir):
     assert by["1"].state == "PRUNED" and "collapsed" in by["1"].note
     assert by["2"].state == "PRUNED" and "after epoch 1 of 3" in by["2"].note  # ASHA-style early stop
     assert by["3"].state == "FAIL" and "NaN" in by["3"].note
+    assert by["4"].state == "COMPLETE" and by["4"].value == 0.75 and not by["4"].note
     assert run.searched_params() == ["latent_lr"]  # the only key that differs between trials
 
 
