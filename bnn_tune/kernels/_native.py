@@ -1,8 +1,9 @@
 """Optional compiled CPU kernel (``csrc/bgemm_cpu.c``) loaded with ctypes.
 
 Built on first use with the system C compiler (``$CC`` or ``cc``: ``-O3 -march=native``, falling
-back to ``-O3``, then to the numpy path) into ``$BNN_TUNE_CACHE`` (default
-``~/.cache/bnn_tune``), keyed by a hash of the source and the compiler. ``BNN_TUNE_CPU_KERNEL=numpy``
+back to ``-O3``, then to the numpy path) into :func:`cache_dir` (``$BNN_TUNE_CACHE``,
+else ``$XDG_CACHE_HOME/bnn_tune`` or ``~/.cache/bnn_tune``), keyed by a hash of the source, the compiler
+and the CPU. ``BNN_TUNE_CPU_KERNEL=numpy``
 disables it. :func:`bnn_tune.kernels.binary_gemm` uses it when it loads; both paths are exact, the
 test suite checks them against each other and against the float oracle.
 
@@ -30,14 +31,41 @@ _SRC = Path(__file__).parent / "csrc" / "bgemm_cpu.c"
 _STATE: dict[str, object] = {}
 
 
+def cache_dir() -> Path:
+    """Where compiled kernels are cached: ``$BNN_TUNE_CACHE``, else ``$XDG_CACHE_HOME/bnn_tune``, else
+    ``~/.cache/bnn_tune``."""
+    if os.environ.get("BNN_TUNE_CACHE"):
+        return Path(os.environ["BNN_TUNE_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "bnn_tune"
+
+
+def _cpu_signature() -> bytes:
+    """Machine, CPU model and instruction-set flags (Linux ``/proc/cpuinfo``; the machine name elsewhere)."""
+    import platform
+
+    sig = platform.machine() + platform.processor()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith(("model name", "flags", "Features", "CPU part")):
+                    sig += line
+                elif not line.strip():
+                    break  # the first processor's block is enough
+    except OSError:
+        pass
+    return sig.encode()
+
+
 def _build() -> ctypes.CDLL | None:
     if os.environ.get("BNN_TUNE_CPU_KERNEL", "").lower() == "numpy":
         return None
     cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
     if cc is None:
         return None
-    cache = Path(os.environ.get("BNN_TUNE_CACHE", Path.home() / ".cache" / "bnn_tune"))
-    key = hashlib.sha256(_SRC.read_bytes() + cc.encode()).hexdigest()[:16]
+    cache = cache_dir()
+    # -march=native: the CPU is part of the key, so a cache shared by several machines (an NFS home on a
+    # Ray cluster) never hands one CPU a library built for another's instruction set
+    key = hashlib.sha256(_SRC.read_bytes() + cc.encode() + _cpu_signature()).hexdigest()[:16]
     lib = cache / f"libbnn_tune_cpu_{key}.so"
     if not lib.exists():
         try:

@@ -2,7 +2,7 @@
 
 Used only when a GPU is visible. The first call compiles the sources for the GPU's architecture
 (``nvcc -O3 -shared -gencode arch=compute_XY,code=[sm_XY,compute_XY]``) into a cache directory
-(``$BNN_TUNE_CACHE`` or ``~/.cache/bnn_tune``) keyed by a hash of the sources, nvcc version and
+(:func:`bnn_tune.kernels._native.cache_dir`) keyed by a hash of the sources, nvcc version and
 architecture; later calls load the cached library. Tensors are passed as raw device pointers on
 torch's current stream. Packed words live in ``torch.int32`` tensors (the same 32 bits as the
 ``uint32`` words of the model file).
@@ -26,6 +26,8 @@ import subprocess
 from pathlib import Path
 
 import torch
+
+from ._native import cache_dir
 
 __all__ = ["CSRC", "available", "bmma", "build", "compile_command", "gemv", "load", "pack_sign"]
 
@@ -71,7 +73,7 @@ def build(arch: str | None = None, *, verbose: bool = False) -> Path:
         h.update(f.name.encode() + f.read_bytes())
     h.update(subprocess.run([nvcc, "--version"], capture_output=True, text=True).stdout.encode())
     h.update(arch.encode())
-    cache = Path(os.environ.get("BNN_TUNE_CACHE", Path.home() / ".cache" / "bnn_tune"))
+    cache = cache_dir()
     lib = cache / f"libbnn_tune_cuda_sm{arch}_{h.hexdigest()[:16]}.so"
     if not lib.exists():
         cache.mkdir(parents=True, exist_ok=True)
