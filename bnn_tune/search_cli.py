@@ -39,8 +39,9 @@ def add_search_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--naive", action="store_true", help="use the space's naive_suggest (real-valued-style baseline)")
     p.add_argument("--samples", type=int, default=16, help="number of trials (default 16)")
     p.add_argument("--storage", default=None,
-                   help="Optuna storage URL: sqlite:///path.db, journal:///path.log, :memory: "
-                        "(default sqlite:///<out>/study.db)")
+                   help="Optuna storage URL (sqlite:///path.db, journal:///path.log, :memory:) of the study: "
+                        "with --backend optuna the shared study (default sqlite:///<out>/study.db), with Ray "
+                        "the OptunaSearch sampler's study (default in memory)")
     p.add_argument("--workers", type=int, default=None,
                    help="concurrent trials: Ray's max_concurrent_trials (default: all CPUs of the cluster) or "
                         "Optuna worker processes sharing the storage (default 1)")
