@@ -150,6 +150,17 @@ def plt():
     return pyplot
 
 
+def minibatch_epochs(n: int, batch: int, steps: int, gen: torch.Generator):
+    """Index tensors of exactly ``steps`` full mini-batches of ``batch`` out of ``n`` samples, one list per
+    epoch (a fresh permutation from ``gen`` each; the last epoch is cut at ``steps``)."""
+    done = 0
+    while done < steps:
+        perm = torch.randperm(n, generator=gen)
+        epoch = [perm[i:i + batch] for i in range(0, n - batch + 1, batch)][: steps - done]
+        done += len(epoch)
+        yield epoch
+
+
 def volatility(series: list[float]) -> float:
     """Standard deviation of the epoch-to-epoch changes of a series (0 for fewer than 3 points)."""
     if len(series) < 3:

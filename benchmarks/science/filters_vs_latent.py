@@ -63,13 +63,8 @@ def agreement(steps: int, gamma: float, eta: float, lam: float, init_scale: floa
     gen = torch.Generator().manual_seed(seed + 1)
     out = {k: [] for k in ("filter", "filter_i0_zero")}
     flips = []
-    step = 0
-    while step < steps:
-        perm = torch.randperm(len(y), generator=gen)
-        for i in range(0, len(y) - 63, 64):
-            if step >= steps:
-                break
-            idx = perm[i:i + 64]
+    for epoch in C.minibatch_epochs(len(y), 64, steps, gen):
+        for idx in epoch:
             prev = [binarize(p.detach()).clone() for p in lat_bin]
             # latent: SGD with EMA momentum and decoupled weight decay (the formula, written out)
             lat.train()
@@ -95,7 +90,6 @@ def agreement(steps: int, gamma: float, eta: float, lam: float, init_scale: floa
                 nd = sum(int((binarize(pl.detach()) != pf.detach()).sum())
                          for pl, (_, pf) in zip(lat_bin, binary_parameters(m)))
                 out[name].append(nd / n_bin)
-            step += 1
     return {"gamma": gamma, "eta": eta, "lam": lam, "alpha": eta * lam, "init_scale": init_scale, "steps": steps,
             "disagreement": out["filter"], "disagreement_i0_zero": out["filter_i0_zero"], "flip_rate_latent": flips,
             "max_disagreement": max(out["filter"]), "total_flips_latent": int(round(sum(flips) * n_bin)),
@@ -159,19 +153,16 @@ def main() -> None:
     two_grid = list(itertools.product([1e-3, 1e-2], [1e-5, 1e-3]))  # (latent_lr, weight decay of step 1)
     if args.quick:
         filt_grid, two_grid = filt_grid[:1], two_grid[:1]
-    table = {"filter": [], "two_step": []}
-    for (a, g) in filt_grid:
-        rs = [run_filter(base, a, g, s) for s in seeds]
-        table["filter"].append({"alpha": a, "gamma": g, "runs": rs,
-                                "val": statistics.mean(r["final_val_acc"] for r in rs),
-                                "test": statistics.mean(r["test_acc"] for r in rs)})
-        print(f"filter alpha={a} gamma={g}: val {table['filter'][-1]['val']:.3f} test {table['filter'][-1]['test']:.3f}")
-    for (lr, wd) in two_grid:
-        rs = [run_two_step(base, lr, wd, s) for s in seeds]
-        table["two_step"].append({"latent_lr": lr, "weight_decay": wd, "runs": rs,
-                                  "val": statistics.mean(r["final_val_acc"] for r in rs),
-                                  "test": statistics.mean(r["test_acc"] for r in rs)})
-        print(f"two-step lr={lr} wd={wd}: val {table['two_step'][-1]['val']:.3f} test {table['two_step'][-1]['test']:.3f}")
+    table: dict[str, list[dict]] = {"filter": [], "two_step": []}
+    for kind, grid, run, keys in (("filter", filt_grid, run_filter, ("alpha", "gamma")),
+                                  ("two_step", two_grid, run_two_step, ("latent_lr", "weight_decay"))):
+        for point in grid:
+            rs = [run(base, *point, s) for s in seeds]
+            row = {**dict(zip(keys, point)), "runs": rs, "val": statistics.mean(r["final_val_acc"] for r in rs),
+                   "test": statistics.mean(r["test_acc"] for r in rs)}
+            table[kind].append(row)
+            print(f"{kind} " + " ".join(f"{k}={v}" for k, v in zip(keys, point))
+                  + f": val {row['val']:.3f} test {row['test']:.3f}")
     best = {k: max(v, key=lambda r: r["val"]) for k, v in table.items()}
     findings = {
         "order2_filter_equals_latent_sgd": all(r["max_disagreement"] == 0.0 for r in agree),

@@ -82,13 +82,8 @@ def run_pair(kind: str, c: float, steps: int, lr: float, seed: int = 0) -> dict:
     gen = torch.Generator().manual_seed(seed + 1)
     n_bin = sum(p.numel() for p in _binary(a))
     diff, flips, val = [], [], {"A": [], "B": []}
-    step = 0
-    while step < steps:
-        perm = torch.randperm(len(y), generator=gen)
-        for i in range(0, len(y) - 63, 64):
-            if step >= steps:
-                break
-            idx = perm[i:i + 64]
+    for epoch in C.minibatch_epochs(len(y), 64, steps, gen):
+        for idx in epoch:
             prev = [binarize(p.detach()).clone() for p in _binary(a)]
             for m, (ob, orl) in zip((a, b), opts):
                 m.train()
@@ -103,7 +98,6 @@ def run_pair(kind: str, c: float, steps: int, lr: float, seed: int = 0) -> dict:
             nf = sum(int((binarize(pa.detach()) != q).sum()) for pa, q in zip(_binary(a), prev))
             diff.append(nd / n_bin)
             flips.append(nf / n_bin)
-            step += 1
         with torch.no_grad():
             for key, m in (("A", a), ("B", b)):
                 m.eval()
