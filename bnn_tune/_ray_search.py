@@ -317,7 +317,8 @@ def _search(ray: Any, console: Any, st: dict[str, Any]) -> int:
         scheduler = ASHAScheduler(time_attr="training_iteration", metric=_METRIC, mode=_MODE, max_t=epochs,
                                   grace_period=max(1, epochs // 4), reduction_factor=2)
         if st["pruner"] != "median":
-            scheduler = FlipRateScheduler(scheduler, n_warmup_steps=max(2, epochs // 5), patience=2)
+            # margin as in the Optuna backend (make_pruner): runs within 2 points of the best finish
+            scheduler = FlipRateScheduler(scheduler, n_warmup_steps=max(2, epochs // 5), patience=2, margin=0.02)
     reporter = tune.CLIReporter(
         metric_columns={"epoch": "epoch", _METRIC: _METRIC, "log_flip_rate": "log_flip_rate"},
         parameter_columns=params, max_report_frequency=5, sort_by_metric=True, metric=_METRIC, mode=_MODE,

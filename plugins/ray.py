@@ -102,9 +102,9 @@ class _FlipRateTracker:
         self.series.pop(trial_id, None)
 
 
-def _rule(n_warmup_steps, patience, floor, relative_drop, min_improvement) -> FlipRateCollapseRule:
+def _rule(n_warmup_steps, patience, floor, relative_drop, min_improvement, margin) -> FlipRateCollapseRule:
     return FlipRateCollapseRule(n_warmup_steps=n_warmup_steps, patience=patience, floor=floor,
-                                relative_drop=relative_drop, min_improvement=min_improvement)
+                                relative_drop=relative_drop, min_improvement=min_improvement, margin=margin)
 
 
 class FlipRateStopper(Stopper):
@@ -134,6 +134,8 @@ class FlipRateStopper(Stopper):
             as collapsed above the floor; None disables it.
         min_improvement: improvement of ``metric`` over the patience window that counts as still learning.
         flip_rate_key: the result key holding the log flip rate.
+        margin: a trial whose best value is within ``margin`` of the other trials' best is not stopped
+            (the best-trial guard widened by the metric's noise; ``bnn-tune search`` uses 0.02).
 
     Example:
         >>> from ray.tune.stopper import CombinedStopper, MaximumIterationStopper
@@ -158,6 +160,7 @@ class FlipRateStopper(Stopper):
         relative_drop: float | None = 0.99,
         min_improvement: float = 0.0,
         flip_rate_key: str = FLIP_RATE_KEY,
+        margin: float = 0.0,
     ) -> None:
         if not isinstance(metric, str) or not metric:
             raise ValueError(f"`metric` must be a non-empty string, but got metric={metric!r}.")
@@ -167,7 +170,7 @@ class FlipRateStopper(Stopper):
             raise ValueError(f"`flip_rate_key` must be a non-empty string, but got flip_rate_key={flip_rate_key!r}.")
         self.metric = metric
         self.mode = mode
-        self._tracker = _FlipRateTracker(_rule(n_warmup_steps, patience, floor, relative_drop, min_improvement),
+        self._tracker = _FlipRateTracker(_rule(n_warmup_steps, patience, floor, relative_drop, min_improvement, margin),
                                          flip_rate_key)
 
     @property
@@ -214,7 +217,7 @@ class FlipRateScheduler(TrialScheduler):
         scheduler: the wrapped scheduler (default ``FIFOScheduler()``), e.g. ``ASHAScheduler()``.
         metric: the objective (default: set by Tune or taken from ``scheduler``).
         mode: ``"max"`` or ``"min"`` (same).
-        n_warmup_steps, patience, floor, relative_drop, min_improvement, flip_rate_key: as in
+        n_warmup_steps, patience, floor, relative_drop, min_improvement, flip_rate_key, margin: as in
             :class:`FlipRateStopper`.
 
     Example:
@@ -236,6 +239,7 @@ class FlipRateScheduler(TrialScheduler):
         relative_drop: float | None = 0.99,
         min_improvement: float = 0.0,
         flip_rate_key: str = FLIP_RATE_KEY,
+        margin: float = 0.0,
     ) -> None:
         if scheduler is not None and not isinstance(scheduler, TrialScheduler):
             raise TypeError(f"`scheduler` must be a ray.tune TrialScheduler or None, but got scheduler={scheduler!r}.")
@@ -248,7 +252,7 @@ class FlipRateScheduler(TrialScheduler):
         self._scheduler = scheduler if scheduler is not None else FIFOScheduler()
         self._metric = metric
         self._mode = mode
-        self._tracker = _FlipRateTracker(_rule(n_warmup_steps, patience, floor, relative_drop, min_improvement),
+        self._tracker = _FlipRateTracker(_rule(n_warmup_steps, patience, floor, relative_drop, min_improvement, margin),
                                          flip_rate_key)
         if metric or mode:
             self.set_search_properties(metric, mode)

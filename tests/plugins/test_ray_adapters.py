@@ -64,6 +64,22 @@ def test_stopper_never_stops_the_best_trial():
     assert not any(_feed(s, "best", [(FROZEN, 0.5)] * 5))
 
 
+def test_stopper_margin_keeps_trials_near_the_best():
+    # converged (flip rate decayed, accuracy flat) 1 point under the best: stopped without a margin,
+    # kept with margin=0.02 (the bnn-tune search setting), stopped again once it trails by more
+    converged = [(-3.0, 0.97), (-8.5, 0.97), (-8.6, 0.97), (-8.7, 0.97), (-8.8, 0.97)]
+    decisions = {}
+    for margin in (0.0, 0.02):
+        s = FlipRateStopper(n_warmup_steps=1, patience=2, margin=margin)
+        s("best", _result(1, HEALTHY, 0.98))
+        decisions[margin] = any(_feed(s, "near", converged))
+    assert decisions == {0.0: True, 0.02: False}
+    s = FlipRateStopper(n_warmup_steps=1, patience=2, margin=0.02)
+    s("best", _result(1, HEALTHY, 0.98))
+    assert any(_feed(s, "far", [(lfr, acc - 0.05) for lfr, acc in converged]))
+    assert FlipRateScheduler(ASHAScheduler(), margin=0.02).rule.margin == 0.02
+
+
 def test_stopper_min_mode():
     s = FlipRateStopper("val_loss", "min", n_warmup_steps=1, patience=2)
     s("best", {"training_iteration": 1, "log_flip_rate": HEALTHY, "val_loss": 0.1})
@@ -110,6 +126,7 @@ def test_stopper_pickles_with_its_state():
         ({"relative_drop": 1.5}, "`relative_drop` must be in (0, 1) or None"),
         ({"min_improvement": -1.0}, "`min_improvement` must be a finite number >= 0"),
         ({"flip_rate_key": ""}, "`flip_rate_key` must be a non-empty string"),
+        ({"margin": -0.1}, "`margin` must be a finite number >= 0, but got margin=-0.1."),
     ],
 )
 def test_stopper_validates_arguments(kwargs, message):
