@@ -26,7 +26,7 @@ import numpy as np
 from ._native import build_library
 from ._packing import pack_bits
 
-__all__ = ["ISAS", "BinaryChain", "ChainLayer", "available_isas", "engine_available"]
+__all__ = ["ISAS", "BinaryChain", "ChainLayer", "available_isas", "engine_available", "selected_isa"]
 
 ISAS = ("portable", "avx2", "avx512")  # index + 1 is the C side's code
 _SRC = Path(__file__).parent / "csrc" / "bconv_cpu.c"
@@ -75,6 +75,11 @@ def _resolve_isa(isa: str | None) -> int:
     if isa not in have:
         raise ValueError(f"{where}={isa!r}, but this CPU only supports {have}; pick one of those.")
     return ISAS.index(isa) + 1
+
+
+def selected_isa(isa: str | None = None) -> str:
+    """The path a chain built now takes: ``isa``, else ``$BNN_TUNE_CPU_ISA``, else the best available."""
+    return ISAS[_resolve_isa(isa) - 1]
 
 
 def default_threads() -> int:
@@ -322,7 +327,7 @@ class BinaryChain:
         bufs = self._buffers.get(n)
         if bufs is None:
             bufs = self._buffers[n] = self._alloc(n)
-        lib, isa, thr = self._lib, self._isa, self.threads
+        lib = self._lib
         x = np.ascontiguousarray(x)
         first, b0 = self._steps[0], bufs[0]
         m0: _Map = first["in"]
@@ -335,25 +340,38 @@ class BinaryChain:
             lib.bnn_engine_pack(None, x.ctypes.data, None, None, b0.ctypes.data, *dims)
         else:
             lib.bnn_engine_pack(x.ctypes.data, None, sc, sf, b0.ctypes.data, *dims)
-        for i, st in enumerate(self._steps):
-            if st["kind"] == "flatten":
-                continue
-            src = bufs[i]
-            dst, bo = self._next_input(bufs, i)
-            if st["kind"] == "maxpool":
-                lib.bnn_engine_maxpool(src.ctypes.data, st["andm"].ctypes.data, dst.ctypes.data, n, *st["args"],
-                                       dst.shape[1], dst.shape[2], bo)
-                continue
-            g = st["geo_in"]
-            if st["athr"] is None:
-                out_geo = (0, 0, 0, 0)
-            else:
-                out_geo = (dst.shape[1], dst.shape[2], dst.shape[3], bo)
-            geo = np.array((n, *g[:3], *g[3:], st["ob"], st["k"], st["o"], *out_geo), dtype=np.int32)
-            athr = None if st["athr"] is None else st["athr"].ctypes.data
-            lib.bnn_engine_conv(src.ctypes.data, st["w"].ctypes.data, athr, dst.ctypes.data, geo.ctypes.data,
-                                isa, thr)
+        for i in range(len(self._steps)):
+            self._step(i, bufs, n)
         return self._output(bufs[-1], n)
+
+    def _step(self, i: int, bufs: list[np.ndarray], n: int) -> None:
+        st = self._steps[i]
+        if st["kind"] == "flatten":
+            return
+        src = bufs[i]
+        dst, bo = self._next_input(bufs, i)
+        if st["kind"] == "maxpool":
+            self._lib.bnn_engine_maxpool(src.ctypes.data, st["andm"].ctypes.data, dst.ctypes.data, n, *st["args"],
+                                         dst.shape[1], dst.shape[2], bo)
+            return
+        geo = st.get(("geo", n))
+        if geo is None:
+            g = st["geo_in"]
+            out_geo = (0, 0, 0, 0) if st["athr"] is None else (dst.shape[1], dst.shape[2], dst.shape[3], bo)
+            geo = st[("geo", n)] = np.array((n, *g, st["ob"], st["k"], st["o"], *out_geo), dtype=np.int32)
+        athr = None if st["athr"] is None else st["athr"].ctypes.data
+        self._lib.bnn_engine_conv(src.ctypes.data, st["w"].ctypes.data, athr, dst.ctypes.data, geo.ctypes.data,
+                                  self._isa, self.threads)
+
+    def layer_call(self, i: int, n: int) -> Any:
+        """A function running step ``i`` alone on the batch-``n`` buffers (for per-layer timing: the layer's
+        input is whatever the buffers hold, e.g. from a previous :meth:`run`)."""
+        if not 0 <= i < len(self._steps):
+            raise ValueError(f"`i` must be in [0, {len(self._steps)}), but got i={i}.")
+        bufs = self._buffers.get(n)
+        if bufs is None:
+            bufs = self._buffers[n] = self._alloc(n)
+        return lambda: self._step(i, bufs, n)
 
     def _output(self, buf: np.ndarray, n: int) -> np.ndarray:
         o = self.output_map
