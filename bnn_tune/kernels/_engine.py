@@ -185,11 +185,13 @@ class BinaryChain:
         if not layers:
             raise ValueError("A BinaryChain needs at least one layer.")
         c, h, w = (shape[0], 1, 1) if len(shape) == 1 else shape
-        self._scale = self._shift = None
-        if input_scale is not None:
-            if input_shift is None or np.shape(input_scale) != (c,) or np.shape(input_shift) != (c,):
+        self._scale: np.ndarray | None = None
+        self._shift: np.ndarray | None = None
+        if input_scale is not None or input_shift is not None:
+            shapes = [None if v is None else np.shape(v) for v in (input_scale, input_shift)]
+            if shapes != [(c,), (c,)]:
                 raise ValueError(f"`input_scale` and `input_shift` must both have shape ({c},), but got "
-                                 f"{np.shape(input_scale)} and {np.shape(input_shift)}.")
+                                 f"{shapes[0]} and {shapes[1]}.")
             self._scale = np.ascontiguousarray(input_scale, dtype=np.float64)
             self._shift = np.ascontiguousarray(input_shift, dtype=np.float64)
         self._steps: list[dict[str, Any]] = []
@@ -285,7 +287,7 @@ class BinaryChain:
     # ------------------------------------------------------------------ buffers
     def _alloc(self, n: int) -> list[np.ndarray]:
         """Input buffer of every step (with its border) and the chain's output buffer."""
-        bufs = []
+        bufs: list[np.ndarray] = []
         for st in self._steps:
             if st["kind"] == "flatten":
                 bufs.append(bufs[-1])  # never read: the step after a flatten reads its own buffer
@@ -354,11 +356,12 @@ class BinaryChain:
             self._lib.bnn_engine_maxpool(src.ctypes.data, st["andm"].ctypes.data, dst.ctypes.data, n, *st["args"],
                                          dst.shape[1], dst.shape[2], bo)
             return
-        geo = st.get(("geo", n))
+        geos: dict[int, np.ndarray] = st.setdefault("geo", {})
+        geo = geos.get(n)
         if geo is None:
             g = st["geo_in"]
             out_geo = (0, 0, 0, 0) if st["athr"] is None else (dst.shape[1], dst.shape[2], dst.shape[3], bo)
-            geo = st[("geo", n)] = np.array((n, *g, st["ob"], st["k"], st["o"], *out_geo), dtype=np.int32)
+            geo = geos[n] = np.array((n, *g, st["ob"], st["k"], st["o"], *out_geo), dtype=np.int32)
         athr = None if st["athr"] is None else st["athr"].ctypes.data
         self._lib.bnn_engine_conv(src.ctypes.data, st["w"].ctypes.data, athr, dst.ctypes.data, geo.ctypes.data,
                                   self._isa, self.threads)

@@ -15,7 +15,8 @@
  * popcount threshold acc <= athr = floor((K - thr) / 2); athr = -1 for padded channels keeps their
  * bits 0), 16 channels = one uint16 of the output pixel; int mode writes y as int32 [M][O].
  *
- * ISAs: 3 = AVX-512 VPOPCNTDQ (4 pixels x 4 channel vectors in registers), 2 = AVX2 (vpshufb nibble
+ * ISAs: 3 = AVX-512 VPOPCNTDQ (4 pixels x 4 channel vectors in registers, tiles of 64 pixels per
+ * weight group so the group stays in L1), 2 = AVX2 (vpshufb nibble
  * popcount with byte accumulators widened every 31 words), 1 = portable C. Threads: pthreads, the
  * output pixels (rows) split in contiguous ranges; with fewer pixels than threads (batch-1 linear
  * layers) the output channel blocks are split instead.
@@ -132,18 +133,22 @@ blk512(const conv_args* a, const int m, const int ob, const int px, const int ov
     }
 }
 
+#define MCHUNK 64 /* output pixels per tile: one group of 4 weight vectors stays in L1 across the tile */
+
+static inline __attribute__((always_inline)) AVX512_TARGET void
+tile512(const conv_args* a, int mc, int mend, int ob, const int ov) {
+    int m = mc;
+    for (; m + 4 <= mend; m += 4) blk512(a, m, ob, 4, ov);
+    for (; m < mend; ++m) blk512(a, m, ob, 1, ov);
+}
+
 AVX512_TARGET static void conv_avx512(const conv_args* a, int m0, int m1, int ob0, int ob1) {
-    int m = m0;
-    for (; m + 4 <= m1; m += 4) {
+    for (int mc = m0; mc < m1; mc += MCHUNK) {
+        const int mend = mc + MCHUNK < m1 ? mc + MCHUNK : m1;
         int ob = ob0;
-        for (; ob + 4 <= ob1; ob += 4) blk512(a, m, ob, 4, 4);
-        for (; ob + 2 <= ob1; ob += 2) blk512(a, m, ob, 4, 2);
-        for (; ob < ob1; ++ob) blk512(a, m, ob, 4, 1);
-    }
-    for (; m < m1; ++m) {
-        int ob = ob0;
-        for (; ob + 4 <= ob1; ob += 4) blk512(a, m, ob, 1, 4);
-        for (; ob < ob1; ++ob) blk512(a, m, ob, 1, 1);
+        for (; ob + 4 <= ob1; ob += 4) tile512(a, mc, mend, ob, 4);
+        for (; ob + 2 <= ob1; ob += 2) tile512(a, mc, mend, ob, 2);
+        for (; ob < ob1; ++ob) tile512(a, mc, mend, ob, 1);
     }
 }
 
@@ -216,11 +221,14 @@ blk256(const conv_args* a, const int m, const int ob, const int px) {
 }
 
 AVX2_TARGET static void conv_avx2(const conv_args* a, int m0, int m1, int ob0, int ob1) {
-    int m = m0;
-    for (; m + 2 <= m1; m += 2)
-        for (int ob = ob0; ob < ob1; ++ob) blk256(a, m, ob, 2);
-    for (; m < m1; ++m)
-        for (int ob = ob0; ob < ob1; ++ob) blk256(a, m, ob, 1);
+    for (int mc = m0; mc < m1; mc += MCHUNK) {
+        const int mend = mc + MCHUNK < m1 ? mc + MCHUNK : m1;
+        for (int ob = ob0; ob < ob1; ++ob) {
+            int m = mc;
+            for (; m + 2 <= mend; m += 2) blk256(a, m, ob, 2);
+            for (; m < mend; ++m) blk256(a, m, ob, 1);
+        }
+    }
 }
 #endif
 
