@@ -39,6 +39,8 @@ def _lib() -> ctypes.CDLL | None:
         if dll is not None:
             p, i = ctypes.c_void_p, ctypes.c_int
             dll.bnn_engine_isa.argtypes, dll.bnn_engine_isa.restype = [], i
+            dll.bnn_engine_set_min_parallel_work.argtypes = [ctypes.c_longlong]
+            dll.bnn_engine_set_min_parallel_work.restype = None
             dll.bnn_engine_conv.argtypes = [p, p, p, p, p, i, i]
             dll.bnn_engine_maxpool.argtypes = [p, p, p] + [i] * 15
             dll.bnn_engine_pack.argtypes = [p, p, p, p, p] + [i] * 8
@@ -75,6 +77,14 @@ def _resolve_isa(isa: str | None) -> int:
     if isa not in have:
         raise ValueError(f"{where}={isa!r}, but this CPU only supports {have}; pick one of those.")
     return ISAS.index(isa) + 1
+
+
+def set_min_parallel_work(steps: int) -> None:
+    """Below ``steps`` vector steps (output pixels x 16-channel blocks x K words) a layer runs on one
+    thread (default ``2**17``, about 0.1 ms); tests set 0 to exercise the thread splits on small layers."""
+    lib = _lib()
+    if lib is not None:
+        lib.bnn_engine_set_min_parallel_work(int(steps))
 
 
 def selected_isa(isa: str | None = None) -> str:

@@ -79,13 +79,19 @@ def test_chains_cover_the_binary_layers():
 
 
 def test_threads_do_not_change_results():
+    from bnn_tune.kernels._engine import set_min_parallel_work
+
     model = _randomize(build_model("vgg_small", (3, 16, 16), 10, width=0.125), seed=5)
     pm = pack_model(model, input_shape=(3, 16, 16))
     x = torch.randn(9, 3, 16, 16)
     outs = []
-    for t in (1, 2, 5):
-        pm.set_cpu_engine(True, threads=t)
-        outs.append(pm.logits(x))
+    set_min_parallel_work(0)  # split even these small layers
+    try:
+        for t in (1, 2, 5):
+            pm.set_cpu_engine(True, threads=t)
+            outs.append(pm.logits(x))
+    finally:
+        set_min_parallel_work(1 << 17)
     np.testing.assert_array_equal(outs[0], outs[1])
     np.testing.assert_array_equal(outs[0], outs[2])
 

@@ -8,9 +8,18 @@ import torch
 import torch.nn.functional as F
 
 from bnn_tune.kernels import BinaryChain, ChainLayer, available_isas, engine_available
+from bnn_tune.kernels._engine import set_min_parallel_work
 
 pytestmark = pytest.mark.skipif(not engine_available(), reason="no C compiler for the packed engine")
 ISAS = available_isas() if engine_available() else []
+
+
+@pytest.fixture(autouse=True)
+def _threads_on_small_layers():
+    """Split even these tiny layers over the threads (the default keeps work under ~0.1 ms on one)."""
+    set_min_parallel_work(0)
+    yield
+    set_min_parallel_work(1 << 17)
 
 
 def _pm1(b) -> torch.Tensor:

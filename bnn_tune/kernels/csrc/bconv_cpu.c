@@ -19,7 +19,7 @@
  * weight group so the group stays in L1), 2 = AVX2 (vpshufb nibble
  * popcount with byte accumulators widened every 31 words), 1 = portable C. Threads: pthreads, the
  * output pixels (rows) split in contiguous ranges; with fewer pixels than threads (batch-1 linear
- * layers) the output channel blocks are split instead.
+ * layers) the output channel blocks are split instead; calls under min_parallel_work stay on one thread.
  * Built by bnn_tune/kernels/_native.py (-O3 -march=native -ffp-contract=off -pthread).
  */
 #include <pthread.h>
@@ -243,6 +243,10 @@ static void* conv_worker(void* arg) {
 }
 
 #define MAX_THREADS 256
+static long long min_parallel_work = 1LL << 17; /* 16-channel vector steps */
+
+/* Tests set 0 so that small problems exercise the thread splits. */
+void bnn_engine_set_min_parallel_work(long long w) { min_parallel_work = w; }
 
 /* Run tasks[0..n) : tasks 1.. on new threads, task 0 on the caller's. */
 static void run_tasks(conv_task* tasks, int n) {
@@ -275,6 +279,9 @@ void bnn_engine_conv(const uint32_t* in, const uint32_t* w, const int32_t* athr,
     const int M = a.N * a.Ho * a.Wo;
     if (threads < 1) threads = 1;
     if (threads > MAX_THREADS) threads = MAX_THREADS;
+    /* below ~0.1 ms of work a thread costs more than it saves (and on a busy machine a preempted
+       thread stalls the join): stay on the caller's thread */
+    if ((long long)M * a.OB * a.kh * a.kw * a.CW < min_parallel_work) threads = 1;
     conv_task tasks[MAX_THREADS];
     int n = 0;
     if (M >= 4 * threads || a.OB < 2 * threads) { /* split output pixels, in multiples of 4 */
