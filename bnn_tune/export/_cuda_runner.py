@@ -38,7 +38,8 @@ class CudaRunner:
 
     def __init__(self, pm: Any, device: str | torch.device = "cuda") -> None:
         if not cuda.available():
-            raise RuntimeError("PackedModel on 'cuda' needs a CUDA GPU and nvcc; use device='cpu'.")
+            raise RuntimeError("PackedModel on 'cuda' needs a CUDA GPU and NVRTC (cuda-bindings and nvidia-cuda-nvrtc, "
+                               "which torch's CUDA wheels bring) or nvcc; use device='cpu'.")
         self.pm = pm
         self.device = torch.device(device)
         self._t: dict[str, Any] = {}

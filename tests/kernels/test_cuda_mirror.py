@@ -24,7 +24,7 @@ def test_pack_sign_mirror(b, k):
     np.testing.assert_array_equal(pa, (x >= 0).sum(1))
 
 
-@pytest.mark.parametrize("b,o,k", [(1, 1, 5), (1, 45, 300), (3, 70, 33), (16, 33, 520), (5, 100, 1030)])
+@pytest.mark.parametrize("b,o,k", [(1, 1, 5), (1, 45, 300), (3, 70, 33), (16, 33, 520), (5, 100, 1030), (2, 9, 20000)])
 def test_gemv_mirror_int32(b, o, k):
     rng = np.random.default_rng(o * k)
     xa, xw = rng.standard_normal((b, k)).astype(np.float32), rng.standard_normal((o, k))
@@ -44,7 +44,7 @@ def test_gemv_mirror_threshold_emits_next_layer_bits(b, o, k):
     np.testing.assert_array_equal(bits, pack_bits(_oracle(xa, xw) >= thr))
 
 
-@pytest.mark.parametrize("m,n,k", [(1, 1, 1), (16, 8, 256), (70, 75, 300), (130, 9, 520), (5, 130, 1000)])
+@pytest.mark.parametrize("m,n,k", [(1, 1, 1), (16, 8, 256), (70, 75, 300), (130, 9, 520), (5, 130, 1000), (3, 131, 2100)])
 def test_bmma_mirror(m, n, k):
     rng = np.random.default_rng(m * n + k)
     xa, xw = rng.standard_normal((m, k)), rng.standard_normal((n, k))

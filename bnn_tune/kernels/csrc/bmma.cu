@@ -5,21 +5,25 @@
 // (AND+POPC is native on sm_80/sm_90; XOR+POPC is emulated on sm_90, so the AND form is used and
 // the per-row/per-channel popcounts pa[M] (from bnn_pack_sign) and pw[N] (stored in the model file)
 // turn it into the +-1 dot product.) A = packed activations [M, Wd] (M = batch x output pixels for a
-// convolution after im2col), W = packed weights [N, Wd], Wd % 8 == 0 (256-bit K tile), zero padding.
+// convolution), W = packed weights [N, Wd], Wd % 8 == 0 (256-bit K tile), zero padding.
 //
-// Tiling: block 64 x 64 outputs, 4 warps in 2 x 2, warp tile 32 x 32 = 2 m16 tiles x 4 n8 tiles.
-// K advances by 512 bits (16 words) per stage: A and W tiles are copied to shared memory with 16-byte
-// loads (zero-filled beyond M, N, Wd), rows padded to 20 words so the fragment loads below hit 32
-// distinct banks. Fragments (PTX ISA, m16n8k256 .b1; group = lane / 4, tid = lane % 4, 8 words per
-// 256-bit row):  a0 = A[group][tid], a1 = A[group + 8][tid], a2 = A[group][tid + 4],
-// a3 = A[group + 8][tid + 4];  b0 = W[group][tid], b1 = W[group][tid + 4];
+// Tiling: block 64 (M) x 128 (N) outputs, 8 warps in 2 x 4, warp tile 32 x 32 = 2 m16 tiles x 4 n8
+// tiles. K advances by 512 bits (16 words) per stage through a BMMA_STAGES-deep cp.async pipeline
+// (multi-buffered shared memory: stages s+1 .. s+STAGES-1 are in flight while stage s feeds the tensor
+// cores; 16-byte copies zero-filled beyond M, N, Wd). Shared rows are padded to 20 words so the fragment
+// loads below hit 32 distinct banks. Fragments (PTX ISA, m16n8k256 .b1; group = lane / 4,
+// tid = lane % 4, 8 words per 256-bit row):  a0 = A[group][tid], a1 = A[group + 8][tid],
+// a2 = A[group][tid + 4], a3 = A[group + 8][tid + 4];  b0 = W[group][tid], b1 = W[group][tid + 4];
 // c0 = C[group][2 tid], c1 = C[group][2 tid + 1], c2 = C[group + 8][2 tid], c3 = C[group + 8][2 tid + 1].
+// Launch: grid (ceil(N / 128), ceil(M / 64)), 256 threads, static shared memory (45 KiB).
 #include "bnn_common.cuh"
 
 #define BM 64
-#define BN 64
+#define BN 128
+#define BMMA_THREADS 256
 #define STAGE_WORDS 16
 #define SROW 20  // padded shared row (words)
+#define BMMA_STAGES 3
 
 __device__ __forceinline__ void bmma_and_popc(int (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
                                               uint32_t b0, uint32_t b1) {
@@ -32,15 +36,36 @@ __device__ __forceinline__ void bmma_and_popc(int (&c)[4], uint32_t a0, uint32_t
 #endif
 }
 
-__global__ void __launch_bounds__(128)
-bnn_bmma_kernel(const uint32_t* __restrict__ A, const uint32_t* __restrict__ W, int M, int N, int K, int Wd,
-                const int32_t* __restrict__ pa, const int32_t* __restrict__ pw, int32_t* __restrict__ C) {
-    __shared__ __align__(16) uint32_t As[BM * SROW];
-    __shared__ __align__(16) uint32_t Ws[BN * SROW];
+// One stage: A tile 64 rows x 4 uint4 (1 copy per thread), W tile 128 rows x 4 uint4 (2 per thread).
+__device__ __forceinline__ void bmma_load_stage(uint32_t* As, uint32_t* Ws, const uint32_t* __restrict__ A,
+                                                const uint32_t* __restrict__ W, int M, int N, int Wd, int m0,
+                                                int n0, int k0) {
+    {
+        const int row = threadIdx.x >> 2, q = threadIdx.x & 3;
+        const int word = k0 + q * 4;
+        const bool ok = m0 + row < M && word < Wd;
+        bnn_cp_async16(As + row * SROW + q * 4, ok ? A + (long long)(m0 + row) * Wd + word : A, ok ? 16 : 0);
+    }
+#pragma unroll
+    for (int t = 0; t < 2; ++t) {
+        const int idx = threadIdx.x + t * BMMA_THREADS;
+        const int row = idx >> 2, q = idx & 3;
+        const int word = k0 + q * 4;
+        const bool ok = n0 + row < N && word < Wd;
+        bnn_cp_async16(Ws + row * SROW + q * 4, ok ? W + (long long)(n0 + row) * Wd + word : W, ok ? 16 : 0);
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(BMMA_THREADS)
+bnn_bmma(const uint32_t* __restrict__ A, const uint32_t* __restrict__ W, int M, int N, int K, int Wd,
+         const int32_t* __restrict__ pa, const int32_t* __restrict__ pw, int32_t* __restrict__ C) {
+    __shared__ __align__(16) uint32_t As[BMMA_STAGES][BM * SROW];
+    __shared__ __align__(16) uint32_t Ws[BMMA_STAGES][BN * SROW];
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    const int wm = warp >> 1, wn = warp & 1;
+    const int wm = warp >> 2, wn = warp & 3;
     const int group = lane >> 2, tid = lane & 3;
     const int m0 = blockIdx.y * BM, n0 = blockIdx.x * BN;
+    const int nk = (Wd + STAGE_WORDS - 1) / STAGE_WORDS;
     int acc[2][4][4];
 #pragma unroll
     for (int i = 0; i < 2; ++i)
@@ -48,27 +73,29 @@ bnn_bmma_kernel(const uint32_t* __restrict__ A, const uint32_t* __restrict__ W, 
         for (int j = 0; j < 4; ++j)
 #pragma unroll
             for (int r = 0; r < 4; ++r) acc[i][j][r] = 0;
-
-    for (int k0 = 0; k0 < Wd; k0 += STAGE_WORDS) {
-        // 64 rows x 4 uint4 per tile = 256 uint4, 2 per thread, for A and W each
+    // prologue: stages 0 .. STAGES-2 in flight (one commit group each, empty past the end)
 #pragma unroll
-        for (int t = 0; t < 2; ++t) {
-            const int idx = threadIdx.x + t * 128;
-            const int row = idx >> 2, q = idx & 3;
-            const int word = k0 + q * 4;
-            uint4 av = make_uint4(0u, 0u, 0u, 0u), wv = make_uint4(0u, 0u, 0u, 0u);
-            if (m0 + row < M && word < Wd) av = __ldg(reinterpret_cast<const uint4*>(A + (long long)(m0 + row) * Wd + word));
-            if (n0 + row < N && word < Wd) wv = __ldg(reinterpret_cast<const uint4*>(W + (long long)(n0 + row) * Wd + word));
-            *reinterpret_cast<uint4*>(As + row * SROW + q * 4) = av;
-            *reinterpret_cast<uint4*>(Ws + row * SROW + q * 4) = wv;
+    for (int s = 0; s < BMMA_STAGES - 1; ++s) {
+        if (s < nk) bmma_load_stage(As[s], Ws[s], A, W, M, N, Wd, m0, n0, s * STAGE_WORDS);
+        bnn_cp_async_commit();
+    }
+    for (int kt = 0; kt < nk; ++kt) {
+        bnn_cp_async_wait<BMMA_STAGES - 2>();  // stage kt has landed (for this thread) ...
+        __syncthreads();                        // ... and for all; buffer (kt - 1) % STAGES is free again
+        const int pre = kt + BMMA_STAGES - 1;
+        if (pre < nk) {
+            const int buf = pre % BMMA_STAGES;
+            bmma_load_stage(As[buf], Ws[buf], A, W, M, N, Wd, m0, n0, pre * STAGE_WORDS);
         }
-        __syncthreads();
+        bnn_cp_async_commit();
+        const uint32_t* as = As[kt % BMMA_STAGES];
+        const uint32_t* ws = Ws[kt % BMMA_STAGES];
 #pragma unroll
         for (int kc = 0; kc < STAGE_WORDS; kc += BNN_K_TILE_WORDS) {
             uint32_t af[2][4], bf[4][2];
 #pragma unroll
             for (int i = 0; i < 2; ++i) {
-                const uint32_t* base = As + (wm * 32 + i * 16) * SROW + kc;
+                const uint32_t* base = as + (wm * 32 + i * 16) * SROW + kc;
                 af[i][0] = base[group * SROW + tid];
                 af[i][1] = base[(group + 8) * SROW + tid];
                 af[i][2] = base[group * SROW + tid + 4];
@@ -76,7 +103,7 @@ bnn_bmma_kernel(const uint32_t* __restrict__ A, const uint32_t* __restrict__ W, 
             }
 #pragma unroll
             for (int j = 0; j < 4; ++j) {
-                const uint32_t* base = Ws + (wn * 32 + j * 8) * SROW + kc;
+                const uint32_t* base = ws + (wn * 32 + j * 8) * SROW + kc;
                 bf[j][0] = base[group * SROW + tid];
                 bf[j][1] = base[group * SROW + tid + 4];
             }
@@ -86,27 +113,21 @@ bnn_bmma_kernel(const uint32_t* __restrict__ A, const uint32_t* __restrict__ W, 
                 for (int j = 0; j < 4; ++j)
                     bmma_and_popc(acc[i][j], af[i][0], af[i][1], af[i][2], af[i][3], bf[j][0], bf[j][1]);
         }
-        __syncthreads();
     }
+    bnn_cp_async_wait<0>();
     // epilogue: +-1 dot product from the AND counts
 #pragma unroll
     for (int i = 0; i < 2; ++i) {
+        const int mb = m0 + wm * 32 + i * 16 + group;
+        const int pa0 = mb < M ? pa[mb] : 0, pa1 = mb + 8 < M ? pa[mb + 8] : 0;
 #pragma unroll
         for (int j = 0; j < 4; ++j) {
 #pragma unroll
             for (int r = 0; r < 4; ++r) {
-                const int m = m0 + wm * 32 + i * 16 + group + (r >= 2 ? 8 : 0);
+                const int m = mb + (r >= 2 ? 8 : 0);
                 const int n = n0 + wn * 32 + j * 8 + 2 * tid + (r & 1);
-                if (m < M && n < N) C[(long long)m * N + n] = K - 2 * pa[m] - 2 * pw[n] + 4 * acc[i][j][r];
+                if (m < M && n < N) C[(long long)m * N + n] = K - 2 * (r >= 2 ? pa1 : pa0) - 2 * pw[n] + 4 * acc[i][j][r];
             }
         }
     }
-}
-
-extern "C" int bnn_bmma(const uint32_t* A, const uint32_t* W, int M, int N, int K, int Wd, const int32_t* pa,
-                        const int32_t* pw, int32_t* C, cudaStream_t stream) {
-    if (M < 1 || N < 1 || K < 1 || Wd % 8 != 0 || Wd * 32 < K || (M + BM - 1) / BM > 65535) return BNN_EBADARG;
-    dim3 grid((N + BN - 1) / BN, (M + BM - 1) / BM);
-    bnn_bmma_kernel<<<grid, 128, 0, stream>>>(A, W, M, N, K, Wd, pa, pw, C);
-    return cudaGetLastError() == cudaSuccess ? BNN_OK : BNN_ELAUNCH;
 }
