@@ -198,3 +198,78 @@ def test_gemv_plan_gives_small_layers_enough_blocks():
     assert cuda.gemv_plan(4096, 128, 1, fused=False, threshold=True, out_words=128) == ("bnn_gemv_b1_packed", 512, 0)
     assert cuda.gemv_plan(70, 16, 3, fused=True, threshold=False, out_words=0) == ("bnn_gemv_b4_fused", 9, 3 * 16 * 4)
     assert cuda.gemv_plan(10, 8, 16, fused=True, threshold=False, out_words=0)[0] == "bnn_gemv_b16_fused"
+
+
+# ------------------------------------------------- host/device agreement (what a GPU run would trust blindly)
+def _signatures():
+    """``{kernel name: [ctypes type per parameter]}`` parsed from the ``extern "C" __global__`` kernels."""
+    import ctypes
+
+    sigs = {}
+    for src in cuda.sources():
+        text = src.read_text().replace("\\\n", " ")  # join macro lines
+        found = dict(re.findall(r'extern "C" __global__ void (?:__launch_bounds__\([^)]*\)\s*)?(\w+)\((.*?)\)\s*\{',
+                                text, re.S))
+        macro_params = found.pop("NAME", None)  # the GEMV entry-point macro, instantiated per name
+        for name in re.findall(r"^BNN_GEMV_ENTRY\((\w+),", text, re.M):
+            sigs[name] = macro_params
+        sigs.update(found)
+    out = {}
+    for name, params in sigs.items():
+        types = []
+        for p in params.split(","):
+            p = " ".join(p.split())
+            types.append(ctypes.c_void_p if "*" in p else ctypes.c_longlong if "long long" in p else ctypes.c_int)
+        out[name] = types
+    return out
+
+
+def test_every_entry_point_has_a_parsed_signature():
+    sigs = _signatures()
+    assert set(sigs) == {n for names in cuda.kernel_names().values() for n in names}
+    assert len(sigs["bnn_gemv_b1_packed"]) == 12 and len(sigs["bnn_bmma"]) == 9
+
+
+def test_wrappers_pass_arguments_matching_the_kernel_signatures(monkeypatch):
+    """The ctypes list each wrapper hands to cuLaunchKernel has the kernel's parameter count and types
+    (a long long passed as int would shift every later argument on the GPU)."""
+    calls = []
+    monkeypatch.setattr(cuda, "launch", lambda dev, src, name, grid, block, args, smem=0, stream=0:
+                        calls.append((src, name, grid, block, args, smem)))
+    monkeypatch.setattr(cuda, "check_tensor", lambda t, *a, **k: t)
+    monkeypatch.setattr(cuda, "_stream", lambda d: 0)
+    monkeypatch.setattr(cuda, "_index", lambda d: 0)
+    i32 = torch.int32
+    w = torch.zeros(45, 16, dtype=i32)
+    cuda.pack_sign(torch.zeros(3, 300), 16)
+    cuda.gemv(w, 300, x=torch.zeros(3, 300))
+    cuda.gemv(w, 300, a=torch.zeros(1, 16, dtype=i32), thr=torch.zeros(45, dtype=i32), out_words=8)
+    cuda.gemv(w, 300, a=torch.zeros(9, 16, dtype=i32))
+    cuda.bmma(torch.zeros(70, 16, dtype=i32), w, 300, torch.zeros(70, dtype=i32), torch.zeros(45, dtype=i32))
+    sigs = _signatures()
+    assert [c[1] for c in calls] == ["bnn_pack_sign", "bnn_gemv_b4_fused", "bnn_gemv_b1_packed", "bnn_gemv_b16_packed",
+                                     "bnn_bmma"]
+    for src, name, _grid, _block, args, _smem in calls:
+        assert name in cuda.kernel_names()[src]
+        assert [t for _, t in args] == sigs[name], name
+    # grids: pack_sign (rows, words / 8); gemv 8 rows per block (int32) / 4 bytes per out word (threshold)
+    assert calls[0][2:4] == ((3, 2, 1), (256, 1, 1))
+    assert calls[1][2:4] == ((6, 1, 1), (128, 1, 1)) and calls[1][5] == 3 * 16 * 4
+    assert calls[2][2] == (32, 1, 1) and calls[2][4][-1][0] == 32  # out_ld in bytes
+    assert calls[4][2:4] == ((1, 2, 1), (256, 1, 1))
+
+
+def test_python_and_mirror_constants_match_the_sources():
+    from bnn_tune.kernels import _mirror
+
+    def defines(name):
+        return {k: int(v) for k, v in re.findall(r"#define (\w+) (\d+)\b", (cuda.CSRC / name).read_text())}
+
+    g, b = defines("bgemv.cu"), defines("bmma.cu")
+    assert (g["GEMV_WARPS"], g["GEMV_ROWS_PER_WARP"], g["GEMV_UNROLL"]) == (
+        _mirror.GEMV_WARPS, _mirror.GEMV_ROWS_PER_WARP, _mirror.GEMV_UNROLL)
+    assert g["GEMV_WARPS"] * 32 == cuda.GEMV_THREADS and g["GEMV_MAX_B"] == cuda.GEMV_MAX_B
+    assert g["GEMV_WARPS"] * g["GEMV_ROWS_PER_WARP"] == cuda.GEMV_TILE_ROWS == _mirror.GEMV_TILE_ROWS
+    assert (b["BM"], b["BN"], b["BMMA_THREADS"]) == (cuda.BMMA_BM, cuda.BMMA_BN, cuda.BMMA_THREADS)
+    assert (b["BM"], b["BN"], b["BMMA_THREADS"], b["STAGE_WORDS"], b["SROW"], b["BMMA_STAGES"]) == (
+        _mirror.BM, _mirror.BN, _mirror.BMMA_THREADS, _mirror.STAGE_WORDS, _mirror.SROW, _mirror.BMMA_STAGES)
