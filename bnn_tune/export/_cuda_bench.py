@@ -144,17 +144,16 @@ def _convbench_row(op: dict[str, Any], batch: int, *, inner: int, warmup: int, r
     c, h, w = op["input_shape"]
     o, k = op["out_features"], op["k"]
     kh, kw = op["kernel_size"]
-    wd = _wd(k)
+    wd = -(-kh * kw * -(-c // 32) // 8) * 8  # tap-aligned K words (cuda.tap_aligned_weight)
     n = _n_copies(o * wd * 4)
     ws = [torch.randint(-2**31, 2**31 - 1, (o, wd), dtype=torch.int32, device="cuda") for _ in range(n)]
     pw = torch.randint(0, k, (o,), dtype=torch.int32, device="cuda")
     x = torch.randn(batch, c, h, w, device="cuda")
     stride, padding = op["stride"], op["padding"]
 
-    def packed(i):  # im2col (unfold; zero padding = +1 after sign) + sign+pack + tensor-core GEMM
-        cols = F.unfold(x, (kh, kw), padding=padding, stride=stride).transpose(1, 2).reshape(-1, k).contiguous()
-        a, pa = cuda.pack_sign(cols, wd)
-        return cuda.bmma(a, ws[i], k, pa, pw)
+    def packed(i):  # sign+pack into NHWC words (+1 padding), then the implicit-GEMM tensor-core convolution
+        act = cuda.pack_nhwc(x, tuple(padding), 1.0)
+        return cuda.bconv(act, ws[i], k, pw, kernel_size=(kh, kw), stride=tuple(stride))
 
     p = _graph_ms(packed, n, inner=inner, warmup=warmup, repeats=repeats)
     base = {}

@@ -1,14 +1,16 @@
 """Run a :class:`~bnn_tune.export.PackedModel` on a GPU with the CUDA kernels.
 
-Binary layers: activations are signed and packed on the GPU (``bnn_pack_sign``), then batch <= 16
-linear layers use the CUDA-core GEMV and everything else (larger batches, convolutions after
-``unfold``) the tensor-core AND-popcount GEMM; folded thresholds are applied to the int32 outputs.
-Real layers, pools and batch-norms run as torch ops on the GPU. Between layers, binary activations are
-kept as +-1 float tensors (simple and general; the GEMV's fused threshold-to-packed-bits output is
-what a chained deployment would use instead).
+Binary linear layers: activations are signed and packed on the GPU (``bnn_pack_sign``), then batch <= 16
+uses the CUDA-core GEMV and larger batches the tensor-core AND-popcount GEMM. Binary convolutions are a
+bit-packed implicit GEMM: the input is signed and packed once into NHWC words with its padding
+(``bnn_pack_nhwc``), and the tensor-core kernel (``bnn_bconv``) gathers every output pixel's patch from
+them; no im2col matrix and no fp32 copy of the patches is made. Folded thresholds are applied to the
+int32 outputs. Real layers, pools and batch-norms run as torch ops on the GPU. Between layers, binary
+activations are kept as +-1 float tensors (simple and general; the GEMV's fused threshold-to-packed-bits
+output is what a chained deployment would use instead).
 
-Convolution weights are re-packed once at load from the file's ``(kh, kw, c)`` patch order to
-``unfold``'s ``(c, kh, kw)`` order.
+Convolution weights are re-laid out once at load from the file's ``(kh, kw, c)`` bit order to the
+tap-aligned words of :func:`~bnn_tune.kernels.cuda.tap_aligned_weight` (each tap's channels start on a word).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from ..kernels import cuda
-from ..kernels._packing import pack_bits, unpack_bits
+from ..kernels._packing import unpack_bits
 
 __all__ = ["CudaRunner"]
 
@@ -70,12 +72,9 @@ class CudaRunner:
                 self._t[n] = None if pm._t[n] is None else pm._t[n].to(self.device)
             elif kind in ("binary_linear", "binary_conv2d"):
                 words = pm.tensors[op["weight"]]
-                if kind == "binary_conv2d":  # (kh, kw, c) -> unfold's (c, kh, kw)
-                    o, k = op["out_features"], op["k"]
-                    kh, kw = op["kernel_size"]
-                    c = op["in_channels"]
-                    bits = unpack_bits(words, k).reshape(o, kh, kw, c).transpose(0, 3, 1, 2).reshape(o, k)
-                    words = pack_bits(bits)
+                if kind == "binary_conv2d":  # (kh, kw, c) bits -> tap-aligned words
+                    bits = unpack_bits(words, op["k"]).reshape(op["out_features"], op["k"])
+                    words = cuda.tap_aligned_weight(bits, tuple(op["kernel_size"]), op["in_channels"])
                 thr = pm.tensors.get(op["threshold"]) if op["threshold"] else None
                 bias = pm.tensors.get(op["bias"]) if op["bias"] else None
                 self._t[n] = (self._words(words), self._dev(pm.tensors[op["popcount"]], torch.int32),
@@ -131,15 +130,9 @@ class CudaRunner:
             if kind == "binary_linear":
                 y = self._gemm(v.flatten(1), w, pw, k)
             else:
-                kh, kw = op["kernel_size"]
-                (sh, sw), (ph, pw_) = op["stride"], op["padding"]
-                x = _pm1(v)
-                if ph or pw_:
-                    x = F.pad(x, (pw_, pw_, ph, ph), value=op["pad_value"])
-                nb, _, hh, ww = x.shape
-                ho, wo = (hh - kh) // sh + 1, (ww - kw) // sw + 1
-                cols = F.unfold(x, (kh, kw), stride=(sh, sw)).transpose(1, 2).reshape(-1, k)
-                y = self._gemm(cols, w, pw, k).reshape(nb, ho, wo, -1).permute(0, 3, 1, 2)
+                act = cuda.pack_nhwc(v.float().contiguous(), tuple(op["padding"]), op["pad_value"])
+                y = cuda.bconv(act, w, k, pw, kernel_size=tuple(op["kernel_size"]),
+                               stride=tuple(op["stride"])).permute(0, 3, 1, 2)
             if thr is not None:
                 return torch.where(y >= _chan(thr, y.ndim), 1.0, -1.0)
             out = y.float()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["mirror_bmma", "mirror_gemv", "mirror_pack_sign"]
+__all__ = ["mirror_bconv", "mirror_bmma", "mirror_gemv", "mirror_pack_nhwc", "mirror_pack_sign"]
 
 GEMV_WARPS, GEMV_ROWS_PER_WARP, GEMV_UNROLL = 4, 2, 4  # bgemv.cu
 GEMV_TILE_ROWS = GEMV_WARPS * GEMV_ROWS_PER_WARP
@@ -126,19 +126,88 @@ def mirror_bmma(a: np.ndarray, w: np.ndarray, k: int, pa: np.ndarray, pw: np.nda
     """``bnn_bmma``: 64 x 128 block tiles, the cp.async stage copies (ring of ``BMMA_STAGES`` buffers,
     zero fill), 8 warps in 2 x 4, m16n8k256 fragment indexing and the epilogue."""
     m_rows, wd = a.shape
-    n_rows = w.shape[0]
+
+    def load_a(a_s: np.ndarray, m0: int, k0: int, pop: np.ndarray) -> None:
+        for thread in range(BMMA_THREADS):  # one 16-byte copy per thread
+            row, q = thread >> 2, thread & 3
+            word = k0 + q * 4
+            ok = m0 + row < m_rows and word < wd
+            a_s[row, q * 4: q * 4 + 4] = a[m0 + row, word: word + 4] if ok else 0
+
+    return _bmma_core(load_a, m_rows, w, k, lambda m0, pop: pa[m0: m0 + BM], pw)
+
+
+def mirror_pack_nhwc(x: np.ndarray, padding: tuple[int, int], pad_value: float) -> np.ndarray:
+    """``bnn_pack_nhwc``: one word per (n, hp, wp, cw), same index decomposition and padding rule."""
+    n, c, h, w = x.shape
+    ph, pw = padding
+    hp, wp, cw = h + 2 * ph, w + 2 * pw, -(-c // 32)
+    out = np.zeros(n * hp * wp * cw, np.uint32)
+    for idx in range(out.size):
+        cwi, p = idx % cw, idx // cw
+        wpi, p = p % wp, p // wp
+        hpi, ni = p % hp, p // hp
+        hh, ww = hpi - ph, wpi - pw
+        c_end = min(c - cwi * 32, 32)
+        if 0 <= hh < h and 0 <= ww < w:
+            bits = x[ni, cwi * 32: cwi * 32 + c_end, hh, ww] >= 0
+        else:
+            bits = np.full(c_end, pad_value > 0)
+        out[idx] = (bits.astype(np.uint64) << np.arange(c_end, dtype=np.uint64)).sum()
+    return out.reshape(n, hp, wp, cw)
+
+
+def mirror_bconv(act: np.ndarray, w: np.ndarray, k: int, pw: np.ndarray, *, kernel_size: tuple[int, int],
+                 stride: tuple[int, int]) -> np.ndarray:
+    """``bnn_bconv``: the implicit-GEMM gather (thread -> row, 4 words; word -> tap, channel word, (i, j)),
+    4-byte zero-filling copies, the in-kernel popcount of each gathered row, then the GEMM of ``bnn_bmma``.
+    Returns ``int32 [N, Ho, Wo, O]``."""
+    n_img, hp, wp, cw = act.shape
+    kh, kw = kernel_size
+    sh, sw = stride
+    taps = kh * kw
+    ho, wo = (hp - kh) // sh + 1, (wp - kw) // sw + 1
+    m_rows = n_img * ho * wo
+    flat = act.reshape(-1)
+
+    def load_a(a_s: np.ndarray, m0: int, k0: int, pop: np.ndarray) -> None:
+        for thread in range(BMMA_THREADS):
+            row, q = thread >> 2, thread & 3
+            m = m0 + row
+            valid = m < m_rows
+            if valid:
+                img, rem = divmod(m, ho * wo)
+                oh, ow = divmod(rem, wo)
+                base = ((img * hp + oh * sh) * wp + ow * sw) * cw
+            for e in range(4):
+                kword = k0 + q * 4 + e
+                tap, c_w = divmod(kword, cw)
+                i, j = divmod(tap, kw)
+                ok = valid and tap < taps
+                a_s[row, q * 4 + e] = flat[base + (i * wp + j) * cw + c_w] if ok else 0
+            pop[thread] += int(_popc(a_s[row, q * 4: q * 4 + 4]).sum())  # the copying thread's own words
+
+    def pa_rows(m0: int, pop: np.ndarray) -> np.ndarray:  # shuffle-sum of the 4 copying threads of a row
+        return pop.reshape(BM, 4).sum(1)
+
+    c = _bmma_core(load_a, m_rows, w, k, pa_rows, pw)
+    return c.reshape(n_img, ho, wo, -1)
+
+
+def _bmma_core(load_a, m_rows: int, w: np.ndarray, k: int, pa_rows, pw: np.ndarray) -> np.ndarray:
+    """Block loop, W stage copies, the stage ring, warp fragments and epilogue shared by both kernels.
+
+    ``load_a(a_s, m0, k0, pop)`` fills one A stage buffer (``pop``: per-thread popcount accumulator);
+    ``pa_rows(m0, pop)`` gives popc(a) of the block's rows for the epilogue."""
+    n_rows, wd = w.shape
     c = np.full((m_rows, n_rows), np.iinfo(np.int32).min, np.int64)  # poisoned: every cell must be written
     lanes = np.arange(32)
     group, tid = lanes >> 2, lanes & 3
     nk = -(-wd // STAGE_WORDS)
 
-    def load_stage(a_s: np.ndarray, w_s: np.ndarray, m0: int, n0: int, k0: int) -> None:
-        for thread in range(BMMA_THREADS):  # A: one 16-byte copy per thread
-            row, q = thread >> 2, thread & 3
-            word = k0 + q * 4
-            ok = m0 + row < m_rows and word < wd
-            a_s[row, q * 4: q * 4 + 4] = a[m0 + row, word: word + 4] if ok else 0
-            for t in range(2):  # W: two per thread
+    def load_w(w_s: np.ndarray, n0: int, k0: int) -> None:
+        for thread in range(BMMA_THREADS):
+            for t in range(2):  # two 16-byte copies per thread
                 idx = thread + t * BMMA_THREADS
                 row, q = idx >> 2, idx & 3
                 word = k0 + q * 4
@@ -150,14 +219,17 @@ def mirror_bmma(a: np.ndarray, w: np.ndarray, k: int, pa: np.ndarray, pw: np.nda
             m0, n0 = by * BM, bx * BN
             a_ring = np.full((BMMA_STAGES, BM, SROW), 0xDEADBEEF, np.uint32)  # stale data must never be used
             w_ring = np.full((BMMA_STAGES, BN, SROW), 0xDEADBEEF, np.uint32)
+            pop = np.zeros(BMMA_THREADS, np.int64)
             acc = np.zeros((8, 2, 4, 32, 4), np.int64)  # warp, i, j, lane, reg
             for s in range(BMMA_STAGES - 1):
                 if s < nk:
-                    load_stage(a_ring[s], w_ring[s], m0, n0, s * STAGE_WORDS)
+                    load_a(a_ring[s], m0, s * STAGE_WORDS, pop)
+                    load_w(w_ring[s], n0, s * STAGE_WORDS)
             for kt in range(nk):
                 pre = kt + BMMA_STAGES - 1
                 if pre < nk:
-                    load_stage(a_ring[pre % BMMA_STAGES], w_ring[pre % BMMA_STAGES], m0, n0, pre * STAGE_WORDS)
+                    load_a(a_ring[pre % BMMA_STAGES], m0, pre * STAGE_WORDS, pop)
+                    load_w(w_ring[pre % BMMA_STAGES], n0, pre * STAGE_WORDS)
                 a_s, w_s = a_ring[kt % BMMA_STAGES], w_ring[kt % BMMA_STAGES]
                 for warp in range(8):
                     wm, wn = warp >> 2, warp & 3
@@ -170,16 +242,19 @@ def mirror_bmma(a: np.ndarray, w: np.ndarray, k: int, pa: np.ndarray, pw: np.nda
                                 c0 = wn * 32 + j * 8
                                 bf = np.stack([w_s[c0 + group, kc + tid], w_s[c0 + group, kc + tid + 4]], 1)
                                 acc[warp, i, j] += _mma_and_popc(af, bf)
+            pa_blk = np.zeros(BM, np.int64)
+            rows_pa = np.asarray(pa_rows(m0, pop), np.int64)
+            pa_blk[: len(rows_pa)] = rows_pa
             for warp in range(8):
                 wm, wn = warp >> 2, warp & 3
                 for i in range(2):
                     for j in range(4):
                         for r in range(4):
-                            m = m0 + wm * 32 + i * 16 + group + (8 if r >= 2 else 0)
+                            lr = wm * 32 + i * 16 + group + (8 if r >= 2 else 0)
+                            m = m0 + lr
                             n = n0 + wn * 32 + j * 8 + 2 * tid + (r & 1)
                             ok = (m < m_rows) & (n < n_rows)
-                            mm, nn = m[ok], n[ok]
-                            c[mm, nn] = k - 2 * pa[mm].astype(np.int64) - 2 * pw[nn] + 4 * acc[warp, i, j, ok, r]
+                            c[m[ok], n[ok]] = k - 2 * pa_blk[lr[ok]] - 2 * pw[n[ok]] + 4 * acc[warp, i, j, ok, r]
     return c.astype(np.int32)
 
 

@@ -38,9 +38,9 @@ _OPTIONS = ("-std=c++17", "--use_fast_math")
 # every kernel entry point per source: loading a module resolves all of them at once, so a first call inside
 # a CUDA-graph capture needs no module load
 KERNELS = {
-    "pack_sign.cu": ("bnn_pack_sign",),
+    "pack_sign.cu": ("bnn_pack_sign", "bnn_pack_nhwc"),
     "bgemv.cu": tuple(f"bnn_gemv_b{bm}_{kind}" for kind in ("packed", "fused") for bm in (1, 4, 16)),
-    "bmma.cu": ("bnn_bmma",),
+    "bmma.cu": ("bnn_bmma", "bnn_bconv"),
 }
 _LOCK = threading.Lock()
 _MODULES: dict[tuple[int, str], Any] = {}  # (device, source name) -> CUmodule

@@ -15,12 +15,17 @@ Functions:
   input, int32 output or threshold output emitting the next layer's packed bits.
 * :func:`bmma` - large batch: tensor-core ``mma.m16n8k256 .b1 .and.popc`` GEMM, int32 output
   ``K - 2 popc(a) - 2 popc(w) + 4 popc(a & w)``.
+* :func:`pack_nhwc` + :func:`bconv` - binary convolution as a bit-packed implicit GEMM: the float NCHW
+  input is signed and packed once into NHWC words (spatial padding included), and the tensor-core
+  kernel gathers each output pixel's patch from them (no im2col matrix, no fp32 copy);
+  :func:`tap_aligned_weight` lays the weights out to match (each kernel tap's channels start on a word).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 
 from ._nvrtc import (
@@ -38,8 +43,8 @@ from ._nvrtc import (
     sources,
 )
 
-__all__ = ["ARCHS", "CSRC", "CudaError", "available", "bmma", "build", "check_tensor", "gemv", "nvcc_path",
-           "pack_sign", "sources"]
+__all__ = ["ARCHS", "CSRC", "CudaError", "available", "bconv", "bmma", "build", "check_tensor", "gemv", "nvcc_path",
+           "pack_nhwc", "pack_sign", "sources", "tap_aligned_weight"]
 
 GEMV_MAX_B = 16
 GEMV_TILE_ROWS = 8  # rows per GEMV block (one byte of threshold output): bgemv.cu
@@ -220,6 +225,85 @@ def bmma(a: torch.Tensor, w: torch.Tensor, k: int, pa: torch.Tensor, pw: torch.T
     launch(_index(dev), "bmma.cu", "bnn_bmma", (-(-n // BMMA_BN), -(-m // BMMA_BM), 1), (BMMA_THREADS, 1, 1),
            [(a.data_ptr(), C_PTR), (w.data_ptr(), C_PTR), (m, C_INT), (n, C_INT), (k, C_INT), (wd, C_INT),
             (pa.data_ptr(), C_PTR), (pw.data_ptr(), C_PTR), (out.data_ptr(), C_PTR)], stream=_stream(dev))
+    return out
+
+
+def tap_aligned_weight(bits: np.ndarray, kernel_size: tuple[int, int], in_channels: int) -> np.ndarray:
+    """Binary conv weights ``bool [O, KH * KW * C]`` in ``(kh, kw, c)`` patch order (the model file's)
+    -> ``uint32 [O, Wd]`` words for :func:`bconv`: tap ``t = i * KW + j`` occupies words ``t * Cw ..
+    t * Cw + Cw - 1`` (``Cw = ceil(C / 32)``, channel c in bit c % 32 of word c // 32, padding bits 0),
+    ``Wd = taps * Cw`` rounded up to a multiple of 8 (256-bit K tile)."""
+    from ._packing import pack_bits
+
+    o = bits.shape[0]
+    kh, kw = kernel_size
+    taps, cw = kh * kw, -(-in_channels // 32)
+    per_tap = np.zeros((o, taps, cw * 32), dtype=bool)
+    per_tap[:, :, :in_channels] = bits.reshape(o, taps, in_channels)
+    words = pack_bits(per_tap.reshape(o, taps * cw * 32))  # pads to a multiple of 256 bits
+    assert words.shape[1] == -(-taps * cw // 8) * 8
+    return words
+
+
+def pack_nhwc(x: torch.Tensor, padding: tuple[int, int] = (0, 0), pad_value: float = -1.0) -> torch.Tensor:
+    """Sign+pack ``float32 [N, C, H, W]`` into ``int32 [N, H + 2 ph, W + 2 pw, ceil(C / 32)]`` words.
+
+    Padding pixels are ``pad_value`` (+1 or -1) on every real channel; bits past ``C`` are 0.
+    """
+    check_tensor(x, "x", dtype=torch.float32, shape=(None, None, None, None))
+    n, c, h, w = x.shape
+    ph, pw = padding
+    if min(n, c, h, w) < 1 or ph < 0 or pw < 0 or pad_value not in (-1.0, 1.0):
+        raise ValueError(f"`pack_nhwc` needs a non-empty [N, C, H, W] input, padding >= 0 and pad_value +-1, but got "
+                         f"shape={list(x.shape)}, padding={padding}, pad_value={pad_value}.")
+    cw = -(-c // 32)
+    out = torch.empty((n, h + 2 * ph, w + 2 * pw, cw), dtype=torch.int32, device=x.device)
+    total = out.numel()
+    if -(-total // 256) > _INT_MAX:
+        raise ValueError(f"`pack_nhwc` output of {total} words is too large for one launch.")
+    launch(_index(x.device), "pack_sign.cu", "bnn_pack_nhwc", (-(-total // 256), 1, 1), (256, 1, 1),
+           [(x.data_ptr(), C_PTR), (n, C_INT), (c, C_INT), (h, C_INT), (w, C_INT), (ph, C_INT), (pw, C_INT),
+            (int(pad_value > 0), C_INT), (cw, C_INT), (out.data_ptr(), C_PTR)], stream=_stream(x.device))
+    return out
+
+
+def bconv(act: torch.Tensor, w: torch.Tensor, k: int, pw: torch.Tensor, *, kernel_size: tuple[int, int],
+          stride: tuple[int, int] = (1, 1), out: torch.Tensor | None = None) -> torch.Tensor:
+    """Binary convolution as an implicit GEMM on tensor cores: ``int32 [N, Ho, Wo, O]`` (NHWC).
+
+    Args:
+        act: packed NHWC activations ``[N, Hp, Wp, Cw]`` from :func:`pack_nhwc` (padding included).
+        w: :func:`tap_aligned_weight` words ``[O, Wd]``.
+        k: the real patch length ``KH * KW * C``.
+        pw: ``popcount`` of each weight row ``int32 [O]``.
+        kernel_size, stride: the convolution's ``(KH, KW)`` and ``(sh, sw)``.
+    """
+    check_tensor(act, "act", dtype=(torch.int32, torch.uint32), shape=(None, None, None, None))
+    n_img, hp, wp, cw = act.shape
+    dev = act.device
+    kh, kw = kernel_size
+    sh, sw = stride
+    taps = kh * kw
+    check_tensor(w, "w", dtype=(torch.int32, torch.uint32), shape=(None, -(-taps * cw // 8) * 8), device=dev,
+                 words=True)
+    o, wd = w.shape
+    check_tensor(pw, "pw", dtype=torch.int32, shape=(o,), device=dev)
+    if min(kh, kw, sh, sw) < 1 or hp < kh or wp < kw or not 1 <= k <= taps * cw * 32:
+        raise ValueError(f"`bconv` needs kernel_size/stride >= 1, a kernel no larger than the padded input and "
+                         f"1 <= k <= {taps * cw * 32}, but got kernel_size={kernel_size}, stride={stride}, "
+                         f"act shape={list(act.shape)}, k={k}.")
+    ho, wo = (hp - kh) // sh + 1, (wp - kw) // sw + 1
+    m = n_img * ho * wo
+    if m > _INT_MAX or -(-m // BMMA_BM) > _MAX_GRID_Y:
+        raise ValueError(f"`bconv` handles up to {_MAX_GRID_Y * BMMA_BM} output pixels per call, but got {m}; "
+                         "split the batch.")
+    if out is None:
+        out = torch.empty((n_img, ho, wo, o), dtype=torch.int32, device=dev)
+    check_tensor(out, "out", dtype=torch.int32, shape=(n_img, ho, wo, o), device=dev)
+    launch(_index(dev), "bmma.cu", "bnn_bconv", (-(-o // BMMA_BN), -(-m // BMMA_BM), 1), (BMMA_THREADS, 1, 1),
+           [(act.data_ptr(), C_PTR), (w.data_ptr(), C_PTR), (m, C_INT), (o, C_INT), (k, C_INT), (wd, C_INT),
+            (hp, C_INT), (wp, C_INT), (cw, C_INT), (kw, C_INT), (taps, C_INT), (ho, C_INT), (wo, C_INT), (sh, C_INT),
+            (sw, C_INT), (pw.data_ptr(), C_PTR), (out.data_ptr(), C_PTR)], stream=_stream(dev))
     return out
 
 

@@ -84,9 +84,9 @@ def _sass(path):
 @pytest.mark.parametrize("arch", cuda.ARCHS)
 def test_sass_has_the_bandwidth_design(built, arch):
     _, paths = built
-    sass = _sass(paths[("bmma.cu", arch)])["bnn_bmma"]
-    assert "BMMA.168256.AND.POPC" in sass  # native b1 tensor-core op, not an emulation
-    assert "LDGSTS" in sass and "LDGDEPBAR" in sass  # cp.async pipeline
+    for fun, sass in _sass(paths[("bmma.cu", arch)]).items():  # bnn_bmma and the implicit-GEMM bnn_bconv
+        assert "BMMA.168256.AND.POPC" in sass, fun  # native b1 tensor-core op, not an emulation
+        assert "LDGSTS" in sass and "LDGDEPBAR" in sass, fun  # cp.async pipeline
     gemv = _sass(paths[("bgemv.cu", arch)])
     for fun in ("bnn_gemv_b1_fused", "bnn_gemv_b4_fused", "bnn_gemv_b16_fused"):
         before_barrier = gemv[fun].split("BAR.SYNC")[0]
@@ -227,7 +227,7 @@ def _signatures():
 def test_every_entry_point_has_a_parsed_signature():
     sigs = _signatures()
     assert set(sigs) == {n for names in cuda.kernel_names().values() for n in names}
-    assert len(sigs["bnn_gemv_b1_packed"]) == 12 and len(sigs["bnn_bmma"]) == 9
+    assert len(sigs["bnn_gemv_b1_packed"]) == 12 and len(sigs["bnn_bmma"]) == 9 and len(sigs["bnn_bconv"]) == 17
 
 
 def test_wrappers_pass_arguments_matching_the_kernel_signatures(monkeypatch):
@@ -246,9 +246,12 @@ def test_wrappers_pass_arguments_matching_the_kernel_signatures(monkeypatch):
     cuda.gemv(w, 300, a=torch.zeros(1, 16, dtype=i32), thr=torch.zeros(45, dtype=i32), out_words=8)
     cuda.gemv(w, 300, a=torch.zeros(9, 16, dtype=i32))
     cuda.bmma(torch.zeros(70, 16, dtype=i32), w, 300, torch.zeros(70, dtype=i32), torch.zeros(45, dtype=i32))
+    act = cuda.pack_nhwc(torch.zeros(2, 40, 5, 7), (1, 1), 1.0)
+    assert act.shape == (2, 7, 9, 2)
+    cuda.bconv(act, torch.zeros(9, 24, dtype=i32), 360, torch.zeros(9, dtype=i32), kernel_size=(3, 3), stride=(2, 1))
     sigs = _signatures()
     assert [c[1] for c in calls] == ["bnn_pack_sign", "bnn_gemv_b4_fused", "bnn_gemv_b1_packed", "bnn_gemv_b16_packed",
-                                     "bnn_bmma"]
+                                     "bnn_bmma", "bnn_pack_nhwc", "bnn_bconv"]
     for src, name, _grid, _block, args, _smem in calls:
         assert name in cuda.kernel_names()[src]
         assert [t for _, t in args] == sigs[name], name
@@ -257,6 +260,9 @@ def test_wrappers_pass_arguments_matching_the_kernel_signatures(monkeypatch):
     assert calls[1][2:4] == ((6, 1, 1), (128, 1, 1)) and calls[1][5] == 3 * 16 * 4
     assert calls[2][2] == (32, 1, 1) and calls[2][4][-1][0] == 32  # out_ld in bytes
     assert calls[4][2:4] == ((1, 2, 1), (256, 1, 1))
+    assert calls[5][2] == (-(-2 * 7 * 9 * 2 // 256), 1, 1)
+    assert calls[6][2] == (1, 1, 1)  # 2 x 3 x 7 = 42 output pixels (one 64-row block), 9 channels
+    assert [v for v, _ in calls[6][4][2:15]] == [42, 9, 360, 24, 7, 9, 2, 3, 9, 3, 7, 2, 1]
 
 
 def test_python_and_mirror_constants_match_the_sources():

@@ -88,6 +88,29 @@ def test_bmma(m, n, k):
         assert torch.equal(cuda.bmma(a, w, k, pa, pw, out=out), _oracle(xa, xw))
 
 
+@pytest.mark.parametrize("n,c,h,w,o,ks,stride,padding,pad_value", [
+    (1, 3, 5, 6, 5, (3, 3), (1, 1), (1, 1), -1.0),
+    (2, 40, 9, 7, 9, (3, 2), (2, 1), (1, 0), 1.0),
+    (3, 70, 6, 6, 130, (1, 1), (1, 1), (0, 0), -1.0),
+    (1, 64, 5, 5, 3, (5, 5), (1, 1), (0, 0), 1.0),
+    (8, 128, 16, 16, 256, (3, 3), (1, 1), (1, 1), 1.0),
+])
+def test_bconv_implicit_gemm(n, c, h, w, o, ks, stride, padding, pad_value):
+    import torch.nn.functional as F
+
+    x = torch.randn(n, c, h, w, device="cuda")
+    wf = torch.randn(o, c, *ks, device="cuda")
+    bits = (wf >= 0).permute(0, 2, 3, 1).reshape(o, -1).cpu().numpy()
+    words = torch.from_numpy(cuda.tap_aligned_weight(bits, ks, c).view("int32")).cuda()
+    pw = (wf >= 0).reshape(o, -1).sum(1).int()
+    act = cuda.pack_nhwc(x, padding, pad_value)
+    xs = F.pad(torch.where(x >= 0, 1.0, -1.0).double(), (padding[1], padding[1], padding[0], padding[0]),
+               value=pad_value)
+    ref = F.conv2d(xs, torch.where(wf >= 0, 1.0, -1.0).double(), stride=stride).round().int().permute(0, 2, 3, 1)
+    y = cuda.bconv(act, words, ks[0] * ks[1] * c, pw, kernel_size=ks, stride=stride)
+    assert torch.equal(y, ref)
+
+
 def test_odd_shapes_strided_input_and_side_stream():
     """Odd sizes everywhere, a strided float input (a column slice, as after unfold), launches on a side
     stream and in a CUDA graph: the kernels run on torch's current stream. `make gpu-check` also runs
@@ -104,8 +127,19 @@ def test_odd_shapes_strided_input_and_side_stream():
         y = cuda.gemv(w, k, x=x)
         a, pa = cuda.pack_sign(x, _wd(k))
         c = cuda.bmma(a, w, k, pa, (xw >= 0).sum(1).int())
+        img = torch.randn(3, 37, 5, 7, device="cuda")  # odd conv: 2 channel words, stride 2, +1 padding
+        wc = torch.randn(11, 37, 3, 3, device="cuda")
+        bits = (wc >= 0).permute(0, 2, 3, 1).reshape(11, -1).cpu().numpy()
+        words = torch.from_numpy(cuda.tap_aligned_weight(bits, (3, 3), 37).view("int32")).cuda()
+        yc = cuda.bconv(cuda.pack_nhwc(img, (1, 1), 1.0), words, 9 * 37, (wc >= 0).reshape(11, -1).sum(1).int(),
+                        kernel_size=(3, 3), stride=(2, 2))
     torch.cuda.current_stream().wait_stream(side)
     assert torch.equal(y, ref) and torch.equal(c, ref)
+    import torch.nn.functional as F
+
+    xs = F.pad(torch.where(img >= 0, 1.0, -1.0).double(), (1, 1, 1, 1), value=1.0)
+    refc = F.conv2d(xs, torch.where(wc >= 0, 1.0, -1.0).double(), stride=2).round().int().permute(0, 2, 3, 1)
+    assert torch.equal(yc, refc)
     out = torch.full((3, o), POISON, dtype=torch.int32, device="cuda")
     g = torch.cuda.CUDAGraph()
     with torch.cuda.graph(g):

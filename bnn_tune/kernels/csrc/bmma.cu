@@ -16,6 +16,14 @@
 // a2 = A[group][tid + 4], a3 = A[group + 8][tid + 4];  b0 = W[group][tid], b1 = W[group][tid + 4];
 // c0 = C[group][2 tid], c1 = C[group][2 tid + 1], c2 = C[group + 8][2 tid], c3 = C[group + 8][2 tid + 1].
 // Launch: grid (ceil(N / 128), ceil(M / 64)), 256 threads, static shared memory (45 KiB).
+//
+// bnn_bconv: the same GEMM as a bit-packed implicit-GEMM convolution (no im2col matrix in memory, no
+// fp32 anywhere). A row m = (image, oh, ow) of the virtual im2col matrix is gathered by the stage loader
+// straight from packed NHWC activations act [N, Hp, Wp, Cw] (spatial padding already in them,
+// bnn_pack_nhwc) with 4-byte cp.async copies: K word kw = tap * Cw + cw, tap = i * KW + j, reads
+// act[image, oh * sh + i, ow * sw + j, cw]; words past taps * Cw are zero-filled. The weights use the same
+// tap-aligned K layout (each tap's channels start on a word). popc(a[m]) is summed by the thread that
+// copied the words, so no separate pass over the activations is needed. Output C [M, N] = NHWC int32.
 #include "bnn_common.cuh"
 
 #define BM 64
@@ -40,7 +48,7 @@ __device__ __forceinline__ void bmma_and_popc(int (&c)[4], uint32_t a0, uint32_t
 __device__ __forceinline__ void bmma_load_stage(uint32_t* As, uint32_t* Ws, const uint32_t* __restrict__ A,
                                                 const uint32_t* __restrict__ W, int M, int N, int Wd, int m0,
                                                 int n0, int k0) {
-    {
+    if (As != nullptr) {
         const int row = threadIdx.x >> 2, q = threadIdx.x & 3;
         const int word = k0 + q * 4;
         const bool ok = m0 + row < M && word < Wd;
@@ -56,11 +64,35 @@ __device__ __forceinline__ void bmma_load_stage(uint32_t* As, uint32_t* Ws, cons
     }
 }
 
-extern "C" __global__ void __launch_bounds__(BMMA_THREADS)
-bnn_bmma(const uint32_t* __restrict__ A, const uint32_t* __restrict__ W, int M, int N, int K, int Wd,
-         const int32_t* __restrict__ pa, const int32_t* __restrict__ pw, int32_t* __restrict__ C) {
+// Gather loader of bnn_bconv: this thread's 4 consecutive K words of its A row, 4-byte copies.
+struct BconvGeom {
+    const uint32_t* row;  // act + offset of (image, oh * sh, ow * sw, 0); act itself for rows >= M
+    bool valid;           // row < M
+    int Wp, Cw, KW, taps;
+};
+
+__device__ __forceinline__ void bconv_load_a(uint32_t* As, const BconvGeom& g, int k0) {
+    const int row = threadIdx.x >> 2, q = threadIdx.x & 3;
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+        const int kw = k0 + q * 4 + e;
+        const int tap = kw / g.Cw, cw = kw - tap * g.Cw;
+        const int i = tap / g.KW, j = tap - i * g.KW;
+        const bool ok = g.valid && tap < g.taps;
+        const uint32_t* src = ok ? g.row + ((long long)i * g.Wp + j) * g.Cw + cw : nullptr;
+        const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(As + row * SROW + q * 4 + e));
+        asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(s), "l"(ok ? src : g.row), "r"(ok ? 4 : 0));
+    }
+}
+
+template <bool CONV>
+__device__ __forceinline__ void bmma_body(const uint32_t* __restrict__ A, const BconvGeom& geom,
+                                          const uint32_t* __restrict__ W, int M, int N, int K, int Wd,
+                                          const int32_t* __restrict__ pa, const int32_t* __restrict__ pw,
+                                          int32_t* __restrict__ C) {
     __shared__ __align__(16) uint32_t As[BMMA_STAGES][BM * SROW];
     __shared__ __align__(16) uint32_t Ws[BMMA_STAGES][BN * SROW];
+    __shared__ int pa_s[BM];
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int wm = warp >> 2, wn = warp & 3;
     const int group = lane >> 2, tid = lane & 3;
@@ -73,10 +105,18 @@ bnn_bmma(const uint32_t* __restrict__ A, const uint32_t* __restrict__ W, int M, 
         for (int j = 0; j < 4; ++j)
 #pragma unroll
             for (int r = 0; r < 4; ++r) acc[i][j][r] = 0;
+    int my_pop = 0;  // CONV: popcount of the A words this thread copied (its row, words q*4..q*4+3 per stage)
     // prologue: stages 0 .. STAGES-2 in flight (one commit group each, empty past the end)
 #pragma unroll
     for (int s = 0; s < BMMA_STAGES - 1; ++s) {
-        if (s < nk) bmma_load_stage(As[s], Ws[s], A, W, M, N, Wd, m0, n0, s * STAGE_WORDS);
+        if (s < nk) {
+            if (CONV) {
+                bconv_load_a(As[s], geom, s * STAGE_WORDS);
+                bmma_load_stage(nullptr, Ws[s], nullptr, W, M, N, Wd, m0, n0, s * STAGE_WORDS);
+            } else {
+                bmma_load_stage(As[s], Ws[s], A, W, M, N, Wd, m0, n0, s * STAGE_WORDS);
+            }
+        }
         bnn_cp_async_commit();
     }
     for (int kt = 0; kt < nk; ++kt) {
@@ -85,11 +125,20 @@ bnn_bmma(const uint32_t* __restrict__ A, const uint32_t* __restrict__ W, int M, 
         const int pre = kt + BMMA_STAGES - 1;
         if (pre < nk) {
             const int buf = pre % BMMA_STAGES;
-            bmma_load_stage(As[buf], Ws[buf], A, W, M, N, Wd, m0, n0, pre * STAGE_WORDS);
+            if (CONV) {
+                bconv_load_a(As[buf], geom, pre * STAGE_WORDS);
+                bmma_load_stage(nullptr, Ws[buf], nullptr, W, M, N, Wd, m0, n0, pre * STAGE_WORDS);
+            } else {
+                bmma_load_stage(As[buf], Ws[buf], A, W, M, N, Wd, m0, n0, pre * STAGE_WORDS);
+            }
         }
         bnn_cp_async_commit();
         const uint32_t* as = As[kt % BMMA_STAGES];
         const uint32_t* ws = Ws[kt % BMMA_STAGES];
+        if (CONV) {
+            const uint4 mine = *reinterpret_cast<const uint4*>(as + (threadIdx.x >> 2) * SROW + (threadIdx.x & 3) * 4);
+            my_pop += __popc(mine.x) + __popc(mine.y) + __popc(mine.z) + __popc(mine.w);
+        }
 #pragma unroll
         for (int kc = 0; kc < STAGE_WORDS; kc += BNN_K_TILE_WORDS) {
             uint32_t af[2][4], bf[4][2];
@@ -115,11 +164,25 @@ bnn_bmma(const uint32_t* __restrict__ A, const uint32_t* __restrict__ W, int M, 
         }
     }
     bnn_cp_async_wait<0>();
+    if (CONV) {  // the 4 copying threads of a row are lanes 4r..4r+3 of one warp
+        my_pop += __shfl_xor_sync(0xffffffffu, my_pop, 1);
+        my_pop += __shfl_xor_sync(0xffffffffu, my_pop, 2);
+        if ((threadIdx.x & 3) == 0) pa_s[threadIdx.x >> 2] = my_pop;
+        __syncthreads();
+    }
     // epilogue: +-1 dot product from the AND counts
 #pragma unroll
     for (int i = 0; i < 2; ++i) {
-        const int mb = m0 + wm * 32 + i * 16 + group;
-        const int pa0 = mb < M ? pa[mb] : 0, pa1 = mb + 8 < M ? pa[mb + 8] : 0;
+        const int lb = wm * 32 + i * 16 + group;  // local row
+        const int mb = m0 + lb;
+        int pa0, pa1;
+        if (CONV) {
+            pa0 = pa_s[lb];
+            pa1 = pa_s[lb + 8];
+        } else {
+            pa0 = mb < M ? pa[mb] : 0;
+            pa1 = mb + 8 < M ? pa[mb + 8] : 0;
+        }
 #pragma unroll
         for (int j = 0; j < 4; ++j) {
 #pragma unroll
@@ -130,4 +193,27 @@ bnn_bmma(const uint32_t* __restrict__ A, const uint32_t* __restrict__ W, int M, 
             }
         }
     }
+}
+
+extern "C" __global__ void __launch_bounds__(BMMA_THREADS)
+bnn_bmma(const uint32_t* __restrict__ A, const uint32_t* __restrict__ W, int M, int N, int K, int Wd,
+         const int32_t* __restrict__ pa, const int32_t* __restrict__ pw, int32_t* __restrict__ C) {
+    const BconvGeom none{A, false, 0, 1, 1, 0};
+    bmma_body<false>(A, none, W, M, N, K, Wd, pa, pw, C);
+}
+
+// act [Nimg, Hp, Wp, Cw] packed NHWC (padded), W [N, Wd] tap-aligned weights, C [M = Nimg * Ho * Wo, N].
+// K = the real +-1 length KH * KW * channels (padding bits are 0 on both sides).
+extern "C" __global__ void __launch_bounds__(BMMA_THREADS)
+bnn_bconv(const uint32_t* __restrict__ act, const uint32_t* __restrict__ W, int M, int N, int K, int Wd,
+          int Hp, int Wp, int Cw, int KW, int taps, int Ho, int Wo, int sh, int sw,
+          const int32_t* __restrict__ pw, int32_t* __restrict__ C) {
+    const int m = blockIdx.y * BM + (threadIdx.x >> 2);  // the A row this thread gathers
+    BconvGeom g{act, m < M, Wp, Cw, KW, taps};
+    if (m < M) {
+        const int img = m / (Ho * Wo), rem = m - img * (Ho * Wo);
+        const int oh = rem / Wo, ow = rem - oh * Wo;
+        g.row = act + (((long long)img * Hp + (long long)oh * sh) * Wp + (long long)ow * sw) * Cw;
+    }
+    bmma_body<true>(nullptr, g, W, M, N, K, Wd, nullptr, pw, C);
 }
