@@ -5,9 +5,13 @@ uses the CUDA-core GEMV and larger batches the tensor-core AND-popcount GEMM. Bi
 bit-packed implicit GEMM: the input is signed and packed once into NHWC words with its padding
 (``bnn_pack_nhwc``), and the tensor-core kernel (``bnn_bconv``) gathers every output pixel's patch from
 them; no im2col matrix and no fp32 copy of the patches is made. Folded thresholds are applied to the
-int32 outputs. Real layers, pools and batch-norms run as torch ops on the GPU. Between layers, binary
-activations are kept as +-1 float tensors (simple and general; the GEMV's fused threshold-to-packed-bits
-output is what a chained deployment would use instead).
+int32 outputs. Real layers, pools and batch-norms run as torch ops on the GPU.
+
+Between binary linear layers at batch <= 16 the activations stay packed: a thresholded layer runs the
+GEMV with its fused threshold output (the next layer's packed words, :class:`_PackedBits`) and the next
+binary linear layer reads them as they are. Any other consumer (real layers, pools, convolutions,
+residual sums, the final logits) gets them unpacked to +-1 floats; convolution outputs are thresholded
+to +-1 floats.
 
 Convolution weights are re-laid out once at load from the file's ``(kh, kw, c)`` bit order to the
 tap-aligned words of :func:`~bnn_tune.kernels.cuda.tap_aligned_weight` (each tap's channels start on a word).
@@ -33,6 +37,27 @@ def _chan(t: torch.Tensor, ndim: int) -> torch.Tensor:
 
 def _pm1(v: torch.Tensor) -> torch.Tensor:
     return torch.where(v >= 0, 1.0, -1.0)
+
+
+class _PackedBits:
+    """Binary activations ``[B, k]`` kept as packed words ``int32 [B, Wd]`` (bit 1 = +1, padding 0)."""
+
+    def __init__(self, words: torch.Tensor, k: int) -> None:
+        self.words, self.k = words, k
+
+    def unpack(self) -> torch.Tensor:
+        shifts = torch.arange(32, device=self.words.device, dtype=torch.int32)
+        bits = (self.words.unsqueeze(-1) >> shifts) & 1  # arithmetic shift, & 1: the bit itself
+        return torch.where(bits.flatten(1)[:, : self.k] != 0, 1.0, -1.0)
+
+
+def _floats(v: Any) -> torch.Tensor:
+    return v.unpack() if isinstance(v, _PackedBits) else v
+
+
+def _out_words(o: int) -> int:
+    """Packed words of an ``o``-long activation vector as the next layer reads it (256-bit tiles)."""
+    return -(-o // 256) * 8
 
 
 class CudaRunner:
@@ -91,8 +116,25 @@ class CudaRunner:
             return cuda.gemv(w, k, a=a)
         return cuda.bmma(a, w, k, pa, pw)
 
-    def _op(self, op: dict[str, Any], v: torch.Tensor) -> torch.Tensor:
+    def _binary_linear(self, op: dict[str, Any], v: Any) -> Any:
+        w, pw, thr, bias = self._t[op["name"]]
+        k, o = op["k"], op["out_features"]
+        packed_in = isinstance(v, _PackedBits) and v.k == k and v.words.shape[1] == w.shape[1]
+        batch = v.words.shape[0] if isinstance(v, _PackedBits) else v.shape[0]
+        if thr is not None and batch <= 16:  # stays packed: GEMV with the fused threshold output
+            src = {"a": v.words} if packed_in else {"x": _floats(v).flatten(1).float().contiguous()}
+            return _PackedBits(cuda.gemv(w, k, thr=thr, out_words=_out_words(o), **src), o)
+        y = cuda.gemv(w, k, a=v.words) if packed_in else self._gemm(_floats(v).flatten(1), w, pw, k)
+        if thr is not None:
+            return torch.where(y >= _chan(thr, y.ndim), 1.0, -1.0)
+        out = y.float()
+        return out if bias is None else out + _chan(bias, out.ndim)
+
+    def _op(self, op: dict[str, Any], v: Any) -> Any:
         kind, n = op["op"], op["name"]
+        if kind == "binary_linear":
+            return self._binary_linear(op, v)
+        v = _floats(v)
         if kind == "flatten":
             return v.flatten(1)
         if kind == "relu":
@@ -124,15 +166,11 @@ class CudaRunner:
                 x = F.pad(x, (padding[1], padding[1], padding[0], padding[0]), value=op["pad_value"])
                 padding = [0, 0]
             return F.conv2d(x, w, b, op["stride"], padding)
-        if kind in ("binary_linear", "binary_conv2d"):
+        if kind == "binary_conv2d":
             w, pw, thr, bias = self._t[n]
-            k = op["k"]
-            if kind == "binary_linear":
-                y = self._gemm(v.flatten(1), w, pw, k)
-            else:
-                act = cuda.pack_nhwc(v.float().contiguous(), tuple(op["padding"]), op["pad_value"])
-                y = cuda.bconv(act, w, k, pw, kernel_size=tuple(op["kernel_size"]),
-                               stride=tuple(op["stride"])).permute(0, 3, 1, 2)
+            act = cuda.pack_nhwc(v.float().contiguous(), tuple(op["padding"]), op["pad_value"])
+            y = cuda.bconv(act, w, op["k"], pw, kernel_size=tuple(op["kernel_size"]),
+                           stride=tuple(op["stride"])).permute(0, 3, 1, 2)
             if thr is not None:
                 return torch.where(y >= _chan(thr, y.ndim), 1.0, -1.0)
             out = y.float()
@@ -143,7 +181,7 @@ class CudaRunner:
                 body = self._op(o, body)
             for o in op["shortcut"]:
                 short = self._op(o, short)
-            return body + short
+            return _floats(body) + _floats(short)
         raise ValueError(f"Unknown op {kind!r} (layer {n!r}).")
 
     @torch.no_grad()
@@ -151,4 +189,4 @@ class CudaRunner:
         v = x.to(self.device, torch.float32)
         for op in self.pm.header["layers"]:
             v = self._op(op, v)
-        return v
+        return _floats(v)
