@@ -279,3 +279,24 @@ def test_python_and_mirror_constants_match_the_sources():
     assert (b["BM"], b["BN"], b["BMMA_THREADS"]) == (cuda.BMMA_BM, cuda.BMMA_BN, cuda.BMMA_THREADS)
     assert (b["BM"], b["BN"], b["BMMA_THREADS"], b["STAGE_WORDS"], b["SROW"], b["BMMA_STAGES"]) == (
         _mirror.BM, _mirror.BN, _mirror.BMMA_THREADS, _mirror.STAGE_WORDS, _mirror.SROW, _mirror.BMMA_STAGES)
+
+
+def test_launch_passes_the_stream_and_raises_the_driver_error_by_name(monkeypatch):
+    """launch() hands cuLaunchKernel torch's stream and the (value, type) tuples; a failing code becomes a
+    CudaError naming it and the kernel (the driver is faked: no GPU here)."""
+    driver = pytest.importorskip("cuda.bindings.driver")
+    import ctypes
+
+    seen = {}
+
+    def fake_launch(f, gx, gy, gz, bx, by, bz, smem, stream, params, extra):
+        seen.update(f=f, grid=(gx, gy, gz), block=(bx, by, bz), smem=smem, stream=int(stream), params=params)
+        return (driver.CUresult.CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES,)
+
+    monkeypatch.setattr(_nvrtc, "function", lambda dev, src, name: "F")
+    monkeypatch.setattr(driver, "cuLaunchKernel", fake_launch)
+    with pytest.raises(_nvrtc.CudaError, match=r"cuLaunchKernel\(bnn_bmma, grid=\(2, 3, 1\).*CUDA_ERROR_LAUNCH_OUT_OF_RES"):
+        _nvrtc.launch(0, "bmma.cu", "bnn_bmma", (2, 3, 1), (256, 1, 1), [(None, ctypes.c_void_p), (7, ctypes.c_int)],
+                      stream=1234)
+    assert seen == {"f": "F", "grid": (2, 3, 1), "block": (256, 1, 1), "smem": 0, "stream": 1234,
+                    "params": ((0, 7), (ctypes.c_void_p, ctypes.c_int))}
