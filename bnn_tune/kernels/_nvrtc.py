@@ -29,7 +29,7 @@ from typing import Any
 
 from ._native import cache_dir
 
-__all__ = ["ARCHS", "CSRC", "KERNELS", "CudaError", "check", "compile_cubin", "build_all", "compiler", "cubin_arch", "launch",
+__all__ = ["ARCHS", "CSRC", "KERNELS", "CudaError", "check", "compile_cubin", "build_all", "compiler", "cubin_arch", "cubin_bytes", "launch",
            "nvcc_path", "nvrtc_available", "sources"]
 
 CSRC = Path(__file__).parent / "csrc"
@@ -221,6 +221,21 @@ def compile_cubin(src: Path | str, arch: str | int, *, kind: str | None = None) 
     return path
 
 
+def cubin_bytes(src: Path | str, arch: str | int) -> bytes:
+    """The cubin of ``src`` for ``sm_<arch>``: from the cache, or compiled in memory (with a warning) when
+    the cache directory cannot be written (a read-only home on a cluster node)."""
+    try:
+        return compile_cubin(src, arch).read_bytes()
+    except OSError as exc:
+        import warnings
+
+        warnings.warn(f"bnn-tune kernel cache {cache_dir() / 'cuda'} is not writable ({exc}); compiling "
+                      f"{Path(src).name} in memory (set BNN_TUNE_CACHE to a writable directory).", stacklevel=2)
+        src = Path(src) if Path(src).is_absolute() else CSRC / src
+        kind = compiler()
+        return (nvrtc_compile if kind == "nvrtc" else nvcc_compile)(src, _arch(arch))[0]
+
+
 def build_all(archs: tuple[str, ...] = ARCHS, *, kind: str | None = None) -> dict[tuple[str, str], Path]:
     """Compile every source for every arch (in parallel threads: NVRTC releases the GIL); ``{(source, arch): path}``."""
     from concurrent.futures import ThreadPoolExecutor
@@ -282,7 +297,7 @@ def function(device: int, source: str, name: str) -> Any:
         _context(device)
         mod = _MODULES.get((device, source))
         if mod is None:
-            cubin = compile_cubin(source, _device_arch(device)).read_bytes()
+            cubin = cubin_bytes(source, _device_arch(device))
             mod = check(driver.cuModuleLoadData(cubin), f"cuModuleLoadData({source})")
             _MODULES[(device, source)] = mod
             for other in KERNELS.get(source, ()):

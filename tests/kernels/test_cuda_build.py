@@ -300,3 +300,13 @@ def test_launch_passes_the_stream_and_raises_the_driver_error_by_name(monkeypatc
                       stream=1234)
     assert seen == {"f": "F", "grid": (2, 3, 1), "block": (256, 1, 1), "smem": 0, "stream": 1234,
                     "params": ((0, 7), (ctypes.c_void_p, ctypes.c_int))}
+
+
+@needs_nvrtc
+def test_unwritable_cache_compiles_in_memory(tmp_path, monkeypatch):
+    blocker = tmp_path / "not_a_dir"
+    blocker.write_text("")
+    monkeypatch.setenv("BNN_TUNE_CACHE", str(blocker))  # cache_dir() is a file: mkdir fails
+    with pytest.warns(UserWarning, match="not writable.*BNN_TUNE_CACHE"):
+        cubin = _nvrtc.cubin_bytes("pack_sign.cu", "80")
+    assert _nvrtc.cubin_arch(cubin) == 80
