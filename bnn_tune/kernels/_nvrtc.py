@@ -320,15 +320,22 @@ def set_max_dynamic_smem(f: Any, nbytes: int, name: str) -> None:
 def launch(device: int, source: str, name: str, grid: tuple[int, int, int], block: tuple[int, int, int],
            args: list[tuple[Any, Any]], *, smem: int = 0, stream: int) -> None:
     """``cuLaunchKernel`` of kernel ``name`` with ``args`` = [(value, ctypes type)], on ``stream``."""
+    import contextlib
+
+    import torch
     from cuda.bindings import driver
 
-    f = function(device, source, name)
-    if smem > 48 * 1024:
-        set_max_dynamic_smem(f, smem, name)
-    values = tuple(0 if v is None else v for v, _ in args)
-    types = tuple(t for _, t in args)
-    check(driver.cuLaunchKernel(f, *grid, *block, smem, driver.CUstream(stream), (values, types), 0),
-          f"cuLaunchKernel({name}, grid={grid}, block={block}, smem={smem})")
+    # on another GPU than torch's current one: switch torch's device for the launch (and back), so the
+    # thread's current context stays the one torch's runtime expects
+    other = torch.cuda.is_available() and torch.cuda.current_device() != device
+    with torch.cuda.device(device) if other else contextlib.nullcontext():
+        f = function(device, source, name)
+        if smem > 48 * 1024:
+            set_max_dynamic_smem(f, smem, name)
+        values = tuple(0 if v is None else v for v, _ in args)
+        types = tuple(t for _, t in args)
+        check(driver.cuLaunchKernel(f, *grid, *block, smem, driver.CUstream(stream), (values, types), 0),
+              f"cuLaunchKernel({name}, grid={grid}, block={block}, smem={smem})")
 
 
 C_PTR, C_INT, C_LONG = ctypes.c_void_p, ctypes.c_int, ctypes.c_longlong
