@@ -8,7 +8,7 @@
   activations through a chain of direct binary convolutions / linears, thresholds and bit pools, on
   AVX-512 VPOPCNTDQ, AVX2 or portable C (:func:`available_isas`, ``$BNN_TUNE_CPU_ISA``), threaded.
 * :mod:`bnn_tune.kernels.cuda`: the CUDA kernels (``csrc/*.cu``: batch 1..16 GEMV on CUDA cores,
-  tensor-core ``mma ... .b1 .and.popc`` GEMM, sign+pack), built with nvcc on first use when a GPU is
+  tensor-core ``mma ... .b1 .and.popc`` GEMM, sign+pack), compiled with NVRTC (nvcc optional) on first use when a GPU is
   visible; :mod:`bnn_tune.kernels._mirror`: a numpy re-enactment of their indexing for CPU tests.
 
 The lowest layer: imports nothing else of bnn_tune. Whole-model benchmarking (``bnn-tune bench``) lives
