@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -214,6 +215,7 @@ class BinaryChain:
         self.output_map = cur
         self._int_out = self._steps[-1]["kind"] == "conv" and self._steps[-1]["athr"] is None
         self._buffers: dict[int, list[np.ndarray]] = {}
+        self._lock = threading.Lock()  # the buffers are shared; ctypes drops the GIL during the C calls
 
     # ------------------------------------------------------------------ planning
     def _plan(self, layer: ChainLayer, cur: _Map, last: bool, i: int) -> _Map:
@@ -336,16 +338,19 @@ class BinaryChain:
         n = x.shape[0]
         if n == 0:
             raise ValueError("input must hold at least one sample, but got N=0.")
+        if x.dtype == np.bool_ and self._scale is not None:
+            raise ValueError("input must be float32 when the chain starts with a batch-norm sign, but got bool.")
+        with self._lock:
+            return self._run(np.ascontiguousarray(x), n)
+
+    def _run(self, x: np.ndarray, n: int) -> np.ndarray:
         bufs = self._buffers.get(n)
         if bufs is None:
             bufs = self._buffers[n] = self._alloc(n)
         lib = self._lib
-        x = np.ascontiguousarray(x)
         first, b0 = self._steps[0], bufs[0]
         m0: _Map = first["in"]
         dims = (n, m0.c, m0.h, m0.w, b0.shape[1], b0.shape[2], b0.shape[3], first["border"])
-        if x.dtype == np.bool_ and self._scale is not None:
-            raise ValueError("input must be float32 when the chain starts with a batch-norm sign, but got bool.")
         sc = None if self._scale is None else self._scale.ctypes.data
         sf = None if self._shift is None else self._shift.ctypes.data
         if x.dtype == np.bool_:
@@ -389,8 +394,8 @@ class BinaryChain:
     def _output(self, buf: np.ndarray, n: int) -> np.ndarray:
         o = self.output_map
         if self._int_out:
-            y = buf.reshape(n, o.h, o.w, o.c)
-            return np.ascontiguousarray(y.transpose(0, 3, 1, 2)).reshape((n, o.c) if o.flat else (n, o.c, o.h, o.w))
+            y = buf.reshape(n, o.h, o.w, o.c).transpose(0, 3, 1, 2).copy()  # never a view of the buffer
+            return y.reshape((n, o.c) if o.flat else (n, o.c, o.h, o.w))
         bits = np.empty((n, o.c, o.h, o.w), dtype=np.uint8)
         self._lib.bnn_engine_unpack(buf.ctypes.data, bits.ctypes.data, n, o.c, o.h, o.w, o.h, o.w, buf.shape[3], 0)
         bits = bits.view(bool)

@@ -139,6 +139,33 @@ def test_buffers_reused_per_batch_size():
     assert chain.run(xa[:1]).shape == (1, 16, 5, 5)
 
 
+def test_outputs_are_not_views_of_the_buffers():
+    """A later run (or another thread's) must not change an earlier result: int and bit outputs."""
+    rng = np.random.default_rng(4)
+    w = rng.random((24, 50)) < 0.5
+    xa, xb = (rng.standard_normal((3, 50)).astype(np.float32) for _ in range(2))
+    for thr in (None, rng.integers(-5, 5, 24)):
+        chain = BinaryChain((50,), [ChainLayer("linear", w, threshold=thr)], threads=1)
+        ya = chain.run(xa)
+        ref = ya.copy()
+        chain.run(xb)
+        np.testing.assert_array_equal(ya, ref)
+
+
+def test_concurrent_runs_agree():
+    from concurrent.futures import ThreadPoolExecutor
+
+    rng = np.random.default_rng(5)
+    w = rng.random((32, 3, 3, 16)) < 0.5
+    chain = BinaryChain((16, 12, 12), [ChainLayer("conv", w, padding=(1, 1))], threads=1)
+    xs = [rng.standard_normal((4, 16, 12, 12)).astype(np.float32) for _ in range(8)]
+    refs = [_conv_ref(x >= 0, w, 1, 1, 1.0) for x in xs]
+    with ThreadPoolExecutor(4) as pool:
+        outs = list(pool.map(chain.run, xs * 4))
+    for i, y in enumerate(outs):
+        np.testing.assert_array_equal(y, refs[i % len(xs)])
+
+
 def test_env_var_forces_isa(monkeypatch):
     w = np.ones((4, 1, 1, 4), dtype=bool)
     for isa in ISAS:
