@@ -285,7 +285,6 @@ def _benchmark_model(model, input_shape, num_classes, *, width, depth, device, q
         return {"meta": meta, "rows": cuda_rows}
 
     if engine_available():
-        packed.set_cpu_engine(True, threads=torch.get_num_threads())
         meta["cpu_engine"] = {"isa": selected_isa(), "threads": torch.get_num_threads()}
     rows: list[dict[str, Any]] = []
     for op in binary_ops(packed.header["layers"]):
@@ -297,12 +296,19 @@ def _benchmark_model(model, input_shape, num_classes, *, width, depth, device, q
                 rows.append(_cpu_conv(op["name"], op, bs, warmup=warmup, repeats=repeats, rng=rng))
     fp32_bytes = sum(p.numel() * 4 for p in twin.parameters())
     pbytes = packed.weight_bytes()
-    for bs in batch_sizes:
-        x = torch.randn(bs, *input_shape)
-        with torch.no_grad():
-            p, b = _median_pair(partial(packed.logits, x), partial(twin, x), warmup=warmup, repeats=repeats)
-        rows.append(bench_row("model", model, "model", bs, p, {"fp32": b}, pbytes["binary"] + pbytes["real"],
-                         fp32_bytes, {"input": list(input_shape)}))
+    saved = packed._engine  # time the engine at the bench's threads, then give the model its setting back
+    if engine_available():
+        packed.set_cpu_engine(True, threads=torch.get_num_threads())
+    try:
+        for bs in batch_sizes:
+            x = torch.randn(bs, *input_shape)
+            with torch.no_grad():
+                p, b = _median_pair(partial(packed.logits, x), partial(twin, x), warmup=warmup, repeats=repeats)
+            rows.append(bench_row("model", model, "model", bs, p, {"fp32": b}, pbytes["binary"] + pbytes["real"],
+                                  fp32_bytes, {"input": list(input_shape)}))
+    finally:
+        packed._engine = saved
+        packed._chains.clear()
     if include_large_layer:
         o, k = large_layer
         for bs in batch_sizes:
