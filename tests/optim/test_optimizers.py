@@ -127,6 +127,78 @@ def test_bop2_normalised_rule():
     assert torch.equal(w.detach() == -w0, expected)
 
 
+@pytest.mark.parametrize("foreach", [False, True])
+def test_bop2_multi_step_hand_recurrence(foreach):
+    """Six steps from non-zero state: catches a wrong moment decay (e.g. ``v *= sigma``) or a swapped rate."""
+    gamma, sigma, tau, eps = 0.3, 0.2, 0.5, 1e-10
+    params = [p.detach().double().requires_grad_(True) for p in _params(7, shapes=((40, 30), (77,)))]
+    w = [p.detach().clone() for p in params]
+    m = [torch.zeros_like(x) for x in w]
+    v = [torch.zeros_like(x) for x in w]
+    opt = Bop2ndOrder(params, gamma=gamma, sigma=sigma, threshold=tau, eps=eps, foreach=foreach)
+    flips = 0
+    for t in range(6):
+        grads = [g.double() for g in _grads(params, 60 + t)]
+        for p, g in zip(params, grads):
+            p.grad = g
+        opt.step()
+        for i, g in enumerate(grads):
+            m[i] = (1 - gamma) * m[i] + gamma * g
+            v[i] = (1 - sigma) * v[i] + sigma * g * g
+            flip = (m[i] / (v[i].sqrt() + eps)) * w[i] > tau
+            flips += int(flip.sum())
+            w[i] = torch.where(flip, -w[i], w[i])
+            torch.testing.assert_close(opt.state[params[i]]["exp_avg"], m[i])
+            torch.testing.assert_close(opt.state[params[i]]["exp_avg_sq"], v[i])
+            assert torch.equal(params[i].detach(), w[i]), f"step {t}"
+    assert flips > 100  # the rule was exercised
+
+
+@pytest.mark.parametrize("foreach", [False, True])
+def test_filter_order1_is_bop_step_for_step(foreach):
+    """The order-1 filter with a threshold is Bop (m <- EMA of g, flip where m * w > tau)."""
+    p1 = _params(8, shapes=((50, 20), (31,)))
+    p2 = [torch.nn.Parameter(p.detach().clone()) for p in p1]
+    f = GradientFilter(p1, order=1, gamma=0.25, threshold=0.4, foreach=foreach)
+    b = Bop(p2, gamma=0.25, threshold=0.4, foreach=foreach)
+    changed = 0
+    for t in range(8):
+        for a, c, g in zip(p1, p2, _grads(p1, 80 + t)):
+            a.grad, c.grad = g, g.clone()
+        before = [a.detach().clone() for a in p1]
+        f.step()
+        b.step()
+        changed += sum(int((a != x).sum()) for a, x in zip(p1, before))
+        for a, c in zip(p1, p2):
+            assert torch.equal(a, c), f"step {t}"
+            torch.testing.assert_close(f.state[a]["exp_avg"], b.state[c]["exp_avg"])
+    # with tau = 0 instead, some weight would flip differently: the threshold is exercised
+    p3 = [torch.nn.Parameter(p.detach().clone()) for p in _params(8, shapes=((50, 20), (31,)))]
+    f0 = GradientFilter(p3, order=1, gamma=0.25, threshold=0.0, foreach=foreach)
+    for t in range(8):
+        for a, g in zip(p3, _grads(p3, 80 + t)):
+            a.grad = g
+        f0.step()
+    assert changed > 0 and any(not torch.equal(a, c) for a, c in zip(p3, p2))
+
+
+@pytest.mark.parametrize("foreach", [False, True])
+def test_bmd_latent_step_is_torch_adam(foreach):
+    """BMD's update of w~ is Adam's, step for step (betas not swapped, bias correction kept)."""
+    params = _params(9, shapes=((12, 7), (5,)), binary=False)
+    ref = [torch.nn.Parameter(p.detach().clone()) for p in params]
+    opt = BMD(params, lr=0.03, betas=(0.8, 0.95), eps=1e-6, beta0=1.0, beta_growth=10.0, total_steps=6,
+              foreach=foreach)
+    adam = torch.optim.Adam(ref, lr=0.03, betas=(0.8, 0.95), eps=1e-6, foreach=False)
+    for t in range(6):
+        for p, r, g in zip(params, ref, _grads(params, 90 + t)):
+            p.grad, r.grad = g, g.clone()
+        opt.step()
+        adam.step()
+        for p, r in zip(params, ref):
+            torch.testing.assert_close(p, r, msg=f"step {t}")
+
+
 def test_filter_order2_sets_sign_opposite_to_inertia():
     params, opt = _run("filter2", False, steps=5)
     for p in params:
