@@ -226,7 +226,7 @@ register(
 register(
     "bop2",
     Bop2ndOrder,
-    hyperparameters={"gamma": 1e-2, "sigma": 1e-2, "threshold": 0.1, "eps": 1e-10},
+    hyperparameters={"gamma": 1e-6, "sigma": 1e-2, "threshold": 1e-6, "eps": 1e-10},  # the authors' defaults
     make=lambda params, h, **_ctx: Bop2ndOrder(params, **h),
     prepare_model=binarize_weights,
     schedulable=("gamma", "sigma", "threshold"),
