@@ -260,3 +260,19 @@ def test_bnew_default_regulariser_pushes_weights_to_the_corners(digits):
         assert not tr.optimizer.binary.is_locked()
         means[bool(extra)] = torch.cat([p.detach().abs().flatten() for _, p in binary_parameters(tr.model)]).mean()
     assert means[False] > 0.3 > 3 * means[True]
+
+
+def test_mid_run_bnew_checkpoint_exports_the_network_it_was_scored_on(digits):
+    """Before the lock, eval mode and the packed export both use sign(w): predictions agree everywhere."""
+    from bnn_tune.export import pack_model
+
+    tr = Trainer({**BASE, "optimizer": "bnew", "epochs": 4, "lr": 1e-3, "max_steps_per_epoch": 6}, data=digits)
+    m = tr.train_epoch()
+    assert not tr.optimizer.binary.is_locked()
+    x = tr.data.x_test
+    with torch.no_grad():
+        ref = tr.model.eval()(x).argmax(1).numpy()
+    packed = pack_model(tr.model, input_shape=tuple(digits.input_shape))
+    assert (packed.predict(x) == ref).all()
+    assert tr.evaluate("test")[1] == pytest.approx(float((ref == tr.data.y_test.numpy()).mean()))
+    assert m.val_acc_relaxed is not None
