@@ -4,7 +4,7 @@
 * :func:`binary_gemm`, :func:`binary_conv2d`: CPU XOR-popcount GEMM and im2col convolution
   (compiled C kernel ``csrc/bgemm_cpu.c`` when a C compiler is present, numpy otherwise).
 * :mod:`bnn_tune.kernels.cuda`: the CUDA kernels (``csrc/*.cu``: batch 1..16 GEMV on CUDA cores,
-  tensor-core ``mma ... .b1 .and.popc`` GEMM, sign+pack), built with nvcc on first use when a GPU is
+  tensor-core ``mma ... .b1 .and.popc`` GEMM, sign+pack), compiled with NVRTC (nvcc optional) on first use when a GPU is
   visible; :mod:`bnn_tune.kernels._mirror`: a numpy re-enactment of their indexing for CPU tests.
 
 The lowest layer: imports nothing else of bnn_tune. Whole-model benchmarking (``bnn-tune bench``) lives
