@@ -12,7 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ._base import DataSplits, register_dataset, split_train_val
+from ._base import DataSplits, InputTransform, register_dataset, split_train_val
 
 _STATS = {
     "mnist": ((0.1307,), (0.3081,)),
@@ -65,13 +65,17 @@ def _load(name: str, cls_name: str, *, val_fraction: float, root: str, download:
 
     x, y = tensors(train)
     xte, yte = tensors(test)
+    raw_test = np.asarray(test.data.numpy() if isinstance(test.data, torch.Tensor) else test.data)
+    transform = InputTransform(raw_shape=tuple(raw_test.shape[1:]), raw_dtype=raw_test.dtype.name,
+                               input_shape=tuple(x.shape[1:]), mean=_STATS[name][0], std=_STATS[name][1],
+                               divide_by=255.0, channels_last=raw_test.ndim == 4)
     mean, std = (torch.tensor(v).view(1, -1, 1, 1) for v in _STATS[name])
     x, xte = (x - mean) / std, (xte - mean) / std
     xtr, ytr, xv, yv = split_train_val(x, y, val_fraction)
     num_classes = len(getattr(train, "classes", [])) or int(y.max()) + 1
     augment = random_crop_flip if name.startswith("cifar") else None
     return DataSplits(name, xtr, ytr, xv, yv, xte, yte, num_classes=num_classes, input_shape=tuple(x.shape[1:]),
-                      augment=augment)
+                      augment=augment, input_transform=transform, x_test_raw=raw_test)
 
 
 def _loader(name: str, cls_name: str):

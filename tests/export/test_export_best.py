@@ -65,12 +65,48 @@ def test_export_best_from_ray_dir(tmp_path, fake_ray):
     with torch.no_grad():
         best.model.eval()
         ref = best.model(x)
-    assert (pm.predict(x) == ref.argmax(1).numpy()).all()
-    np.testing.assert_allclose(pm.logits(x), ref.numpy(), rtol=1e-4, atol=1e-3)
+    assert (pm.predict(x, preprocessed=True) == ref.argmax(1).numpy()).all()
+    np.testing.assert_allclose(pm.logits(x, preprocessed=True), ref.numpy(), rtol=1e-4, atol=1e-3)
+    # the file carries the input transform: the raw test arrays give the same logits
+    np.testing.assert_array_equal(pm.logits(best.data.x_test_raw), pm.logits(x, preprocessed=True))
     assert summary["agreement"] == 1.0 and summary["packed_test_acc"] == summary["torch_test_acc"]
+    assert summary["packed_raw_test_acc"] == summary["packed_test_acc"]
     bench = json.loads((out / "bench.json").read_text())
     assert {r["scope"] for r in bench["rows"]} == {"layer", "model"}
     assert pm.header["model"]["trial"]["trial_id"] == "trial_b"
+
+
+def test_exported_model_takes_raw_sklearn_digits(tmp_path):
+    """The user's path: export a digits model, load it, call predict on sklearn's raw X (0..16)."""
+    from sklearn.datasets import load_digits
+
+    exp = tmp_path / "exp" / "trial_0"
+    cfg = {**BASE, "dataset": "digits", "width": 0.5, "max_steps_per_epoch": 0, "seed": 0}
+    exp.mkdir(parents=True)
+    (exp / "params.json").write_text(json.dumps(cfg))
+    (exp / "result.json").write_text(json.dumps({"val_acc": 0.9, "checkpoint_dir_name": "checkpoint_000000"}))
+    t = _checkpoint(exp / "checkpoint_000000", **cfg)
+    summary = export_best(str(tmp_path / "exp"), tmp_path / "out", bench=False)
+    pm = load_packed(tmp_path / "out" / "model.bnn.safetensors")
+    tr = pm.header["input_transform"]
+    assert tr["raw_shape"] == [64] and tr["raw_dtype"] == "float64" and tr["input_shape"] == [1, 8, 8]
+    assert len(tr["mean"]) == len(tr["std"]) == 64
+
+    X, y = load_digits(return_X_y=True)
+    assert X.max() == 16.0
+    raw_pred = pm.predict(X)
+    with torch.no_grad():
+        t.model.eval()
+        x_std = pm.input_transform(X)
+        torch_pred = t.model(x_std).argmax(1).numpy()
+    np.testing.assert_array_equal(raw_pred, torch_pred)  # same answers as PyTorch on the normalized data
+    np.testing.assert_array_equal(raw_pred, pm.predict(x_std, preprocessed=True))
+    assert (raw_pred == y).mean() > 0.85, (raw_pred == y).mean()
+    assert summary["packed_raw_test_acc"] == summary["packed_test_acc"] > 0.85
+    with pytest.raises(ValueError, match=r"raw inputs of shape \(N, 64\).*got shape \(5, 63\).*preprocessed=True"):
+        pm.predict(X[:5, :63])
+    with pytest.raises(ValueError, match=r"raw inputs of shape \(N, 64\)"):
+        pm.predict(x_std)  # normalized images without preprocessed=True are refused, not misread
 
 
 def test_export_best_ray_scope_all(fake_ray):
