@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import optim
+from ._errors import DeviceUnavailableError
 from .config import TrialConfig
 from .data import DataSplits, load_dataset
 from .metrics import FlipCounter
@@ -80,7 +81,11 @@ def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"device={device!r} was asked for, but no CUDA GPU is visible; use device='cpu' or 'auto'.")
+        raise DeviceUnavailableError(f"device={device!r} was asked for, but no CUDA GPU is visible; use "
+                                     "device='cpu' or 'auto' (CLI: --device cpu).")
+    if device.startswith("cuda:") and device[5:].isdigit() and int(device[5:]) >= torch.cuda.device_count():
+        raise DeviceUnavailableError(f"device={device!r} was asked for, but only {torch.cuda.device_count()} CUDA "
+                                     f"GPU(s) are visible; use cuda:0..cuda:{torch.cuda.device_count() - 1}.")
     return torch.device(device)
 
 

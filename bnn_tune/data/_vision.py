@@ -12,6 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .._errors import PathNotFoundError
 from ._base import DataSplits, InputTransform, register_dataset, split_train_val
 
 _STATS = {
@@ -52,8 +53,16 @@ def random_crop_flip(x: torch.Tensor, generator: torch.Generator, pad: int = 4) 
 def _load(name: str, cls_name: str, *, val_fraction: float, root: str, download: bool) -> DataSplits:
     ds_mod = _tv()
     cls = getattr(ds_mod, cls_name)
-    train = cls(root=root, train=True, download=download)
-    test = cls(root=root, train=False, download=download)
+    try:
+        train = cls(root=root, train=True, download=download)
+        test = cls(root=root, train=False, download=download)
+    except RuntimeError as exc:
+        if download or "not found" not in str(exc).lower():
+            raise
+        raise PathNotFoundError(
+            f"The {name} files are not under data_root={root!r} (torchvision's {cls_name} layout); put them "
+            "there, or allow the download with download=True (CLI: -p download=true)."
+        ) from None
 
     def tensors(ds) -> tuple[torch.Tensor, torch.Tensor]:
         data = ds.data

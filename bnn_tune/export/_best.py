@@ -37,6 +37,7 @@ from typing import Any
 
 import torch
 
+from .._errors import PathNotFoundError
 from ..config import TrialConfig
 
 __all__ = ["BestTrial", "export_best", "find_best"]
@@ -174,12 +175,27 @@ def find_best(source: Any, *, study_name: str | None = None, metric: str = "val_
             return _optuna(optuna.load_study(study_name=study_name, storage=s), metric)
         if os.path.isdir(s):
             return _ray_dir(s, metric, mode, scope)
-        raise FileNotFoundError(f"No Ray Tune experiment directory at {s!r}.")
+        raise PathNotFoundError(f"No Ray Tune experiment directory at {s!r}; give the experiment directory "
+                                "(<storage_path>/<name>) or an Optuna storage URL with study_name (CLI: --study).")
     raise TypeError(f"`source` must be a Ray ResultGrid, a Ray experiment path, an optuna.Study or an Optuna "
                     f"storage URL (with study_name), but got {type(source).__name__}.")
 
 
 # ---------------------------------------------------------------------- export
+def _writable_dir(out_dir: str | os.PathLike) -> None:
+    """Create ``out_dir`` and check a file can be written there, before any work is done."""
+    d = os.fspath(out_dir)
+    try:
+        os.makedirs(d, exist_ok=True)
+        probe = os.path.join(d, f".bnn-tune-write-test-{os.getpid()}")
+        with open(probe, "w"):
+            pass
+        os.remove(probe)
+    except OSError as exc:
+        raise ValueError(f"Cannot write to the output folder out_dir={d!r} ({exc.strerror or exc}); choose a "
+                         "folder you can write to (CLI: --out).") from exc
+
+
 def export_best(
     source: Any,
     out_dir: str | os.PathLike,
@@ -223,7 +239,7 @@ def export_best(
 
     best = find_best(source, study_name=study_name, metric=metric, mode=mode, scope=scope)
     config = TrialConfig.from_dict(best.config)  # raises ConfigError on a bad config
-    os.makedirs(out_dir, exist_ok=True)
+    _writable_dir(out_dir)
     cpu_config = config.replace(device="cpu")
     if best.checkpoint is not None:
         state = torch.load(best.checkpoint, map_location="cpu", weights_only=True)

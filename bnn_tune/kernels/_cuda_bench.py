@@ -20,6 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .._errors import DeviceUnavailableError
 from . import cuda
 from ._bench import _binary_ops, _row
 
@@ -172,7 +173,8 @@ def _conv_row(op: dict[str, Any], batch: int, *, inner: int, warmup: int, repeat
 def run(packed: Any, twin: Any, input_shape: tuple[int, ...], *, batch_sizes: tuple[int, ...], quick: bool,
         include_large_layer: bool, large_layer: tuple[int, int], seed: int) -> list[dict[str, Any]]:
     if not cuda.available():
-        raise RuntimeError("device='cuda' was asked for, but no CUDA GPU (or no nvcc) is available.")
+        raise DeviceUnavailableError("device='cuda' was asked for, but no CUDA GPU (or no nvcc) is available; "
+                                     "use --device cpu.")
     torch.manual_seed(seed)
     warmup, repeats, inner = (3, 10, 20) if quick else (10, 50, 50)
     rows = []

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import torch
 
+from .._errors import DeviceUnavailableError
 from ._native import cache_dir
 
 __all__ = ["CSRC", "available", "bmma", "build", "compile_command", "gemv", "load", "pack_sign"]
@@ -92,7 +93,8 @@ def load() -> ctypes.CDLL:
     global _LIB
     if _LIB is None:
         if not torch.cuda.is_available():
-            raise RuntimeError("No CUDA GPU is visible; the CUDA kernels cannot run (use the CPU path).")
+            raise DeviceUnavailableError("No CUDA GPU is visible; the CUDA kernels cannot run (use the CPU path, "
+                                         "device='cpu').")
         lib = ctypes.CDLL(str(build()))
         p, i = ctypes.c_void_p, ctypes.c_int
         lib.bnn_pack_sign.argtypes = [p, i, i, i, i, p, p, p]

@@ -161,6 +161,19 @@ def test_export_cli(tmp_path, capsys, fake_ray):
     assert main(["export", str(tmp_path / "missing"), "--out", str(tmp_path / "x")]) == 2
 
 
+def test_export_to_unwritable_folder_is_one_clear_error(tmp_path, capsys, fake_ray):
+    exp, _ = fake_ray
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    out = blocker / "out"
+    assert main(["export", exp, "--out", str(out), "--no-bench"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: Cannot write to the output folder") and f"out_dir='{out}'" in err
+    assert "--out" in err and len(err.splitlines()) == 1
+    with pytest.raises(ValueError, match="Cannot write to the output folder"):
+        export_best(exp, out, bench=False)
+
+
 def test_bad_source_type(tmp_path):
     with pytest.raises(TypeError, match="`source` must be"):
         export_best(42, tmp_path)
