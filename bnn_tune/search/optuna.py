@@ -64,15 +64,21 @@ def make_storage(url: str | None) -> Any:
     )
 
 
-def make_pruner(kind: str = "flip", **flip_kwargs: Any) -> Any:
+def make_pruner(kind: str = "flip", *, epochs: int | None = None, **flip_kwargs: Any) -> Any:
     """``"flip"``: :class:`plugins.optuna.FlipRatePruner`; ``"flip+median"``: flip rule OR median;
-    ``"median"``: Optuna's MedianPruner; ``"none"``: no pruning."""
+    ``"median"``: Optuna's MedianPruner; ``"none"``: no pruning.
+
+    The flip rule takes :func:`bnn_tune.search._rule.flip_rule_settings` for ``epochs`` (the same as the
+    Ray backend's :class:`plugins.ray.FlipRateScheduler`); ``flip_kwargs`` override them.
+    """
     optuna = require("optuna", feature="bnn-tune search")
     from plugins.optuna import FlipRatePruner
 
+    from ._rule import flip_rule_settings
+
     # the objective is validation accuracy: runs within 2 points of the best are contenders (noise of a
     # few hundred validation samples), so converged runs near the top finish instead of being pruned
-    flip_kwargs.setdefault("margin", 0.02)
+    flip_kwargs = {**flip_rule_settings(epochs if epochs is not None else 10), **flip_kwargs}
     if kind == "flip":
         return FlipRatePruner(**flip_kwargs)
     if kind == "flip+median":
@@ -126,10 +132,17 @@ def _worker(settings: SearchSettings, n_trials: int, index: int) -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     seed = None if settings.seed is None else settings.seed + index
     study = optuna.load_study(study_name=settings.study_name, storage=make_storage(settings.storage),
-                              sampler=optuna.samplers.TPESampler(seed=seed), pruner=make_pruner(settings.pruner))
+                              sampler=optuna.samplers.TPESampler(seed=seed),
+                              pruner=make_pruner(settings.pruner, epochs=_epochs(settings)))
     obj = objective(settings.space, base_config=settings.base_config, artifact_dir=settings.artifact_dir,
                     naive=settings.naive)
     study.optimize(obj, n_trials=n_trials, callbacks=[_report_trial] if settings.verbose else None)
+
+
+def _epochs(settings: SearchSettings) -> int:
+    from ..config import TrialConfig
+
+    return int(settings.base_config.get("epochs", TrialConfig.epochs))
 
 
 def _shares(n: int, workers: int) -> list[int]:
@@ -160,7 +173,8 @@ def run_optuna_search(settings: SearchSettings, *, on_trial: Callable[[Any, Any]
                          "in-memory storage; pass storage='sqlite:///path/study.db' or 'journal:///path/study.log'.")
     study = optuna.create_study(
         study_name=settings.study_name, storage=storage, direction="maximize", load_if_exists=True,
-        sampler=optuna.samplers.TPESampler(seed=settings.seed), pruner=make_pruner(settings.pruner),
+        sampler=optuna.samplers.TPESampler(seed=settings.seed),
+        pruner=make_pruner(settings.pruner, epochs=_epochs(settings)),
     )
     settings.study_name = study.study_name
     for params in settings.enqueue:
