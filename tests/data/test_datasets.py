@@ -114,15 +114,20 @@ def test_torchvision_cifar_loaders_read_python_batches(tmp_path, monkeypatch, na
     assert d.augment is random_crop_flip
 
 
-def test_random_crop_flip_is_a_shifted_window():
-    x = torch.arange(2 * 1 * 6 * 6, dtype=torch.float32).view(2, 1, 6, 6) + 1
-    g = torch.Generator().manual_seed(0)
-    out = random_crop_flip(x, g, pad=2)
+def test_random_crop_flip_is_the_drawn_shifted_window():
+    """Each image is the window at the offsets the generator draws (then flipped when drawn), and over a
+    batch the offsets and flips vary: a crop that returns its input unchanged fails."""
+    n, pad = 64, 2
+    x = torch.arange(n * 2 * 6 * 6, dtype=torch.float32).view(n, 2, 6, 6) + 1
+    out = random_crop_flip(x, torch.Generator().manual_seed(0), pad=pad)
     assert out.shape == x.shape
-    for i in range(2):
-        xp = torch.nn.functional.pad(x[i], (2, 2, 2, 2))
-        found = any(
-            torch.equal(out[i], w) or torch.equal(out[i], w.flip(-1))
-            for dy in range(5) for dx in range(5) for w in [xp[:, dy:dy + 6, dx:dx + 6]]
-        )
-        assert found
+    g = torch.Generator().manual_seed(0)  # the same draws, in the function's order
+    oy = torch.randint(0, 2 * pad + 1, (n,), generator=g)
+    ox = torch.randint(0, 2 * pad + 1, (n,), generator=g)
+    flip = torch.rand(n, generator=g) < 0.5
+    for i in range(n):
+        xp = torch.nn.functional.pad(x[i], (pad, pad, pad, pad))
+        want = xp[:, oy[i]:oy[i] + 6, ox[i]:ox[i] + 6]
+        assert torch.equal(out[i], want.flip(-1) if flip[i] else want), i
+    assert len(set(zip(oy.tolist(), ox.tolist()))) > 10 and 0 < int(flip.sum()) < n
+    assert not torch.equal(out, x)

@@ -109,6 +109,49 @@ def test_exported_model_takes_raw_sklearn_digits(tmp_path):
         pm.predict(x_std)  # normalized images without preprocessed=True are refused, not misread
 
 
+def test_export_takes_the_best_reports_checkpoint_not_the_latest(tmp_path):
+    """scope="all": the checkpoint saved with the best report (epoch 1), not the latest one (epoch 2)
+    whose weights differ; scope="last" and a result without checkpoint_dir_name take the latest."""
+    tdir = tmp_path / "exp" / "trial_0"
+    tdir.mkdir(parents=True)
+    cfg = {**BASE, "seed": 3}
+    (tdir / "params.json").write_text(json.dumps(cfg))
+    t = Trainer(cfg)
+    states = []
+    for i in range(2):
+        t.train_epoch()
+        (tdir / f"checkpoint_00000{i}").mkdir()
+        t.save(tdir / f"checkpoint_00000{i}" / "checkpoint.pt")
+        states.append({k: v.clone() for k, v in t.model.state_dict().items()})
+    assert any(not torch.equal(states[0][k], states[1][k]) for k in states[0])
+    rows = [{"val_acc": 0.9, "checkpoint_dir_name": "checkpoint_000000"},
+            {"val_acc": 0.5, "checkpoint_dir_name": "checkpoint_000001"}]
+    (tdir / "result.json").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+
+    def exported_logits(out, **kw):
+        summary = export_best(str(tmp_path / "exp"), out, bench=False, **kw)
+        pm = load_packed(out / "model.bnn.safetensors")
+        return summary, pm.logits(t.data.x_test, preprocessed=True)
+
+    def torch_logits(state):
+        m = Trainer(cfg).model
+        m.load_state_dict(state)
+        with torch.no_grad():
+            return m.eval()(t.data.x_test).numpy()
+
+    best, logits = exported_logits(tmp_path / "best", scope="all")
+    assert best["checkpoint"].endswith("checkpoint_000000/checkpoint.pt") and best["value"] == 0.9
+    np.testing.assert_allclose(logits, torch_logits(states[0]), rtol=1e-4, atol=1e-3)
+    assert not np.allclose(logits, torch_logits(states[1]), rtol=1e-4, atol=1e-3)
+    last, logits = exported_logits(tmp_path / "last", scope="last")
+    assert last["checkpoint"].endswith("checkpoint_000001/checkpoint.pt") and last["value"] == 0.5
+    np.testing.assert_allclose(logits, torch_logits(states[1]), rtol=1e-4, atol=1e-3)
+    # without checkpoint_dir_name in the result, the latest checkpoint is the fallback
+    (tdir / "result.json").write_text("\n".join(json.dumps({"val_acc": r["val_acc"]}) for r in rows) + "\n")
+    fallback, _ = exported_logits(tmp_path / "fallback", scope="all")
+    assert fallback["checkpoint"].endswith("checkpoint_000001/checkpoint.pt")
+
+
 def test_export_best_ray_scope_all(fake_ray):
     exp, _ = fake_ray
     from bnn_tune.export._best import find_best

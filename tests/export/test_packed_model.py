@@ -276,7 +276,7 @@ def cuda_on_cpu(monkeypatch):
     from bnn_tune.kernels._mirror import mirror_bmma, mirror_gemv
 
     class FakeCuda:
-        calls: list[str] = []
+        calls: list[tuple[str, int]] = []  # (kernel, rows of the packed activations)
 
         @staticmethod
         def available():
@@ -290,13 +290,12 @@ def cuda_on_cpu(monkeypatch):
 
         @staticmethod
         def gemv(w, k, *, a):
-            FakeCuda.calls.append("gemv")
-            assert a.shape[0] <= 16
+            FakeCuda.calls.append(("gemv", a.shape[0]))
             return torch.from_numpy(mirror_gemv(w.numpy().view(np.uint32), k, a=a.numpy().view(np.uint32)))
 
         @staticmethod
         def bmma(a, w, k, pa, pw):
-            FakeCuda.calls.append("bmma")
+            FakeCuda.calls.append(("bmma", a.shape[0]))
             au, wu = a.numpy().view(np.uint32), w.numpy().view(np.uint32)
             if a.shape[0] * w.shape[0] <= 5000:  # the mirror is slow: use it on small problems
                 return torch.from_numpy(mirror_bmma(au, wu, k, pa.numpy(), pw.numpy()))
@@ -317,4 +316,22 @@ def test_cuda_runner_logic_on_cpu(name, shape, width, cuda_on_cpu):
     for batch in (3, 20):
         x = torch.randn(batch, *shape) * 2
         np.testing.assert_allclose(runner.logits(x).numpy(), pm.logits(x), rtol=1e-4, atol=1e-3)
-    assert {"gemv", "bmma"} <= set(cuda_on_cpu.calls) or name != "mlp"
+    # kernel choice: the CUDA-core GEMV for at most 16 rows (batch, or batch x output pixels of a conv),
+    # the tensor-core GEMM above; every binary layer ran on one of them
+    calls = cuda_on_cpu.calls
+    n_binary = sum(op["op"] in ("binary_linear", "binary_conv2d") for op in _flat_ops(pm.header["layers"]))
+    assert len(calls) == 2 * n_binary > 0, calls
+    for kernel, rows in calls:
+        assert kernel == ("gemv" if rows <= 16 else "bmma"), calls
+    # batch 20 always gives > 16 rows (GEMM); batch 3 gives 3 rows to every binary linear layer (GEMV)
+    assert "bmma" in {k for k, _ in calls}
+    if any(op["op"] == "binary_linear" for op in _flat_ops(pm.header["layers"])):
+        assert ("gemv", 3) in calls, calls
+
+
+def _flat_ops(ops):
+    for op in ops:
+        yield op
+        if op["op"] == "residual":
+            yield from _flat_ops(op["body"])
+            yield from _flat_ops(op["shortcut"])
