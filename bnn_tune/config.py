@@ -176,6 +176,12 @@ class TrialConfig:
     def _validate(self, data, nn, spec) -> None:
         _choice("dataset", self.dataset, data.list_datasets())
         _choice("model", self.model, nn.list_models())
+        shape = data.dataset_input_shape(self.dataset)
+        if shape is not None:
+            try:
+                nn.check_input_shape(self.model, shape)
+            except ValueError as exc:
+                raise ConfigError(f"model={self.model!r} cannot take dataset={self.dataset!r}: {exc}") from None
         _check_range("epochs", self.epochs, 1, None, integer=True)
         _check_range("batch_size", self.batch_size, 1, None, integer=True)
         _check_range("seed", self.seed, 0, 2**32 - 1, integer=True)

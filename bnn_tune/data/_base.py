@@ -11,7 +11,8 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["DataSplits", "InputTransform", "list_datasets", "load_dataset", "register_dataset"]
+__all__ = ["DataSplits", "InputTransform", "dataset_input_shape", "list_datasets", "load_dataset",
+           "register_dataset"]
 
 SPLIT_SEED = 20_240_601  # fixed: every trial of a sweep sees the same train/val/test split
 
@@ -144,13 +145,27 @@ class DataSplits:
 
 Loader = Callable[..., DataSplits]
 _DATASETS: dict[str, Loader] = {}
+_SHAPES: dict[str, tuple[int, ...]] = {}
 
 
-def register_dataset(name: str, loader: Loader, *, overwrite: bool = False) -> None:
-    """Register ``loader(*, val_fraction, root, download) -> DataSplits`` under ``name``."""
+def register_dataset(name: str, loader: Loader, *, overwrite: bool = False,
+                     input_shape: tuple[int, ...] | None = None) -> None:
+    """Register ``loader(*, val_fraction, root, download) -> DataSplits`` under ``name``.
+
+    ``input_shape`` (one input's shape, when known without loading) lets a config be checked against
+    the model before any data is read (:func:`dataset_input_shape`).
+    """
     if name in _DATASETS and not overwrite:
         raise ValueError(f"A dataset named {name!r} is already registered; pass overwrite=True to replace it.")
     _DATASETS[name] = loader
+    _SHAPES.pop(name, None)
+    if input_shape is not None:
+        _SHAPES[name] = tuple(int(d) for d in input_shape)
+
+
+def dataset_input_shape(name: str) -> tuple[int, ...] | None:
+    """The shape of one input of a registered dataset, or ``None`` when it is only known after loading."""
+    return _SHAPES.get(name)
 
 
 def list_datasets() -> list[str]:

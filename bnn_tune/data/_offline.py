@@ -75,6 +75,6 @@ def load_synthetic(*, val_fraction: float = 0.2, root: str = "data", download: b
                         input_shape=(1, 8, 8), num_classes=k)
 
 
-register_dataset("digits", load_digits)
-register_dataset("mnist1d", load_mnist1d)
-register_dataset("synthetic", load_synthetic)
+register_dataset("digits", load_digits, input_shape=(1, 8, 8))
+register_dataset("mnist1d", load_mnist1d, input_shape=(40,))
+register_dataset("synthetic", load_synthetic, input_shape=(1, 8, 8))

@@ -96,6 +96,6 @@ def _loader(name: str, cls_name: str):
     return load
 
 
-for _name, _cls in (("mnist", "MNIST"), ("fashion_mnist", "FashionMNIST"), ("cifar10", "CIFAR10"),
-                    ("cifar100", "CIFAR100")):
-    register_dataset(_name, _loader(_name, _cls))
+for _name, _cls, _shape in (("mnist", "MNIST", (1, 28, 28)), ("fashion_mnist", "FashionMNIST", (1, 28, 28)),
+                            ("cifar10", "CIFAR10", (3, 32, 32)), ("cifar100", "CIFAR100", (3, 32, 32))):
+    register_dataset(_name, _loader(_name, _cls), input_shape=_shape)
