@@ -309,7 +309,7 @@ def make_scheduler(pruner: str, epochs: int) -> Any:
 
     if pruner == "none":
         return FIFOScheduler()
-    scheduler = ASHAScheduler(time_attr="training_iteration", metric=_METRIC, mode=_MODE, max_t=epochs,
+    scheduler: Any = ASHAScheduler(time_attr="training_iteration", metric=_METRIC, mode=_MODE, max_t=epochs,
                               grace_period=max(1, epochs // 4), reduction_factor=2)
     if pruner != "median":
         scheduler = FlipRateScheduler(scheduler, **flip_rule_settings(epochs))
