@@ -211,9 +211,11 @@ class Trainer:
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to resume: model, optimizer, schedulers, RNG states, epoch, history.
 
-        Only tensors and plain Python containers, so ``torch.load(..., weights_only=True)`` reads it.
+        Only tensors and plain Python containers, so ``torch.load(..., weights_only=True)`` reads it. On a
+        GPU the device's CUDA RNG state is kept too (``"cuda_rng"``), so a resumed GPU trial draws the same
+        random numbers (dropout, CUDA-side sampling) as an uninterrupted one.
         """
-        return {
+        state = {
             "epoch": self.epoch,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -223,6 +225,9 @@ class Trainer:
             "history": [asdict(m) for m in self.history],
             "config": self.config.to_dict(),
         }
+        if self.device.type == "cuda":
+            state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
+        return state
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore a :meth:`state_dict`; the next :meth:`train_epoch` continues where it stopped."""
@@ -234,6 +239,8 @@ class Trainer:
             s.load_state_dict(st)
         self.generator.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])
+        if self.device.type == "cuda" and "cuda_rng" in state:  # a CPU checkpoint or a CPU resume: no CUDA stream
+            torch.cuda.set_rng_state(state["cuda_rng"].cpu(), self.device)
         self.epoch = int(state["epoch"])
         self.history = [EpochMetrics(**m) for m in state["history"]]
 
