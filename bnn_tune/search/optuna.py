@@ -29,6 +29,7 @@ import logging
 import multiprocessing as mp
 import os
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,10 +74,22 @@ def make_storage(url: str | None, *, heartbeat_interval: int | None = None, grac
                 Path(db).parent.mkdir(parents=True, exist_ok=True)
             kwargs["engine_kwargs"] = {"connect_args": {"timeout": 60}}
         if heartbeat_interval is not None:
-            retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
+            with warnings.catch_warnings():  # Optuna marks the heartbeat experimental; it is what we need
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
             kwargs.update(heartbeat_interval=heartbeat_interval, grace_period=grace_period,
                           heartbeat_stale_trial_callback=retry)
-        return optuna.storages.RDBStorage(url, **kwargs)
+        from sqlalchemy.exc import SQLAlchemyError
+
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(url, **kwargs)
+        except (SQLAlchemyError, ImportError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ValueError(f"Cannot open the Optuna storage {url!r}: {first} Check the URL, that the database "
+                             "server is reachable and that its Python driver is installed (e.g. psycopg2 for "
+                             "postgresql://).") from exc
     raise ValueError(
         f"`storage` must be ':memory:', an RDB URL (sqlite:///path.db, postgresql://...), 'journal:///path.log' "
         f"or a path ending in .log/.journal, but got storage={url!r}."
