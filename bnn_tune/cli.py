@@ -32,7 +32,7 @@ def parse_assignments(items: Sequence[str]) -> dict[str, Any]:
     for item in items:
         key, eq, val = item.partition("=")
         if not eq or not key:
-            raise SystemExit(f"bnn-tune: error: expected KEY=VALUE, but got {item!r}")
+            raise ValueError(f"-p expects KEY=VALUE, but got {item!r}.")
         out[key.strip()] = _value(val.strip())
     return out
 
@@ -51,10 +51,11 @@ def add_config_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    from .config import load_config_file
+
     cfg: dict[str, Any] = {}
     if args.config:
-        with open(args.config) as f:
-            cfg.update(json.load(f))
+        cfg.update(load_config_file(args.config))
     for key in ("dataset", "model", "optimizer", "epochs", "batch_size", "seed", "device"):
         v = getattr(args, key, None)
         if v is not None:
@@ -74,15 +75,10 @@ def _run_fit(args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
 
-    from .config import ConfigError
     from .train import Trainer
 
     console = Console(stderr=args.json)
-    try:
-        trainer = Trainer(config_from_args(args))
-    except ConfigError as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        return 2
+    trainer = Trainer(config_from_args(args))  # a bad config: ConfigError, answered by main()
     cfg = trainer.config
     console.print(f"bnn-tune fit: optimizer={cfg.optimizer} model={cfg.model} dataset={cfg.dataset} "
                   f"epochs={cfg.epochs} device={trainer.device}")
@@ -129,13 +125,31 @@ def _load_optional_commands() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one ``bnn-tune`` command; returns the exit code.
+
+    A user mistake (bad config value or file, missing dataset files, ``--device cuda`` without a GPU,
+    a missing source, an output folder that cannot be written, a missing optional dependency) is
+    answered with one line ``error: ...`` on stderr and exit code 2; ``--debug`` shows the traceback.
+    """
+    from ._errors import USER_ERRORS, user_message
+
     _load_optional_commands()
     parser = argparse.ArgumentParser(prog="bnn-tune", description="Hyperparameter search for binarized networks.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="show tracebacks of errors")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (add, _run) in _COMMANDS.items():
-        add(sub.add_parser(name))
+        add(sub.add_parser(name, parents=[common]))
     args = parser.parse_args(argv)
-    return _COMMANDS[args.command][1](args)
+    try:
+        return _COMMANDS[args.command][1](args)
+    except USER_ERRORS as exc:
+        if args.debug:
+            raise
+        print(f"error: {user_message(exc)}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import json
 import math
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,11 +29,37 @@ from typing import Any
 from . import data, nn, optim
 from .schedules import validate_schedule
 
-__all__ = ["COMMON_KEYS", "ConfigError", "TrialConfig"]
+__all__ = ["COMMON_KEYS", "ConfigError", "TrialConfig", "load_config_file"]
 
 
 class ConfigError(ValueError):
     """A configuration value or key is invalid."""
+
+
+def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a flat config from a JSON file (what ``--config`` takes).
+
+    Raises:
+        ConfigError: the file is missing, unreadable, not valid JSON (with line and column) or not a
+            JSON object.
+    """
+    p = os.fspath(path)
+    try:
+        with open(p) as f:
+            text = f.read()
+    except FileNotFoundError:
+        raise ConfigError(f"Config file {p!r} does not exist; check the --config path.") from None
+    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"Config file {p!r} cannot be read ({type(exc).__name__}: {exc}).") from None
+    try:
+        cfg = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"Config file {p!r} is not valid JSON: {exc.msg} at line {exc.lineno} column "
+                          f"{exc.colno}.") from None
+    if not isinstance(cfg, dict):
+        raise ConfigError(f"Config file {p!r} must hold a JSON object of config keys, but holds a "
+                          f"{type(cfg).__name__}.")
+    return cfg
 
 
 def _check_range(key: str, value: Any, low: float | None, high: float | None, *, low_open=False, high_open=False,
@@ -148,6 +176,12 @@ class TrialConfig:
     def _validate(self, data, nn, spec) -> None:
         _choice("dataset", self.dataset, data.list_datasets())
         _choice("model", self.model, nn.list_models())
+        shape = data.dataset_input_shape(self.dataset)
+        if shape is not None:
+            try:
+                nn.check_input_shape(self.model, shape)
+            except ValueError as exc:
+                raise ConfigError(f"model={self.model!r} cannot take dataset={self.dataset!r}: {exc}") from None
         _check_range("epochs", self.epochs, 1, None, integer=True)
         _check_range("batch_size", self.batch_size, 1, None, integer=True)
         _check_range("seed", self.seed, 0, 2**32 - 1, integer=True)

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import optim
+from ._errors import DeviceUnavailableError
 from .config import TrialConfig
 from .data import DataSplits, load_dataset
 from .metrics import FlipCounter
@@ -89,7 +90,11 @@ def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"device={device!r} was asked for, but no CUDA GPU is visible; use device='cpu' or 'auto'.")
+        raise DeviceUnavailableError(f"device={device!r} was asked for, but no CUDA GPU is visible; use "
+                                     "device='cpu' or 'auto' (CLI: --device cpu).")
+    if device.startswith("cuda:") and device[5:].isdigit() and int(device[5:]) >= torch.cuda.device_count():
+        raise DeviceUnavailableError(f"device={device!r} was asked for, but only {torch.cuda.device_count()} CUDA "
+                                     f"GPU(s) are visible; use cuda:0..cuda:{torch.cuda.device_count() - 1}.")
     return torch.device(device)
 
 
@@ -231,9 +236,11 @@ class Trainer:
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to resume: model, optimizer, schedulers, RNG states, epoch, history.
 
-        Only tensors and plain Python containers, so ``torch.load(..., weights_only=True)`` reads it.
+        Only tensors and plain Python containers, so ``torch.load(..., weights_only=True)`` reads it. On a
+        GPU the device's CUDA RNG state is kept too (``"cuda_rng"``), so a resumed GPU trial draws the same
+        random numbers (dropout, CUDA-side sampling) as an uninterrupted one.
         """
-        return {
+        state = {
             "epoch": self.epoch,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -243,6 +250,9 @@ class Trainer:
             "history": [asdict(m) for m in self.history],
             "config": self.config.to_dict(),
         }
+        if self.device.type == "cuda":
+            state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
+        return state
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore a :meth:`state_dict`; the next :meth:`train_epoch` continues where it stopped."""
@@ -254,6 +264,8 @@ class Trainer:
             s.load_state_dict(st)
         self.generator.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])
+        if self.device.type == "cuda" and "cuda_rng" in state:  # a CPU checkpoint or a CPU resume: no CUDA stream
+            torch.cuda.set_rng_state(state["cuda_rng"].cpu(), self.device)
         self.epoch = int(state["epoch"])
         self.history = [EpochMetrics(**m) for m in state["history"]]
 

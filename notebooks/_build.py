@@ -449,7 +449,9 @@ print(sorted(p.name for p in (RUN / "export").iterdir()))
 
 `load_packed` verifies the header and checksum and never unpickles anything. The packed model runs the
 binary layers as XNOR/popcount on the packed words; its predictions must match the PyTorch model the
-checkpoint holds.
+checkpoint holds. The file also carries the input transform (the training split's per-feature mean and
+std): `predict` takes the raw arrays a user has (here scikit-learn's digits `X`, values 0..16), and
+`preprocessed=True` takes inputs already normalized like the training data.
 """),
     code('''
 packed = load_packed(RUN / "export" / "model.bnn.safetensors")
@@ -461,10 +463,13 @@ trainer.model.eval()
 x, y = trainer.data.x_test, trainer.data.y_test
 with torch.no_grad():
     torch_pred = trainer.model(x).argmax(1).numpy()
-packed_pred = packed.predict(x)
+packed_pred = packed.predict(x, preprocessed=True)
 print(f"test accuracy: torch {np.mean(torch_pred == y.numpy()):.4f}, packed {np.mean(packed_pred == y.numpy()):.4f}; "
       f"identical predictions on {np.mean(packed_pred == torch_pred):.2%} of {len(y)} test images")
 print("weight bytes:", packed.weight_bytes(), "vs float32:", sum(p.numel() * 4 for p in trainer.model.parameters()))
+from sklearn.datasets import load_digits
+X_raw, y_raw = load_digits(return_X_y=True)          # raw pixels 0..16, shape (1797, 64)
+print(f"packed accuracy on raw sklearn digits X: {np.mean(packed.predict(X_raw) == y_raw):.4f}")
 '''),
     md("""
 ## Benchmark

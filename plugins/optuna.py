@@ -80,7 +80,9 @@ class FlipRatePruner(BasePruner):
     Args:
         wrapped_pruner: another pruner to compose with, or None.
         n_startup_trials: pruning is disabled until this many trials completed in the study.
-        n_warmup_steps: pruning is disabled while the trial's last step is below this value.
+        n_warmup_steps: pruning is disabled while the trial's last step is below this value, and for its
+            first ``n_warmup_steps`` reports (steps counted from 1, like epochs, or from 0, the first
+            judged report is number ``n_warmup_steps + 1``, as in :class:`plugins.ray.FlipRateStopper`).
         interval_steps: interval in steps between pruning checks, offset by the warm-up steps.
         patience: consecutive collapsed reports needed to prune.
         floor: log flip rate (``log(flip_rate + e^-9)``, in ``(-9, 0]``) at or below which the binary
@@ -138,9 +140,12 @@ class FlipRatePruner(BasePruner):
             raise ValueError(f"`combine` must be 'and' or 'or', but got combine={combine!r}.")
         if not isinstance(flip_rate_key, str) or not flip_rate_key:
             raise ValueError(f"`flip_rate_key` must be a non-empty string, but got flip_rate_key={flip_rate_key!r}.")
-        # the rule validates patience, floor, relative_drop, min_improvement; warm-up is step-based here
+        # the rule validates patience, floor, relative_drop, min_improvement. Warm-up is checked twice: as
+        # Optuna's step value (step < n_warmup_steps) and by the rule as a count of reports, so the first
+        # n_warmup_steps reports are never judged whether steps count from 0 or, as bnn_tune.objective's
+        # epochs, from 1 -- the decision falls at the same epoch as plugins.ray's FlipRateStopper.
         self._rule = FlipRateCollapseRule(
-            n_warmup_steps=0, patience=patience, floor=floor, relative_drop=relative_drop,
+            n_warmup_steps=n_warmup_steps, patience=patience, floor=floor, relative_drop=relative_drop,
             min_improvement=min_improvement, margin=margin,
         )
         self._wrapped_pruner = wrapped_pruner

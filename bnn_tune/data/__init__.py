@@ -10,12 +10,21 @@ Example:
 from __future__ import annotations
 
 from . import _offline, _vision  # noqa: F401  (registers the built-in datasets)
-from ._base import DataSplits, list_datasets, load_dataset, register_dataset
+from ._base import (
+    DataSplits,
+    InputTransform,
+    dataset_input_shape,
+    list_datasets,
+    load_dataset,
+    register_dataset,
+)
 from ._offline import load_digits, load_mnist1d, load_synthetic
 from ._vision import random_crop_flip
 
 __all__ = [
     "DataSplits",
+    "InputTransform",
+    "dataset_input_shape",
     "list_datasets",
     "load_digits",
     "load_dataset",

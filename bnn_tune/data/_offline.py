@@ -5,19 +5,32 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ._base import SPLIT_SEED, DataSplits, register_dataset, split_train_val, standardize
+from ._base import (
+    SPLIT_SEED,
+    DataSplits,
+    InputTransform,
+    register_dataset,
+    split_train_val,
+    standard_stats,
+)
 
 
 def _from_arrays(name, x, y, x_test, y_test, *, val_fraction, input_shape, num_classes) -> DataSplits:
+    raw_test = np.asarray(x_test.numpy() if isinstance(x_test, torch.Tensor) else x_test)
     x = torch.as_tensor(np.asarray(x), dtype=torch.float32)
-    x_test = torch.as_tensor(np.asarray(x_test), dtype=torch.float32)
+    x_test = torch.as_tensor(raw_test, dtype=torch.float32)
     y = torch.as_tensor(np.asarray(y), dtype=torch.int64)
     y_test = torch.as_tensor(np.asarray(y_test), dtype=torch.int64)
     xtr, ytr, xv, yv = split_train_val(x, y, val_fraction)
-    xtr, xv, xte = standardize(xtr, xv, x_test)
+    mean, std = standard_stats(xtr)
+    xtr, xv, xte = ((t - mean) / std for t in (xtr, xv, x_test))
+    transform = InputTransform(raw_shape=tuple(raw_test.shape[1:]), raw_dtype=raw_test.dtype.name,
+                               input_shape=tuple(input_shape), mean=tuple(mean.flatten().tolist()),
+                               std=tuple(std.flatten().tolist()))
     shape = (-1, *input_shape)
     return DataSplits(name, xtr.reshape(shape), ytr, xv.reshape(shape), yv, xte.reshape(shape), y_test,
-                      num_classes=num_classes, input_shape=tuple(input_shape))
+                      num_classes=num_classes, input_shape=tuple(input_shape), input_transform=transform,
+                      x_test_raw=raw_test)
 
 
 def load_digits(*, val_fraction: float = 0.2, root: str = "data", download: bool = False) -> DataSplits:
@@ -62,6 +75,6 @@ def load_synthetic(*, val_fraction: float = 0.2, root: str = "data", download: b
                         input_shape=(1, 8, 8), num_classes=k)
 
 
-register_dataset("digits", load_digits)
-register_dataset("mnist1d", load_mnist1d)
-register_dataset("synthetic", load_synthetic)
+register_dataset("digits", load_digits, input_shape=(1, 8, 8))
+register_dataset("mnist1d", load_mnist1d, input_shape=(40,))
+register_dataset("synthetic", load_synthetic, input_shape=(1, 8, 8))

@@ -12,7 +12,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ._base import DataSplits, register_dataset, split_train_val
+from .._errors import PathNotFoundError
+from ._base import DataSplits, InputTransform, register_dataset, split_train_val
 
 _STATS = {
     "mnist": ((0.1307,), (0.3081,)),
@@ -52,8 +53,16 @@ def random_crop_flip(x: torch.Tensor, generator: torch.Generator, pad: int = 4) 
 def _load(name: str, cls_name: str, *, val_fraction: float, root: str, download: bool) -> DataSplits:
     ds_mod = _tv()
     cls = getattr(ds_mod, cls_name)
-    train = cls(root=root, train=True, download=download)
-    test = cls(root=root, train=False, download=download)
+    try:
+        train = cls(root=root, train=True, download=download)
+        test = cls(root=root, train=False, download=download)
+    except RuntimeError as exc:
+        if download or "not found" not in str(exc).lower():
+            raise
+        raise PathNotFoundError(
+            f"The {name} files are not under data_root={root!r} (torchvision's {cls_name} layout); put them "
+            "there, or allow the download with download=True (CLI: -p download=true)."
+        ) from None
 
     def tensors(ds) -> tuple[torch.Tensor, torch.Tensor]:
         data = ds.data
@@ -65,13 +74,17 @@ def _load(name: str, cls_name: str, *, val_fraction: float, root: str, download:
 
     x, y = tensors(train)
     xte, yte = tensors(test)
+    raw_test = np.asarray(test.data.numpy() if isinstance(test.data, torch.Tensor) else test.data)
+    transform = InputTransform(raw_shape=tuple(raw_test.shape[1:]), raw_dtype=raw_test.dtype.name,
+                               input_shape=tuple(x.shape[1:]), mean=_STATS[name][0], std=_STATS[name][1],
+                               divide_by=255.0, channels_last=raw_test.ndim == 4)
     mean, std = (torch.tensor(v).view(1, -1, 1, 1) for v in _STATS[name])
     x, xte = (x - mean) / std, (xte - mean) / std
     xtr, ytr, xv, yv = split_train_val(x, y, val_fraction)
     num_classes = len(getattr(train, "classes", [])) or int(y.max()) + 1
     augment = random_crop_flip if name.startswith("cifar") else None
     return DataSplits(name, xtr, ytr, xv, yv, xte, yte, num_classes=num_classes, input_shape=tuple(x.shape[1:]),
-                      augment=augment)
+                      augment=augment, input_transform=transform, x_test_raw=raw_test)
 
 
 def _loader(name: str, cls_name: str):
@@ -83,6 +96,6 @@ def _loader(name: str, cls_name: str):
     return load
 
 
-for _name, _cls in (("mnist", "MNIST"), ("fashion_mnist", "FashionMNIST"), ("cifar10", "CIFAR10"),
-                    ("cifar100", "CIFAR100")):
-    register_dataset(_name, _loader(_name, _cls))
+for _name, _cls, _shape in (("mnist", "MNIST", (1, 28, 28)), ("fashion_mnist", "FashionMNIST", (1, 28, 28)),
+                            ("cifar10", "CIFAR10", (3, 32, 32)), ("cifar100", "CIFAR100", (3, 32, 32))):
+    register_dataset(_name, _loader(_name, _cls), input_shape=_shape)

@@ -303,7 +303,7 @@ def _benchmark_model(model, input_shape, num_classes, *, width, depth, device, q
         for bs in batch_sizes:
             x = torch.randn(bs, *input_shape)
             with torch.no_grad():
-                p, b = _median_pair(partial(packed.logits, x), partial(twin, x), warmup=warmup, repeats=repeats)
+                p, b = _median_pair(partial(packed.logits, x, preprocessed=True), partial(twin, x), warmup=warmup, repeats=repeats)
             rows.append(bench_row("model", model, "model", bs, p, {"fp32": b}, pbytes["binary"] + pbytes["real"],
                                   fp32_bytes, {"input": list(input_shape)}))
     finally:

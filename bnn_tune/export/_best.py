@@ -20,7 +20,9 @@ Without a usable checkpoint the best config is retrained with :func:`bnn_tune.fi
 Outputs in ``out_dir``: ``config.json`` (loadable by ``fit``), ``model.bnn.safetensors`` (the packed
 model), ``bench.json`` and ``bench.png`` (:func:`bnn_tune.export.benchmark_model`) and
 ``export.json`` (provenance: source, trial, metric, weights origin, test accuracy of the PyTorch and
-the packed model and their agreement).
+the packed model and their agreement, and ``packed_raw_test_acc``: the packed model's accuracy on the
+raw test arrays, e.g. sklearn digits ``X`` with values 0..16, through the input transform stored in
+the file; ``null`` for a dataset without one).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from typing import Any
 
 import torch
 
+from .._errors import PathNotFoundError
 from ..config import TrialConfig
 from ._bench import benchmark_model, plot_results
 
@@ -173,12 +176,27 @@ def find_best(source: Any, *, study_name: str | None = None, metric: str = "val_
             return _optuna(optuna.load_study(study_name=study_name, storage=s), metric)
         if os.path.isdir(s):
             return _ray_dir(s, metric, mode, scope)
-        raise FileNotFoundError(f"No Ray Tune experiment directory at {s!r}.")
+        raise PathNotFoundError(f"No Ray Tune experiment directory at {s!r}; give the experiment directory "
+                                "(<storage_path>/<name>) or an Optuna storage URL with study_name (CLI: --study).")
     raise TypeError(f"`source` must be a Ray ResultGrid, a Ray experiment path, an optuna.Study or an Optuna "
                     f"storage URL (with study_name), but got {type(source).__name__}.")
 
 
 # ---------------------------------------------------------------------- export
+def _writable_dir(out_dir: str | os.PathLike) -> None:
+    """Create ``out_dir`` and check a file can be written there, before any work is done."""
+    d = os.fspath(out_dir)
+    try:
+        os.makedirs(d, exist_ok=True)
+        probe = os.path.join(d, f".bnn-tune-write-test-{os.getpid()}")
+        with open(probe, "w"):
+            pass
+        os.remove(probe)
+    except OSError as exc:
+        raise ValueError(f"Cannot write to the output folder out_dir={d!r} ({exc.strerror or exc}); choose a "
+                         "folder you can write to (CLI: --out).") from exc
+
+
 def export_best(
     source: Any,
     out_dir: str | os.PathLike,
@@ -222,7 +240,7 @@ def export_best(
 
     best = find_best(source, study_name=study_name, metric=metric, mode=mode, scope=scope)
     config = TrialConfig.from_dict(best.config)  # raises ConfigError on a bad config
-    os.makedirs(out_dir, exist_ok=True)
+    _writable_dir(out_dir)
     cpu_config = config.replace(device="cpu")
     if best.checkpoint is not None:
         state = torch.load(best.checkpoint, map_location="cpu", weights_only=True)
@@ -251,7 +269,8 @@ def export_best(
     flat = config.to_dict()
     with open(os.path.join(out_dir, "config.json"), "w") as f:
         json.dump(flat, f, indent=2, sort_keys=True, default=str)
-    packed = pack_model(model, flat, input_shape=tuple(data.input_shape), num_classes=data.num_classes)
+    packed = pack_model(model, flat, input_shape=tuple(data.input_shape), num_classes=data.num_classes,
+                        input_transform=data.input_transform)
     packed.header["model"]["trial"] = {"source": best.source, "trial_id": best.trial_id, "metric": best.metric,
                                        "value": best.value, "weights": weights}
     model_path = os.path.join(out_dir, "model.bnn.safetensors")
@@ -260,13 +279,18 @@ def export_best(
     x, y = data.x_test.cpu(), data.y_test.cpu()
     with torch.no_grad():
         torch_pred = torch.cat([model(x[i: i + 512]).argmax(1) for i in range(0, len(y), 512)]).numpy()
-    packed_pred = packed.predict(x)
+    packed_pred = packed.predict(x, preprocessed=True)
+    raw_acc = None
+    if data.x_test_raw is not None and packed.input_transform is not None:  # as a user calls it: raw arrays
+        raw_acc = float((packed.predict(data.x_test_raw) == y.numpy()).mean())
     summary: dict[str, Any] = {
         "source": best.source, "trial": best.trial_id, "metric": best.metric, "value": best.value,
         "weights": weights, "checkpoint": best.checkpoint, "notes": best.notes,
         "config": "config.json", "model_file": "model.bnn.safetensors",
         "torch_test_acc": float((torch_pred == y.numpy()).mean()),
         "packed_test_acc": float((packed_pred == y.numpy()).mean()),
+        "packed_raw_test_acc": raw_acc,
+        "input_transform": packed.header["input_transform"] is not None,
         "agreement": float((packed_pred == torch_pred).mean()),
         "weight_bytes": packed.weight_bytes(),
     }

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .._errors import DeviceUnavailableError
 from ..kernels import cuda
 from ._bench_rows import bench_row, binary_ops
 
@@ -173,8 +174,8 @@ def _convbench_row(op: dict[str, Any], batch: int, *, inner: int, warmup: int, r
 def run(packed: Any, twin: Any, input_shape: tuple[int, ...], *, batch_sizes: tuple[int, ...], quick: bool,
         include_large_layer: bool, large_layer: tuple[int, int], seed: int) -> list[dict[str, Any]]:
     if not cuda.available():
-        raise RuntimeError("device='cuda' was asked for, but no CUDA GPU (or no kernel compiler: NVRTC from "
-                           "cuda-bindings/nvidia-cuda-nvrtc, or nvcc) is available.")
+        raise DeviceUnavailableError("device='cuda' was asked for, but no CUDA GPU (or no kernel compiler: NVRTC "
+                                     "from cuda-bindings/nvidia-cuda-nvrtc, or nvcc) is available; use --device cpu.")
     torch.manual_seed(seed)
     warmup, repeats, inner = (3, 10, 20) if quick else (10, 50, 50)
     copy = _copy_gbps(warmup=warmup, repeats=repeats)

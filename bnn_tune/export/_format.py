@@ -4,10 +4,13 @@ Layout::
 
     safetensors file
       __metadata__["bnn_tune"] = JSON header:
-        format: "bnn-tune-packed", format_version: 1
+        format: "bnn-tune-packed", format_version: 2 (version 1 files, without input_transform, still load)
         bit_convention: {word_bits: 32, bit_order: "lsb_first", one_means: +1, pad_bits: 0,
                          k_tile_bits: 256, conv_patch_order: "kh,kw,c", dot: "K - 2 popcount(a ^ w)"}
         model: {name, input_shape, num_classes, ...}, config: the flat training config (or null)
+        input_transform: how raw inputs become model inputs (or null): {raw_shape, raw_dtype, input_shape,
+                         mean, std (per feature or channel, training split), divide_by, channels_last}
+                         (see bnn_tune.data.InputTransform); applied by PackedModel.predict/logits
         layers: the op list (per-layer shapes, true K, padded K, tensor names)
         checksum: {algorithm: "sha256", value: hex digest of the header (without checksum) and all tensors}
       tensors: "<layer>.<name>" -> uint32 packed weights, int32 popcounts/thresholds, float32 real weights
@@ -28,7 +31,8 @@ import numpy as np
 __all__ = ["FORMAT", "FORMAT_VERSION", "PackedFormatError", "checksum", "read_packed_file", "write_packed_file"]
 
 FORMAT = "bnn-tune-packed"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)  # 1: no input_transform (read as null)
 _META_KEY = "bnn_tune"
 
 
@@ -53,6 +57,8 @@ def write_packed_file(path: str | os.PathLike, header: Mapping[str, Any], tensor
     from safetensors.numpy import save_file
 
     header = dict(header)
+    header["format_version"] = FORMAT_VERSION  # a loaded version-1 model is re-saved as the current version
+    header.setdefault("input_transform", None)
     header["checksum"] = {"algorithm": "sha256", "value": checksum(header, tensors)}
     save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, os.fspath(path),
               metadata={_META_KEY: json.dumps(header, sort_keys=True)})
@@ -84,14 +90,15 @@ def read_packed_file(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str,
         raise PackedFormatError(f"{path!r}: header format is {header.get('format') if isinstance(header, dict) else None!r}, "
                                 f"expected {FORMAT!r}.")
     version = header.get("format_version")
-    if version != FORMAT_VERSION:
+    if version not in READABLE_VERSIONS:
         raise PackedFormatError(
-            f"{path!r} has packed format version {version!r}, but this bnn-tune reads version "
-            f"{FORMAT_VERSION}; re-export the model with this version (bnn-tune export)."
+            f"{path!r} has packed format version {version!r}, but this bnn-tune reads versions "
+            f"{list(READABLE_VERSIONS)}; re-export the model with this version (bnn-tune export)."
         )
     stored = (header.get("checksum") or {}).get("value")
     actual = checksum(header, tensors)
     if stored != actual:
         raise PackedFormatError(f"{path!r}: checksum mismatch (stored {stored}, computed {actual}); "
                                 "the file is corrupted.")
+    header.setdefault("input_transform", None)  # version 1: no stored transform (after the checksum)
     return header, tensors

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -11,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..data import InputTransform
 from ..kernels._cpu import binary_conv2d, binary_gemm
 from ..kernels._engine import BinaryChain, ChainLayer, engine_available
 from ..kernels._packing import pack_bits, unpack_bits
@@ -51,6 +53,12 @@ class PackedModel:
     NHWC activations, direct convolution in C, one call per layer, buffers kept per batch size) when it
     builds; :meth:`set_cpu_engine` switches it off (the numpy reference path) or sets its threads / ISA.
 
+    Input: when the file carries an input transform (``header["input_transform"]``, written by
+    :func:`~bnn_tune.export.export_best` from the dataset's training statistics), :meth:`logits` and
+    :meth:`predict` take the user's raw arrays (sklearn digits ``X`` with values 0..16, uint8 images,
+    MNIST-1D rows) and standardize them as training did; ``preprocessed=True`` takes input already
+    normalized like the training data. A model packed without a transform takes model-ready input.
+
     Args:
         header: the JSON header (see :mod:`bnn_tune.export._format`).
         tensors: the named arrays the header refers to.
@@ -68,6 +76,8 @@ class PackedModel:
         self.tensors = dict(tensors)
         self._t: dict[str, Any] = {}
         self._runners: dict[str, Any] = {}
+        tr = self.header.get("input_transform")
+        self.input_transform: InputTransform | None = None if tr is None else InputTransform.from_dict(tr)
         self._check_convention()
         self._prepare(self.header["layers"])
         self._engine: dict[str, Any] | None = {"threads": None, "isa": None} if engine_available() else None
@@ -281,18 +291,47 @@ class PackedModel:
             return _to_float(self._run(op["body"], v)) + _to_float(self._run(op["shortcut"], v))
         raise PackedFormatError(f"Unknown op {kind!r} (layer {n!r}).")
 
-    @torch.no_grad()
-    def logits(self, x: Any, *, batch_size: int = 512, device: str = "cpu") -> np.ndarray:
-        """Class scores ``float32 [N, num_classes]`` for a batch ``x`` (numpy or torch, model input shape).
+    def model_input(self, x: Any, *, preprocessed: bool = False) -> torch.Tensor:
+        """The float32 model input for a batch ``x``: the stored input transform applied to raw ``x``
+        (unless ``preprocessed`` or none is stored), its shape checked against the model's.
 
-        ``device="cuda"`` runs the binary layers on the CUDA kernels (needs a GPU; NVRTC from torch's CUDA wheels builds them, see
-        :mod:`bnn_tune.export._cuda_runner`); the default is the CPU packed kernels.
+        Raises:
+            ValueError: ``x`` is not a batch of the expected shape (the message names that shape).
+        """
+        if isinstance(x, torch.Tensor):
+            x = x.detach()
+        elif not isinstance(x, np.ndarray):
+            x = np.asarray(x)
+        if x.ndim == 0:
+            raise ValueError("`x` must be a batch of inputs, but got a scalar.")
+        if self.input_transform is not None and not preprocessed:
+            return self.input_transform(x)
+        t = torch.as_tensor(x).float()
+        shape = self.header.get("model", {}).get("input_shape")
+        if shape is not None and tuple(t.shape[1:]) != tuple(shape):
+            n = math.prod(shape)
+            if t.ndim >= 2 and math.prod(t.shape[1:]) == n:
+                return t.reshape(t.shape[0], *shape)
+            hint = "" if self.input_transform is None else " (normalized like the training data)"
+            raise ValueError(f"Expected a batch of model inputs{hint} of shape (N, {', '.join(map(str, shape))}), "
+                             f"but got shape {tuple(t.shape)}.")
+        return t
+
+    @torch.no_grad()
+    def logits(self, x: Any, *, batch_size: int = 512, device: str = "cpu", preprocessed: bool = False
+               ) -> np.ndarray:
+        """Class scores ``float32 [N, num_classes]`` for a batch ``x`` (numpy or torch).
+
+        ``x`` is raw input as the training data came (see :attr:`input_transform`; the transform is
+        applied here), or, with ``preprocessed=True`` or a model stored without a transform, input of
+        the model's shape normalized like the training data. ``device="cuda"`` runs the binary layers
+        on the CUDA kernels (needs a GPU; NVRTC from torch's CUDA wheels
+        builds them, see :mod:`bnn_tune.export._cuda_runner`); the
+        default is the CPU packed kernels.
         """
         if device not in ("cpu",) and not str(device).startswith("cuda"):
             raise ValueError(f"`device` must be 'cpu' or 'cuda[:N]', but got device={device!r}.")
-        x = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x).detach().float()
-        if x.ndim == 0:
-            raise ValueError("`x` must be a batch of inputs, but got a scalar.")
+        x = self.model_input(x, preprocessed=preprocessed)
         outs = []
         if str(device).startswith("cuda"):
             runner = self._runners.get(str(device))
@@ -308,9 +347,10 @@ class PackedModel:
             outs.append(_to_float(self._run(self.header["layers"], x[i: i + batch_size])).numpy())
         return np.concatenate(outs) if outs else np.zeros((0, self.num_classes or 0), np.float32)
 
-    def predict(self, x: Any, *, batch_size: int = 512, device: str = "cpu") -> np.ndarray:
-        """Predicted class indices ``int64 [N]`` (argmax of :meth:`logits`)."""
-        return self.logits(x, batch_size=batch_size, device=device).argmax(axis=1)
+    def predict(self, x: Any, *, batch_size: int = 512, device: str = "cpu", preprocessed: bool = False
+                ) -> np.ndarray:
+        """Predicted class indices ``int64 [N]`` (argmax of :meth:`logits`; raw input unless ``preprocessed``)."""
+        return self.logits(x, batch_size=batch_size, device=device, preprocessed=preprocessed).argmax(axis=1)
 
     __call__ = logits
 
@@ -386,7 +426,7 @@ def _model_info(model: nn.Module, config: Mapping[str, Any] | None, input_shape:
 
 
 def pack_model(model: nn.Module, config: Any = None, *, input_shape: tuple[int, ...] | None = None,
-               num_classes: int | None = None) -> PackedModel:
+               num_classes: int | None = None, input_transform: InputTransform | None = None) -> PackedModel:
     """Pack a trained zoo model (binary weights -> bits, batch-norm -> thresholds) in memory.
 
     The model is read in inference form: batch-norms use their running statistics whatever
@@ -399,6 +439,8 @@ def pack_model(model: nn.Module, config: Any = None, *, input_shape: tuple[int, 
         input_shape: shape of one input; when given, per-layer output shapes are recorded (and the
             packing is checked by one forward pass).
         num_classes: stored in the header (default: ``out_features`` of the last linear layer).
+        input_transform: how raw inputs become model inputs (a dataset's
+            :attr:`~bnn_tune.data.DataSplits.input_transform`); stored, and applied by ``predict``.
 
     Returns:
         :class:`PackedModel`.
@@ -411,8 +453,15 @@ def pack_model(model: nn.Module, config: Any = None, *, input_shape: tuple[int, 
     """
     if config is not None and not isinstance(config, Mapping):
         config = config.to_dict()
+    if input_transform is not None:
+        if input_shape is None:
+            input_shape = tuple(input_transform.input_shape)
+        elif tuple(input_shape) != tuple(input_transform.input_shape):
+            raise ValueError(f"`input_transform` makes inputs of shape {tuple(input_transform.input_shape)}, "
+                             f"but input_shape={tuple(input_shape)}.")
     header, tensors = compile_model(model, model_info=_model_info(model, config, input_shape, num_classes),
-                                    config=config)
+                                    config=config,
+                                    input_transform=None if input_transform is None else input_transform.to_dict())
     pm = PackedModel(header, tensors)
     if input_shape is not None:
         _trace(pm, header["layers"], torch.zeros((1, *input_shape)))
@@ -432,7 +481,8 @@ def _trace(pm: PackedModel, ops: list[dict[str, Any]], v: _Value) -> _Value:
 
 
 def save_packed(model: nn.Module | PackedModel, path: str | os.PathLike, *, config: Any = None,
-                input_shape: tuple[int, ...] | None = None) -> PackedModel:
+                input_shape: tuple[int, ...] | None = None, input_transform: InputTransform | None = None
+                ) -> PackedModel:
     """Pack ``model`` (unless it already is a :class:`PackedModel`) and write it to ``path``.
 
     Example:
@@ -443,7 +493,8 @@ def save_packed(model: nn.Module | PackedModel, path: str | os.PathLike, *, conf
         >>> load_packed(path).num_classes
         10
     """
-    pm = model if isinstance(model, PackedModel) else pack_model(model, config, input_shape=input_shape)
+    pm = model if isinstance(model, PackedModel) else pack_model(model, config, input_shape=input_shape,
+                                                                 input_transform=input_transform)
     pm.save(path)
     return pm
 

@@ -273,8 +273,8 @@ def _strip(ops: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def compile_model(model: nn.Module, *, model_info: Mapping[str, Any], config: Mapping[str, Any] | None
-                  ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+def compile_model(model: nn.Module, *, model_info: Mapping[str, Any], config: Mapping[str, Any] | None,
+                  input_transform: Mapping[str, Any] | None = None) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """``(header, tensors)`` of the packed form of ``model`` (see the module docstring for the rules)."""
     comp = _Compiler()
     ops = comp.module(model, "")
@@ -285,6 +285,7 @@ def compile_model(model: nn.Module, *, model_info: Mapping[str, Any], config: Ma
         "bit_convention": BIT_CONVENTION,
         "model": dict(model_info),
         "config": dict(config) if config is not None else None,
+        "input_transform": dict(input_transform) if input_transform is not None else None,
         "layers": ops,
     }
     return header, comp.tensors

@@ -57,19 +57,16 @@ def _run(args: argparse.Namespace) -> int:
         ncls = info.get("num_classes") or ncls
     if not shape:
         shape = (1, 8, 8) if model == "mlp" else (3, 32, 32)
-    try:
-        res = benchmark_model(model, tuple(shape), ncls, width=width, depth=depth, device=args.device,
-                              quick=args.quick, packed=packed, batch_sizes=tuple(args.batch_sizes or (1, 256)),
-                              include_large_layer=not args.no_large_layer, threads=args.threads)
-    except (ValueError, RuntimeError) as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        return 2
+    os.makedirs(args.out, exist_ok=True)  # an unwritable --out fails before the benchmark runs
+    # user errors (no GPU for --device cuda, bad shapes) are answered by bnn_tune.cli.main
+    res = benchmark_model(model, tuple(shape), ncls, width=width, depth=depth, device=args.device,
+                          quick=args.quick, packed=packed, batch_sizes=tuple(args.batch_sizes or (1, 256)),
+                          include_large_layer=not args.no_large_layer, threads=args.threads)
     console.print(format_table(res))
     if args.device == "cuda":
         from ._cuda_bench import summary
 
         print(summary(res))
-    os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "bench.json"), "w") as f:
         json.dump(res, f, indent=2)
     plot_results(res, os.path.join(args.out, "bench.png"))

@@ -25,19 +25,14 @@ def _add(p: argparse.ArgumentParser) -> None:
 def _run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from ..config import ConfigError
     from ._best import export_best
-    from ._format import PackedFormatError
 
     console = Console()
-    try:
-        summary = export_best(args.source, args.out, study_name=args.study_name, metric=args.metric,
-                              mode=args.mode, scope=args.scope, bench=not args.no_bench,
-                              bench_device=args.device, bench_threads=args.threads or None, quick=not args.full,
-                              retrain=not args.no_retrain)
-    except (ConfigError, PackedFormatError, ValueError, FileNotFoundError, TypeError) as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        return 2
+    # user errors (no such source, unwritable --out, bad config) are answered by bnn_tune.cli.main
+    summary = export_best(args.source, args.out, study_name=args.study_name, metric=args.metric,
+                          mode=args.mode, scope=args.scope, bench=not args.no_bench,
+                          bench_device=args.device, bench_threads=args.threads or None, quick=not args.full,
+                          retrain=not args.no_retrain)
     weights = summary["weights"]
     console.print(f"exported trial {summary['trial']} of {summary['source']} ({summary['metric']}="
                   f"{summary['value']:.4f}); weights: "

@@ -9,7 +9,14 @@ from ._layers import (
     binary_parameters,
     is_binary_parameter,
 )
-from ._models import MODELS, BatchNormNoScale, BiRealBlock, build_model, list_models
+from ._models import (
+    MODELS,
+    BatchNormNoScale,
+    BiRealBlock,
+    build_model,
+    check_input_shape,
+    list_models,
+)
 from ._quantizers import (
     ApproxSign,
     SteSign,
@@ -36,6 +43,7 @@ __all__ = [
     "binarize",
     "binary_parameters",
     "build_model",
+    "check_input_shape",
     "get_quantizer",
     "is_binary_parameter",
     "list_models",

@@ -201,8 +201,10 @@ class BiRealBlock(nn.Module):
         self.bn = nn.BatchNorm2d(c_out, momentum=bn_momentum)
         self.act = nn.Identity() if binary else nn.ReLU()
         if stride != 1 or c_in != c_out:
+            # ceil_mode: an odd input (7x7 in a 28x28 MNIST net) pools to the conv's ceil(7/2) = 4, not 3;
+            # the partial window averages its valid pixels (no padding); even inputs are unchanged
             self.shortcut: nn.Module = nn.Sequential(
-                nn.AvgPool2d(stride) if stride != 1 else nn.Identity(),
+                nn.AvgPool2d(stride, ceil_mode=True) if stride != 1 else nn.Identity(),
                 nn.Conv2d(c_in, c_out, 1, bias=False),
                 nn.BatchNorm2d(c_out, momentum=bn_momentum),
             )
@@ -248,6 +250,28 @@ def list_models() -> list[str]:
     return sorted(MODELS)
 
 
+def check_input_shape(name: str, input_shape: tuple[int, ...]) -> None:
+    """Raise ``ValueError`` when the zoo model ``name`` cannot take inputs of ``input_shape`` (without
+    building it): image models need ``(C, H, W)``, the VGG-style models (three 2x2 max-pools) at least 8x8
+    (``binarynet_paper``, whose first conv is unpadded, 10x10).
+    """
+    if name not in MODELS:
+        raise ValueError(f"Unknown model {name!r}. Available: {list_models()}.")
+    shape = tuple(input_shape)
+    if MODELS[name].needs_image and len(shape) != 3:
+        raise ValueError(
+            f"Model {name!r} needs image input (C, H, W), but the dataset has input_shape={shape}; "
+            "use model='mlp' for flat data."
+        )
+    if name in ("binarynet", "vgg_small") and min(shape[1:]) < 8:
+        raise ValueError(f"Model {name!r} pools three times by 2 and needs images of at least 8x8, but the "
+                         f"dataset has input_shape={shape}; use model='mlp' or 'birealnet18'.")
+    if name == "binarynet_paper" and min(shape[1:]) < 10:
+        raise ValueError(f"Model {name!r} shrinks the image by 2 in its unpadded first conv, then pools three "
+                         f"times by 2, and needs images of at least 10x10, but the dataset has input_shape={shape}; "
+                         "use model='binarynet' or 'mlp'.")
+
+
 def build_model(
     name: str, input_shape: tuple[int, ...], num_classes: int, *, binary: bool = True, width: float = 1.0,
     depth: int = 2, activation: Act = "ste_sign", bn_momentum: float = 0.1,
@@ -257,10 +281,6 @@ def build_model(
         raise ValueError(f"Unknown model {name!r}. Available: {list_models()}.")
     spec = MODELS[name]
     shape = tuple(input_shape)
-    if spec.needs_image and len(shape) != 3:
-        raise ValueError(
-            f"Model {name!r} needs image input (C, H, W), but the dataset has input_shape={shape}; "
-            "use model='mlp' for flat data."
-        )
+    check_input_shape(name, shape)
     return spec.builder(shape, num_classes, binary=binary, width=width, depth=depth, activation=activation,
                         bn_momentum=bn_momentum)

@@ -142,13 +142,11 @@ def run_search_command(args: argparse.Namespace) -> int:
                                         ("--gpus-per-trial", args.gpus_per_trial),
                                         ("--max-failures", args.max_failures != 1)) if used]
     if ray_only:
-        console.print(f"[red]error:[/red] {', '.join(ray_only)} only apply to --backend ray.")
-        return 2
+        raise ValueError(f"{', '.join(ray_only)} only apply to --backend ray.")
     if args.workers is None:
         args.workers = 1
     if args.workers < 1:
-        console.print(f"[red]error:[/red] --workers must be >= 1, but got {args.workers}.")
-        return 2
+        raise ValueError(f"--workers must be >= 1, but got {args.workers}.")
 
     import search_spaces
 
@@ -158,22 +156,14 @@ def run_search_command(args: argparse.Namespace) -> int:
     optimizer = base.pop("optimizer", None)
     space_name = args.space or optimizer
     if not space_name:
-        console.print("[red]error:[/red] give --optimizer (e.g. bop) or --space; spaces: "
-                      f"{search_spaces.list_spaces()}")
-        return 2
-    try:
-        space = search_spaces.get(space_name)
-    except ValueError as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        return 2
+        raise ValueError(f"give --optimizer (e.g. bop) or --space; spaces: {search_spaces.list_spaces()}")
+    space = search_spaces.get(space_name)  # user errors here and below are answered by bnn_tune.cli.main
     if optimizer and space.NAME != optimizer and not args.naive:
-        console.print(f"[red]error:[/red] --optimizer {optimizer!r} does not match --space {space_name!r} "
-                      f"(which searches optimizer {space.NAME!r}).")
-        return 2
+        raise ValueError(f"--optimizer {optimizer!r} does not match --space {space_name!r} "
+                         f"(which searches optimizer {space.NAME!r}).")
     name = args.study_name or (Path(args.out).name if args.out else _default_name(args, space_name))
     if not re.fullmatch(r"[\w.\-]+", name):
-        console.print(f"[red]error:[/red] --study must be letters, digits, '.', '-' or '_', but got {name!r}.")
-        return 2
+        raise ValueError(f"--study must be letters, digits, '.', '-' or '_', but got {name!r}.")
     out = Path(args.out or Path("runs") / name)
     storage = args.storage or f"sqlite:///{out / 'study.db'}"
     settings = SearchSettings(space=space_name, base_config=base, n_trials=args.samples, storage=storage,
@@ -181,11 +171,7 @@ def run_search_command(args: argparse.Namespace) -> int:
                               artifact_dir=str(out), naive=args.naive)
     console.print(f"bnn-tune search: space={space_name}{' (naive)' if args.naive else ''} trials={args.samples} "
                   f"workers={args.workers} storage={storage} study={name} out={out}")
-    try:
-        study = run_optuna_search(settings)
-    except ValueError as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        return 2
+    study = run_optuna_search(settings)
     print_ranking(study, top=args.top, console=console)
     best = _write_best(study, out)
     if best is None:

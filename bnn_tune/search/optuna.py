@@ -13,6 +13,14 @@ With ``workers > 1`` the study is created once, then ``workers`` processes (mult
 load it and run ``study.optimize`` on their share of ``n_trials``; Optuna's storage hands every trial number
 to exactly one process, so no trial is lost or duplicated. The storage is readable by optuna-dashboard
 (``optuna-dashboard sqlite:///runs/NAME/study.db``).
+
+Killed workers: with an RDB storage every running trial writes a heartbeat every ``heartbeat_interval``
+seconds; a trial whose heartbeat is older than ``grace_period`` (its worker was killed, its machine lost)
+is marked FAIL by the next trial any worker starts, and Optuna's ``RetryHeartbeatStaleTrialCallback`` (the
+``RetryFailedTrialCallback`` of earlier versions) enqueues it
+again with the same parameters (``max_retry`` times). When the workers are done, the driver fails the stale
+trials that are left and runs their retries itself, so no trial stays RUNNING forever. (Optuna's
+``JournalStorage`` has no heartbeat: a journal study keeps a killed worker's trial RUNNING.)
 """
 
 from __future__ import annotations
@@ -20,6 +28,8 @@ from __future__ import annotations
 import logging
 import multiprocessing as mp
 import os
+import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,8 +44,14 @@ _logger = logging.getLogger("bnn_tune.search")
 PRUNERS = ("flip", "flip+median", "median", "none")
 
 
-def make_storage(url: str | None) -> Any:
-    """An Optuna storage object (or None for in-memory) from a URL or path (see module docstring)."""
+def make_storage(url: str | None, *, heartbeat_interval: int | None = None, grace_period: int | None = None,
+                 max_retry: int = 2) -> Any:
+    """An Optuna storage object (or None for in-memory) from a URL or path (see module docstring).
+
+    ``heartbeat_interval`` (seconds) turns on Optuna's heartbeat for RDB storages: a trial whose worker
+    stopped beating for ``grace_period`` seconds is failed and retried up to ``max_retry`` times
+    (``RetryFailedTrialCallback``). Ignored for journal and in-memory storages, which have no heartbeat.
+    """
     optuna = require("optuna", feature="bnn-tune search")
     if url is None or url in (":memory:", "memory", ""):
         return None
@@ -57,22 +73,44 @@ def make_storage(url: str | None) -> Any:
             if db and db != ":memory:":
                 Path(db).parent.mkdir(parents=True, exist_ok=True)
             kwargs["engine_kwargs"] = {"connect_args": {"timeout": 60}}
-        return optuna.storages.RDBStorage(url, **kwargs)
+        if heartbeat_interval is not None:
+            with warnings.catch_warnings():  # Optuna marks the heartbeat experimental; it is what we need
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
+            kwargs.update(heartbeat_interval=heartbeat_interval, grace_period=grace_period,
+                          heartbeat_stale_trial_callback=retry)
+        from sqlalchemy.exc import SQLAlchemyError
+
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(url, **kwargs)
+        except (SQLAlchemyError, ImportError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ValueError(f"Cannot open the Optuna storage {url!r}: {first} Check the URL, that the database "
+                             "server is reachable and that its Python driver is installed (e.g. psycopg2 for "
+                             "postgresql://).") from exc
     raise ValueError(
         f"`storage` must be ':memory:', an RDB URL (sqlite:///path.db, postgresql://...), 'journal:///path.log' "
         f"or a path ending in .log/.journal, but got storage={url!r}."
     )
 
 
-def make_pruner(kind: str = "flip", **flip_kwargs: Any) -> Any:
+def make_pruner(kind: str = "flip", *, epochs: int | None = None, **flip_kwargs: Any) -> Any:
     """``"flip"``: :class:`plugins.optuna.FlipRatePruner`; ``"flip+median"``: flip rule OR median;
-    ``"median"``: Optuna's MedianPruner; ``"none"``: no pruning."""
+    ``"median"``: Optuna's MedianPruner; ``"none"``: no pruning.
+
+    The flip rule takes :func:`bnn_tune.search._rule.flip_rule_settings` for ``epochs`` (the same as the
+    Ray backend's :class:`plugins.ray.FlipRateScheduler`); ``flip_kwargs`` override them.
+    """
     optuna = require("optuna", feature="bnn-tune search")
     from plugins.optuna import FlipRatePruner
 
+    from ._rule import flip_rule_settings
+
     # the objective is validation accuracy: runs within 2 points of the best are contenders (noise of a
     # few hundred validation samples), so converged runs near the top finish instead of being pruned
-    flip_kwargs.setdefault("margin", 0.02)
+    flip_kwargs = {**flip_rule_settings(epochs if epochs is not None else 10), **flip_kwargs}
     if kind == "flip":
         return FlipRatePruner(**flip_kwargs)
     if kind == "flip+median":
@@ -101,6 +139,14 @@ class SearchSettings:
     naive: bool = False
     enqueue: Sequence[Mapping[str, Any]] = field(default_factory=list)
     verbose: bool = True
+    heartbeat_interval: int = 10
+    grace_period: int = 30
+    max_retry: int = 2
+
+
+def _storage(settings: SearchSettings) -> Any:
+    return make_storage(settings.storage, heartbeat_interval=settings.heartbeat_interval,
+                        grace_period=settings.grace_period, max_retry=settings.max_retry)
 
 
 def _report_trial(study: Any, trial: Any) -> None:
@@ -125,11 +171,18 @@ def _worker(settings: SearchSettings, n_trials: int, index: int) -> None:
     torch.set_num_threads(threads)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     seed = None if settings.seed is None else settings.seed + index
-    study = optuna.load_study(study_name=settings.study_name, storage=make_storage(settings.storage),
-                              sampler=optuna.samplers.TPESampler(seed=seed), pruner=make_pruner(settings.pruner))
+    study = optuna.load_study(study_name=settings.study_name, storage=_storage(settings),
+                              sampler=optuna.samplers.TPESampler(seed=seed),
+                              pruner=make_pruner(settings.pruner, epochs=_epochs(settings)))
     obj = objective(settings.space, base_config=settings.base_config, artifact_dir=settings.artifact_dir,
                     naive=settings.naive)
     study.optimize(obj, n_trials=n_trials, callbacks=[_report_trial] if settings.verbose else None)
+
+
+def _epochs(settings: SearchSettings) -> int:
+    from ..config import TrialConfig
+
+    return int(settings.base_config.get("epochs", TrialConfig.epochs))
 
 
 def _shares(n: int, workers: int) -> list[int]:
@@ -154,13 +207,14 @@ def run_optuna_search(settings: SearchSettings, *, on_trial: Callable[[Any, Any]
         raise ValueError(f"`n_trials` must be an integer >= 1, but got n_trials={settings.n_trials!r}.")
     if isinstance(settings.workers, bool) or not isinstance(settings.workers, int) or settings.workers < 1:
         raise ValueError(f"`workers` must be an integer >= 1, but got workers={settings.workers!r}.")
-    storage = make_storage(settings.storage)
+    storage = _storage(settings)
     if settings.workers > 1 and storage is None:
         raise ValueError("`workers` > 1 needs a shared storage (an RDB URL or a journal file), but got the "
                          "in-memory storage; pass storage='sqlite:///path/study.db' or 'journal:///path/study.log'.")
     study = optuna.create_study(
         study_name=settings.study_name, storage=storage, direction="maximize", load_if_exists=True,
-        sampler=optuna.samplers.TPESampler(seed=settings.seed), pruner=make_pruner(settings.pruner),
+        sampler=optuna.samplers.TPESampler(seed=settings.seed),
+        pruner=make_pruner(settings.pruner, epochs=_epochs(settings)),
     )
     settings.study_name = study.study_name
     for params in settings.enqueue:
@@ -181,8 +235,35 @@ def run_optuna_search(settings: SearchSettings, *, on_trial: Callable[[Any, Any]
         p.start()
     for p in procs:
         p.join()
-    failed = [p.name for p in procs if p.exitcode != 0]
+    study = optuna.load_study(study_name=settings.study_name, storage=_storage(settings),
+                              sampler=optuna.samplers.TPESampler(seed=settings.seed),
+                              pruner=make_pruner(settings.pruner, epochs=_epochs(settings)))
+    killed = [p.name for p in procs if p.exitcode is not None and p.exitcode < 0]
+    if killed:
+        _logger.warning("search workers %s were killed; failing and retrying their trials", killed)
+        _recover_lost_trials(study, settings)
+    failed = [p.name for p in procs if p.exitcode is not None and p.exitcode > 0]
     if failed:
         raise RuntimeError(f"search workers {failed} exited with errors (exit codes "
                            f"{[p.exitcode for p in procs]}); the storage keeps every finished trial.")
-    return optuna.load_study(study_name=settings.study_name, storage=make_storage(settings.storage))
+    return study
+
+
+def _recover_lost_trials(study: Any, settings: SearchSettings) -> None:
+    """After killed workers: fail their trials once the heartbeat is stale, then run the retries here."""
+    optuna = require("optuna", feature="bnn-tune search")
+    from optuna.trial import TrialState
+
+    from ..objective import objective
+
+    if not getattr(study._storage, "heartbeat_interval", None):  # journal/in-memory: no heartbeat
+        return
+    deadline = time.monotonic() + settings.grace_period + 3 * settings.heartbeat_interval
+    while study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)) and time.monotonic() < deadline:
+        optuna.storages.fail_stale_trials(study)
+        time.sleep(min(1.0, settings.heartbeat_interval))  # waiting for the heartbeat to go stale
+    waiting = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+    if waiting:
+        obj = objective(settings.space, base_config=settings.base_config, artifact_dir=settings.artifact_dir,
+                        naive=settings.naive)
+        study.optimize(obj, n_trials=waiting, callbacks=[_report_trial] if settings.verbose else None)

@@ -296,12 +296,29 @@ class _DefaultTrial:
         return choices[0]
 
 
-def _search(ray: Any, console: Any, st: dict[str, Any]) -> int:
-    from ray import tune
+def make_scheduler(pruner: str, epochs: int) -> Any:
+    """The trial scheduler of ``bnn-tune search --backend ray --pruner PRUNER``: ASHA on ``val_acc``, wrapped
+    in :class:`plugins.ray.FlipRateScheduler` (unless ``pruner`` is ``"median"``) with the same rule
+    settings as the Optuna backend's pruner (:func:`bnn_tune.search._rule.flip_rule_settings`); FIFO for
+    ``"none"``."""
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
-    from ray.tune.search.optuna import OptunaSearch
 
     from plugins.ray import FlipRateScheduler
+
+    from ._rule import flip_rule_settings
+
+    if pruner == "none":
+        return FIFOScheduler()
+    scheduler: Any = ASHAScheduler(time_attr="training_iteration", metric=_METRIC, mode=_MODE, max_t=epochs,
+                              grace_period=max(1, epochs // 4), reduction_factor=2)
+    if pruner != "median":
+        scheduler = FlipRateScheduler(scheduler, **flip_rule_settings(epochs))
+    return scheduler
+
+
+def _search(ray: Any, console: Any, st: dict[str, Any]) -> int:
+    from ray import tune
+    from ray.tune.search.optuna import OptunaSearch
 
     from .._trainable import trainable, with_resources
 
@@ -311,14 +328,7 @@ def _search(ray: Any, console: Any, st: dict[str, Any]) -> int:
     params = _param_names(st["suggest"])
     searcher = OptunaSearch(space=st["suggest"], metric=_METRIC, mode=_MODE, seed=st["seed"],
                             storage=st["storage"], study_name=name if st["storage"] is not None else None)
-    if st["pruner"] == "none":
-        scheduler: Any = FIFOScheduler()
-    else:
-        scheduler = ASHAScheduler(time_attr="training_iteration", metric=_METRIC, mode=_MODE, max_t=epochs,
-                                  grace_period=max(1, epochs // 4), reduction_factor=2)
-        if st["pruner"] != "median":
-            # margin as in the Optuna backend (make_pruner): runs within 2 points of the best finish
-            scheduler = FlipRateScheduler(scheduler, n_warmup_steps=max(2, epochs // 5), patience=2, margin=0.02)
+    scheduler = make_scheduler(st["pruner"], epochs)
     reporter = tune.CLIReporter(
         metric_columns={"epoch": "epoch", _METRIC: _METRIC, "log_flip_rate": "log_flip_rate"},
         parameter_columns=params, max_report_frequency=5, sort_by_metric=True, metric=_METRIC, mode=_MODE,

@@ -662,11 +662,8 @@ def _run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     console = Console()
-    try:
-        path = write_report(args.run_dir, args.out, study_name=args.study_name, top=args.top, png_dir=args.png_dir)
-    except (FileNotFoundError, ValueError) as exc:
-        console.print(f"[red]error:[/red] {exc}", soft_wrap=True, highlight=False)
-        return 2
+    # user errors (missing run dir, unknown study, unwritable --out) are answered by bnn_tune.cli.main
+    path = write_report(args.run_dir, args.out, study_name=args.study_name, top=args.top, png_dir=args.png_dir)
     console.print(f"wrote {path}", soft_wrap=True, highlight=False)
     return 0
 

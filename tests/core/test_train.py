@@ -90,3 +90,37 @@ def test_cuda_device_without_gpu_is_a_clear_error():
         pytest.skip("a GPU is present")
     with pytest.raises(RuntimeError, match="no CUDA GPU is visible"):
         Trainer({**QUICK, "device": "cuda"})
+
+
+def test_checkpoint_keeps_and_restores_the_cuda_rng_state(monkeypatch):
+    """On a GPU the checkpoint holds the device's CUDA RNG state and loading puts it back (CUDA faked:
+    the Trainer runs on the CPU, its device claims cuda:0, torch.cuda's RNG calls are recorded)."""
+    import torch
+
+    from bnn_tune import Trainer
+
+    cfg = {"dataset": "synthetic", "epochs": 1, "max_steps_per_epoch": 2, "width": 0.25}
+    cpu_state = Trainer(cfg).state_dict()
+    assert "cuda_rng" not in cpu_state  # nothing to keep on the CPU
+
+    stream = torch.arange(16, dtype=torch.uint8)
+    calls = []
+    monkeypatch.setattr(torch.cuda, "get_rng_state", lambda device="cuda": calls.append(("get", device)) or stream)
+    monkeypatch.setattr(torch.cuda, "set_rng_state",
+                        lambda state, device="cuda": calls.append(("set", device, state.clone())))
+    t = Trainer(cfg)
+    t.device = torch.device("cuda:0")
+    state = t.state_dict()
+    assert torch.equal(state["cuda_rng"], stream) and calls == [("get", torch.device("cuda:0"))]
+
+    resumed = Trainer(cfg)
+    resumed.device = torch.device("cuda:0")
+    resumed.load_state_dict(state)
+    assert calls[-1][0] == "set" and calls[-1][1] == torch.device("cuda:0") and torch.equal(calls[-1][2], stream)
+
+    calls.clear()
+    Trainer(cfg).load_state_dict(state)  # a GPU checkpoint resumed on the CPU: the CUDA state is not used
+    cpu_resume = Trainer(cfg)
+    cpu_resume.device = torch.device("cuda:0")
+    cpu_resume.load_state_dict(cpu_state)  # a CPU checkpoint resumed on a GPU: nothing to restore
+    assert calls == []

@@ -28,6 +28,10 @@ def test_offline_datasets(name, shape, n_total):
     assert abs(d.x_train.mean().item()) < 0.05  # standardized with train statistics
     again = load_dataset(name, cache=False)
     assert torch.equal(again.x_val, d.x_val)  # the split is fixed
+    # the stored input transform reproduces the test inputs bit for bit from the raw arrays
+    t = d.input_transform
+    assert t.raw_shape == d.x_test_raw.shape[1:] and t.input_shape == shape and len(t.mean) == np.prod(shape)
+    assert torch.equal(t(d.x_test_raw), d.x_test)
 
 
 def _write_idx(path, arr):
@@ -59,6 +63,12 @@ def test_torchvision_mnist_loaders_read_raw_files(tmp_path, name, folder):
     mean, std = (0.1307, 0.3081) if name == "mnist" else (0.2860, 0.3530)
     expected = (torch.as_tensor(xte, dtype=torch.float32) / 255 - mean) / std
     assert torch.allclose(d.x_test[:, 0], expected, atol=1e-5)
+    t = d.input_transform
+    assert t.raw_shape == (28, 28) and t.raw_dtype == "uint8" and t.input_shape == (1, 28, 28)
+    assert torch.equal(t(xte.astype(np.uint8)), d.x_test)  # raw uint8 pixels as the user has them
+    assert torch.equal(t(xte.astype(np.uint8)[:, None]), d.x_test)  # uint8 in the model's layout too
+    with pytest.raises(ValueError, match=r"raw inputs of shape \(N, 28, 28\) or \(N, 1, 28, 28\)"):
+        t(d.x_test)  # float input of the model's shape: cannot be told from normalized input
 
 
 @pytest.mark.parametrize("name, folder, n_classes", [("cifar10", "cifar-10-batches-py", 10),
@@ -97,18 +107,27 @@ def test_torchvision_cifar_loaders_read_python_batches(tmp_path, monkeypatch, na
     mean = torch.tensor([0.4914, 0.4822, 0.4465] if name == "cifar10" else [0.5071, 0.4865, 0.4409]).view(3, 1, 1)
     std = torch.tensor([0.2470, 0.2435, 0.2616] if name == "cifar10" else [0.2673, 0.2564, 0.2762]).view(3, 1, 1)
     assert torch.allclose(d.x_test[0], (img0 - mean) / std, atol=1e-5)
+    t = d.input_transform
+    assert t.raw_shape == (32, 32, 3) and t.channels_last and t.divide_by == 255.0
+    hwc = test_data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)  # as torchvision stores CIFAR
+    assert torch.equal(t(hwc), d.x_test)
     assert d.augment is random_crop_flip
 
 
-def test_random_crop_flip_is_a_shifted_window():
-    x = torch.arange(2 * 1 * 6 * 6, dtype=torch.float32).view(2, 1, 6, 6) + 1
-    g = torch.Generator().manual_seed(0)
-    out = random_crop_flip(x, g, pad=2)
+def test_random_crop_flip_is_the_drawn_shifted_window():
+    """Each image is the window at the offsets the generator draws (then flipped when drawn), and over a
+    batch the offsets and flips vary: a crop that returns its input unchanged fails."""
+    n, pad = 64, 2
+    x = torch.arange(n * 2 * 6 * 6, dtype=torch.float32).view(n, 2, 6, 6) + 1
+    out = random_crop_flip(x, torch.Generator().manual_seed(0), pad=pad)
     assert out.shape == x.shape
-    for i in range(2):
-        xp = torch.nn.functional.pad(x[i], (2, 2, 2, 2))
-        found = any(
-            torch.equal(out[i], w) or torch.equal(out[i], w.flip(-1))
-            for dy in range(5) for dx in range(5) for w in [xp[:, dy:dy + 6, dx:dx + 6]]
-        )
-        assert found
+    g = torch.Generator().manual_seed(0)  # the same draws, in the function's order
+    oy = torch.randint(0, 2 * pad + 1, (n,), generator=g)
+    ox = torch.randint(0, 2 * pad + 1, (n,), generator=g)
+    flip = torch.rand(n, generator=g) < 0.5
+    for i in range(n):
+        xp = torch.nn.functional.pad(x[i], (pad, pad, pad, pad))
+        want = xp[:, oy[i]:oy[i] + 6, ox[i]:ox[i] + 6]
+        assert torch.equal(out[i], want.flip(-1) if flip[i] else want), i
+    assert len(set(zip(oy.tolist(), ox.tolist()))) > 10 and 0 < int(flip.sum()) < n
+    assert not torch.equal(out, x)

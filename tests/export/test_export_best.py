@@ -65,12 +65,91 @@ def test_export_best_from_ray_dir(tmp_path, fake_ray):
     with torch.no_grad():
         best.model.eval()
         ref = best.model(x)
-    assert (pm.predict(x) == ref.argmax(1).numpy()).all()
-    np.testing.assert_allclose(pm.logits(x), ref.numpy(), rtol=1e-4, atol=1e-3)
+    assert (pm.predict(x, preprocessed=True) == ref.argmax(1).numpy()).all()
+    np.testing.assert_allclose(pm.logits(x, preprocessed=True), ref.numpy(), rtol=1e-4, atol=1e-3)
+    # the file carries the input transform: the raw test arrays give the same logits
+    np.testing.assert_array_equal(pm.logits(best.data.x_test_raw), pm.logits(x, preprocessed=True))
     assert summary["agreement"] == 1.0 and summary["packed_test_acc"] == summary["torch_test_acc"]
+    assert summary["packed_raw_test_acc"] == summary["packed_test_acc"]
     bench = json.loads((out / "bench.json").read_text())
     assert {r["scope"] for r in bench["rows"]} == {"layer", "model"}
     assert pm.header["model"]["trial"]["trial_id"] == "trial_b"
+
+
+def test_exported_model_takes_raw_sklearn_digits(tmp_path):
+    """The user's path: export a digits model, load it, call predict on sklearn's raw X (0..16)."""
+    from sklearn.datasets import load_digits
+
+    exp = tmp_path / "exp" / "trial_0"
+    cfg = {**BASE, "dataset": "digits", "width": 0.5, "max_steps_per_epoch": 0, "seed": 0}
+    exp.mkdir(parents=True)
+    (exp / "params.json").write_text(json.dumps(cfg))
+    (exp / "result.json").write_text(json.dumps({"val_acc": 0.9, "checkpoint_dir_name": "checkpoint_000000"}))
+    t = _checkpoint(exp / "checkpoint_000000", **cfg)
+    summary = export_best(str(tmp_path / "exp"), tmp_path / "out", bench=False)
+    pm = load_packed(tmp_path / "out" / "model.bnn.safetensors")
+    tr = pm.header["input_transform"]
+    assert tr["raw_shape"] == [64] and tr["raw_dtype"] == "float64" and tr["input_shape"] == [1, 8, 8]
+    assert len(tr["mean"]) == len(tr["std"]) == 64
+
+    X, y = load_digits(return_X_y=True)
+    assert X.max() == 16.0
+    raw_pred = pm.predict(X)
+    with torch.no_grad():
+        t.model.eval()
+        x_std = pm.input_transform(X)
+        torch_pred = t.model(x_std).argmax(1).numpy()
+    np.testing.assert_array_equal(raw_pred, torch_pred)  # same answers as PyTorch on the normalized data
+    np.testing.assert_array_equal(raw_pred, pm.predict(x_std, preprocessed=True))
+    assert (raw_pred == y).mean() > 0.85, (raw_pred == y).mean()
+    assert summary["packed_raw_test_acc"] == summary["packed_test_acc"] > 0.85
+    with pytest.raises(ValueError, match=r"raw inputs of shape \(N, 64\).*got shape \(5, 63\).*preprocessed=True"):
+        pm.predict(X[:5, :63])
+    with pytest.raises(ValueError, match=r"raw inputs of shape \(N, 64\)"):
+        pm.predict(x_std)  # normalized images without preprocessed=True are refused, not misread
+
+
+def test_export_takes_the_best_reports_checkpoint_not_the_latest(tmp_path):
+    """scope="all": the checkpoint saved with the best report (epoch 1), not the latest one (epoch 2)
+    whose weights differ; scope="last" and a result without checkpoint_dir_name take the latest."""
+    tdir = tmp_path / "exp" / "trial_0"
+    tdir.mkdir(parents=True)
+    cfg = {**BASE, "seed": 3}
+    (tdir / "params.json").write_text(json.dumps(cfg))
+    t = Trainer(cfg)
+    states = []
+    for i in range(2):
+        t.train_epoch()
+        (tdir / f"checkpoint_00000{i}").mkdir()
+        t.save(tdir / f"checkpoint_00000{i}" / "checkpoint.pt")
+        states.append({k: v.clone() for k, v in t.model.state_dict().items()})
+    assert any(not torch.equal(states[0][k], states[1][k]) for k in states[0])
+    rows = [{"val_acc": 0.9, "checkpoint_dir_name": "checkpoint_000000"},
+            {"val_acc": 0.5, "checkpoint_dir_name": "checkpoint_000001"}]
+    (tdir / "result.json").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+
+    def exported_logits(out, **kw):
+        summary = export_best(str(tmp_path / "exp"), out, bench=False, **kw)
+        pm = load_packed(out / "model.bnn.safetensors")
+        return summary, pm.logits(t.data.x_test, preprocessed=True)
+
+    def torch_logits(state):
+        m = Trainer(cfg).model
+        m.load_state_dict(state)
+        with torch.no_grad():
+            return m.eval()(t.data.x_test).numpy()
+
+    best, logits = exported_logits(tmp_path / "best", scope="all")
+    assert best["checkpoint"].endswith("checkpoint_000000/checkpoint.pt") and best["value"] == 0.9
+    np.testing.assert_allclose(logits, torch_logits(states[0]), rtol=1e-4, atol=1e-3)
+    assert not np.allclose(logits, torch_logits(states[1]), rtol=1e-4, atol=1e-3)
+    last, logits = exported_logits(tmp_path / "last", scope="last")
+    assert last["checkpoint"].endswith("checkpoint_000001/checkpoint.pt") and last["value"] == 0.5
+    np.testing.assert_allclose(logits, torch_logits(states[1]), rtol=1e-4, atol=1e-3)
+    # without checkpoint_dir_name in the result, the latest checkpoint is the fallback
+    (tdir / "result.json").write_text("\n".join(json.dumps({"val_acc": r["val_acc"]}) for r in rows) + "\n")
+    fallback, _ = exported_logits(tmp_path / "fallback", scope="all")
+    assert fallback["checkpoint"].endswith("checkpoint_000001/checkpoint.pt")
 
 
 def test_export_best_ray_scope_all(fake_ray):
@@ -123,6 +202,19 @@ def test_export_cli(tmp_path, capsys, fake_ray):
     assert "trial_b" in capsys.readouterr().out
     assert (tmp_path / "cli" / "model.bnn.safetensors").is_file()
     assert main(["export", str(tmp_path / "missing"), "--out", str(tmp_path / "x")]) == 2
+
+
+def test_export_to_unwritable_folder_is_one_clear_error(tmp_path, capsys, fake_ray):
+    exp, _ = fake_ray
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    out = blocker / "out"
+    assert main(["export", exp, "--out", str(out), "--no-bench"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: Cannot write to the output folder") and f"out_dir='{out}'" in err
+    assert "--out" in err and len(err.splitlines()) == 1
+    with pytest.raises(ValueError, match="Cannot write to the output folder"):
+        export_best(exp, out, bench=False)
 
 
 def test_bad_source_type(tmp_path):

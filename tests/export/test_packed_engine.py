@@ -30,7 +30,8 @@ SHAPES = [  # every zoo model, square / odd / non-square inputs, widths giving c
 
 
 def test_every_zoo_model_is_covered():
-    assert {c[0] for c in SHAPES} == set(list_models())
+    # binarynet_paper zero-pads binarized inputs: export rejects it (tests/nn/test_models.py)
+    assert {c[0] for c in SHAPES} | {"binarynet_paper"} == set(list_models())
 
 
 # every ISA on the chain-forming models; birealnet18 (slow numpy reference, one-conv chains) on the best

@@ -126,7 +126,7 @@ def test_header_contents(tmp_path):
     save_packed(model, path, config={"model": "mlp", "width": 0.125, "dataset": "digits"}, input_shape=(1, 8, 8))
     pm = load_packed(path)
     h = pm.header
-    assert h["format_version"] == 1 and h["bit_convention"]["bit_order"] == "lsb_first"
+    assert h["format_version"] == 2 and h["bit_convention"]["bit_order"] == "lsb_first"
     assert h["bit_convention"]["one_means"] == 1
     assert h["checksum"]["algorithm"] == "sha256"
     b = next(op for op in h["layers"] if op["op"] == "binary_linear")
@@ -183,8 +183,34 @@ def test_version_mismatch_raises(packed_file):
         tensors = {k: f.get_tensor(k) for k in f.keys()}
     header["format_version"] = 99
     save_file(tensors, str(packed_file), metadata={"bnn_tune": json.dumps(header)})
-    with pytest.raises(PackedFormatError, match="version 99.*reads version 1"):
+    with pytest.raises(PackedFormatError, match=r"version 99.*reads versions \[1, 2\]"):
         load_packed(packed_file)
+
+
+def test_version_1_file_loads_without_transform(packed_file):
+    """A file written before the input transform existed (format version 1) still loads and predicts."""
+    from safetensors import safe_open
+    from safetensors.numpy import save_file
+
+    from bnn_tune.export._format import checksum
+
+    with safe_open(str(packed_file), framework="np") as f:
+        header = json.loads(f.metadata()["bnn_tune"])
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    del header["input_transform"]
+    header["format_version"] = 1
+    header["checksum"]["value"] = checksum(header, tensors)
+    save_file(tensors, str(packed_file), metadata={"bnn_tune": json.dumps(header)})
+    pm = load_packed(packed_file)
+    assert pm.input_transform is None and pm.header["input_transform"] is None
+    x = torch.randn(5, 1, 8, 8)
+    np.testing.assert_array_equal(pm.logits(x), pm.logits(x, preprocessed=True))
+
+
+def test_wrong_input_shape_names_expected_shape():
+    pm = pack_model(build_model("mlp", (1, 8, 8), 10, width=0.125).eval(), input_shape=(1, 8, 8))
+    with pytest.raises(ValueError, match=r"of shape \(N, 1, 8, 8\), but got shape \(3, 1, 9, 9\)"):
+        pm.predict(np.zeros((3, 1, 9, 9), np.float32))
 
 
 def test_not_a_bnn_file_and_missing(tmp_path):
@@ -306,7 +332,7 @@ def cuda_on_cpu(monkeypatch):
 
         @staticmethod
         def bmma(a, w, k, pa, pw):
-            FakeCuda.calls.append("bmma")
+            FakeCuda.calls.append(("bmma", a.shape[0]))
             au, wu = a.numpy().view(np.uint32), w.numpy().view(np.uint32)
             if a.shape[0] * w.shape[0] <= 5000:  # the mirror is slow: use it on small problems
                 return torch.from_numpy(mirror_bmma(au, wu, k, pa.numpy(), pw.numpy()))

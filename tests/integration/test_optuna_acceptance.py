@@ -63,21 +63,25 @@ def test_bop_study_prunes_collapsed_trials_and_never_the_best():
         assert max(t.user_attrs["bnn_tune:log_flip_rate"]) < -8.0
         assert "frozen" in t.user_attrs["bnn_tune:prune_reason"]
 
-    # 2. the best trial of the study is never pruned: it completed, and no pruned trial ever reached its value
+    # 2. the pruner never pruned the best trial: every pruned config, rerun to the end without a pruner
+    # (CPU runs are deterministic for a seed), finishes below the best completed value
     best = study.best_trial
     assert best.state.name == "COMPLETE" and best.value > 0.8
-    for t in trials:
-        if t.state.name == "PRUNED":
-            assert max(t.intermediate_values.values()) < best.value, (t.number, t.intermediate_values)
-            assert t.user_attrs["bnn_tune:prune_reason"]
+    pruned = [t for t in trials if t.state.name == "PRUNED"]
+    for t in pruned:
+        assert t.user_attrs["bnn_tune:prune_reason"]
+        full = bnn_tune.fit(t.user_attrs["bnn_tune:config"])
+        assert len(full.history) == EPOCHS
+        rerun = full.history[-1].val_acc  # what the objective would have returned
+        assert rerun < best.value, (t.number, t.params, rerun, best.value)
 
     # 3. healthy paper settings, including the late flip-rate decay of a cosine gamma schedule, complete
     for number in (0, 1 + len(COLLAPSING), 2 + len(COLLAPSING)):
         assert by_number[number].state.name == "COMPLETE", (number, by_number[number].user_attrs)
 
-    # 4. pruning saved budget: pruned trials ran fewer epochs than the full run
-    pruned = [t for t in trials if t.state.name == "PRUNED"]
+    # 4. pruning saved budget: at least half the epochs of the pruned trials were not run
     assert len(pruned) >= len(COLLAPSING)
-    assert sum(t.last_step for t in pruned) < len(pruned) * EPOCHS
+    saved = sum(EPOCHS - t.last_step for t in pruned)
+    assert saved >= 0.5 * len(pruned) * EPOCHS, [t.last_step for t in pruned]
     print(f"\n{len(trials)} trials in {elapsed:.1f}s: {states.count('COMPLETE')} complete, "
           f"{len(pruned)} pruned, best val_acc {best.value:.3f} (trial {best.number}: {best.params})")

@@ -92,14 +92,14 @@ def test_cli_search_errors(tmp_path, capsys):
     from bnn_tune.cli import main
 
     assert main(["search", "--backend", "optuna", "--optimizer", "bopp", "--out", str(tmp_path / "x")]) == 2
-    assert "Unknown search space 'bopp'" in capsys.readouterr().out
+    assert "Unknown search space 'bopp'" in capsys.readouterr().err
     assert main(["search", "--backend", "optuna", "--out", str(tmp_path / "x")]) == 2
-    assert "give --optimizer" in capsys.readouterr().out
+    assert "give --optimizer" in capsys.readouterr().err
     assert main(["search", "--backend", "optuna", "--optimizer", "latent_adam", "--space", "bop",
                  "--out", str(tmp_path / "x")]) == 2
-    assert "does not match" in capsys.readouterr().out
+    assert "does not match" in capsys.readouterr().err
     assert main(["search", "--backend", "optuna", "--optimizer", "bop", "--resume", "--out", str(tmp_path / "x")]) == 2
-    assert "--resume only apply to --backend ray" in capsys.readouterr().out
+    assert "--resume only apply to --backend ray" in capsys.readouterr().err
     assert main(["search", "--backend", "optuna", "--optimizer", "bop", "--workers", "0",
                  "--out", str(tmp_path / "x")]) == 2
-    assert "--workers must be >= 1, but got 0" in capsys.readouterr().out
+    assert "--workers must be >= 1, but got 0" in capsys.readouterr().err

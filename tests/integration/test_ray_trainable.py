@@ -179,10 +179,35 @@ def test_acceptance_tune_run_bop_space_with_flip_rate_scheduler(ray_session, tmp
     best = analysis.get_best_trial("val_acc", "max", scope="all")
     best_acc = best.metric_analysis["val_acc"]["max"]
     assert best_acc >= 0.90, (best.config, best_acc)
-    # trials stopped by the collapse rule say why
-    for trial_id, reason in scheduler.stop_reasons.items():
-        trial = next(t for t in analysis.trials if t.trial_id == trial_id)
-        assert trial.last_result["stop_reason"].endswith(reason)
+
+
+def test_collapsing_config_is_stopped_with_its_reason(ray_session, tmp_path):
+    """End to end with the scheduler exactly as ``bnn-tune search --backend ray`` builds it: a healthy Bop
+    run finishes; a run whose threshold freezes every binary weight (log flip rate -9 from epoch 1) is
+    stopped right after the warm-up, and its result, its trial directory and the scheduler say why. The
+    frozen run goes first (one trial at a time): alone, ASHA has no rung to compare it with, so the stop
+    is the flip rule's."""
+    from bnn_tune.search.ray import make_scheduler
+    from plugins.ray import read_stop_reason
+
+    epochs = 6  # warm-up max(2, 6 // 5) = 2 epochs: the frozen run is judged first at epoch 3
+    scheduler = make_scheduler("flip", epochs)
+    tuner = tune.Tuner(
+        bnn_tune.trainable,
+        param_space={**TINY, "max_steps_per_epoch": 8, "epochs": epochs, "threshold": tune.grid_search([1.0, 1e-8])},
+        tune_config=tune.TuneConfig(metric="val_acc", mode="max", scheduler=scheduler, max_concurrent_trials=1),
+        run_config=_run_config(tmp_path, "collapse"),
+    )
+    grid = tuner.fit()
+    by_threshold = {r.config["threshold"]: r for r in grid}
+    healthy, frozen = by_threshold[1e-8], by_threshold[1.0]
+    assert healthy.metrics["training_iteration"] == epochs and read_stop_reason(healthy) is None
+    assert frozen.metrics["training_iteration"] == 3
+    reason = read_stop_reason(frozen)
+    assert reason.startswith("FlipRateScheduler: ") and "never rose above the floor" in reason
+    (trial_id,) = scheduler.stop_reasons
+    assert reason.endswith(scheduler.stop_reasons[trial_id])
+    assert read_stop_reason(frozen.path) == scheduler.stop_reasons[trial_id]  # the file in the trial dir
 
 
 def test_bnn_tune_trainable_is_the_function_and_import_stays_light():

@@ -86,7 +86,7 @@ def test_frozen_trial_is_pruned_after_warmup_and_reason_recorded():
     study = optuna.create_study(direction="maximize", pruner=FlipRatePruner(n_warmup_steps=2, patience=2))
     trial = study.ask()
     answers = _feed(trial, [FROZEN] * 4, [0.1, 0.12, 0.14, 0.16])
-    assert answers == [False, True, True, True]  # step 1 < warm-up; step 2 has 2 frozen reports
+    assert answers == [False, False, True, True]  # epochs 1-2: warm-up; epoch 3 judged (as FlipRateStopper)
     reason = study.trials[0].user_attrs[PRUNE_REASON_ATTR]
     assert "never rose above the floor" in reason
 

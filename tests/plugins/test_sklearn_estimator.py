@@ -55,11 +55,24 @@ def test_learns_digits_and_encodes_arbitrary_labels(digits):
 
 def test_binary_weights_stay_binary_and_optimizer_params_reach_the_optimizer(digits):
     X, y, _, _ = digits
-    clf = BNNClassifier(epochs=1, width=0.25, optimizer_params={"weight_decay": 0.01, "clip_value": 0.5})
+    clf = BNNClassifier(epochs=1, width=0.25, optimizer_params={"weight_decay": 0.01, "clip_value": 0.05})
     clf.fit(X, y)
     assert clf.config_.optimizer_params["weight_decay"] == 0.01
-    assert clf.config_.optimizer_params["clip_value"] == 0.5
-    assert clf.get_params()["optimizer_params"] == {"weight_decay": 0.01, "clip_value": 0.5}
+    assert clf.config_.optimizer_params["clip_value"] == 0.05
+    assert clf.get_params()["optimizer_params"] == {"weight_decay": 0.01, "clip_value": 0.05}
+    # the latent weights obey clip_value=0.05 (unclipped they reach ~0.1 in this epoch: the value reached
+    # LatentAdam), and the binary layers compute with +-1 weights
+    import torch
+
+    from bnn_tune.nn import BinaryLinear, is_binary_parameter
+
+    binary = [p for p in clf.model_.parameters() if is_binary_parameter(p)]
+    assert binary and all(float(p.abs().max()) <= 0.05 + 1e-7 for p in binary)
+    layers = [m for m in clf.model_.modules() if isinstance(m, BinaryLinear) and m.weight_quantizer is not None]
+    assert layers
+    for m in layers:
+        wq = m.weight_quantizer(m.weight.detach())
+        assert set(torch.unique(wq).tolist()) <= {-1.0, 1.0}
 
 
 def test_pipeline_and_cross_validation(digits):

@@ -118,9 +118,9 @@ def test_default_output_and_errors(run_dir, tmp_path, capsys):
     path = write_report(run_dir)
     assert path == run_dir / "report.html" and path.stat().st_size > 10_000
     assert main(["report", str(tmp_path / "missing")]) == 2
-    assert "is not a directory" in capsys.readouterr().out
+    assert "is not a directory" in capsys.readouterr().err
     assert main(["report", str(run_dir), "--study", "nope", "--out", str(tmp_path / "x.html")]) == 2
-    assert "No study named 'nope'" in capsys.readouterr().out
+    assert "No study named 'nope'" in capsys.readouterr().err
     empty = tmp_path / "empty"
     empty.mkdir()
     assert main(["report", str(empty)]) == 0

@@ -1,0 +1,101 @@
+"""User mistakes get one line ``error: ...`` (exit 2) from every command, and the same words from the
+Python API as ``ConfigError``/``ValueError``; ``--debug`` shows the traceback."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from bnn_tune.cli import main
+
+
+def _error_line(capsys, argv) -> str:
+    code = main(argv)
+    captured = capsys.readouterr()
+    assert code == 2, (code, captured)
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), captured.err
+    assert "Traceback" not in captured.out + captured.err
+    return lines[0]
+
+
+@pytest.fixture
+def no_gpu(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+
+
+def test_missing_config_file(capsys, tmp_path):
+    from bnn_tune.config import ConfigError, load_config_file
+
+    path = tmp_path / "nope.json"
+    line = _error_line(capsys, ["fit", "--config", str(path)])
+    assert f"Config file '{path}' does not exist; check the --config path." in line
+    with pytest.raises(ConfigError, match="does not exist; check the --config path"):
+        load_config_file(path)
+
+
+def test_invalid_config_json_names_line_and_column(capsys, tmp_path):
+    from bnn_tune.config import ConfigError, load_config_file
+
+    path = tmp_path / "bad.json"
+    path.write_text('{"epochs": 2,\n "model": mlp}\n')
+    line = _error_line(capsys, ["fit", "--config", str(path)])
+    assert "is not valid JSON: Expecting value at line 2 column 11." in line
+    with pytest.raises(ConfigError, match="at line 2 column 11"):
+        load_config_file(path)
+    path.write_text("[1, 2]")
+    assert "must hold a JSON object" in _error_line(capsys, ["fit", "--config", str(path)])
+
+
+def test_bad_param_syntax(capsys):
+    assert "-p expects KEY=VALUE, but got 'gamma'" in _error_line(capsys, ["fit", "-p", "gamma"])
+
+
+def test_torchvision_files_absent(capsys, tmp_path):
+    pytest.importorskip("torchvision")
+    from bnn_tune.data import load_dataset
+
+    root = tmp_path / "empty"
+    line = _error_line(capsys, ["fit", "--dataset", "mnist", "-p", f"data_root={root}"])
+    assert f"data_root='{root}'" in line and "-p download=true" in line
+    with pytest.raises(ValueError, match=r"not under data_root=.*download=True"):
+        load_dataset("mnist", root=str(root), cache=False)
+
+
+def test_device_cuda_without_gpu(capsys, no_gpu):
+    from bnn_tune import Trainer
+
+    line = _error_line(capsys, ["fit", "--device", "cuda", "--dataset", "synthetic"])
+    assert "device='cuda' was asked for, but no CUDA GPU is visible" in line and "--device cpu" in line
+    with pytest.raises(ValueError, match="no CUDA GPU is visible"):
+        Trainer({"dataset": "synthetic", "device": "cuda"})
+    line = _error_line(capsys, ["bench", "--device", "cuda", "--model", "mlp", "--quick"])
+    assert "no CUDA GPU" in line
+
+
+def test_debug_shows_the_traceback(no_gpu):
+    from bnn_tune._errors import DeviceUnavailableError
+
+    with pytest.raises(DeviceUnavailableError):
+        main(["fit", "--device", "cuda", "--dataset", "synthetic", "--debug"])
+    with pytest.raises(DeviceUnavailableError):
+        main(["--debug", "fit", "--device", "cuda", "--dataset", "synthetic"])
+
+
+def test_export_source_missing(capsys, tmp_path):
+    from bnn_tune.export import export_best
+
+    src = tmp_path / "no-such-run"
+    line = _error_line(capsys, ["export", str(src), "--out", str(tmp_path / "out")])
+    assert f"No Ray Tune experiment directory at '{src}'" in line and "--study" in line
+    with pytest.raises(ValueError, match="No Ray Tune experiment directory"):
+        export_best(str(src), tmp_path / "out")
+
+
+def test_unwritable_output_folder(capsys, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    line = _error_line(capsys, ["bench", "--model", "mlp", "--quick", "--out", str(blocker / "sub")])
+    assert f"'{blocker / 'sub'}'" in line and "choose a folder you can write to" in line
+    line = _error_line(capsys, ["report", str(tmp_path / "missing")])
+    assert "is not a directory" in line
