@@ -240,15 +240,16 @@ NB03 = [
 
 The hyperparameters of a latent-weight BNN optimizer that act on *magnitudes* (learning rate, initial
 weight scale, weight decay, clipping) do not do what they do in a real-valued network: only the signs
-reach the forward pass. bnn-tune's search spaces are built on four consequences, each shown below on
-digits with small runs:
+reach the forward pass. bnn-tune's search spaces are built on four observations, each illustrated below
+on digits with small runs:
 
 1. **Bop's gamma and tau control the flip rate** (Helwegen et al. 2019, Fig. 1).
 2. **Theorem 1**: without clipping and with a magnitude-independent update (Adam), scaling the learning
    rate and the initial latent weights by the same `C` gives identical binary weights, so they are one
    search dimension, not two.
-3. **BNEW**: the optimal `beta` depends on the training length `T`; `beta * T` is what transfers
-   (Paren & Poudel).
+3. **BNEW**: the poster (Paren & Poudel) reports that the optimal `beta` depends on the training length
+   `T`; bnn-tune searches `beta * T` (the reference's `--reg`), whose range does not move with `T`.
+   Whether its optimum transfers across `T` is not settled at this scale (BENCHMARKS.md section 3).
 4. **Gradient filters** (Quist et al., ICLR 2023): latent SGD with momentum and weight decay *is* a
    second-order filter of the gradient; the filter order changes how the flip rate behaves.
 
@@ -322,37 +323,64 @@ for C in (10.0, 100.0, 1000.0):
         print(f"{C:6g} {str(clip):>5} {same:11.4f} {r.history[-1].val_acc:8.4f} {ref.history[-1].val_acc:11.4f}")
 '''),
     md("""
-## 3. BNEW: why `beta * T` is searched
+## 3. BNEW: the push `beta_T`, and why it is searched instead of `beta`
 
-BNEW adds a negative weight decay `lambda_t = beta * t` that pushes the relaxed weights to the corners
-of [-1, 1] before they are locked; `T` is the number of phase-2 steps (from `t_start` to `t_lock`). The
-penalty reached at the lock is `beta * T`, so the poster's observation that the best `beta` depends on
-`T` is what one expects, and bnn-tune searches `beta_T` (the optimizer derives `beta = beta_T / T`).
-Below, the same `beta_T` grid at two run lengths. Left: against `beta_T`. Right: the same runs against
-the per-step `beta` they used: the grids are shifted by the ratio of the lengths, so a `beta` range
-tuned on short runs does not carry over to long ones, while a `beta_T` range does by construction. (On
-digits, with runs this short, the accuracy differences between settings are small and noisy; the
-point of the figure is the coordinate, not a ranking.)
+BNEW in the authors' form (Alasdair-P/bnew) trains relaxed weights clipped to [-1, 1]. Phase 1, the first
+`t_start` = 17% of the steps, is Adam on them (step size decaying to 0). Phase 2, the `T` steps from
+`t_start` to `t_lock` (98% of the run), starts a fresh Adam and, before each of its steps, pushes the
+weights to the corners: `w <- clamp((1 + 2 reg_t) w, -1, 1)` with `reg_t = beta (s + 1)` growing
+linearly (`s` counts the phase-2 steps). At `t_lock` the weights are projected onto {-1, +1} and frozen; after it only the
+real-valued layers train. `reg` at the lock is `beta * T`, the reference's own `--reg`, and bnn-tune
+searches it as `beta_T` (log [1e-6, 1]; the optimizer derives `beta = beta_T / T`). The poster reports
+that the best `beta` depends on `T`; a fixed `beta_T` range covers the same pushes at every run length,
+where a fixed `beta` range does not.
+
+Below, a `beta_T` grid inside the space at two run lengths, `T` from the optimizer's own phase rule.
+Left: final `val_acc` (the sign network, which BNEW is validated on) against `beta_T`. Middle: the same
+runs against the per-step `beta` they used; the two grids are shifted by the ratio of the `T`s. Right:
+per epoch, `val_acc` (solid) beside `val_acc_relaxed` (dashed, the clipped real weights) for the weakest
+and the strongest push: a strong push drives the weights to the corners early, so the two coincide long
+before the lock; a weak one leaves the gap until the projection.
+
+What the figure does **not** show is that `beta * T` transfers. On digits, one seed, the final
+accuracies across the grid differ by 2-4 pp (one validation image is 0.35 pp) with no pattern shared by
+the two lengths; with one seed that is evidence neither way (seeds of one setting differ by up to
+2.4 pp in BENCHMARKS.md).
+BENCHMARKS.md section 3 (3 seeds, `T` up to 810 steps, digits and mnist1d) finds no optimum that moves
+with `T` in any coordinate (digits flat; mnist1d a plateau at small `beta` and a decline past
+`beta` ~1e-4..1e-3 at every `T`), so at this scale the transfer of `beta * T` is neither shown nor
+refuted. `beta_T` is searched because it is the reference's coordinate and its range does not depend on
+the run length.
 """),
     code('''
 import bnn_tune.optim as bopt
-spec = bopt.get("bnew")
-print("BNEW hyperparameters:", dict(spec.hyperparameters))
-beta_Ts = [0.1, 1.0, 10.0, 100.0]
-lengths = {"T = 3 epochs": 3, "T = 6 epochs": 6}
+from bnn_tune.optim._bnew import bnew_phase_steps   # the phase rule BNEW itself uses
+hp = bopt.get("bnew").hyperparameters
+print("BNEW hyperparameters:", dict(hp))
+beta_Ts = [1e-4, 1e-3, 1e-2, 1e-1, 1.0]              # inside search_spaces.bnew.BETA_T = log [1e-6, 1]
+lengths = {"3 epochs": 3, "6 epochs": 6}
 res = {name: [run(optimizer="bnew", beta_T=bt, epochs=ep) for bt in beta_Ts] for name, ep in lengths.items()}
 
-fig, axes = plt.subplots(1, 2, figsize=(12, 3.8))
+fig, axes = plt.subplots(1, 3, figsize=(16, 3.8))
 for name, ep in lengths.items():
+    total = ep * math.ceil(len(DATA.y_train) / res[name][0].config.batch_size)   # optimizer steps of the run
+    start, lock = bnew_phase_steps(total, hp["t_start"], hp["t_lock"])
+    T = lock - start                                               # phase-2 steps
     acc = [r.history[-1].val_acc for r in res[name]]
-    total = ep * math.ceil(len(DATA.y_train) / 64)                          # optimizer steps of the run
-    T = round(0.8 * total) - round(0.25 * total)        # phase-2 steps: t_start=0.25 to t_lock=0.8 (defaults)
-    axes[0].semilogx(beta_Ts, acc, marker="o", label=name)
-    axes[1].semilogx([bt / T for bt in beta_Ts], acc, marker="o", label=name)
-axes[0].set(xlabel="beta_T = beta * T (searched)", ylabel="final val_acc", title="final val_acc vs beta_T")
+    print(f"{name}: {total} steps, phase 2 = steps {start}..{lock - 1}, T = {T}; final val_acc",
+          " ".join(f"{a:.3f}" for a in acc))
+    axes[0].semilogx(beta_Ts, acc, marker="o", label=f"{name} (T={T})")
+    axes[1].semilogx([bt / T for bt in beta_Ts], acc, marker="o", label=f"{name} (T={T})")
+for k in (0, -1):                                                  # weakest and strongest push
+    h = res["6 epochs"][k].history
+    ep = [m.epoch for m in h]
+    c = axes[2].plot(ep, [m.val_acc for m in h], marker="o", label=f"beta_T={beta_Ts[k]:g}: val_acc")[0].get_color()
+    axes[2].plot(ep, [m.val_acc_relaxed for m in h], ls="--", color=c, label=f"beta_T={beta_Ts[k]:g}: val_acc_relaxed")
+axes[0].set(xlabel="beta_T = beta * T (searched)", ylabel="final val_acc (sign network)", title="vs beta_T")
 axes[1].set(xlabel="beta = beta_T / T (per step)", title="the same runs vs beta")
+axes[2].set(xlabel="epoch", ylabel="val_acc", title="6 epochs: sign vs relaxed network")
 for ax in axes:
-    ax.legend()
+    ax.legend(fontsize=8)
 plt.tight_layout()
 '''),
     md("""
