@@ -8,6 +8,8 @@ from ._layers import (
     BinaryParameter,
     binary_parameters,
     is_binary_parameter,
+    is_sign_valued,
+    mark_sign_valued,
 )
 from ._models import MODELS, BiRealBlock, build_model, list_models
 from ._quantizers import (
@@ -37,8 +39,10 @@ __all__ = [
     "build_model",
     "get_quantizer",
     "is_binary_parameter",
+    "is_sign_valued",
     "list_models",
     "list_quantizers",
+    "mark_sign_valued",
     "ste_sign",
     "swish_sign",
 ]

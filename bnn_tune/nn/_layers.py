@@ -17,9 +17,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._quantizers import get_quantizer
+from ._quantizers import SteSign, get_quantizer
 
-__all__ = ["BinaryConv2d", "BinaryLinear", "BinaryParameter", "binary_parameters", "is_binary_parameter"]
+__all__ = [
+    "BinaryConv2d",
+    "BinaryLinear",
+    "BinaryParameter",
+    "binary_parameters",
+    "is_binary_parameter",
+    "is_sign_valued",
+    "mark_sign_valued",
+]
 
 class BinaryParameter(nn.Parameter):
     """A parameter whose forward value is binarized (the weight of a binary layer).
@@ -46,6 +54,32 @@ def binary_parameters(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
     return [(n, p) for n, p in model.named_parameters() if is_binary_parameter(p)]
 
 
+_SIGN_VALUED_AT = "_bnn_tune_sign_valued_at"
+
+
+def mark_sign_valued(p: torch.Tensor) -> None:
+    """Record that every value of ``p`` is exactly -1.0 or +1.0 *now* (at its current version).
+
+    The mark is the tensor's in-place version counter at the time of the call: any later in-place
+    change (an optimizer step, ``load_state_dict``, ``nn.init``) invalidates it, so it can only be
+    stale if the values are changed behind autograd's back (through ``p.data``). The latent-free
+    optimizers (Bop, Bop2ndOrder, GradientFilter) check the values once when they are built and
+    re-mark after each step (a flip ``w <- -w`` keeps +-1 exact). The mark is lost by pickling.
+    """
+    setattr(p, _SIGN_VALUED_AT, p._version)
+
+
+def is_sign_valued(p: torch.Tensor) -> bool:
+    """True when :func:`mark_sign_valued` marked ``p`` and it was not modified in place since."""
+    return getattr(p, _SIGN_VALUED_AT, None) == p._version
+
+
+def _identity_on_signs(q: nn.Module) -> bool:
+    # ste_sign maps +-1 to itself, and its pseudo-gradient 1[|w| <= clip] is 1 at +-1 when clip >= 1:
+    # forward and backward are then exactly the identity (grad * 1.0 == grad bit for bit).
+    return type(q) is SteSign and (q.clip_value is None or q.clip_value >= 1.0)
+
+
 def _as_quantizer(q: str | nn.Module | None) -> nn.Module | None:
     if q is None or isinstance(q, nn.Module):
         return q
@@ -64,8 +98,16 @@ class _BinaryMixin:
             self.weight = BinaryParameter(self.weight.data, requires_grad=self.weight.requires_grad)
 
     def quantized_weight(self) -> torch.Tensor:
-        """The weight the forward pass uses (+-1 for binary layers)."""
-        return self.weight if self.weight_quantizer is None else self.weight_quantizer(self.weight)
+        """The weight the forward pass uses (+-1 for binary layers).
+
+        A weight that already holds +-1 values (:func:`is_sign_valued`: Bop's weights) passes through
+        unchanged when the quantizer is the identity on +-1 (``ste_sign`` with ``clip_value >= 1``):
+        the same numbers, forward and backward, without binarizing it at every step.
+        """
+        q = self.weight_quantizer
+        if q is None or (is_sign_valued(self.weight) and _identity_on_signs(q)):
+            return self.weight
+        return q(self.weight)
 
     def quantized_input(self, x: torch.Tensor) -> torch.Tensor:
         return x if self.input_quantizer is None else self.input_quantizer(x)
