@@ -36,11 +36,16 @@ class DataSplits:
     input_shape: tuple[int, ...]
     augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None
 
-    def to(self, device: str | torch.device) -> DataSplits:
-        return replace(
-            self,
-            **{k: getattr(self, k).to(device) for k in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")},
-        )
+    def to(self, device: str | torch.device, *, channels_last: bool = False) -> DataSplits:
+        """The splits on ``device`` (``self`` when nothing moves); ``channels_last`` lays out 4-D inputs
+        NHWC (the values are unchanged)."""
+        def move(k: str) -> torch.Tensor:
+            t = getattr(self, k).to(device)
+            if channels_last and t.dim() == 4:
+                t = t.contiguous(memory_format=torch.channels_last)
+            return t
+
+        return replace(self, **{k: move(k) for k in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")})
 
     def __repr__(self) -> str:
         return (
