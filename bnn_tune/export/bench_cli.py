@@ -46,7 +46,7 @@ def _run(args: argparse.Namespace) -> int:
     packed = None
     model, shape, width, depth, ncls = args.model, args.input_shape, args.width, args.depth, args.num_classes
     if args.packed:
-        from ..export import load_packed
+        from ._model import load_packed
 
         packed = load_packed(args.packed)
         info = packed.header.get("model", {})

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from bnn_tune.cli import main
-from bnn_tune.kernels import benchmark_model, format_table, plot_results
+from bnn_tune.export import benchmark_model, format_table, plot_results
 
 
 def test_benchmark_model_rows_and_plot(tmp_path):
@@ -41,8 +41,7 @@ def test_bench_cli_writes_outputs(tmp_path, capsys):
 
 
 def test_bench_cli_packed_file(tmp_path):
-    from bnn_tune.export import save_packed
-    from bnn_tune.kernels import randomize_model
+    from bnn_tune.export import randomize_model, save_packed
     from bnn_tune.nn import build_model
 
     path = tmp_path / "m.bnn.safetensors"

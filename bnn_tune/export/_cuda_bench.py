@@ -1,4 +1,4 @@
-"""CUDA rows of the benchmark (see :mod:`bnn_tune.kernels._bench`): packed kernels vs cuBLAS/cuDNN
+"""CUDA rows of the benchmark (see :mod:`bnn_tune.export._bench`): packed kernels vs cuBLAS/cuDNN
 fp16 and bf16 of the same layer shapes, timed with CUDA graphs and events.
 
 Per layer: each timed unit is a CUDA graph of ``inner`` calls whose buffers rotate over enough copies to exceed
@@ -20,8 +20,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import cuda
-from ._bench import _binary_ops, _row
+from ..kernels import cuda
+from ._bench_rows import bench_row, binary_ops
 
 _L2_BYTES = 128 << 20  # rotate over > 2x the L2 of H100/H200
 
@@ -130,7 +130,7 @@ def _linear_rows(name: str, scope: str, o: int, k: int, batch: int, *, inner: in
             base["int8"] = _graph_ms(int8, ni, inner=inner, warmup=warmup, repeats=repeats)
         except (RuntimeError, AttributeError):  # _int_mm unsupported for this shape/build
             pass
-    row = _row(scope, name, op, batch, p, base, packed_bytes, o * k * 4, {"out": o, "k": k, "k_padded": wd * 32})
+    row = bench_row(scope, name, op, batch, p, base, packed_bytes, o * k * 4, {"out": o, "k": k, "k_padded": wd * 32})
     row["effective_weight_gbps"] = packed_bytes / (p * 1e-3) / 1e9
     if copy_gbps:
         row["copy_gbps"] = copy_gbps
@@ -138,7 +138,7 @@ def _linear_rows(name: str, scope: str, o: int, k: int, batch: int, *, inner: in
     return row
 
 
-def _conv_row(op: dict[str, Any], batch: int, *, inner: int, warmup: int, repeats: int) -> dict[str, Any]:
+def _convbench_row(op: dict[str, Any], batch: int, *, inner: int, warmup: int, repeats: int) -> dict[str, Any]:
     c, h, w = op["input_shape"]
     o, k = op["out_features"], op["k"]
     kh, kw = op["kernel_size"]
@@ -165,7 +165,7 @@ def _conv_row(op: dict[str, Any], batch: int, *, inner: int, warmup: int, repeat
             return F.conv2d(xf, wf[i], None, stride, padding)
 
         base[label] = _graph_ms(dense, nf, inner=inner, warmup=warmup, repeats=repeats)
-    return _row("layer", op["name"], "binary_conv2d", batch, p, base, o * wd * 4, o * k * 4,
+    return bench_row("layer", op["name"], "binary_conv2d", batch, p, base, o * wd * 4, o * k * 4,
                 {"in": [c, h, w], "out": o, "kernel": [kh, kw], "k": k, "k_padded": wd * 32})
 
 
@@ -176,13 +176,13 @@ def run(packed: Any, twin: Any, input_shape: tuple[int, ...], *, batch_sizes: tu
     torch.manual_seed(seed)
     warmup, repeats, inner = (3, 10, 20) if quick else (10, 50, 50)
     rows = []
-    for op in _binary_ops(packed.header["layers"]):
+    for op in binary_ops(packed.header["layers"]):
         for bs in batch_sizes:
             if op["op"] == "binary_linear":
                 rows.append(_linear_rows(op["name"], "layer", op["out_features"], op["k"], bs, inner=inner,
                                          warmup=warmup, repeats=repeats, copy_gbps=None))
             else:
-                rows.append(_conv_row(op, bs, inner=inner, warmup=warmup, repeats=repeats))
+                rows.append(_convbench_row(op, bs, inner=inner, warmup=warmup, repeats=repeats))
     # whole model: the packed model on the CUDA kernels (eager; CudaRunner) vs the twin in fp16 / bf16
     from ..export._cuda_runner import CudaRunner
 
@@ -199,7 +199,7 @@ def run(packed: Any, twin: Any, input_shape: tuple[int, ...], *, batch_sizes: tu
             xd = x.to(dt)
             with torch.no_grad():
                 base[label] = _eager_ms(partial(t, xd), warmup=warmup, repeats=repeats)
-        rows.append(_row("model", packed.header.get("model", {}).get("name") or "model", "model", bs, p, base,
+        rows.append(bench_row("model", packed.header.get("model", {}).get("name") or "model", "model", bs, p, base,
                          pbytes["binary"] + pbytes["real"], fp32_bytes, {"input": list(input_shape)}))
     if include_large_layer:
         copy = _copy_gbps(warmup=warmup, repeats=repeats)
