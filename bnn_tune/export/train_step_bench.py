@@ -1,5 +1,7 @@
 """Cost of a binary training step against its real-valued twin, and trial start-up time.
 
+In the export stage with the whole-model benchmark (it is above ``train``, which it times).
+
 A search costs trial-epochs x the cost of an epoch, so a binary step should cost about what the same
 network with real weights and Adam costs. :func:`step_rows` times :meth:`bnn_tune.train.Trainer.train_step`
 for each binary optimizer and for the *real twin* (the same architecture built with ``binary=False``:
@@ -160,7 +162,7 @@ def startup_cold(repeats: int = 3) -> dict[str, float]:
     """Seconds from spawning ``python`` to the end of its first training step (median of ``repeats``),
     and the part of it before Python ran the first line (interpreter start)."""
     env = dict(os.environ)
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repo root
     env["PYTHONPATH"] = os.pathsep.join([root, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     totals, interp = [], []
     for _ in range(repeats):
