@@ -8,7 +8,9 @@ from ._layers import (
     BinaryParameter,
     binary_parameters,
     is_binary_parameter,
+    is_bounded,
     is_sign_valued,
+    mark_bounded,
     mark_sign_valued,
 )
 from ._models import MODELS, BiRealBlock, build_model, list_models
@@ -39,9 +41,11 @@ __all__ = [
     "build_model",
     "get_quantizer",
     "is_binary_parameter",
+    "is_bounded",
     "is_sign_valued",
     "list_models",
     "list_quantizers",
+    "mark_bounded",
     "mark_sign_valued",
     "ste_sign",
     "swish_sign",

@@ -72,3 +72,37 @@ def test_skip_only_when_the_quantizer_is_the_identity_on_signs(clip):
         layer.weight.mul_(1.0)  # drop the mark: the quantizer runs
     layer(x).sum().backward()
     assert torch.equal(g_skip, layer.weight.grad)
+
+
+def test_latent_adam_marks_clipped_latents_and_the_unmasked_gradient_is_the_same():
+    from bnn_tune.nn import is_bounded
+
+    torch.manual_seed(0)
+    layer = BinaryLinear(6, 4)
+    opt = optim.LatentAdam([layer.weight], lr=0.5)  # big steps: many latents end on the clip boundary
+    x = torch.randn(5, 6)
+    for _ in range(4):
+        opt.zero_grad()
+        (layer(x) * torch.arange(4.0)).sum().backward()  # a fixed direction: latents run into the clip
+        opt.step()
+        assert is_bounded(layer.weight, 1.0) and not is_bounded(layer.weight, 0.5)
+    assert bool((layer.weight.abs() == 1).any())  # the mask's boundary case |w~| == clip is exercised
+    layer.weight.grad = None
+    layer(x).square().sum().backward()  # marked: unclipped estimator (|w~| <= 1 everywhere)
+    fast = layer.weight.grad.clone()
+    layer.weight.grad = None
+    with torch.no_grad():
+        layer.weight.mul_(1.0)  # unmarked: the masked estimator
+    assert not is_bounded(layer.weight, 1.0)
+    layer(x).square().sum().backward()
+    assert torch.equal(fast, layer.weight.grad)
+
+
+def test_no_bound_mark_without_clip():
+    from bnn_tune.nn import is_bounded
+
+    layer = BinaryLinear(6, 4)
+    opt = optim.LatentAdam([layer.weight], lr=0.5, clip_value=None)
+    layer.weight.grad = torch.ones_like(layer.weight)
+    opt.step()
+    assert not is_bounded(layer.weight, 1e9)
