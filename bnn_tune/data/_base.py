@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import Any
 
 import torch
 
@@ -37,15 +38,15 @@ class DataSplits:
     augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None
 
     def to(self, device: str | torch.device, *, channels_last: bool = False) -> DataSplits:
-        """The splits on ``device`` (``self`` when nothing moves); ``channels_last`` lays out 4-D inputs
-        NHWC (the values are unchanged)."""
+        """The splits on ``device``; ``channels_last`` lays out 4-D inputs NHWC (values unchanged)."""
         def move(k: str) -> torch.Tensor:
             t = getattr(self, k).to(device)
             if channels_last and t.dim() == 4:
                 t = t.contiguous(memory_format=torch.channels_last)
             return t
 
-        return replace(self, **{k: move(k) for k in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")})
+        moved: dict[str, Any] = {k: move(k) for k in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")}
+        return replace(self, **moved)
 
     def __repr__(self) -> str:
         return (

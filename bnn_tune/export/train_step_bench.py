@@ -71,7 +71,7 @@ def _real_twin(model: str, width: float, batch_size: int, data: DataSplits) -> T
     t.model = build_model(model, data.input_shape, data.num_classes, binary=False, width=width,
                           bn_momentum=t.config.bn_momentum).to(t.device)
     t._forward = t.model
-    t.optimizer = torch.optim.Adam(t.model.parameters(), lr=t.config.lr)
+    t.optimizer = torch.optim.Adam(t.model.parameters(), lr=t.config.lr)  # type: ignore[assignment]
     return t
 
 
