@@ -112,8 +112,11 @@ def _single_tensor_bop2(params, grads, exp_avgs, exp_avg_sqs, *, gamma, sigma, t
     for p, g, m, v in zip(params, grads, exp_avgs, exp_avg_sqs):
         m.lerp_(g, gamma)
         v.mul_(1.0 - sigma).addcmul_(g, g, value=sigma)
-        signal = m / v.sqrt().add_(eps)
-        flip_where_aligned_([p], [signal], threshold, foreach=False)
+        # one scratch buffer: sqrt(v) + eps, then the signal m / (sqrt(v) + eps), then the flip mask
+        buf = torch.sqrt(v).add_(eps)
+        torch.div(m, buf, out=buf)
+        torch.mul(buf, p, out=buf).gt_(threshold)  # 1.0 where signal * w > tau (flip_where_aligned_'s rule)
+        p.addcmul_(p, buf, value=-2.0)
 
 
 def _multi_tensor_bop2(params, grads, exp_avgs, exp_avg_sqs, *, gamma, sigma, threshold, eps) -> None:
