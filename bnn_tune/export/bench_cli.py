@@ -65,6 +65,10 @@ def _run(args: argparse.Namespace) -> int:
         console.print(f"[red]error:[/red] {exc}")
         return 2
     console.print(format_table(res))
+    if args.device == "cuda":
+        from ._cuda_bench import summary
+
+        print(summary(res))
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "bench.json"), "w") as f:
         json.dump(res, f, indent=2)

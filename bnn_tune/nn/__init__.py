@@ -13,7 +13,7 @@ from ._layers import (
     mark_bounded,
     mark_sign_valued,
 )
-from ._models import MODELS, BiRealBlock, build_model, list_models
+from ._models import MODELS, BatchNormNoScale, BiRealBlock, build_model, list_models
 from ._quantizers import (
     ApproxSign,
     SteSign,
@@ -29,6 +29,7 @@ from ._quantizers import (
 __all__ = [
     "MODELS",
     "ApproxSign",
+    "BatchNormNoScale",
     "BiRealBlock",
     "BinaryConv2d",
     "BinaryLinear",

@@ -25,6 +25,11 @@ def test_benchmark_model_rows_and_plot(tmp_path):
     big = [r for r in rows if r["scope"] == "large_layer"]
     assert all("numpy_backend_ms" in r for r in big)
     assert res["meta"]["statistic"] == "median"
+    from bnn_tune.kernels import engine_available
+
+    if engine_available():  # the packed side is the engine, at the same thread count as torch
+        assert res["meta"]["cpu_engine"]["threads"] == 1
+        assert all(r["backend"].startswith("engine-") for r in rows if r["scope"] != "model")
     png = plot_results(res, tmp_path / "b.png")
     assert open(png, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
     assert format_table(res).row_count == len(rows)
@@ -62,3 +67,21 @@ def test_cuda_bench_without_gpu_is_a_clear_error():
         benchmark_model("mlp", (1, 8, 8), width=0.125, device="cuda", quick=True)
     with pytest.raises(ValueError, match="`device` must be 'cpu' or 'cuda'"):
         benchmark_model("mlp", device="tpu")
+
+
+def test_cuda_summary_table_lists_speedups_bandwidth_and_copy_fraction():
+    from bnn_tune.export._cuda_bench import summary
+
+    rows = [
+        {"scope": "large_layer", "name": "linear_4096x4096", "batch": 1, "packed_ms": 0.0025,
+         "speedup": {"fp16": 12.5, "bf16": 12.25}, "effective_weight_gbps": 838.9, "copy_gbps": 4000.0,
+         "fraction_of_copy_bandwidth": 0.2097},
+        {"scope": "layer", "name": "conv2", "batch": 256, "packed_ms": 0.5,
+         "speedup": {"fp16": 1.5, "bf16": 1.4, "int8": 0.75}},
+    ]
+    text = summary({"meta": {"gpu": "NVIDIA H200", "model": "vgg_small"}, "rows": rows})
+    lines = text.splitlines()
+    assert "NVIDIA H200" in lines[0] and "% copy" in lines[1]
+    assert lines[3].split() == ["large_layer", "linear_4096x4096", "1", "2.5", "12.50", "12.25", "-", "839", "21"]
+    assert lines[4].split() == ["layer", "conv2", "256", "500.0", "1.50", "1.40", "0.75", "-", "-"]
+    assert lines[-1] == "device-to-device copy: 4000 GB/s (read + write)"
