@@ -110,6 +110,10 @@ class TrialConfig:
         data_root: directory of torchvision datasets.
         download: let torchvision download missing files.
         max_steps_per_epoch: cap optimizer steps per epoch (0 = full epoch); for quick tests.
+        amp: bf16 autocast of the forward pass (GPU speed; on CPU it runs but is rarely faster).
+        channels_last: NHWC memory layout for the model and 4-D inputs (faster convolutions on GPUs).
+        compile: ``torch.compile`` the model's forward (needs a C++ compiler on CPU; the first steps
+            pay the compilation).
         optimizer_params: the binary optimizer's hyperparameters (defaults filled in).
         schedules: ``{hyperparameter: schedule spec}`` from ``<name>_schedule`` keys.
     """
@@ -131,6 +135,9 @@ class TrialConfig:
     data_root: str = "data"
     download: bool = False
     max_steps_per_epoch: int = 0
+    amp: bool = False
+    channels_last: bool = False
+    compile: bool = False
     optimizer_params: Mapping[str, Any] = field(default_factory=dict)
     schedules: Mapping[str, Any] = field(default_factory=dict)
 
@@ -192,7 +199,7 @@ class TrialConfig:
         _check_range("val_fraction", self.val_fraction, 0, 1, low_open=True, high_open=True)
         _check_range("max_steps_per_epoch", self.max_steps_per_epoch, 0, None, integer=True)
         _choice("activation", self.activation, [*nn.list_quantizers(), "none"])
-        for key in ("augment", "download"):
+        for key in ("augment", "download", "amp", "channels_last", "compile"):
             if not isinstance(getattr(self, key), bool):
                 raise ConfigError(f"`{key}` must be True or False, but got {key}={getattr(self, key)!r}.")
         dev = self.device

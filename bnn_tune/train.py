@@ -125,11 +125,14 @@ class Trainer:
         seed_everything(cfg.seed)
         splits = data or load_dataset(cfg.dataset, val_fraction=cfg.val_fraction, root=cfg.data_root,
                                       download=cfg.download)
-        self.data = splits.to(self.device)
+        # the whole dataset lives on the trial's device: batches are indexed there, never copied per step
+        self.data = splits.to(self.device, channels_last=cfg.channels_last)
         self.model = build_model(
             cfg.model, splits.input_shape, splits.num_classes, binary=True, width=cfg.width, depth=cfg.depth,
             activation=cfg.activation_quantizer, bn_momentum=cfg.bn_momentum,
         ).to(self.device)
+        if cfg.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
         n = len(self.data.y_train)
         self.steps_per_epoch = math.ceil(n / cfg.batch_size)
         if cfg.max_steps_per_epoch:
@@ -146,6 +149,10 @@ class Trainer:
             )
         self.relaxed_metric = optim.has_relaxed_weights(self.model)
         self.flips = FlipCounter(self.model).attach(self.optimizer)
+        # torch.compile wraps the forward only: self.model (state dict keys, checkpoints, export) is unchanged
+        self._forward: Callable[[torch.Tensor], torch.Tensor] = (
+            torch.compile(self.model) if cfg.compile else self.model  # type: ignore[assignment]
+        )
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self.epoch = 0
         self.history: list[EpochMetrics] = []
@@ -164,6 +171,24 @@ class Trainer:
                 x = self.data.augment(x, self.generator)
             yield x, self.data.y_train[idx]
 
+    def _autocast(self):
+        """bf16 autocast on the trial's device when ``amp`` is on (a no-op context otherwise)."""
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config.amp)
+
+    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One optimizer step on the batch ``(x, y)`` (flips are counted by the optimizer's hooks).
+
+        Returns:
+            ``(loss, logits)``, detached, on the device (no host sync).
+        """
+        with self._autocast():
+            logits = self._forward(x)
+            loss = F.cross_entropy(logits, y)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return loss.detach(), logits.detach()
+
     def train_epoch(self) -> EpochMetrics:
         """Run one epoch, evaluate on the validation split, return its metrics."""
         t0 = time.perf_counter()
@@ -174,13 +199,9 @@ class Trainer:
         correct = torch.zeros((), device=self.device, dtype=torch.int64)
         seen = 0
         for x, y in self._batches():
-            logits = self.model(x)
-            loss = F.cross_entropy(logits, y)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
-            loss_sum += loss.detach() * len(y)
-            correct += (logits.detach().argmax(1) == y).sum()
+            loss, logits = self.train_step(x, y)
+            loss_sum += loss * len(y)
+            correct += (logits.argmax(1) == y).sum()
             seen += len(y)
             for s in self.schedulers:
                 if s.per == "step":
@@ -226,7 +247,8 @@ class Trainer:
         loss_sum, correct = 0.0, 0
         with optim.relaxed_weights(self.model) if relaxed else contextlib.nullcontext():
             for i in range(0, len(y), batch_size):
-                logits = self.model(x[i: i + batch_size])
+                with self._autocast():
+                    logits = self._forward(x[i: i + batch_size]).float()
                 loss_sum += F.cross_entropy(logits, y[i: i + batch_size], reduction="sum").item()
                 correct += int((logits.argmax(1) == y[i: i + batch_size]).sum())
         self.model.train(was_training)

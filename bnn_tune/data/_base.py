@@ -130,11 +130,16 @@ class DataSplits:
     input_transform: InputTransform | None = field(default=None, compare=False)
     x_test_raw: np.ndarray | None = field(default=None, repr=False, compare=False)
 
-    def to(self, device: str | torch.device) -> DataSplits:
-        return replace(
-            self,
-            **{k: getattr(self, k).to(device) for k in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")},
-        )
+    def to(self, device: str | torch.device, *, channels_last: bool = False) -> DataSplits:
+        """The splits on ``device``; ``channels_last`` lays out 4-D inputs NHWC (values unchanged)."""
+        def move(k: str) -> torch.Tensor:
+            t = getattr(self, k).to(device)
+            if channels_last and t.dim() == 4:
+                t = t.contiguous(memory_format=torch.channels_last)
+            return t
+
+        moved: dict[str, Any] = {k: move(k) for k in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")}
+        return replace(self, **moved)
 
     def __repr__(self) -> str:
         return (

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import gzip
+import importlib.util
+from pathlib import Path
+
 import numpy as np
 import torch
 
@@ -33,16 +37,31 @@ def _from_arrays(name, x, y, x_test, y_test, *, val_fraction, input_shape, num_c
                       x_test_raw=raw_test)
 
 
+def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """``(data, target)`` of ``sklearn.datasets.load_digits``, read from the CSV scikit-learn bundles
+    without importing scikit-learn (which pulls in scipy and costs seconds at a trial's start)."""
+    spec = importlib.util.find_spec("sklearn")
+    locations = list(spec.submodule_search_locations or []) if spec is not None else []
+    path = next((Path(d) / "datasets" / "data" / "digits.csv.gz" for d in locations
+                 if (Path(d) / "datasets" / "data" / "digits.csv.gz").is_file()), None)
+    if path is None:  # an unusual install (zip, vendored): let scikit-learn find its file
+        from sklearn.datasets import load_digits as _ld
+
+        d = _ld()
+        return d.data, d.target
+    with gzip.open(path, "rt", encoding="utf-8") as f:
+        raw = np.loadtxt(f, delimiter=",")  # what sklearn's load_gzip_compressed_csv_data does
+    return raw[:, :-1], raw[:, -1].astype(int, copy=False)
+
+
 def load_digits(*, val_fraction: float = 0.2, root: str = "data", download: bool = False) -> DataSplits:
     """scikit-learn's bundled 8x8 handwritten digits (1797 images, 10 classes), as (1, 8, 8)."""
-    from sklearn.datasets import load_digits as _ld
-
-    d = _ld()
+    data, target = _digits_arrays()
     g = np.random.default_rng(SPLIT_SEED)
-    perm = g.permutation(len(d.target))
+    perm = g.permutation(len(target))
     n_test = int(round(0.2 * len(perm)))
     te, tr = perm[:n_test], perm[n_test:]
-    return _from_arrays("digits", d.data[tr], d.target[tr], d.data[te], d.target[te], val_fraction=val_fraction,
+    return _from_arrays("digits", data[tr], target[tr], data[te], target[te], val_fraction=val_fraction,
                         input_shape=(1, 8, 8), num_classes=10)
 
 

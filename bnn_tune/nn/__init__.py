@@ -8,6 +8,10 @@ from ._layers import (
     BinaryParameter,
     binary_parameters,
     is_binary_parameter,
+    is_bounded,
+    is_sign_valued,
+    mark_bounded,
+    mark_sign_valued,
 )
 from ._models import (
     MODELS,
@@ -46,8 +50,12 @@ __all__ = [
     "check_input_shape",
     "get_quantizer",
     "is_binary_parameter",
+    "is_bounded",
+    "is_sign_valued",
     "list_models",
     "list_quantizers",
+    "mark_bounded",
+    "mark_sign_valued",
     "ste_sign",
     "swish_sign",
 ]

@@ -13,13 +13,25 @@ are *binary parameters* (:func:`is_binary_parameter`).
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._quantizers import get_quantizer
+from ._quantizers import SteSign, get_quantizer, ste_sign
 
-__all__ = ["BinaryConv2d", "BinaryLinear", "BinaryParameter", "binary_parameters", "is_binary_parameter"]
+__all__ = [
+    "BinaryConv2d",
+    "BinaryLinear",
+    "BinaryParameter",
+    "binary_parameters",
+    "is_binary_parameter",
+    "is_bounded",
+    "is_sign_valued",
+    "mark_bounded",
+    "mark_sign_valued",
+]
 
 class BinaryParameter(nn.Parameter):
     """A parameter whose forward value is binarized (the weight of a binary layer).
@@ -46,6 +58,63 @@ def binary_parameters(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
     return [(n, p) for n, p in model.named_parameters() if is_binary_parameter(p)]
 
 
+_SIGN_VALUED_AT = "_bnn_tune_sign_valued_at"
+
+
+def mark_sign_valued(p: torch.Tensor) -> None:
+    """Record that every value of ``p`` is exactly -1.0 or +1.0 *now* (at its current version).
+
+    The mark is the tensor's in-place version counter at the time of the call: any later in-place
+    change (an optimizer step, ``load_state_dict``, ``nn.init``) invalidates it, so it can only be
+    stale if the values are changed behind autograd's back (through ``p.data``). The latent-free
+    optimizers (Bop, Bop2ndOrder, GradientFilter) check the values once when they are built and
+    re-mark after each step (a flip ``w <- -w`` keeps +-1 exact). The mark is lost by pickling.
+    """
+    setattr(p, _SIGN_VALUED_AT, p._version)
+
+
+def is_sign_valued(p: torch.Tensor) -> bool:
+    """True when :func:`mark_sign_valued` marked ``p`` and it was not modified in place since."""
+    return getattr(p, _SIGN_VALUED_AT, None) == p._version
+
+
+_BOUNDED_AT = "_bnn_tune_bounded_at"
+
+
+def mark_bounded(p: torch.Tensor, bound: float) -> None:
+    """Record that ``|p| <= bound`` holds elementwise *now* (NaN aside), like :func:`mark_sign_valued`.
+
+    LatentAdam marks its latent weights after clipping them to ``[-clip, clip]``: the straight-through
+    mask ``1[|w| <= clip]`` of the weight quantizer is then 1 everywhere and need not be computed.
+    """
+    setattr(p, _BOUNDED_AT, (p._version, float(bound)))
+
+
+def is_bounded(p: torch.Tensor, bound: float) -> bool:
+    """True when :func:`mark_bounded` marked ``p`` with a bound ``<= bound`` and it was not changed since."""
+    mark = getattr(p, _BOUNDED_AT, None)
+    return mark is not None and mark[0] == p._version and mark[1] <= bound
+
+
+def _ste_weight(w: torch.Tensor, q: nn.Module) -> torch.Tensor | None:
+    """The forward weight of ``ste_sign`` computed with less work when the mark allows it, else None.
+
+    ste_sign maps +-1 to itself and its pseudo-gradient ``1[|w| <= clip]`` is 1 at +-1 when clip >= 1, so
+    a sign-valued weight passes unchanged (forward and backward exactly the identity, grad * 1.0 == grad);
+    a weight known to lie in [-clip, clip] gets the unclipped estimator (the mask would be all ones). A
+    NaN weight is the one difference: it would get a zero mask, the unclipped one passes the gradient
+    (which is NaN already: the NaN weight made the forward pass NaN).
+    """
+    if type(q) is not SteSign:
+        return None
+    clip = math.inf if q.clip_value is None else float(q.clip_value)
+    if clip >= 1.0 and is_sign_valued(w):
+        return w
+    if math.isinf(clip) or is_bounded(w, clip):
+        return ste_sign(w, None)
+    return None
+
+
 def _as_quantizer(q: str | nn.Module | None) -> nn.Module | None:
     if q is None or isinstance(q, nn.Module):
         return q
@@ -64,8 +133,18 @@ class _BinaryMixin:
             self.weight = BinaryParameter(self.weight.data, requires_grad=self.weight.requires_grad)
 
     def quantized_weight(self) -> torch.Tensor:
-        """The weight the forward pass uses (+-1 for binary layers)."""
-        return self.weight if self.weight_quantizer is None else self.weight_quantizer(self.weight)
+        """The weight the forward pass uses (+-1 for binary layers).
+
+        A weight that already holds +-1 values (:func:`is_sign_valued`: Bop's weights) passes through
+        unchanged when the quantizer is the identity on +-1 (``ste_sign`` with ``clip_value >= 1``), and
+        a latent weight clipped to ``[-clip, clip]`` (:func:`is_bounded`: LatentAdam's) skips the
+        all-ones straight-through mask: the same numbers, forward and backward, with less work.
+        """
+        q = self.weight_quantizer
+        if q is None:
+            return self.weight
+        fast = _ste_weight(self.weight, q)
+        return q(self.weight) if fast is None else fast
 
     def quantized_input(self, x: torch.Tensor) -> torch.Tensor:
         return x if self.input_quantizer is None else self.input_quantizer(x)

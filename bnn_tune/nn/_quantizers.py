@@ -40,9 +40,15 @@ def binarize(x: torch.Tensor) -> torch.Tensor:
     """Return ``sign(x)`` with ``sign(0) = +1``, in x's dtype (no gradient).
 
     NaN stays NaN, so a diverged network shows a NaN loss instead of silently binarizing NaN to -1.
+    ``-0.0`` gives +1 like ``+0.0``. Two element-wise kernels and one output buffer: ``clamp(x, -1, -1)``
+    is -1 everywhere except at NaN (clamp propagates NaN), then +1 is written in place where ``x >= 0``
+    (``torch.sign`` cannot be used: it maps NaN to 0).
     """
-    one = torch.ones((), dtype=x.dtype, device=x.device)
-    return torch.where(x >= 0, one, torch.where(x < 0, -one, x))
+    return x.clamp(-1.0, -1.0).masked_fill_(x >= 0, 1.0)
+
+
+def _needs_grad(x: torch.Tensor) -> bool:
+    return torch.is_grad_enabled() and x.requires_grad
 
 
 class _SteSignFn(torch.autograd.Function):
@@ -57,7 +63,8 @@ class _SteSignFn(torch.autograd.Function):
         (x,) = ctx.saved_tensors
         if math.isinf(ctx.clip_value):
             return grad, None
-        return grad * (x.abs() <= ctx.clip_value).to(grad.dtype), None
+        # 1.0 where |x| <= clip, else 0.0, multiplied into the gradient in place: one buffer
+        return x.abs().le_(ctx.clip_value).mul_(grad), None
 
 
 class _ApproxSignFn(torch.autograd.Function):
@@ -69,7 +76,8 @@ class _ApproxSignFn(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
         (x,) = ctx.saved_tensors
-        return grad * torch.clamp(2.0 - 2.0 * x.abs(), min=0.0)
+        # max(2 - 2|x|, 0) * grad in one buffer; -2|x| + 2 rounds exactly as 2 - 2|x| (2|x| is exact)
+        return x.abs().mul_(-2.0).add_(2.0).clamp_min_(0.0).mul_(grad)
 
 
 class _SwishSignFn(torch.autograd.Function):
@@ -104,11 +112,15 @@ def ste_sign(x: torch.Tensor, clip_value: float | None = 1.0) -> torch.Tensor:
     c = math.inf if clip_value is None else float(clip_value)
     if c <= 0:
         raise ValueError(f"`clip_value` must be > 0 or None, but got clip_value={clip_value}.")
+    if not _needs_grad(x):
+        return binarize(x)
     return _SteSignFn.apply(x, c)
 
 
 def approx_sign(x: torch.Tensor) -> torch.Tensor:
     """Sign with the piecewise-polynomial pseudo-gradient ``(2 - 2|x|)`` on ``|x| <= 1`` (Bi-Real)."""
+    if not _needs_grad(x):
+        return binarize(x)
     return _ApproxSignFn.apply(x)
 
 
@@ -116,6 +128,8 @@ def swish_sign(x: torch.Tensor, beta: float = 5.0) -> torch.Tensor:
     """Sign with the derivative of ``2 sigmoid(beta x) (1 + beta x (1 - sigmoid(beta x))) - 1``."""
     if beta <= 0:
         raise ValueError(f"`beta` must be > 0, but got beta={beta}.")
+    if not _needs_grad(x):
+        return binarize(x)
     return _SwishSignFn.apply(x, float(beta))
 
 

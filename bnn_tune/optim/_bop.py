@@ -7,7 +7,14 @@ from typing import Any
 
 import torch
 
-from ._common import check_in_range, flip_where_aligned_, use_foreach
+from ._common import (
+    check_in_range,
+    flip_where_aligned_,
+    mark_if_sign_valued,
+    remark_sign_valued,
+    sign_marks,
+    use_foreach,
+)
 
 __all__ = ["Bop"]
 
@@ -68,6 +75,8 @@ class Bop(torch.optim.Optimizer):
         check_in_range("gamma", gamma, 0.0, 1.0, low_open=True)
         check_in_range("threshold", threshold, 0.0, None)
         super().__init__(params, dict(gamma=gamma, threshold=threshold, foreach=foreach))
+        for group in self.param_groups:
+            mark_if_sign_valued(group["params"])
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
@@ -96,7 +105,9 @@ class Bop(torch.optim.Optimizer):
             if not params:
                 continue
             fn = _multi_tensor_bop if use_foreach(group["foreach"], params) else _single_tensor_bop
+            marks = sign_marks(params)
             fn(params, grads, exp_avgs, gamma=group["gamma"], threshold=group["threshold"])
+            remark_sign_valued(params, marks)
         return loss
 
 

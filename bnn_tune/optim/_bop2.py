@@ -7,7 +7,14 @@ from typing import Any
 
 import torch
 
-from ._common import check_in_range, flip_where_aligned_, use_foreach
+from ._common import (
+    check_in_range,
+    flip_where_aligned_,
+    mark_if_sign_valued,
+    remark_sign_valued,
+    sign_marks,
+    use_foreach,
+)
 
 __all__ = ["Bop2ndOrder"]
 
@@ -71,6 +78,8 @@ class Bop2ndOrder(torch.optim.Optimizer):
         check_in_range("threshold", threshold, 0.0, None)
         check_in_range("eps", eps, 0.0, None, low_open=True)
         super().__init__(params, dict(gamma=gamma, sigma=sigma, threshold=threshold, eps=eps, foreach=foreach))
+        for group in self.param_groups:
+            mark_if_sign_valued(group["params"])
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
@@ -97,8 +106,10 @@ class Bop2ndOrder(torch.optim.Optimizer):
             if not params:
                 continue
             fn = _multi_tensor_bop2 if use_foreach(group["foreach"], params) else _single_tensor_bop2
+            marks = sign_marks(params)
             fn(params, grads, exp_avgs, exp_avg_sqs, gamma=group["gamma"], sigma=group["sigma"],
                threshold=group["threshold"], eps=group["eps"])
+            remark_sign_valued(params, marks)
         return loss
 
 
@@ -106,8 +117,11 @@ def _single_tensor_bop2(params, grads, exp_avgs, exp_avg_sqs, *, gamma, sigma, t
     for p, g, m, v in zip(params, grads, exp_avgs, exp_avg_sqs):
         m.lerp_(g, gamma)
         v.mul_(1.0 - sigma).addcmul_(g, g, value=sigma)
-        signal = m / v.sqrt().add_(eps)
-        flip_where_aligned_([p], [signal], threshold, foreach=False)
+        # one scratch buffer: sqrt(v) + eps, then the signal m / (sqrt(v) + eps), then the flip mask
+        buf = torch.sqrt(v).add_(eps)
+        torch.div(m, buf, out=buf)
+        torch.mul(buf, p, out=buf).gt_(threshold)  # 1.0 where signal * w > tau (flip_where_aligned_'s rule)
+        p.addcmul_(p, buf, value=-2.0)
 
 
 def _multi_tensor_bop2(params, grads, exp_avgs, exp_avg_sqs, *, gamma, sigma, threshold, eps) -> None:

@@ -8,6 +8,8 @@ from typing import Any
 
 import torch
 
+from ..nn import is_sign_valued, mark_sign_valued
+
 __all__: list[str] = []
 
 
@@ -63,6 +65,29 @@ def flip_where_aligned_(weights: list[torch.Tensor], signals: list[torch.Tensor]
     for w, s in zip(weights, signals):
         mask = torch.mul(s, w).gt_(threshold)  # 1.0 where it flips, 0.0 elsewhere
         w.addcmul_(w, mask, value=-2.0)
+
+
+def mark_if_sign_valued(params: Sequence[torch.Tensor]) -> None:
+    """Mark the tensors whose values are all exactly +-1 (:func:`bnn_tune.nn.mark_sign_valued`).
+
+    Called once when a latent-free optimizer is built (one host sync per tensor, never per step).
+    """
+    for p in params:
+        if p.numel() and bool((p.abs() == 1).all()):
+            mark_sign_valued(p)
+
+
+def sign_marks(params: Sequence[torch.Tensor]) -> list[bool]:
+    """Which of ``params`` are sign-valued before a step (pass the list to :func:`remark_sign_valued`)."""
+    return [is_sign_valued(p) for p in params]
+
+
+def remark_sign_valued(params: Sequence[torch.Tensor], marks: Sequence[bool]) -> None:
+    """After a step that only flipped signs (``w <- w (1 - 2 mask)``, mask in {0, 1}), a +-1 tensor is
+    still +-1: renew the marks of the tensors that had one."""
+    for p, m in zip(params, marks):
+        if m:
+            mark_sign_valued(p)
 
 
 def init_adam_state(state: dict[str, Any], p: torch.Tensor) -> None:

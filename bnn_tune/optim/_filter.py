@@ -7,7 +7,14 @@ from typing import Any
 
 import torch
 
-from ._common import check_in_range, flip_where_aligned_, use_foreach
+from ._common import (
+    check_in_range,
+    flip_where_aligned_,
+    mark_if_sign_valued,
+    remark_sign_valued,
+    sign_marks,
+    use_foreach,
+)
 
 __all__ = ["GradientFilter"]
 
@@ -83,6 +90,8 @@ class GradientFilter(torch.optim.Optimizer):
         check_in_range("threshold", threshold, 0.0, None)
         super().__init__(params, dict(order=int(order), gamma=gamma, alpha=alpha, threshold=threshold,
                                       foreach=foreach))
+        for group in self.param_groups:
+            mark_if_sign_valued(group["params"])
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
@@ -112,8 +121,10 @@ class GradientFilter(torch.optim.Optimizer):
             if not params:
                 continue
             fn = _multi_tensor_filter if use_foreach(group["foreach"], params) else _single_tensor_filter
+            marks = sign_marks(params)
             fn(params, grads, exp_avgs, inertias, order=order, gamma=group["gamma"], alpha=group["alpha"],
                threshold=group["threshold"])
+            remark_sign_valued(params, marks)
         return loss
 
 

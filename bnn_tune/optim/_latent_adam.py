@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from ..nn import mark_bounded
 from ._common import adam_update_, check_betas, check_in_range, gather_adam_group, use_foreach
 
 __all__ = ["LatentAdam"]
@@ -91,4 +92,6 @@ class LatentAdam(torch.optim.Optimizer):
                 else:
                     for p in params:
                         p.clamp_(-c, c)
+                for p in params:  # |w~| <= c now: the layers skip the all-ones STE mask (bnn_tune.nn.is_bounded)
+                    mark_bounded(p, c)
         return loss

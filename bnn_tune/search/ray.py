@@ -324,6 +324,11 @@ def _search(ray: Any, console: Any, st: dict[str, Any]) -> int:
 
     fixed, epochs, out, name = st["fixed"], int(st["fixed"]["epochs"]), st["out"], st["name"]
     cpus = float(ray.cluster_resources().get("CPU", os.cpu_count() or 1))
+    cluster_gpus = float(ray.cluster_resources().get("GPU", 0))
+    if st["gpus"] and cluster_gpus < st["gpus"]:  # else every trial would wait forever for a GPU
+        console.print(f"[red]error:[/red] --gpus-per-trial {st['gpus']:g} asks for GPUs, but the Ray cluster has "
+                      f"{cluster_gpus:g}; run on a GPU node (or --address a cluster with GPUs) or drop the flag.")
+        return 2
     workers = st["workers"] or max(1, int(cpus))
     params = _param_names(st["suggest"])
     searcher = OptunaSearch(space=st["suggest"], metric=_METRIC, mode=_MODE, seed=st["seed"],

@@ -46,3 +46,19 @@ def test_search_cli_ray_backend_rejects_bad_fixed_config(ray_env, tmp_path):
     proc = subprocess.run(cmd, env=ray_env, capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert proc.returncode == 2
     assert "Unknown key 'epoch'. Did you mean 'epochs'?" in proc.stdout + proc.stderr
+
+
+def test_search_cli_accepts_fractional_gpus_and_says_when_the_cluster_has_none(ray_env, tmp_path):
+    # --gpus-per-trial takes a fraction (several trials share a GPU); on a cluster without enough GPUs the
+    # search stops with one line instead of leaving every trial pending forever
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is visible: the request is satisfiable here")
+    cmd = [sys.executable, "-m", "bnn_tune.cli", "search", "--backend", "ray", "--optimizer", "bop",
+           "--samples", "1", "--epochs", "1", "--gpus-per-trial", "0.25", "--out", str(tmp_path / "run")]
+    proc = subprocess.run(cmd, env=ray_env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 2, log[-3000:]
+    assert "--gpus-per-trial 0.25 asks for GPUs, but the Ray cluster has 0" in log
+    assert "Traceback" not in log

@@ -70,3 +70,43 @@ def test_binarize_dtype_and_values():
     out = binarize(x)
     assert out.dtype == torch.float64 and out.tolist() == [1.0, 1.0, -1.0, 1.0]
     assert math.isnan(binarize(torch.tensor([math.nan])).item())
+
+
+# --- the fused kernels (issue 14) compute exactly what the plain formulas compute --------------------
+SPECIAL = torch.tensor([-math.inf, -3.0, -1.0, -0.5, -1e-30, -0.0, 0.0, 1e-30, 0.5, 1.0, 3.0, math.inf, math.nan])
+
+
+def _bits(t: torch.Tensor) -> list[int]:
+    return t.contiguous().view(torch.int32).tolist()
+
+
+@pytest.mark.parametrize("fn", [ste_sign, approx_sign, swish_sign])
+@pytest.mark.parametrize("requires_grad", [False, True])
+def test_forward_propagates_nan_and_maps_both_zeros_to_plus_one(fn, requires_grad):
+    out = fn(SPECIAL.clone().requires_grad_(requires_grad))
+    assert out[:-1].tolist() == [-1.0] * 5 + [1.0] * 7 and math.isnan(out[-1].item())
+    assert out.requires_grad == requires_grad
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_binarize_matches_the_chained_where_reference(dtype):
+    x = torch.cat([SPECIAL, torch.randn(1000)]).to(dtype)
+    one = torch.ones((), dtype=dtype)
+    ref = torch.where(x >= 0, one, torch.where(x < 0, -one, x))
+    out = binarize(x)
+    assert out.dtype == dtype and torch.equal(out.isnan(), ref.isnan())
+    assert torch.equal(out.nan_to_num(7.0), ref.nan_to_num(7.0))
+
+
+def test_ste_and_approx_backward_are_bitwise_the_plain_formulas():
+    # gradient with NaN, inf, signed zeros: mask * grad must give the same bits as grad * mask (NaN * 0 = NaN,
+    # -g * 0 = -0.0), the contract of the unfused versions.
+    x = torch.cat([SPECIAL, torch.randn(200) * 2])
+    grad = torch.cat([torch.tensor([math.nan, math.inf, -math.inf, -0.0, -2.0]), torch.randn(len(x) - 5)])
+    for clip in (1.0, 0.3):
+        xr = x.clone().requires_grad_(True)
+        ste_sign(xr, clip).backward(grad)
+        assert _bits(xr.grad) == _bits(grad * (x.abs() <= clip).to(grad.dtype))
+    xr = x.clone().requires_grad_(True)
+    approx_sign(xr).backward(grad)
+    assert _bits(xr.grad) == _bits(grad * torch.clamp(2.0 - 2.0 * x.abs(), min=0.0))
