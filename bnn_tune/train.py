@@ -19,6 +19,7 @@ from .config import TrialConfig
 from .data import DataSplits, load_dataset
 from .metrics import FlipCounter
 from .nn import build_model
+from .recipes import Recipe
 
 __all__ = ["EpochMetrics", "FitResult", "Trainer", "fit", "resolve_device"]
 
@@ -36,6 +37,7 @@ class EpochMetrics:
     log_flip_rate: float
     layer_flip_rates: dict[str, float] = field(default_factory=dict)
     epoch_time: float = 0.0
+    trial_epochs: int = 0
     hyperparameters: dict[str, float] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, float]:
@@ -116,6 +118,8 @@ class Trainer:
             cfg.model, splits.input_shape, splits.num_classes, binary=True, width=cfg.width, depth=cfg.depth,
             activation=cfg.activation_quantizer, bn_momentum=cfg.bn_momentum,
         ).to(self.device)
+        # distillation teacher / twin initialisation / two-step (bnn_tune.recipes), before the optimizer
+        self.recipe = Recipe(cfg, self.model, self.data, self.device)
         n = len(self.data.y_train)
         self.steps_per_epoch = math.ceil(n / cfg.batch_size)
         if cfg.max_steps_per_epoch:
@@ -148,6 +152,7 @@ class Trainer:
     def train_epoch(self) -> EpochMetrics:
         """Run one epoch, evaluate on the validation split, return its metrics."""
         t0 = time.perf_counter()
+        self.recipe.start_epoch(self.epoch)
         self.model.train()
         self.flips.reset()
         loss_sum = torch.zeros((), device=self.device)
@@ -155,10 +160,11 @@ class Trainer:
         seen = 0
         for x, y in self._batches():
             logits = self.model(x)
-            loss = F.cross_entropy(logits, y)
+            loss = self.recipe.loss(logits, x, y)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
+            self.recipe.after_step(self.optimizer)
             loss_sum += loss.detach() * len(y)
             correct += (logits.detach().argmax(1) == y).sum()
             seen += len(y)
@@ -180,7 +186,8 @@ class Trainer:
             flip_rate=flips["flip_rate"],
             log_flip_rate=flips["log_flip_rate"],
             layer_flip_rates=flips["layers"],
-            epoch_time=time.perf_counter() - t0,
+            epoch_time=time.perf_counter() - t0 + self.recipe.take_setup_time(),
+            trial_epochs=self.recipe.teacher_epochs + self.epoch,
             hyperparameters={s.key: float(s.current()[0]) for s in self.schedulers},
         )
         self.history.append(metrics)
