@@ -98,7 +98,12 @@ __all__ = [
     "save_twin",
     "train_twin",
     "twin_key",
+    "without_recipe",
 ]
+
+RECIPE_KEYS: tuple[str, ...] = ("teacher", "teacher_epochs", "teacher_lr", "distill_weight", "distill_temperature",
+                                "recipe", "step1_fraction", "step1_weight_decay", "init_from")
+"""The config keys of this module (``teacher_cache_dir`` aside): they change training, not the model."""
 
 DEFAULTS: dict[str, float] = {
     "teacher_lr": 3e-3,
@@ -136,6 +141,20 @@ def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor
     t = float(temperature)
     return F.kl_div(F.log_softmax(student_logits / t, dim=1), F.log_softmax(teacher_logits / t, dim=1),
                     reduction="batchmean", log_target=True) * (t * t)
+
+
+def without_recipe(cfg: TrialConfig) -> TrialConfig:
+    """``cfg`` with every recipe key at its default: the same model, built without obtaining a twin.
+
+    For code that only needs the trained model's skeleton (export loading a checkpoint).
+
+    Example:
+        >>> c = TrialConfig.from_dict({"teacher": "twin", "distill_weight": 2.0})
+        >>> without_recipe(c).teacher is None
+        True
+    """
+    defaults = TrialConfig()
+    return cfg.replace(**{k: getattr(defaults, k) for k in RECIPE_KEYS})
 
 
 # ----------------------------------------------------------------------------- the twin
@@ -281,6 +300,27 @@ def _binary_layers(model: nn.Module) -> list[nn.Module]:
         getattr(m, "weight", None), torch.Tensor) and is_binary_parameter(m.weight)]
 
 
+class _RealWeight(nn.Module):
+    """Step 1's weight quantizer: the identity, standing in for the layer's own quantizer.
+
+    The replaced quantizer is kept (not as a child module) and its state (e.g. BMD's ``beta``) is saved
+    and loaded under the same keys, so a checkpoint written in step 1 loads into a fresh trainer.
+    """
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        object.__setattr__(self, "inner", inner)
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        return w
+
+    def _save_to_state_dict(self, destination, prefix, keep_vars):  # type: ignore[no-untyped-def]
+        self.inner.state_dict(destination=destination, prefix=prefix, keep_vars=keep_vars)
+
+    def _load_from_state_dict(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        self.inner._load_from_state_dict(*args, **kwargs)
+
+
 class Recipe:
     """The training recipe of one trial; :class:`~bnn_tune.train.Trainer` calls its hooks.
 
@@ -292,7 +332,7 @@ class Recipe:
         teacher: the distillation teacher (eval mode) or ``None``.
         teacher_epochs: trial-epochs charged for the twin (0 without one).
         from_cache: whether the twin came from the cache.
-        setup_time: seconds spent obtaining the twin/teacher, not yet added to an epoch's time.
+        setup_seconds: seconds spent obtaining the twin/teacher (added once to an epoch's time).
     """
 
     def __init__(self, cfg: TrialConfig, model: nn.Module, data: DataSplits, device: torch.device) -> None:
@@ -314,9 +354,9 @@ class Recipe:
                 p.requires_grad_(False)
         if cfg.init_from == "twin" and twin is not None:
             copy_twin_parameters(twin, model)
-        self.setup_time = time.perf_counter() - t0
+        self.setup_seconds = time.perf_counter() - t0
+        self._unreported_seconds = self.setup_seconds
         self._layers = _binary_layers(model) if cfg.recipe == "two_step" else []
-        self._quantizers: dict[int, nn.Module] = {}
         self.step1_epochs = 0
         if cfg.recipe == "two_step":
             self.step1_epochs = min(max(1, round(_get(cfg, "step1_fraction") * cfg.epochs)), cfg.epochs - 1)
@@ -325,7 +365,7 @@ class Recipe:
     # ------------------------------------------------------------------ hooks
     def take_setup_time(self) -> float:
         """The not-yet-reported setup seconds (then 0): added to the next epoch's ``epoch_time``."""
-        t, self.setup_time = self.setup_time, 0.0
+        t, self._unreported_seconds = self._unreported_seconds, 0.0
         return t
 
     def start_epoch(self, epoch: int) -> None:
@@ -335,11 +375,10 @@ class Recipe:
         step1 = epoch < self.step1_epochs
         if step1 and not self._in_step1:
             for layer in self._layers:
-                self._quantizers[id(layer)] = layer.weight_quantizer
-                layer.weight_quantizer = None
+                layer.weight_quantizer = _RealWeight(layer.weight_quantizer)
         elif not step1 and self._in_step1:
             for layer in self._layers:
-                layer.weight_quantizer = self._quantizers.pop(id(layer))
+                layer.weight_quantizer = layer.weight_quantizer.inner
         self._in_step1 = step1
 
     def loss(self, logits: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
