@@ -295,9 +295,10 @@ def copy_twin_parameters(twin: nn.Module, model: nn.Module) -> None:
 
 
 # ----------------------------------------------------------------------------- the recipe
-def _binary_layers(model: nn.Module) -> list[nn.Module]:
-    return [m for m in model.modules() if hasattr(m, "weight_quantizer") and isinstance(
-        getattr(m, "weight", None), torch.Tensor) and is_binary_parameter(m.weight)]
+def _binary_layers(model: nn.Module) -> list[Any]:
+    """The binary layers (a binary weight and a ``weight_quantizer``) of ``model``."""
+    return [m for m in model.modules()
+            if hasattr(m, "weight_quantizer") and isinstance(m.weight, torch.Tensor) and is_binary_parameter(m.weight)]
 
 
 class _RealWeight(nn.Module):
