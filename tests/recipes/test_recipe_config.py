@@ -76,3 +76,16 @@ def test_teacher_path_must_exist(tmp_path):
         _cfg(teacher=str(path))
     path.write_bytes(b"x")
     assert _cfg(teacher=str(path)).teacher == str(path)
+
+
+def test_readme_recipe_table_lists_exactly_the_recipe_keys():
+    import re
+    from pathlib import Path
+
+    from bnn_tune.recipes import RECIPE_KEYS
+
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = text[text.index("## Training recipes"):]
+    section = section[: section.index("\n## ", 1)]
+    listed = {m.group(1) for m in re.finditer(r"^\| `(\w+)` \|", section, flags=re.M)}
+    assert listed == {*RECIPE_KEYS, "teacher_cache_dir"}
