@@ -16,7 +16,9 @@ Distillation uses the defaults (weight 1, T = 4), two-step ``step1_fraction=0.5`
 budget (its test accuracy is the target). Every cell runs ``--seeds`` seeds (model init, data order);
 the figures are medians with [min, max] over seeds of the test accuracy.
 
-    python benchmarks/science/recipes.py [--quick] [--out DIR] [--seeds 0 1 2] [--budget 20]
+    python benchmarks/science/recipes.py [--quick] [--out DIR] [--seeds 0 1 2] [--budgets 20 10]
+
+The JSON is rewritten after each dataset (``"complete": false`` until the last one).
 """
 
 from __future__ import annotations
@@ -38,7 +40,8 @@ def _extra(p):
     p.add_argument("--datasets", nargs="+", default=["digits", "mnist1d"])
     p.add_argument("--optimizers", nargs="+", default=OPTIMIZERS)
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    p.add_argument("--budget", type=int, default=20, help="trial-epochs per run, the twin's included (even)")
+    p.add_argument("--budgets", nargs="+", type=int, default=[20, 10],
+                   help="trial-epochs per run, the twin's included, one per dataset (default: digits 20, mnist1d 10)")
 
 
 def recipe_config(base: Mapping[str, Any], recipe: str, budget: int) -> dict[str, Any] | None:
@@ -188,19 +191,24 @@ def main() -> None:
     t0 = time.perf_counter()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     logging.getLogger("bnn_tune").setLevel(logging.ERROR)
-    datasets, optimizers, seeds, budget = args.datasets, args.optimizers, args.seeds, args.budget
+    datasets, optimizers, seeds, budgets = args.datasets, args.optimizers, args.seeds, args.budgets
     if args.quick:
-        datasets, optimizers, seeds, budget = ["digits"], ["bop", "latent_adam"], [0], 4
-    results = {}
+        datasets, optimizers, seeds, budgets = ["digits"], ["bop", "latent_adam"], [0], [4]
+    if len(budgets) < len(datasets):
+        raise SystemExit(f"error: --budgets needs one value per dataset ({datasets}), but got {budgets}")
+    results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="bnn_tune_recipes_") as cache:
-        for ds in datasets:
+        for ds, budget in zip(datasets, budgets):
             results[ds] = run_dataset(ds, optimizers, seeds, budget, quick=args.quick, cache_dir=cache)
-    findings = {ds: {"twin_test_median": r["twin"]["test"]["median"], **r["gaps"]["best"],
-                     "baseline_best": r["gaps"]["per_recipe"].get("one_step")} for ds, r in results.items()}
-    payload = {"settings": {"datasets": datasets, "optimizers": optimizers, "seeds": seeds, "budget": budget,
-                            "recipes": RECIPES, "model": "mlp", "width": 0.5},
-               "findings": findings, "results": results}
-    C.save("recipes", args, payload, plot(results, optimizers), t0)
+            results[ds]["budget"] = budget
+            findings = {d: {"budget": r["budget"], "twin_test_median": r["twin"]["test"]["median"],
+                            **r["gaps"]["best"], "baseline_best": r["gaps"]["per_recipe"].get("one_step")}
+                        for d, r in results.items()}
+            payload = {"settings": {"datasets": datasets, "optimizers": optimizers, "seeds": seeds,
+                                    "budgets": dict(zip(datasets, budgets)), "recipes": RECIPES, "model": "mlp",
+                                    "width": 0.5},
+                       "complete": len(results) == len(datasets), "findings": findings, "results": results}
+            C.save("recipes", args, payload, plot(results, optimizers), t0)
 
 
 if __name__ == "__main__":
