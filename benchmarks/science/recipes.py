@@ -5,11 +5,12 @@ mlp width 0.5) and trains under the same budget of ``--budget`` trial-epochs, th
 epochs included (:mod:`bnn_tune.recipes`):
 
 * ``one_step``: the preset alone for the whole budget;
-* ``distill``: the twin for budget/2 epochs, then the binary net for budget/2 with distillation;
-* ``init``: the twin for budget/2, then the binary net starts from its weights (signs for Bop-style);
+* ``distill``: the twin for budget/2 epochs (``--twin-fraction``), then the binary net for the rest
+  with distillation;
+* ``init``: the twin first, then the binary net starts from its weights (signs for Bop-style);
 * ``distill+init``: both, from the same twin;
 * ``two_step`` (latent-weight optimizers): step 1 real weights + weight decay, step 2 binary, budget epochs;
-* ``two_step+distill+init`` (latent-weight optimizers): all three (twin budget/2, student budget/2).
+* ``two_step+distill+init`` (latent-weight optimizers): all three (twin first, as above).
 
 Distillation uses the defaults (weight 1, T = 4), two-step ``step1_fraction=0.5`` and
 ``step1_weight_decay=5e-6``: nothing here is tuned per recipe. The real twin is trained for the whole
@@ -40,12 +41,18 @@ def _extra(p):
     p.add_argument("--datasets", nargs="+", default=["digits", "mnist1d"])
     p.add_argument("--optimizers", nargs="+", default=OPTIMIZERS)
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--twin-fraction", type=float, default=0.5, help="share of the budget the twin trains (0.5)")
+    p.add_argument("--recipes", nargs="+", default=RECIPES, choices=RECIPES)
     p.add_argument("--budgets", nargs="+", type=int, default=[20, 10],
                    help="trial-epochs per run, the twin's included, one per dataset (default: digits 20, mnist1d 10)")
 
 
-def recipe_config(base: Mapping[str, Any], recipe: str, budget: int) -> dict[str, Any] | None:
+def recipe_config(base: Mapping[str, Any], recipe: str, budget: int, twin_fraction: float = 0.5
+                  ) -> dict[str, Any] | None:
     """The flat config of one recipe under ``budget`` trial-epochs, or None where it does not apply.
+
+    Recipes with a twin give it ``round(twin_fraction * budget)`` epochs (at least 1) and the binary
+    network the rest.
 
     Example:
         >>> recipe_config({"optimizer": "bop", "epochs": 10}, "distill", 20)["teacher_epochs"]
@@ -63,8 +70,8 @@ def recipe_config(base: Mapping[str, Any], recipe: str, budget: int) -> dict[str
         cfg["recipe"] = "two_step"
     twin = parts & {"distill", "init"}
     if twin:
-        half = budget // 2
-        cfg.update(epochs=budget - half, teacher_epochs=half)
+        twin_epochs = min(max(1, round(twin_fraction * budget)), budget - 1)
+        cfg.update(epochs=budget - twin_epochs, teacher_epochs=twin_epochs)
         if "distill" in parts:
             cfg["teacher"] = "twin"
         if "init" in parts:
@@ -119,7 +126,7 @@ def twin_accuracy(base: Mapping[str, Any], budget: int) -> tuple[float, float]:
 
 
 def run_dataset(ds: str, optimizers: list[str], seeds: list[int], budget: int, *, quick: bool,
-                cache_dir: str) -> dict[str, Any]:
+                cache_dir: str, twin_fraction: float = 0.5, recipes: list[str] = RECIPES) -> dict[str, Any]:
     import search_spaces.presets as presets
 
     table: dict[str, dict[str, Any]] = {}
@@ -134,11 +141,11 @@ def run_dataset(ds: str, optimizers: list[str], seeds: list[int], budget: int, *
     for opt in optimizers:
         preset = presets.get(opt, ds).as_config()
         table[opt] = {}
-        for recipe in RECIPES:
+        for recipe in recipes:
             runs = []
             for seed in seeds:
                 base = {**preset, **common, "seed": seed, "teacher_cache_dir": cache_dir}
-                cfg = recipe_config(base, recipe, budget)
+                cfg = recipe_config(base, recipe, budget, twin_fraction)
                 if cfg is None:
                     break
                 r = C.train(cfg)
@@ -199,13 +206,14 @@ def main() -> None:
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="bnn_tune_recipes_") as cache:
         for ds, budget in zip(datasets, budgets):
-            results[ds] = run_dataset(ds, optimizers, seeds, budget, quick=args.quick, cache_dir=cache)
+            results[ds] = run_dataset(ds, optimizers, seeds, budget, quick=args.quick, cache_dir=cache,
+                                      twin_fraction=args.twin_fraction, recipes=args.recipes)
             results[ds]["budget"] = budget
             findings = {d: {"budget": r["budget"], "twin_test_median": r["twin"]["test"]["median"],
                             **r["gaps"]["best"], "baseline_best": r["gaps"]["per_recipe"].get("one_step")}
                         for d, r in results.items()}
             payload = {"settings": {"datasets": datasets, "optimizers": optimizers, "seeds": seeds,
-                                    "budgets": dict(zip(datasets, budgets)), "recipes": RECIPES, "model": "mlp",
+                                    "budgets": dict(zip(datasets, budgets)), "recipes": args.recipes, "twin_fraction": args.twin_fraction, "model": "mlp",
                                     "width": 0.5},
                        "complete": len(results) == len(datasets), "findings": findings, "results": results}
             C.save("recipes", args, payload, plot(results, optimizers), t0)
