@@ -91,8 +91,10 @@ from .nn import build_model, is_binary_parameter
 
 __all__ = [
     "DEFAULTS",
+    "RECIPE_KEYS",
     "Recipe",
     "clear_memory_cache",
+    "copy_twin_parameters",
     "distillation_loss",
     "load_twin",
     "save_twin",

@@ -162,6 +162,22 @@ def run_dataset(ds: str, optimizers: list[str], seeds: list[int], budget: int, *
     return {"twin": twin, "table": table, "gaps": gaps(table, twin["test"]["median"])}
 
 
+def markdown(res: Mapping[str, Any], optimizers: list[str]) -> str:
+    """One dataset's table for BENCHMARKS.md: median [min, max] test accuracy in %, per optimizer and recipe."""
+    recipes = [r for r in RECIPES if any(r in res["table"].get(o, {}) for o in optimizers)]
+    lines = ["| optimizer | " + " | ".join(f"`{r}`" for r in recipes) + " |", "|---" * (len(recipes) + 1) + "|"]
+    for opt in optimizers:
+        cells = []
+        for r in recipes:
+            s = res["table"].get(opt, {}).get(r, {}).get("test")
+            cells.append("—" if s is None else f"{100 * s['median']:.1f} [{100 * s['min']:.1f}, {100 * s['max']:.1f}]")
+        lines.append(f"| {opt} | " + " | ".join(cells) + " |")
+    t = res["twin"]["test"]
+    lines.append(f"| real twin | {100 * t['median']:.1f} [{100 * t['min']:.1f}, {100 * t['max']:.1f}] |"
+                 + " |" * (len(recipes) - 1))
+    return "\n".join(lines)
+
+
 def plot(results: Mapping[str, Any], optimizers: list[str]):
     plt = C.plt()
     fig, axes = plt.subplots(1, len(results), figsize=(7 * len(results), 4.5), squeeze=False)
@@ -217,6 +233,7 @@ def main() -> None:
                                     "width": 0.5},
                        "complete": len(results) == len(datasets), "findings": findings, "results": results}
             C.save("recipes", args, payload, plot(results, optimizers), t0)
+            print(markdown(results[ds], optimizers), flush=True)
 
 
 if __name__ == "__main__":
