@@ -202,7 +202,7 @@ def plot(results: Mapping[str, Any], optimizers: list[str]):
         ax.set_ylim(max(0.0, min(vals) - 0.02), min(1.0, tw + 0.02))
         ax.set_xticks(range(len(optimizers)), optimizers)
         ax.set_title(f"{ds}: test accuracy, median [min, max] over seeds")
-        ax.legend(fontsize=7, ncol=2, loc="lower right")
+        ax.legend(fontsize=7, ncol=4, loc="upper center", bbox_to_anchor=(0.5, -0.08))
     fig.suptitle("Training recipes under one budget of trial-epochs (twin included); shared 2-core CPU")
     return fig
 
