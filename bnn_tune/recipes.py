@@ -17,7 +17,7 @@ twin was trained or read from the cache.
     loss = cross_entropy(student, y) + distill_weight * T^2 * KL(softmax(teacher / T) || softmax(student / T))
 
 with ``T = distill_temperature`` (default 4) and ``distill_weight`` (default 1), on the same augmented
-batch; the teacher runs in eval mode without gradients. ``teacher="twin"`` trains the twin first;
+batch; the teacher runs in eval mode without gradients. The epoch's ``train_loss`` is this whole loss. ``teacher="twin"`` trains the twin first;
 a path loads the twin's weights from a file (safetensors, or a state dict saved with ``torch.save``
 and read with ``weights_only=True``; a :class:`Trainer` checkpoint of a ``binary=False`` run is not
 what is meant: save ``twin.state_dict()``). :func:`save_twin` writes such a file.
