@@ -8,7 +8,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["LogRange", "check_overrides", "ray_distribution", "suggest_log", "suggest_recipe", "with_recipes"]
+__all__ = ["LogRange", "UniformRange", "check_overrides", "outside_space", "ray_distribution", "suggest_log",
+           "suggest_recipe", "with_recipes"]
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,43 @@ class LogRange:
         if value == 0:
             return self.zero_below is not None
         return self.low * (1 - 1e-12) <= value <= self.high * (1 + 1e-12)
+
+
+@dataclass(frozen=True)
+class UniformRange:
+    """A uniform range ``[low, high]`` (e.g. BNEW's phase fractions)."""
+
+    low: float
+    high: float
+
+    def __contains__(self, value: float) -> bool:
+        return self.low <= value <= self.high
+
+
+def outside_space(module: Any, setting: Mapping[str, Any]) -> list[str]:
+    """The keys of ``setting`` (a ``PAPER_SETTINGS`` entry) whose value the space ``module`` cannot sample.
+
+    A key ``k`` is checked against the module's range ``K.upper()`` (:class:`LogRange`,
+    :class:`UniformRange`), ``lr`` against :data:`REAL_LR`, ``order`` against ``ORDERS`` and ``k_schedule``
+    against ``K_SCHEDULES``; ``source`` and ``note`` are documentation. A key with no such range is
+    reported too (the space does not search it, so the setting is not inside the space).
+    """
+    bad = []
+    for key, value in setting.items():
+        if key in ("source", "note"):
+            continue
+        if key == "lr":
+            ok = value in REAL_LR
+        elif key.endswith("_schedule"):
+            ok = value in getattr(module, f"{key[: -len('_schedule')].upper()}_SCHEDULES", ())
+        elif key == "order":
+            ok = value in getattr(module, "ORDERS", ())
+        else:
+            rng = getattr(module, key.upper(), None)
+            ok = rng is not None and hasattr(rng, "low") and value in rng
+        if not ok:
+            bad.append(f"{key}={value!r}")
+    return bad
 
 
 def suggest_log(trial: Any, name: str, rng: LogRange) -> float:

@@ -19,10 +19,21 @@ __all__ = ["BETA0", "BETA_GROWTH", "LATENT_LR", "NAME", "PAPER_SETTINGS", "naive
 
 NAME = "bmd"
 BETA0 = LogRange(1e-1, 1e2)
-BETA_GROWTH = LogRange(1.0, 1e4)
+# total growth of beta over the run: the references reach ~2e4 (1.01 ** 1000, 1.02 ** 500)
+BETA_GROWTH = LogRange(1.0, 1e5)
 LATENT_LR = LogRange(1e-4, 1e-1)
 
 PAPER_SETTINGS = [
+    # MD-tanh: Adam 1e-3, beta x1.01 every 100 of 100k iterations (growth 1.01 ** 1000 ~ 2.1e4)
+    {"beta0": 1.0, "beta_growth": 1.01 ** 1000, "latent_lr": 1e-3,
+     "source": "kartikgupta-at-anu/md-bnn train_scripts/cifar10resnet18.sh (MD-tanh, --beta-scale 1.01 "
+               "--beta-interval 100 --num-iters 100000; methods/tanh_projn.py)"},
+    {"beta0": 1.0, "beta_growth": 1.02 ** 500, "latent_lr": 1e-3,
+     "source": "kartikgupta-at-anu/md-bnn train_scripts/cifar10resnet18.sh (MD-tanh-S, --beta-scale 1.02 "
+               "--beta-interval 200)"},
+    # BNEW authors' BMD baseline: mirror_binary, --reg 1.01 per epoch over 1000 epochs, Adam 0.01
+    {"beta0": 1.0, "beta_growth": 1.01 ** 1000, "latent_lr": 1e-2, "lr": 1e-2,
+     "source": "Alasdair-P/bnew reproduce/cifar10/10bmd.py (--reg-type mirror_binary --reg 1.01 --epochs 1000)"},
     {"beta0": 1.0, "beta_growth": 100.0, "latent_lr": 1e-2,
      "source": "bnn_tune.optim 'bmd' defaults (tanh slope 1 -> 100, Adam 1e-2)"},
 ]

@@ -1,12 +1,12 @@
-"""Bop with a second moment (Bop2ndOrder), searched in gamma, sigma and a normalised threshold.
+"""Bop with a second moment (Bop2ndOrder), searched in gamma, sigma and the threshold.
 
 Bop2ndOrder keeps Bop's first moment ``m <- (1 - gamma) m + gamma g`` and adds ``v <- (1 - sigma) v + sigma
 g^2``; it flips where ``|m| / (sqrt(v) + eps)`` exceeds the threshold tau (key ``threshold``) and agrees in
-sign with the weight. Because the test statistic is normalised (about 1 for a perfectly consistent
-gradient, about sqrt(gamma/2) for pure noise), tau is dimensionless and searched over 1e-6..1 (plus 0)
-instead of Bop's gradient-scaled 1e-9..1e-3; gamma and sigma are time scales, searched log-uniformly.
-Suarez-Ramirez et al., "A Bop and Beyond: A Second Order Optimizer for Binarized Neural Networks",
-CVPR Workshops 2021; Helwegen et al. 2019, Sec. 6 (the suggestion of a second moving average).
+sign with the weight. Without bias correction (the authors' form) the statistic is about ``gamma /
+sqrt(sigma)`` times the gradient's consistency, so tau is searched over the decades the authors use
+(1e-8..1e-5 in their code) up to 1 (plus 0), and gamma and sigma, both time scales, log-uniformly down to
+the authors' 1e-7. Suarez-Ramirez et al., "A Bop and Beyond: A Second Order Optimizer for Binarized Neural
+Networks", CVPR Workshops 2021; Helwegen et al. 2019, Sec. 6 (the suggestion of a second moving average).
 """
 
 from __future__ import annotations
@@ -18,14 +18,21 @@ from ._common import REAL_LR, LogRange, check_overrides, ray_distribution, sugge
 __all__ = ["GAMMA", "NAME", "PAPER_SETTINGS", "SIGMA", "THRESHOLD", "naive_suggest", "ray_space", "suggest"]
 
 NAME = "bop2"
-GAMMA = LogRange(1e-6, 1e-1)
-SIGMA = LogRange(1e-5, 1e-1)
-THRESHOLD = LogRange(1e-6, 1.0, zero_below=1e-6)
+GAMMA = LogRange(1e-8, 1e-1)
+SIGMA = LogRange(1e-8, 1e-1)
+THRESHOLD = LogRange(1e-9, 1.0, zero_below=1e-9)
 
+_REPO = "CuauSuarez/Bop2ndOrder (branch conference) bnn_optimization"
 PAPER_SETTINGS = [
-    {"gamma": 1e-4, "sigma": 1e-3, "threshold": 1e-6,
-     "source": "Bop's CIFAR-10 gamma with Adam's second-moment rate (beta2 = 0.999)"},
-    {"gamma": 1e-3, "sigma": 1e-2, "threshold": 0.0, "source": "unthresholded, as Bop Fig. 1 tau = 0"},
+    {"gamma": 1e-6, "sigma": 1e-2, "threshold": 1e-6, "source": f"{_REPO}/optimizers.py Bop2ndOrder defaults"},
+    {"gamma": 1e-7, "sigma": 1e-3, "threshold": 1e-5, "lr": 1e-2,
+     "source": f"{_REPO}/models/binarynet_batch.py bop2ndOrder (CIFAR-10 BinaryNet)"},
+    # bop2ndOrder_CIFAR decays linearly from these start values (tau -> 1e-8, gamma -> 1e-5, sigma -> 1e-2)
+    {"gamma": 1e-2, "sigma": 1e-7, "threshold": 1e-5, "lr": 1e-2,
+     "source": f"{_REPO}/models/binarynet_batch.py bop2ndOrder_CIFAR (start values)"},
+    {"gamma": 1e-5, "sigma": 1e-2, "threshold": 1e-8,
+     "source": f"{_REPO}/models/binarynet_batch.py bop2ndOrder_CIFAR (end values)"},
+    {"gamma": 1e-7, "sigma": 1e-3, "threshold": 1e-6, "source": f"{_REPO}/models/binarynet_batch.py bop2ndOrder_testExp"},
 ]
 
 

@@ -22,12 +22,19 @@ ORDERS = (1, 2)
 GAMMA = LogRange(1e-6, 1.0)
 ALPHA = LogRange(1e-7, 1e-1)
 THRESHOLD = LogRange(1e-9, 1e-3, zero_below=1e-9)
-ALPHA_SCHEDULES = ("constant", "cosine")
+# the authors decay alpha with the learning-rate schedule, once per epoch (jorisquist/Understanding-WM-HP-in-BNNs
+# optimizers/cema_optimizer.py: alpha = initial_alpha * lr factor); linear is per-epoch linear decay to 0
+ALPHA_SCHEDULES = ("constant", "linear", "cosine")
 
 PAPER_SETTINGS = [
-    {"order": 2, "gamma": 1e-1, "alpha": 1e-4,
-     "source": "SGD momentum 0.9 (gamma = 1 - momentum) with lr 0.1 x weight decay 1e-3"},
-    {"order": 1, "gamma": 1e-4, "threshold": 1e-8, "source": "Bop's CIFAR-10 setting as an order-1 filter"},
+    {"order": 2, "gamma": 1e-1, "alpha": 1e-4, "alpha_schedule": "linear",
+     "source": "jorisquist/Understanding-WM-HP-in-BNNs optimizers/cema_optimizer.py (alpha decayed with the "
+               "lr schedule); SGD momentum 0.9 (gamma = 1 - momentum) with lr 0.1 x weight decay 1e-3"},
+    {"order": 2, "gamma": 1e-1, "alpha": 1e-4, "alpha_schedule": "cosine",
+     "source": "the same filter under the cosine learning-rate decay of latent-weight training"},
+    {"order": 1, "gamma": 1e-4, "threshold": 1e-8,
+     "source": "Bop's CIFAR-10 setting as an order-1 filter (plumerai/rethinking-bnn-optimization "
+               "bnn_optimization/models/binarynet.py bop_sec52)"},
 ]
 
 

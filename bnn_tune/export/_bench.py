@@ -2,11 +2,18 @@
 
 Method (CPU): ``time.perf_counter`` around each call, ``warmup`` untimed calls, then the median of
 ``repeats`` timed calls, packed and baseline calls alternating (A, B, A, B...) so that both see the
-same machine load (the development VM is shared). The packed binary layer is timed as a network runs it: pack the input bits
-(sign+pack), XOR-popcount GEMM (im2col for convs), integer threshold. The baseline is the same
-layer of the real-valued twin (``build_model(..., binary=False)``) in float32 with
-``torch.nn.functional``, timed in the same run with the same threads. Weight buffers rotate over
-several copies (more bytes than the last-level cache) so neither side is timed with warm weights.
+same machine load (the development VM is shared). The packed side is the packed CPU engine
+(:class:`bnn_tune.kernels.BinaryChain`, ``csrc/bconv_cpu.c``) when it builds, the numpy/im2col path
+otherwise (``meta["cpu_engine"]``). A binary layer of a model (``scope="layer"``) is timed as the engine
+runs it inside the chain: its one C call, reading the packed bits of the previous layer and writing its
+thresholded output bits (no packing, no numpy). The whole model (``scope="model"``) is
+:meth:`~bnn_tune.export.PackedModel.logits` from a float batch to float logits: real first/last layers
+in torch, input sign+pack, the binary chain, unpacking. The 4096x4096 linear (``scope="large_layer"``)
+is timed standalone from a bool batch to bool output bits (pack, XOR-popcount, threshold, unpack), its
+packed weights rotating over several copies (more bytes than the last-level cache). The baseline is the
+same layer of the real-valued twin (``build_model(..., binary=False)``) in float32 with
+``torch.nn.functional`` (or the whole twin), timed in the same run with the same threads (the engine
+gets ``torch.get_num_threads()`` threads).
 
 Method (CUDA): CUDA events around a CUDA graph of ``inner`` launches, medians over repeats, weights
 rotating over enough copies to exceed L2; baselines ``torch.matmul`` in fp16 and bf16 (cuBLAS), and
@@ -32,6 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..kernels._cpu import binary_conv2d, binary_gemm
+from ..kernels._engine import BinaryChain, ChainLayer, engine_available, selected_isa
 from ..kernels._native import native_available
 from ..kernels._packing import pack_bits, padded_k
 from ..nn import build_model
@@ -42,6 +50,12 @@ from ._model import _trace, pack_model
 __all__ = ["benchmark_model", "format_table", "plot_results", "randomize_model"]
 
 _LLC_BYTES = 64 << 20
+
+# published speed-ups of binary over float convolution, for the table caption and BENCHMARKS.md
+ANCHORS = {
+    "Larq Compute Engine": "8.5-18.5x binary conv vs float (ARM, Bannink et al. 2021)",
+    "daBNN": "8-24x binary conv vs float (ARM, Zhang et al. 2019)",
+}
 
 
 def _median_ms(fn: Callable[[], Any], *, warmup: int, repeats: int) -> float:
@@ -96,18 +110,33 @@ def _copies(nbytes: int, limit: int = 64) -> int:
 def _cpu_linear(name: str, o: int, k: int, batch: int, *, scope: str, warmup: int, repeats: int,
                 rng: np.random.Generator) -> dict[str, Any]:
     kp = padded_k(k)
-    n_w = _copies(o * kp // 8)
-    ws = [pack_bits(rng.random((o, k)) < 0.5) for _ in range(n_w)]
+    engine = engine_available()
+    n_w = _copies(o * kp // 8) if scope == "large_layer" else 1
+    wbits = [rng.random((o, k)) < 0.5 for _ in range(n_w)]
     thr = rng.integers(-k // 4, k // 4, size=o).astype(np.int32)
     x = rng.standard_normal((batch, k)).astype(np.float32)
     xt = torch.from_numpy(x)
     xb = x >= 0
     i = [0]
+    if engine:
+        threads = torch.get_num_threads()
+        chains = [BinaryChain((k,), [ChainLayer("linear", w, threshold=thr)], threads=threads) for w in wbits]
+        for c in chains:
+            c.run(xb)
+        if scope == "large_layer":  # standalone: bool in, bits out, weights rotating
 
-    def packed():
-        i[0] += 1
-        y = binary_gemm(pack_bits(xb), ws[i[0] % n_w], k)
-        return y >= thr
+            def packed():
+                i[0] += 1
+                return chains[i[0] % n_w].run(xb)
+        else:  # inside a chain: the layer's C call on packed bits
+            packed = chains[0].layer_call(0, batch)
+    else:
+        ws = [pack_bits(w) for w in wbits]
+
+        def packed():
+            i[0] += 1
+            y = binary_gemm(pack_bits(xb), ws[i[0] % n_w], k)
+            return y >= thr
 
     wf = [torch.randn(o, k) for _ in range(_copies(o * k * 4, limit=4))]
 
@@ -118,12 +147,13 @@ def _cpu_linear(name: str, o: int, k: int, batch: int, *, scope: str, warmup: in
     p, b = _median_pair(packed, fp32, warmup=warmup, repeats=repeats)
     row = bench_row(scope, name, "binary_linear", batch, p, {"fp32": b}, o * kp // 8, o * k * 4,
                {"out": o, "k": k, "k_padded": kp})
-    row["backend"] = "native" if native_available() else "numpy"
+    row["backend"] = ("engine-" + chains[0].isa) if engine else ("native" if native_available() else "numpy")
     if scope == "large_layer":  # does the compiled path pay off? time the numpy backend too
+        ws_np = [pack_bits(w) for w in wbits[:2]]
 
         def numpy_path():
             i[0] += 1
-            return binary_gemm(pack_bits(xb), ws[i[0] % n_w], k, backend="numpy") >= thr
+            return binary_gemm(pack_bits(xb), ws_np[i[0] % 2], k, backend="numpy") >= thr
 
         row["numpy_backend_ms"] = _median_ms(numpy_path, warmup=1, repeats=max(3, repeats // 3))
     return row
@@ -135,25 +165,37 @@ def _cpu_conv(name: str, op: dict[str, Any], batch: int, *, warmup: int, repeats
     o, k = op["out_features"], op["k"]
     kh, kw = op["kernel_size"]
     kp = padded_k(k)
-    wp = pack_bits(rng.random((o, k)) < 0.5)
-    thr = rng.integers(-k // 4, k // 4, size=(1, o, 1, 1)).astype(np.int32)
+    wbits = rng.random((o, k)) < 0.5
+    thr = rng.integers(-k // 4, k // 4, size=o).astype(np.int32)
     x = rng.standard_normal((batch, c, h, w)).astype(np.float32)
     xb = x >= 0
     xt = torch.from_numpy(x)
     wt = torch.randn(o, c, kh, kw)
     ph, pw = op["padding"]
+    engine = engine_available() and ph == pw
+    if engine:  # inside a chain: the layer's C call on packed bits, thresholded bits out
+        chain = BinaryChain((c, h, w), [ChainLayer("conv", wbits.reshape(o, kh, kw, c), threshold=thr,
+                                                   stride=tuple(op["stride"]), padding=(ph, pw),
+                                                   pad_value=op.get("pad_value", 1.0))],
+                            threads=torch.get_num_threads())
+        chain.run(xb)
+        packed = chain.layer_call(0, batch)
+    else:
+        wp = pack_bits(wbits)
 
-    def packed():
-        y = binary_conv2d(xb, wp, k=k, out_channels=o, kernel=(kh, kw), stride=tuple(op["stride"]),
-                          padding=(ph, pw), pad_value=True)
-        return y >= thr
+        def packed():
+            y = binary_conv2d(xb, wp, k=k, out_channels=o, kernel=(kh, kw), stride=tuple(op["stride"]),
+                              padding=(ph, pw), pad_value=True)
+            return y >= thr[None, :, None, None]
 
     def fp32():
         return F.conv2d(xt, wt, None, op["stride"], op["padding"])
 
     p, b = _median_pair(packed, fp32, warmup=warmup, repeats=repeats)
-    return bench_row("layer", name, "binary_conv2d", batch, p, {"fp32": b}, o * kp // 8, o * k * 4,
-                {"in": [c, h, w], "out": o, "kernel": [kh, kw], "k": k, "k_padded": kp})
+    row = bench_row("layer", name, "binary_conv2d", batch, p, {"fp32": b}, o * kp // 8, o * k * 4,
+                    {"in": [c, h, w], "out": o, "kernel": [kh, kw], "k": k, "k_padded": kp})
+    row["backend"] = ("engine-" + chain.isa) if engine else ("native" if native_available() else "numpy")
+    return row
 
 
 def benchmark_model(
@@ -232,6 +274,8 @@ def _benchmark_model(model, input_shape, num_classes, *, width, depth, device, q
         "cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
         "statistic": "median", "packed_weight_bytes": packed.weight_bytes(),
         "cpu_backend": "native" if native_available() else "numpy",
+        "cpu_engine": None, "load_avg": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        "anchors": ANCHORS,
     }
     if device == "cuda":
 
@@ -240,6 +284,8 @@ def _benchmark_model(model, input_shape, num_classes, *, width, depth, device, q
                                include_large_layer=include_large_layer, large_layer=large_layer, seed=seed)
         return {"meta": meta, "rows": cuda_rows}
 
+    if engine_available():
+        meta["cpu_engine"] = {"isa": selected_isa(), "threads": torch.get_num_threads()}
     rows: list[dict[str, Any]] = []
     for op in binary_ops(packed.header["layers"]):
         for bs in batch_sizes:
@@ -250,12 +296,19 @@ def _benchmark_model(model, input_shape, num_classes, *, width, depth, device, q
                 rows.append(_cpu_conv(op["name"], op, bs, warmup=warmup, repeats=repeats, rng=rng))
     fp32_bytes = sum(p.numel() * 4 for p in twin.parameters())
     pbytes = packed.weight_bytes()
-    for bs in batch_sizes:
-        x = torch.randn(bs, *input_shape)
-        with torch.no_grad():
-            p, b = _median_pair(partial(packed.logits, x), partial(twin, x), warmup=warmup, repeats=repeats)
-        rows.append(bench_row("model", model, "model", bs, p, {"fp32": b}, pbytes["binary"] + pbytes["real"],
-                         fp32_bytes, {"input": list(input_shape)}))
+    saved = packed._engine  # time the engine at the bench's threads, then give the model its setting back
+    if engine_available():
+        packed.set_cpu_engine(True, threads=torch.get_num_threads())
+    try:
+        for bs in batch_sizes:
+            x = torch.randn(bs, *input_shape)
+            with torch.no_grad():
+                p, b = _median_pair(partial(packed.logits, x), partial(twin, x), warmup=warmup, repeats=repeats)
+            rows.append(bench_row("model", model, "model", bs, p, {"fp32": b}, pbytes["binary"] + pbytes["real"],
+                                  fp32_bytes, {"input": list(input_shape)}))
+    finally:
+        packed._engine = saved
+        packed._chains.clear()
     if include_large_layer:
         o, k = large_layer
         for bs in batch_sizes:
@@ -270,8 +323,12 @@ def format_table(res: dict[str, Any]):
 
     meta = res["meta"]
     bases = sorted({b for r in res["rows"] for b in r["baseline_ms"]})
-    t = Table(title=f"bnn-tune bench: {meta['model']} {tuple(meta['input_shape'])} on {meta['device']} "
-                    f"(median of {meta['repeats']})")
+    eng = meta.get("cpu_engine")
+    where = f"{meta['device']}" + (f", engine {eng['isa']} x{eng['threads']} threads" if eng else "")
+    t = Table(title=f"bnn-tune bench: {meta['model']} {tuple(meta['input_shape'])} on {where} "
+                    f"(median of {meta['repeats']})",
+              caption="anchors: " + "; ".join(f"{k} {v}" for k, v in ANCHORS.items())
+              if meta["device"] == "cpu" else None)
     for col in ("scope", "name", "batch", "packed ms", *[f"{b} ms" for b in bases], *[f"x vs {b}" for b in bases],
                 "samples/s", "weights packed/fp32"):
         t.add_column(col, justify="right")

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..kernels._cpu import binary_conv2d, binary_gemm
+from ..kernels._engine import BinaryChain, ChainLayer, engine_available
 from ..kernels._packing import pack_bits, unpack_bits
 from ._format import PackedFormatError, read_packed_file, write_packed_file
 from ._pack import compile_model
@@ -45,6 +46,11 @@ class PackedModel:
     forward pass follows the header's op list; binary layers run on packed ``uint32`` words with the
     CPU kernels of :mod:`bnn_tune.kernels`, real layers (first/last, shortcuts) in float32.
 
+    On the CPU, every run of binary ops (a batch-norm sign, binary convs/linears with folded thresholds,
+    bit max-pools, flattens) goes to the packed engine (:class:`bnn_tune.kernels.BinaryChain`: bit-packed
+    NHWC activations, direct convolution in C, one call per layer, buffers kept per batch size) when it
+    builds; :meth:`set_cpu_engine` switches it off (the numpy reference path) or sets its threads / ISA.
+
     Args:
         header: the JSON header (see :mod:`bnn_tune.export._format`).
         tensors: the named arrays the header refers to.
@@ -62,7 +68,37 @@ class PackedModel:
         self.tensors = dict(tensors)
         self._t: dict[str, Any] = {}
         self._runners: dict[str, Any] = {}
+        self._check_convention()
         self._prepare(self.header["layers"])
+        self._engine: dict[str, Any] | None = {"threads": None, "isa": None} if engine_available() else None
+        self._chains: dict[tuple, tuple[BinaryChain, int]] = {}
+
+    def set_cpu_engine(self, enabled: bool = True, *, threads: int | None = None, isa: str | None = None) -> None:
+        """Use the packed C engine for binary chains (``enabled=True``, default when it builds) or the numpy
+        reference path. ``threads``: per layer (default every core); ``isa``: ``"avx512"``, ``"avx2"``,
+        ``"portable"`` (default ``$BNN_TUNE_CPU_ISA`` or the best the CPU has)."""
+        self._chains.clear()
+        if not enabled:
+            self._engine = None
+            return
+        if not engine_available():
+            raise RuntimeError("The packed CPU engine could not be built (no C compiler, or "
+                               "BNN_TUNE_CPU_KERNEL=numpy); use set_cpu_engine(False).")
+        from ..kernels._engine import _resolve_isa
+
+        _resolve_isa(isa)  # a bad ISA fails here, not at the first batch
+        if threads is not None and threads < 1:
+            raise ValueError(f"`threads` must be >= 1, but got threads={threads}.")
+        self._engine = {"threads": threads, "isa": isa}
+
+    def _check_convention(self) -> None:
+        from ._pack import BIT_CONVENTION
+
+        conv = self.header.get("bit_convention") or {}
+        for key in ("word_bits", "bit_order", "one_means", "pad_bits", "conv_patch_order"):
+            if conv.get(key) != BIT_CONVENTION[key]:
+                raise PackedFormatError(f"The file's bit convention has {key}={conv.get(key)!r}, but this version "
+                                        f"reads {key}={BIT_CONVENTION[key]!r}; re-export the model with it.")
 
     # ------------------------------------------------------------------ setup
     def _get(self, name: str) -> np.ndarray:
@@ -91,6 +127,11 @@ class PackedModel:
                 if w.dtype != np.uint32 or w.shape != (op["out_features"], op["k_padded"] // 32):
                     raise PackedFormatError(f"{n}: packed weight has dtype {w.dtype} shape {w.shape}, expected "
                                             f"uint32 {(op['out_features'], op['k_padded'] // 32)}.")
+                if kind == "binary_conv2d":
+                    kh, kw = op["kernel_size"]
+                    if op["k"] != kh * kw * op["in_channels"]:
+                        raise PackedFormatError(f"{n}: k={op['k']} but a {kh}x{kw} conv over {op['in_channels']} "
+                                                f"channels has k={kh * kw * op['in_channels']}.")
                 thr = self._opt(op["threshold"])
                 bias = self._opt(op["bias"])
                 self._t[n] = (w, thr, None if bias is None else torch.from_numpy(bias.copy()))
@@ -116,9 +157,71 @@ class PackedModel:
 
     # ------------------------------------------------------------------ forward
     def _run(self, ops: list[dict[str, Any]], v: _Value) -> _Value:
-        for op in ops:
-            v = self._op(op, v)
+        i = 0
+        while i < len(ops):
+            if self._engine is not None:
+                j = _chain_end(ops, i)
+                if j > i:
+                    v = self._run_chain(ops, i, j, v)
+                    i = j
+                    continue
+            v = self._op(ops[i], v)
+            i += 1
         return v
+
+    # ------------------------------------------------------------------ packed engine
+    def _run_chain(self, ops: list[dict[str, Any]], i: int, j: int, v: _Value) -> _Value:
+        """Run ``ops[i:j]`` (a binary chain, see :func:`_chain_end`) on the packed C engine."""
+        scaled = ops[i]["op"] == "batchnorm_sign"
+        if isinstance(v, np.ndarray) and not scaled:
+            x = np.ascontiguousarray(v, dtype=bool)
+        else:
+            x = np.ascontiguousarray(_to_float(v).numpy(), dtype=np.float32)
+        key = (id(ops), i, x.shape[1:], x.dtype.kind)
+        hit = self._chains.get(key)
+        if hit is None:
+            hit = self._chains[key] = (self._build_chain(ops[i:j], x.shape[1:]), j)
+        chain = hit[0]
+        y = chain.run(x)
+        last = ops[j - 1]
+        if last["op"] in _SIGN_CONSUMERS and last["threshold"] is None:  # integer output: float + bias
+            out = torch.from_numpy(y.astype(np.float32))
+            bias = self._t[last["name"]][2]
+            return out if bias is None else out + _chan(bias, out.ndim)
+        return y
+
+    def _build_chain(self, ops: list[dict[str, Any]], in_shape: tuple[int, ...]) -> BinaryChain:
+        scale = shift = None
+        layers: list[ChainLayer] = []
+        for op in ops:
+            kind, n = op["op"], op["name"]
+            if kind == "batchnorm_sign":
+                sc, sh = self._t[n]
+                scale, shift = sc.double().numpy(), sh.double().numpy()
+            elif kind == "flatten":
+                layers.append(ChainLayer("flatten"))
+            elif kind == "maxpool2d":
+                ac = self._t[n]
+                layers.append(ChainLayer("maxpool", kernel=tuple(op["kernel_size"]), stride=tuple(op["stride"]),
+                                         padding=tuple(op["padding"]),
+                                         and_channels=None if ac is None else ac.numpy()))
+            else:
+                w, thr, _ = self._t[n]
+                bits = unpack_bits(w, op["k"])
+                if kind == "binary_conv2d":
+                    kh, kw = op["kernel_size"]
+                    layers.append(ChainLayer("conv", bits.reshape(op["out_features"], kh, kw, op["in_channels"]),
+                                             threshold=thr, stride=tuple(op["stride"]), padding=tuple(op["padding"]),
+                                             pad_value=op["pad_value"]))
+                else:
+                    layers.append(ChainLayer("linear", bits, threshold=thr))
+        eng = self._engine or {}
+        try:
+            return BinaryChain(in_shape, layers, input_scale=scale, input_shift=shift, threads=eng.get("threads"),
+                               isa=eng.get("isa"))
+        except ValueError as e:
+            raise PackedFormatError(f"Layers {ops[0]['name']}..{ops[-1]['name']} do not fit an input of shape "
+                                    f"{tuple(in_shape)}: {e}") from None
 
     def _op(self, op: dict[str, Any], v: _Value) -> _Value:
         kind, n = op["op"], op["name"]
@@ -234,6 +337,38 @@ class PackedModel:
         m = self.header.get("model", {})
         return (f"PackedModel(model={m.get('name')!r}, layers={len(self.header['layers'])}, "
                 f"weight_bytes={self.weight_bytes()})")
+
+
+def _chain_end(ops: list[dict[str, Any]], i: int) -> int:
+    """End (exclusive) of the binary chain starting at ``ops[i]``, or ``i`` when none starts there.
+
+    A chain: an optional ``batchnorm_sign`` directly before a binary layer, then binary layers whose
+    output is thresholded bits, a conv optionally followed by one max-pool (on bits) and flattens leading
+    into the next binary layer; it ends after a binary layer without threshold (integer output) or
+    before the first op that is not part of it. Trailing flattens stay outside (run on the bits).
+    """
+    k = i
+    if ops[k]["op"] == "batchnorm_sign" and k + 1 < len(ops) and ops[k + 1]["op"] in _SIGN_CONSUMERS:
+        k += 1
+    if ops[k]["op"] not in _SIGN_CONSUMERS:
+        return i
+    while True:
+        op = ops[k]
+        k += 1
+        if op["threshold"] is None:
+            return k
+        if op["op"] == "binary_conv2d" and k < len(ops) and ops[k]["op"] == "maxpool2d":
+            k += 1
+        f = k
+        while f < len(ops) and ops[f]["op"] == "flatten":
+            f += 1
+        if f < len(ops) and ops[f]["op"] in _SIGN_CONSUMERS:
+            k = f
+            continue
+        return k
+
+
+_SIGN_CONSUMERS = ("binary_linear", "binary_conv2d")
 
 
 def _model_info(model: nn.Module, config: Mapping[str, Any] | None, input_shape: Any, num_classes: int | None

@@ -156,6 +156,12 @@ class _Compiler:
     def binary_layer(self, m: Any, name: str) -> dict[str, Any]:
         if m.weight_quantizer is None:  # real weights (last layer reading binary activations)
             return self.real_layer(m, name, input_sign=m.input_quantizer is not None)
+        if m.input_quantizer is not None and getattr(m, "pad_value", 1.0) == 0.0 and any(_pair(m.padding)):
+            raise ValueError(
+                f"Cannot export {name}: it pads its binarized input with zeros (pad_value=0.0, the Bop paper's "
+                "BinaryNet, model 'binarynet_paper'), which has no bit-packed form; packed kernels pad with +1 or "
+                "-1. Train model 'binarynet' (one padding) to export."
+            )
         w = m.weight.detach().cpu()
         bits = (w >= 0).numpy()  # binarize(): sign with sign(0) = +1
         conv = isinstance(m, BinaryConv2d)

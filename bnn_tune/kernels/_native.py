@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["native_gemm", "native_available"]
+__all__ = ["build_library", "native_available", "native_gemm"]
 
 logger = logging.getLogger(__name__)
 _SRC = Path(__file__).parent / "csrc" / "bgemm_cpu.c"
@@ -56,7 +56,13 @@ def _cpu_signature() -> bytes:
     return sig.encode()
 
 
-def _build() -> ctypes.CDLL | None:
+def build_library(src: Path, stem: str, extra_flags: tuple[str, ...] = ()) -> ctypes.CDLL | None:
+    """Compile ``src`` into a cached shared library and load it; ``None`` when that is impossible.
+
+    ``-O3 -march=native`` (falling back to ``-O3``) plus ``extra_flags``; the cache key covers the
+    source, the compiler, the flags and the CPU. ``BNN_TUNE_CPU_KERNEL=numpy`` disables every compiled
+    CPU kernel.
+    """
     if os.environ.get("BNN_TUNE_CPU_KERNEL", "").lower() == "numpy":
         return None
     cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
@@ -65,8 +71,9 @@ def _build() -> ctypes.CDLL | None:
     cache = cache_dir()
     # -march=native: the CPU is part of the key, so a cache shared by several machines (an NFS home on a
     # Ray cluster) never hands one CPU a library built for another's instruction set
-    key = hashlib.sha256(_SRC.read_bytes() + cc.encode() + _cpu_signature()).hexdigest()[:16]
-    lib = cache / f"libbnn_tune_cpu_{key}.so"
+    key = hashlib.sha256(src.read_bytes() + cc.encode() + " ".join(extra_flags).encode()
+                         + _cpu_signature()).hexdigest()[:16]
+    lib = cache / f"{stem}_{key}.so"
     if not lib.exists():
         try:
             cache.mkdir(parents=True, exist_ok=True)
@@ -74,17 +81,23 @@ def _build() -> ctypes.CDLL | None:
             return None
         tmp = lib.with_suffix(f".{os.getpid()}.tmp")
         for flags in (["-march=native"], []):
-            proc = subprocess.run([cc, "-O3", *flags, "-fPIC", "-shared", str(_SRC), "-o", str(tmp)],
+            proc = subprocess.run([cc, "-O3", *flags, *extra_flags, "-fPIC", "-shared", str(src), "-o", str(tmp)],
                                   capture_output=True, text=True)
             if proc.returncode == 0:
                 os.replace(tmp, lib)
                 break
-            logger.debug("building %s with %s failed: %s", _SRC.name, flags, proc.stderr[-2000:])
+            logger.debug("building %s with %s failed: %s", src.name, flags, proc.stderr[-2000:])
         else:
             return None
     try:
-        dll = ctypes.CDLL(str(lib))
+        return ctypes.CDLL(str(lib))
     except OSError:
+        return None
+
+
+def _build() -> ctypes.CDLL | None:
+    dll = build_library(_SRC, "libbnn_tune_cpu")
+    if dll is None:
         return None
     p, i = ctypes.c_void_p, ctypes.c_int
     dll.bnn_cpu_gemm.argtypes = [p, p, i, i, i, i, p, i]

@@ -9,7 +9,7 @@ from ._layers import (
     binary_parameters,
     is_binary_parameter,
 )
-from ._models import MODELS, BiRealBlock, build_model, list_models
+from ._models import MODELS, BatchNormNoScale, BiRealBlock, build_model, list_models
 from ._quantizers import (
     ApproxSign,
     SteSign,
@@ -25,6 +25,7 @@ from ._quantizers import (
 __all__ = [
     "MODELS",
     "ApproxSign",
+    "BatchNormNoScale",
     "BiRealBlock",
     "BinaryConv2d",
     "BinaryLinear",

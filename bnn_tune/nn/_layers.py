@@ -118,7 +118,9 @@ class BinaryConv2d(_BinaryMixin, nn.Conv2d):
     Args:
         in_channels, out_channels, kernel_size, stride, padding, bias: as :class:`torch.nn.Conv2d`.
         input_quantizer, weight_quantizer: as :class:`BinaryLinear`.
-        pad_value: value used to pad the binarized input (+1.0 or -1.0).
+        pad_value: value used to pad the binarized input: +1.0 or -1.0, or 0.0 for ordinary zero padding
+            (larq's default, used by the Bop paper's BinaryNet, ``binarynet_paper``); a zero-padded binary
+            conv has no bit-packed form, so :mod:`bnn_tune.export` rejects it.
     """
 
     def __init__(
@@ -135,8 +137,8 @@ class BinaryConv2d(_BinaryMixin, nn.Conv2d):
         pad_value: float = 1.0,
     ) -> None:
         super().__init__(in_channels, out_channels, kernel_size, stride=stride, padding=padding, bias=bias)
-        if pad_value not in (1.0, -1.0):
-            raise ValueError(f"`pad_value` must be 1.0 or -1.0, but got pad_value={pad_value}.")
+        if pad_value not in (1.0, -1.0, 0.0):
+            raise ValueError(f"`pad_value` must be 1.0, -1.0 or 0.0 (zero padding), but got pad_value={pad_value}.")
         self.pad_value = float(pad_value)
         self._init_quantizers(input_quantizer, weight_quantizer)
 

@@ -10,11 +10,20 @@ name           architecture                                                     
 =============  ==================================================================  =============
 ``mlp``        real Linear-BN, ``depth`` x (BinaryLinear-BN), real Linear            any (flattened)
 ``binarynet``  BinaryNet of Courbariaux et al. 2016: 2x128C3-MP-2x256C3-MP-2x512C3-MP-2x1024FC  images
+``binarynet_paper``  the Bop paper's BinaryNet: every kernel binary, BN without scale, zero pad  images
 ``vgg_small``  VGG-Small (LQ-Nets / seed 002 CIFAR): 128-128-MP-256-256-MP-512-512-MP-FC  images
 ``birealnet18`` Bi-Real-Net-18 (Liu et al. 2018): real shortcut around every binary 3x3 conv  images
 =============  ==================================================================  =============
 
 ``width`` scales every channel/unit count (``mlp``: 256 x width hidden units).
+
+``binarynet`` follows this zoo's conventions (real first and last layers, binary inputs padded with +1 so
+the packed export is exact). ``binarynet_paper`` is the network the Bop paper trained on CIFAR-10
+(plumerai/rethinking-bnn-optimization ``bnn_optimization/models/binarynet.py``, the same in
+CuauSuarez/Bop2ndOrder ``binarynet_batch.py``): the first conv binarizes its kernel (real input, no
+padding), the last dense layer binarizes input and kernel (no bias) and is followed by a batch norm,
+every batch norm has a shift but no scale (Keras ``scale=False``), and binarized inputs are zero padded
+(larq's default). Zero padding has no bit-packed form, so ``bnn-tune export`` rejects that model.
 """
 
 from __future__ import annotations
@@ -27,7 +36,7 @@ from torch import nn
 
 from ._layers import BinaryConv2d, BinaryLinear
 
-__all__ = ["MODELS", "build_model", "list_models"]
+__all__ = ["MODELS", "BatchNormNoScale", "build_model", "list_models"]
 
 Act = str | None
 
@@ -111,6 +120,71 @@ def binarynet(input_shape, num_classes, *, binary=True, width=1.0, depth=2, acti
                 activation=activation, bn_momentum=bn_momentum)
 
 
+class BatchNormNoScale(nn.modules.batchnorm._BatchNorm):
+    """Batch norm with a learned shift and no scale (Keras ``BatchNormalization(scale=False)``).
+
+    ``weight`` is ``None`` (a scale of 1); ``bias`` is the shift. 2-D or 4-D input.
+    """
+
+    def __init__(self, num_features: int, momentum: float = 0.1, eps: float = 1e-5) -> None:
+        super().__init__(num_features, eps=eps, momentum=momentum, affine=True)
+        del self.weight
+        self.register_parameter("weight", None)
+
+    def reset_parameters(self) -> None:
+        self.reset_running_stats()
+        if getattr(self, "bias", None) is not None:
+            nn.init.zeros_(self.bias)
+
+    def _check_input_dim(self, input: torch.Tensor) -> None:
+        if input.dim() not in (2, 4):
+            raise ValueError(f"BatchNormNoScale expects 2-D or 4-D input, but got {input.dim()}-D input.")
+
+
+def binarynet_paper(input_shape, num_classes, *, binary=True, width=1.0, depth=2, activation="ste_sign",
+                    bn_momentum=0.1):
+    """The Bop paper's BinaryNet: all kernels binary (first one on real input), BN without scale, zero padding.
+
+    Layers (Keras order of the reference): C3 (valid) - BN - C3 - MP - BN - 2 x (C3 [- MP] - BN) at 2x and 4x
+    the width - 2 x (FC - BN) - FC - BN. The real-valued twin (``binary=False``) has the same shapes with
+    float kernels and ReLU.
+    """
+    c_in, hgt, wid = input_shape
+    layers: list[nn.Module] = []
+
+    def conv(i: int, o: int, *, first: bool) -> nn.Module:
+        if not binary:
+            return nn.Conv2d(i, o, 3, padding=0 if first else 1, bias=False)
+        return BinaryConv2d(i, o, 3, padding=0 if first else 1, input_quantizer=None if first else activation,
+                            pad_value=0.0)
+
+    def norm(o: int) -> nn.Module:
+        return BatchNormNoScale(o, momentum=bn_momentum)
+
+    c = c_in
+    hgt, wid = hgt - 2, wid - 2  # the first conv is unpadded
+    for j, (mult, pool) in enumerate(((1, False), (1, True), (2, False), (2, True), (4, False), (4, True))):
+        o = _ch(128 * mult, width)
+        layers.append(conv(c, o, first=j == 0))
+        if pool:
+            layers.append(nn.MaxPool2d(2))
+            hgt, wid = hgt // 2, wid // 2
+        layers.append(norm(o))
+        layers += _relu(binary)
+        c = o
+    if hgt < 1 or wid < 1:
+        raise ValueError(f"input_shape={input_shape} is too small for this model's pooling.")
+    layers.append(nn.Flatten())
+    d = c * hgt * wid
+    for f in (1024, 1024):
+        o = _ch(f, width)
+        layers += [_linear(d, o, binary=binary, act=activation), norm(o)]
+        layers += _relu(binary)
+        d = o
+    layers += [_linear(d, num_classes, binary=binary, act=activation), norm(num_classes)]
+    return nn.Sequential(*layers)
+
+
 def vgg_small(input_shape, num_classes, *, binary=True, width=1.0, depth=2, activation="ste_sign", bn_momentum=0.1):
     """VGG-Small: six 3x3 convolutions and one real classifier."""
     plan: list[int | str] = [128, 128, "M", 256, 256, "M", 512, 512, "M"]
@@ -164,6 +238,7 @@ class ModelSpec:
 MODELS: dict[str, ModelSpec] = {
     "mlp": ModelSpec("mlp", mlp, False),
     "binarynet": ModelSpec("binarynet", binarynet, True),
+    "binarynet_paper": ModelSpec("binarynet_paper", binarynet_paper, True),
     "vgg_small": ModelSpec("vgg_small", vgg_small, True),
     "birealnet18": ModelSpec("birealnet18", birealnet18, True),
 }

@@ -24,11 +24,16 @@ class Bop2ndOrder(torch.optim.Optimizer):
         w_i &\leftarrow -w_i \quad \text{if } \frac{|m_i|}{\sqrt{v_i} + \epsilon} > \tau
             \text{ and } \operatorname{sign}(m_i) = \operatorname{sign}(w_i)
 
-    The normalised signal ``m / (sqrt(v) + eps)`` is a signal-to-noise ratio (about in [-1, 1]), so
-    ``threshold`` is scale-free, unlike Bop's: this is the "second moving average that tracks the
-    magnitude of the gradients" the Bop paper proposes in its discussion. No bias correction (both
-    averages start at zero, which only delays the first flips). Strict comparison as in Bop; state is
-    two floats per weight (``exp_avg``, ``exp_avg_sq``).
+    This is the "second moving average that tracks the magnitude of the gradients" the Bop paper
+    proposes in its discussion, as the authors' ``Bop2ndOrder`` (biased: no bias correction, both averages
+    start at zero, ``eps = 1e-10``). Without bias correction the statistic is about
+    ``(gamma / sqrt(sigma)) * consistency``, not O(1): with the authors' ``gamma = 1e-7, sigma = 1e-3``
+    it is ~3e-6, hence their thresholds 1e-8..1e-5. Strict comparison as in Bop; state is two floats
+    per weight (``exp_avg``, ``exp_avg_sq``).
+
+    Defaults are the authors' (CuauSuarez/Bop2ndOrder, branch ``conference``,
+    ``bnn_optimization/optimizers.py``): ``threshold=1e-6, gamma=1e-6, sigma=1e-2``; the ``"bop2"``
+    registry entry uses the same.
 
     Args:
         params: the binary parameters (values in {-1, +1}) or parameter groups.
@@ -54,9 +59,9 @@ class Bop2ndOrder(torch.optim.Optimizer):
     def __init__(
         self,
         params: Iterable[torch.Tensor] | Iterable[dict[str, Any]],
-        gamma: float = 1e-3,
-        sigma: float = 1e-3,
-        threshold: float = 0.1,
+        gamma: float = 1e-6,
+        sigma: float = 1e-2,
+        threshold: float = 1e-6,
         eps: float = 1e-10,
         *,
         foreach: bool | None = None,

@@ -25,6 +25,11 @@ def test_benchmark_model_rows_and_plot(tmp_path):
     big = [r for r in rows if r["scope"] == "large_layer"]
     assert all("numpy_backend_ms" in r for r in big)
     assert res["meta"]["statistic"] == "median"
+    from bnn_tune.kernels import engine_available
+
+    if engine_available():  # the packed side is the engine, at the same thread count as torch
+        assert res["meta"]["cpu_engine"]["threads"] == 1
+        assert all(r["backend"].startswith("engine-") for r in rows if r["scope"] != "model")
     png = plot_results(res, tmp_path / "b.png")
     assert open(png, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
     assert format_table(res).row_count == len(rows)

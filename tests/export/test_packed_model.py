@@ -62,7 +62,9 @@ def test_packed_matches_pytorch(name, shape, width, tmp_path):
 
 
 def test_every_zoo_model_is_covered():
-    assert {c[0] for c in CASES} == set(list_models())
+    # binarynet_paper zero-pads binarized inputs (the Bop paper's network): export rejects it, see
+    # tests/nn/test_models.py::test_binarynet_paper_trains_with_bop_and_export_rejects_it_clearly
+    assert {c[0] for c in CASES} | {"binarynet_paper"} == set(list_models())
 
 
 def test_fold_is_exercised_negative_and_zero_scales():

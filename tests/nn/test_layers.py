@@ -39,8 +39,9 @@ def test_binary_conv_equals_float_conv_of_pm1_with_pad_value(pad_value, stride):
 
 
 def test_binary_conv_rejects_bad_pad_value():
-    with pytest.raises(ValueError, match=r"pad_value=0.0"):
-        BinaryConv2d(1, 1, 3, padding=1, pad_value=0.0)
+    with pytest.raises(ValueError, match=r"must be 1.0, -1.0 or 0.0 \(zero padding\), but got pad_value=0.5"):
+        BinaryConv2d(1, 1, 3, padding=1, pad_value=0.5)
+    BinaryConv2d(1, 1, 3, padding=1, pad_value=0.0)  # zero padding: the Bop paper's BinaryNet (not packable)
 
 
 def test_gradient_flows_through_ste_to_latent_weight():

@@ -151,6 +151,49 @@ def test_paper_settings_lie_inside_every_space():
                     assert value in rng, (name, key, value)
 
 
+@pytest.mark.parametrize("name", ["bmd", "bnew", "bop", "bop2", "filters"])
+def test_every_paper_setting_is_inside_its_space_and_cites_its_file(name):
+    """Every key of every reference setting (schedules and the real-valued lr included) can be sampled."""
+    from search_spaces._common import outside_space
+
+    mod = search_spaces.get(name)
+    assert mod.PAPER_SETTINGS
+    for setting in mod.PAPER_SETTINGS:
+        assert outside_space(mod, setting) == [], (name, setting)
+        assert isinstance(setting.get("source"), str) and setting["source"], setting
+
+
+def test_reference_settings_the_issue_names_are_covered():
+    from search_spaces import bmd, bnew, bop, bop2, filters
+    from search_spaces._common import outside_space
+
+    assert outside_space(bop, {"gamma": 1e-4, "threshold": 1e-8, "gamma_schedule": "step:every=100,factor=0.1"}) == []
+    assert outside_space(bop, {"gamma": 1e-4, "threshold": 1e-8, "gamma_schedule": "linear:end_factor=0.01"}) == []
+    assert outside_space(bop2, {"gamma": 1e-7, "sigma": 1e-7, "threshold": 1e-8}) == []
+    assert outside_space(bop2, {"sigma": 1e-2}) == []
+    assert outside_space(bmd, {"beta_growth": 3e4}) == []
+    assert outside_space(bnew, {"t_start": 0.17, "t_lock": 0.98, "beta_T": 1e-4}) == []
+    assert outside_space(filters, {"alpha_schedule": "linear"}) == []
+    assert outside_space(bnew, {"t_lock": 1.5, "unknown": 1}) == ["t_lock=1.5", "unknown=1"]
+
+
+def test_bop2_defaults_agree_with_the_authors():
+    import inspect
+
+    from bnn_tune import optim
+
+    spec = optim.get("bop2")
+    sig = inspect.signature(optim.Bop2ndOrder.__init__).parameters
+    for key in ("gamma", "sigma", "threshold", "eps"):
+        assert spec.hyperparameters[key] == sig[key].default, key
+    assert {k: spec.hyperparameters[k] for k in ("gamma", "sigma", "threshold")} == {
+        "gamma": 1e-6, "sigma": 1e-2, "threshold": 1e-6}
+    from search_spaces import bop2
+
+    assert {"gamma": 1e-6, "sigma": 1e-2, "threshold": 1e-6} == {
+        k: bop2.PAPER_SETTINGS[0][k] for k in ("gamma", "sigma", "threshold")}
+
+
 def test_latent_adam_ties_init_scale_to_the_learning_rate():
     from search_spaces import latent_adam
 
@@ -179,6 +222,7 @@ def test_bnew_searches_the_product_beta_T():
 
     for params, cfg in _samples(bnew.suggest, n=10):
         assert "beta_T" in params and "beta" not in cfg
+        assert {"t_start", "t_lock"} <= set(params) and cfg["t_start"] < cfg["t_lock"]
     assert "beta" in {k for p, _ in _samples(bnew.naive_suggest, n=2) for k in p}
 
 

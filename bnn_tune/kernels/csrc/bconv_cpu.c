@@ -1,0 +1,377 @@
+/* Packed CPU inference engine: direct binary convolution on bit-packed NHWC activations.
+ *
+ * Activations: uint32 words, NHWC, CW = ceil(C / 32) words per pixel, channel c in bit c % 32 of word
+ * c / 32 (LSB first, bit 1 = +1, channel-padding bits 0). A layer's input buffer carries its padding
+ * border (`Hp = H + 2 ph`, `Wp = W + 2 pw`), filled once with the +1 (all valid channel bits set) or -1
+ * (all 0) value the layer was trained with; producers write only the interior.
+ *
+ * Weights (bnn_tune/kernels/_engine.py lays them out): [OB][KWORDS][16] uint32, OB = ceil(O / 16)
+ * blocks of 16 output channels, KWORDS = kh * kw * CW in (ky, kx, cw) order, so one 512-bit register
+ * holds one input word position of 16 output channels. The kernel broadcasts one activation word,
+ * XORs it with the weight vectors and accumulates popcounts in 32-bit lanes: acc = popcount(a ^ w)
+ * over the exact K (padding bits are 0 in both operands, no tile padding), y = K - 2 acc.
+ *
+ * Epilogues: bits mode writes the next layer's bits directly (bit = y >= thr, precomputed as the
+ * popcount threshold acc <= athr = floor((K - thr) / 2); athr = -1 for padded channels keeps their
+ * bits 0), 16 channels = one uint16 of the output pixel; int mode writes y as int32 [M][O].
+ *
+ * ISAs: 3 = AVX-512 VPOPCNTDQ (4 pixels x 4 channel vectors in registers, tiles of 64 pixels per
+ * weight group so the group stays in L1), 2 = AVX2 (vpshufb nibble
+ * popcount with byte accumulators widened every 31 words), 1 = portable C. Threads: pthreads, the
+ * output pixels (rows) split in contiguous ranges; with fewer pixels than threads (batch-1 linear
+ * layers) the output channel blocks are split instead; calls under min_parallel_work stay on one thread.
+ * Built by bnn_tune/kernels/_native.py (-O3 -march=native -ffp-contract=off -pthread).
+ */
+#include <pthread.h>
+#include <stdint.h>
+#include <string.h>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define BNN_X86 1
+#endif
+
+typedef struct {
+    const uint32_t* in;
+    int N, Hp, Wp, CW;        /* input buffer (with border) */
+    int Ho, Wo, kh, kw, sh, sw;
+    const uint32_t* w;        /* [OB][KWORDS][16] */
+    int OB, K, O;
+    const int32_t* athr;      /* [OB * 16] or NULL (int mode) */
+    void* out;
+    int Hpo, Wpo, CWo, bo;    /* bits mode: output buffer geometry and border */
+} conv_args;
+
+typedef struct {
+    const conv_args* a;
+    int isa, m0, m1, ob0, ob1;
+} conv_task;
+
+static inline const uint32_t* pix_in(const conv_args* a, int m) {
+    const int hw = a->Ho * a->Wo;
+    const int n = m / hw, r = m % hw, oy = r / a->Wo, ox = r % a->Wo;
+    return a->in + (((long long)n * a->Hp + (long long)oy * a->sh) * a->Wp + (long long)ox * a->sw) * a->CW;
+}
+
+static inline uint16_t* pix_out16(const conv_args* a, int m) {
+    const int hw = a->Ho * a->Wo;
+    const int n = m / hw, r = m % hw, oy = r / a->Wo, ox = r % a->Wo;
+    uint32_t* o = (uint32_t*)a->out +
+                  (((long long)n * a->Hpo + oy + a->bo) * a->Wpo + ox + a->bo) * a->CWo;
+    return (uint16_t*)o;
+}
+
+/* ---------------------------------------------------------------- portable */
+static void conv_portable(const conv_args* a, int m0, int m1, int ob0, int ob1) {
+    const int kwcw = a->kw * a->CW, kwords = a->kh * kwcw, row = a->Wp * a->CW;
+    for (int m = m0; m < m1; ++m) {
+        const uint32_t* ip = pix_in(a, m);
+        for (int ob = ob0; ob < ob1; ++ob) {
+            int32_t acc[16] = {0};
+            const uint32_t* wb = a->w + (long long)ob * kwords * 16;
+            for (int ky = 0; ky < a->kh; ++ky) {
+                const uint32_t* ir = ip + (long long)ky * row;
+                const uint32_t* wr = wb + (long long)ky * kwcw * 16;
+                for (int i = 0; i < kwcw; ++i) {
+                    const uint32_t x = ir[i];
+                    for (int l = 0; l < 16; ++l) acc[l] += __builtin_popcount(x ^ wr[i * 16 + l]);
+                }
+            }
+            if (a->athr) {
+                uint16_t bits = 0;
+                for (int l = 0; l < 16; ++l) bits |= (uint16_t)(acc[l] <= a->athr[ob * 16 + l]) << l;
+                pix_out16(a, m)[ob] = bits;
+            } else {
+                int32_t* y = (int32_t*)a->out + (long long)m * a->O;
+                for (int l = 0; l < 16 && ob * 16 + l < a->O; ++l) y[ob * 16 + l] = a->K - 2 * acc[l];
+            }
+        }
+    }
+}
+
+#ifdef BNN_X86
+/* ---------------------------------------------------------------- AVX-512 VPOPCNTDQ */
+#define AVX512_TARGET __attribute__((target("avx512f,avx512bw,avx512vpopcntdq")))
+
+static inline __attribute__((always_inline)) AVX512_TARGET void
+blk512(const conv_args* a, const int m, const int ob, const int px, const int ov) {
+    const int kwcw = a->kw * a->CW, kwords = a->kh * kwcw, row = a->Wp * a->CW;
+    const uint32_t* ip[4];
+    for (int p = 0; p < px; ++p) ip[p] = pix_in(a, m + p);
+    __m512i acc[4][4];
+    for (int p = 0; p < 4; ++p)
+        for (int j = 0; j < 4; ++j) acc[p][j] = _mm512_setzero_si512();
+    const uint32_t* wb = a->w + (long long)ob * kwords * 16;
+    for (int ky = 0; ky < a->kh; ++ky) {
+        const uint32_t* wr = wb + (long long)ky * kwcw * 16;
+        const long long io = (long long)ky * row;
+        for (int i = 0; i < kwcw; ++i) {
+            __m512i wv[4];
+            for (int j = 0; j < ov; ++j) wv[j] = _mm512_loadu_si512(wr + ((long long)j * kwords + i) * 16);
+            for (int p = 0; p < px; ++p) {
+                const __m512i x = _mm512_set1_epi32((int)ip[p][io + i]);
+                for (int j = 0; j < ov; ++j)
+                    acc[p][j] = _mm512_add_epi32(acc[p][j], _mm512_popcnt_epi32(_mm512_xor_si512(x, wv[j])));
+            }
+        }
+    }
+    if (a->athr) {
+        for (int j = 0; j < ov; ++j) {
+            const __m512i t = _mm512_loadu_si512(a->athr + (ob + j) * 16);
+            for (int p = 0; p < px; ++p) pix_out16(a, m + p)[ob + j] = (uint16_t)_mm512_cmple_epi32_mask(acc[p][j], t);
+        }
+    } else {
+        const __m512i kv = _mm512_set1_epi32(a->K);
+        for (int j = 0; j < ov; ++j) {
+            const int o0 = (ob + j) * 16, left = a->O - o0;
+            const __mmask16 mk = left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1);
+            for (int p = 0; p < px; ++p) {
+                const __m512i y = _mm512_sub_epi32(kv, _mm512_slli_epi32(acc[p][j], 1));
+                _mm512_mask_storeu_epi32((int32_t*)a->out + (long long)(m + p) * a->O + o0, mk, y);
+            }
+        }
+    }
+}
+
+#define MCHUNK 64 /* output pixels per tile: one group of 4 weight vectors stays in L1 across the tile */
+
+static inline __attribute__((always_inline)) AVX512_TARGET void
+tile512(const conv_args* a, int mc, int mend, int ob, const int ov) {
+    int m = mc;
+    for (; m + 4 <= mend; m += 4) blk512(a, m, ob, 4, ov);
+    for (; m < mend; ++m) blk512(a, m, ob, 1, ov);
+}
+
+AVX512_TARGET static void conv_avx512(const conv_args* a, int m0, int m1, int ob0, int ob1) {
+    for (int mc = m0; mc < m1; mc += MCHUNK) {
+        const int mend = mc + MCHUNK < m1 ? mc + MCHUNK : m1;
+        int ob = ob0;
+        for (; ob + 4 <= ob1; ob += 4) tile512(a, mc, mend, ob, 4);
+        for (; ob + 2 <= ob1; ob += 2) tile512(a, mc, mend, ob, 2);
+        for (; ob < ob1; ++ob) tile512(a, mc, mend, ob, 1);
+    }
+}
+
+/* ---------------------------------------------------------------- AVX2 */
+#define AVX2_TARGET __attribute__((target("avx2")))
+
+static inline __attribute__((always_inline)) AVX2_TARGET __m256i pc8(__m256i x, __m256i lut, __m256i lo) {
+    const __m256i l = _mm256_shuffle_epi8(lut, _mm256_and_si256(x, lo));
+    const __m256i h = _mm256_shuffle_epi8(lut, _mm256_and_si256(_mm256_srli_epi16(x, 4), lo));
+    return _mm256_add_epi8(l, h);
+}
+
+static inline __attribute__((always_inline)) AVX2_TARGET __m256i widen(__m256i b) {
+    const __m256i s16 = _mm256_maddubs_epi16(b, _mm256_set1_epi8(1));
+    return _mm256_madd_epi16(s16, _mm256_set1_epi16(1));
+}
+
+static inline __attribute__((always_inline)) AVX2_TARGET void
+blk256(const conv_args* a, const int m, const int ob, const int px) {
+    const int kwcw = a->kw * a->CW, kwords = a->kh * kwcw, row = a->Wp * a->CW;
+    const __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4,
+                                         0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
+    const __m256i lo = _mm256_set1_epi8(0x0f);
+    const uint32_t* ip[2];
+    for (int p = 0; p < px; ++p) ip[p] = pix_in(a, m + p);
+    __m256i acc[2][2], bacc[2][2];
+    for (int p = 0; p < 2; ++p) acc[p][0] = acc[p][1] = bacc[p][0] = bacc[p][1] = _mm256_setzero_si256();
+    const uint32_t* wb = a->w + (long long)ob * kwords * 16;
+    int cnt = 0;
+    for (int ky = 0; ky < a->kh; ++ky) {
+        const uint32_t* wr = wb + (long long)ky * kwcw * 16;
+        const long long io = (long long)ky * row;
+        for (int i = 0; i < kwcw; ++i) {
+            const __m256i w0 = _mm256_loadu_si256((const __m256i*)(wr + i * 16));
+            const __m256i w1 = _mm256_loadu_si256((const __m256i*)(wr + i * 16 + 8));
+            for (int p = 0; p < px; ++p) {
+                const __m256i x = _mm256_set1_epi32((int)ip[p][io + i]);
+                bacc[p][0] = _mm256_add_epi8(bacc[p][0], pc8(_mm256_xor_si256(x, w0), lut, lo));
+                bacc[p][1] = _mm256_add_epi8(bacc[p][1], pc8(_mm256_xor_si256(x, w1), lut, lo));
+            }
+            if (++cnt == 31) { /* 31 * 8 < 256: byte lanes cannot overflow */
+                for (int p = 0; p < px; ++p)
+                    for (int h = 0; h < 2; ++h) {
+                        acc[p][h] = _mm256_add_epi32(acc[p][h], widen(bacc[p][h]));
+                        bacc[p][h] = _mm256_setzero_si256();
+                    }
+                cnt = 0;
+            }
+        }
+    }
+    for (int p = 0; p < px; ++p)
+        for (int h = 0; h < 2; ++h) acc[p][h] = _mm256_add_epi32(acc[p][h], widen(bacc[p][h]));
+    if (a->athr) {
+        const __m256i t0 = _mm256_loadu_si256((const __m256i*)(a->athr + ob * 16));
+        const __m256i t1 = _mm256_loadu_si256((const __m256i*)(a->athr + ob * 16 + 8));
+        for (int p = 0; p < px; ++p) { /* acc <= t  <=>  !(acc > t) */
+            const int g0 = _mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpgt_epi32(acc[p][0], t0)));
+            const int g1 = _mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpgt_epi32(acc[p][1], t1)));
+            pix_out16(a, m + p)[ob] = (uint16_t)~(g0 | (g1 << 8));
+        }
+    } else {
+        for (int p = 0; p < px; ++p) {
+            int32_t v[16];
+            _mm256_storeu_si256((__m256i*)v, acc[p][0]);
+            _mm256_storeu_si256((__m256i*)(v + 8), acc[p][1]);
+            int32_t* y = (int32_t*)a->out + (long long)(m + p) * a->O;
+            for (int l = 0; l < 16 && ob * 16 + l < a->O; ++l) y[ob * 16 + l] = a->K - 2 * v[l];
+        }
+    }
+}
+
+AVX2_TARGET static void conv_avx2(const conv_args* a, int m0, int m1, int ob0, int ob1) {
+    for (int mc = m0; mc < m1; mc += MCHUNK) {
+        const int mend = mc + MCHUNK < m1 ? mc + MCHUNK : m1;
+        for (int ob = ob0; ob < ob1; ++ob) {
+            int m = mc;
+            for (; m + 2 <= mend; m += 2) blk256(a, m, ob, 2);
+            for (; m < mend; ++m) blk256(a, m, ob, 1);
+        }
+    }
+}
+#endif
+
+static void* conv_worker(void* arg) {
+    const conv_task* t = (const conv_task*)arg;
+#ifdef BNN_X86
+    if (t->isa == 3) { conv_avx512(t->a, t->m0, t->m1, t->ob0, t->ob1); return NULL; }
+    if (t->isa == 2) { conv_avx2(t->a, t->m0, t->m1, t->ob0, t->ob1); return NULL; }
+#endif
+    conv_portable(t->a, t->m0, t->m1, t->ob0, t->ob1);
+    return NULL;
+}
+
+#define MAX_THREADS 256
+static long long min_parallel_work = 1LL << 17; /* 16-channel vector steps */
+
+/* Tests set 0 so that small problems exercise the thread splits. */
+void bnn_engine_set_min_parallel_work(long long w) { min_parallel_work = w; }
+
+/* Run tasks[0..n) : tasks 1.. on new threads, task 0 on the caller's. */
+static void run_tasks(conv_task* tasks, int n) {
+    pthread_t th[MAX_THREADS];
+    int started[MAX_THREADS];
+    for (int i = 1; i < n; ++i) started[i] = pthread_create(&th[i], NULL, conv_worker, &tasks[i]) == 0;
+    conv_worker(&tasks[0]);
+    for (int i = 1; i < n; ++i) {
+        if (started[i]) pthread_join(th[i], NULL);
+        else conv_worker(&tasks[i]); /* could not start a thread: do its share here */
+    }
+}
+
+int bnn_engine_isa(void) {
+#ifdef BNN_X86
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512vpopcntdq"))
+        return 3;
+    if (__builtin_cpu_supports("avx2")) return 2;
+#endif
+    return 1;
+}
+
+/* One binary layer. geo: N Hp Wp CW Ho Wo kh kw sh sw OB K O Hpo Wpo CWo bo (17 ints). */
+void bnn_engine_conv(const uint32_t* in, const uint32_t* w, const int32_t* athr, void* out, const int* geo,
+                     int isa, int threads) {
+    conv_args a = {in, geo[0], geo[1], geo[2], geo[3], geo[4], geo[5], geo[6], geo[7], geo[8], geo[9],
+                   w, geo[10], geo[11], geo[12], athr, out, geo[13], geo[14], geo[15], geo[16]};
+    const int M = a.N * a.Ho * a.Wo;
+    if (threads < 1) threads = 1;
+    if (threads > MAX_THREADS) threads = MAX_THREADS;
+    /* below ~0.1 ms of work a thread costs more than it saves (and on a busy machine a preempted
+       thread stalls the join): stay on the caller's thread */
+    if ((long long)M * a.OB * a.kh * a.kw * a.CW < min_parallel_work) threads = 1;
+    conv_task tasks[MAX_THREADS];
+    int n = 0;
+    if (M >= 4 * threads || a.OB < 2 * threads) { /* split output pixels, in multiples of 4 */
+        int step = (M + threads - 1) / threads;
+        step = (step + 3) / 4 * 4;
+        for (int m = 0; m < M; m += step)
+            tasks[n++] = (conv_task){&a, isa, m, m + step < M ? m + step : M, 0, a.OB};
+    } else { /* few pixels, many channel blocks (batch-1 linear): split the channel blocks, by 4 */
+        int step = (a.OB + threads - 1) / threads;
+        step = (step + 3) / 4 * 4;
+        for (int ob = 0; ob < a.OB; ob += step)
+            tasks[n++] = (conv_task){&a, isa, 0, M, ob, ob + step < a.OB ? ob + step : a.OB};
+    }
+    if (n == 0) return;
+    run_tasks(tasks, n);
+}
+
+/* Max-pool on bits: in [N][H][W][CW] (no border) -> out interior of [N][Hpo][Wpo][CW] at border bo.
+ * OR over the window, AND for the channels set in andm[CW] (negative batch-norm scale). */
+void bnn_engine_maxpool(const uint32_t* in, const uint32_t* andm, uint32_t* out, int N, int H, int W, int CW,
+                        int kh, int kw, int sh, int sw, int ph, int pw, int Ho, int Wo, int Hpo, int Wpo, int bo) {
+    for (int n = 0; n < N; ++n)
+        for (int oy = 0; oy < Ho; ++oy)
+            for (int ox = 0; ox < Wo; ++ox) {
+                uint32_t* op = out + (((long long)n * Hpo + oy + bo) * Wpo + ox + bo) * CW;
+                for (int c = 0; c < CW; ++c) {
+                    uint32_t vo = 0, va = 0xFFFFFFFFu;
+                    for (int ky = 0; ky < kh; ++ky) {
+                        const int y = oy * sh - ph + ky;
+                        if (y < 0 || y >= H) continue;
+                        for (int kx = 0; kx < kw; ++kx) {
+                            const int x = ox * sw - pw + kx;
+                            if (x < 0 || x >= W) continue;
+                            const uint32_t v = in[(((long long)n * H + y) * W + x) * CW + c];
+                            vo |= v;
+                            va &= v;
+                        }
+                    }
+                    op[c] = (vo & ~andm[c]) | (va & andm[c]);
+                }
+            }
+}
+
+/* Sign and pack a float NCHW map into the interior of a [N][Hp][Wp][CW] buffer at border bo:
+ * bit = x * scale[c] + shift[c] >= 0 in double (the batchnorm_sign op; two roundings, no FMA), or
+ * x >= 0 when scale is NULL; from a bool (uint8 0/1) map when xb is given. Blocks of 16 pixels of a row
+ * build their words in registers (the inner pixel loop vectorises); the border is left alone. */
+#define PACK_BLOCK(EXPR)                                                                          \
+    for (int c = c0; c < c1; ++c) {                                                               \
+        const long long off = (((long long)n * C + c) * H + y) * W + x0;                          \
+        const uint32_t sft = (uint32_t)(c & 31);                                                  \
+        const double s = scale ? scale[c] : 1.0, b = scale ? shift[c] : 0.0;                      \
+        (void)s; (void)b;                                                                         \
+        if (nb == 16)                                                                             \
+            for (int p = 0; p < 16; ++p) acc[p] |= (uint32_t)(EXPR) << sft;                       \
+        else                                                                                      \
+            for (int p = 0; p < nb; ++p) acc[p] |= (uint32_t)(EXPR) << sft;                       \
+    }
+
+void bnn_engine_pack(const float* x, const uint8_t* xb, const double* scale, const double* shift, uint32_t* out,
+                     int N, int C, int H, int W, int Hp, int Wp, int CW, int bo) {
+    for (int n = 0; n < N; ++n)
+        for (int y = 0; y < H; ++y)
+            for (int x0 = 0; x0 < W; x0 += 16) {
+                const int nb = W - x0 < 16 ? W - x0 : 16;
+                uint32_t* px = out + (((long long)n * Hp + y + bo) * Wp + bo + x0) * CW;
+                for (int cw = 0; cw < CW; ++cw) {
+                    const int c0 = cw * 32, c1 = c0 + 32 < C ? c0 + 32 : C;
+                    uint32_t acc[16] = {0};
+                    if (xb) {
+                        PACK_BLOCK(xb[off + p] != 0)
+                    } else if (scale) {
+                        PACK_BLOCK((double)x[off + p] * s + b >= 0.0)
+                    } else {
+                        PACK_BLOCK(x[off + p] >= 0.0f)
+                    }
+                    for (int p = 0; p < nb; ++p) px[(long long)p * CW + cw] = acc[p];
+                }
+            }
+}
+
+/* Unpack the interior of a [N][Hp][Wp][CW] bit buffer to a bool (uint8) NCHW map. */
+void bnn_engine_unpack(const uint32_t* in, uint8_t* x, int N, int C, int H, int W, int Hp, int Wp, int CW, int bo) {
+    for (int n = 0; n < N; ++n)
+        for (int c = 0; c < C; ++c) {
+            uint8_t* xc = x + ((long long)n * C + c) * H * W;
+            const int cw = c >> 5, sft = c & 31;
+            for (int y = 0; y < H; ++y) {
+                const uint32_t* row = in + (((long long)n * Hp + y + bo) * Wp + bo) * CW + cw;
+                for (int xx = 0; xx < W; ++xx) xc[(long long)y * W + xx] = (row[(long long)xx * CW] >> sft) & 1u;
+            }
+        }
+}

@@ -1,0 +1,201 @@
+"""Packed CPU engine (csrc/bconv_cpu.c) against the float oracle, on every instruction-set path."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from bnn_tune.kernels import BinaryChain, ChainLayer, available_isas, engine_available
+from bnn_tune.kernels._engine import set_min_parallel_work
+
+pytestmark = pytest.mark.skipif(not engine_available(), reason="no C compiler for the packed engine")
+ISAS = available_isas() if engine_available() else []
+
+
+@pytest.fixture(autouse=True)
+def _threads_on_small_layers():
+    """Split even these tiny layers over the threads (the default keeps work under ~0.1 ms on one)."""
+    set_min_parallel_work(0)
+    yield
+    set_min_parallel_work(1 << 17)
+
+
+def _pm1(b) -> torch.Tensor:
+    return torch.from_numpy(np.where(b, 1.0, -1.0))
+
+
+def _conv_ref(xb, w, stride, pad, pad_value):
+    """conv2d of the +-1 tensors (float64, exact), input padded with pad_value; w is [O, kh, kw, C]."""
+    x = F.pad(_pm1(xb), (pad, pad, pad, pad), value=pad_value)
+    return F.conv2d(x, _pm1(w).permute(0, 3, 1, 2), None, stride).round().long().numpy()
+
+
+def _thresholds(y, rng):
+    """Thresholds on the boundary: y itself at some pixel (>= holds there), y + 1 (fails), extremes."""
+    o = y.shape[1]
+    flat = y.transpose(1, 0, 2, 3).reshape(o, -1) if y.ndim == 4 else y.T
+    pick = flat[np.arange(o), rng.integers(0, flat.shape[1], o)]
+    thr = pick + rng.integers(0, 2, o)
+    thr[0] = flat.min() - 5  # always 1
+    if o > 1:
+        thr[1] = flat.max() + 5  # always 0
+    return thr
+
+
+CONVS = [  # n, c, h, w, o, k, stride, pad, pad_value
+    (2, 5, 7, 6, 20, 3, 1, 1, 1.0),
+    (3, 64, 6, 6, 64, 3, 1, 1, -1.0),
+    (1, 40, 9, 9, 70, 3, 2, 1, 1.0),
+    (5, 33, 4, 3, 17, 1, 1, 0, 1.0),
+    (2, 96, 5, 5, 130, 3, 1, 1, 1.0),
+    (1, 3, 2, 2, 1, 3, 1, 1, -1.0),
+]
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("case", CONVS)
+def test_conv_int_and_threshold_match_oracle(isa, case):
+    n, c, h, w, o, k, s, p, pv = case
+    rng = np.random.default_rng(sum(case[:6]))
+    x = rng.standard_normal((n, c, h, w)).astype(np.float32)
+    wb = rng.random((o, k, k, c)) < 0.5
+    ref = _conv_ref(x >= 0, wb, s, p, pv)
+    layer = dict(stride=(s, s), padding=(p, p), pad_value=pv)
+    y = BinaryChain((c, h, w), [ChainLayer("conv", wb, **layer)], threads=2, isa=isa).run(x)
+    assert y.dtype == np.int32
+    np.testing.assert_array_equal(y, ref)
+    thr = _thresholds(ref, rng)
+    bits = BinaryChain((c, h, w), [ChainLayer("conv", wb, threshold=thr, **layer)], threads=2, isa=isa).run(x >= 0)
+    assert bits.dtype == bool
+    np.testing.assert_array_equal(bits, ref >= thr[None, :, None, None])
+
+
+def _reference_chain(x, convs, pools, lin_w, lin_thr, scale, shift):
+    """The same chain step by step in float64 torch: BN-sign, conv + threshold, bit pool, flatten, linear."""
+    xt = torch.from_numpy(x).double()
+    b = (xt * torch.from_numpy(scale)[None, :, None, None] + torch.from_numpy(shift)[None, :, None, None] >= 0).numpy()
+    for (w, thr, pv), (and_ch) in zip(convs, pools):
+        y = _conv_ref(b, w, 1, 1, pv)
+        b = y >= thr[None, :, None, None]
+        if and_ch is not None:
+            s = torch.where(torch.from_numpy(and_ch), -1.0, 1.0).double()[None, :, None, None]
+            b = (F.max_pool2d(_pm1(b) * s, 2) * s).numpy() > 0
+    flat = _pm1(b.reshape(b.shape[0], -1)).numpy()
+    y = np.rint(flat @ np.where(lin_w, 1.0, -1.0).T).astype(np.int64)
+    return y if lin_thr is None else y >= lin_thr
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("final_threshold", [True, False])
+def test_whole_chain_matches_step_by_step(isa, final_threshold):
+    """BN-sign input, two convs (mixed pad values), bit max-pool with AND channels, flatten, linear."""
+    rng = np.random.default_rng(7)
+    n, c, h, w = 3, 6, 8, 6
+    x = rng.standard_normal((n, c, h, w)).astype(np.float32)
+    scale, shift = rng.standard_normal(c), rng.standard_normal(c) * 0.3
+    w1, w2 = rng.random((40, 3, 3, c)) < 0.5, rng.random((36, 3, 3, 40)) < 0.5
+    t1, t2 = rng.integers(-8, 8, 40), rng.integers(-20, 20, 36)
+    and1, and2 = rng.random(40) < 0.4, rng.random(36) < 0.4
+    lw = rng.random((21, 36 * 2 * 1)) < 0.5
+    lt = rng.integers(-6, 6, 21) if final_threshold else None
+    layers = [ChainLayer("conv", w1, threshold=t1, padding=(1, 1), pad_value=-1.0),
+              ChainLayer("maxpool", kernel=(2, 2), stride=(2, 2), and_channels=and1),
+              ChainLayer("conv", w2, threshold=t2, padding=(1, 1), pad_value=1.0),
+              ChainLayer("maxpool", kernel=(2, 2), stride=(2, 2), and_channels=and2),
+              ChainLayer("flatten"), ChainLayer("linear", lw, threshold=lt)]
+    got = BinaryChain((c, h, w), layers, input_scale=scale, input_shift=shift, threads=2, isa=isa).run(x)
+    ref = _reference_chain(x, [(w1, t1, -1.0), (w2, t2, 1.0)], [and1, and2], lw, lt, scale, shift)
+    np.testing.assert_array_equal(got, ref)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_threads_and_channel_split_agree(isa):
+    """Batch-1 linear with many output blocks splits the channels, larger batches the pixels: same bits."""
+    rng = np.random.default_rng(3)
+    w = rng.random((300, 1000)) < 0.5
+    thr = rng.integers(-30, 30, 300)
+    for n in (1, 2, 37):
+        x = rng.standard_normal((n, 1000)).astype(np.float32)
+        outs = [BinaryChain((1000,), [ChainLayer("linear", w, threshold=thr)], threads=t, isa=isa).run(x)
+                for t in (1, 3, 8)]
+        ref = np.rint(_pm1(x >= 0).numpy() @ _pm1(w).numpy().T) >= thr
+        for o in outs:
+            np.testing.assert_array_equal(o, ref)
+
+
+def test_buffers_reused_per_batch_size():
+    rng = np.random.default_rng(0)
+    w = rng.random((16, 3, 3, 8)) < 0.5
+    chain = BinaryChain((8, 5, 5), [ChainLayer("conv", w, padding=(1, 1))], threads=1)
+    xa, xb = (rng.standard_normal((2, 8, 5, 5)).astype(np.float32) for _ in range(2))
+    ya = chain.run(xa).copy()
+    bufs = chain._buffers[2]
+    yb = chain.run(xb)
+    assert chain._buffers[2] is bufs
+    np.testing.assert_array_equal(yb, _conv_ref(xb >= 0, w, 1, 1, 1.0))
+    np.testing.assert_array_equal(chain.run(xa), ya)  # nothing left over from the previous batch
+    assert chain.run(xa[:1]).shape == (1, 16, 5, 5)
+
+
+def test_outputs_are_not_views_of_the_buffers():
+    """A later run (or another thread's) must not change an earlier result: int and bit outputs."""
+    rng = np.random.default_rng(4)
+    w = rng.random((24, 50)) < 0.5
+    xa, xb = (rng.standard_normal((3, 50)).astype(np.float32) for _ in range(2))
+    for thr in (None, rng.integers(-5, 5, 24)):
+        chain = BinaryChain((50,), [ChainLayer("linear", w, threshold=thr)], threads=1)
+        ya = chain.run(xa)
+        ref = ya.copy()
+        chain.run(xb)
+        np.testing.assert_array_equal(ya, ref)
+
+
+def test_concurrent_runs_agree():
+    from concurrent.futures import ThreadPoolExecutor
+
+    rng = np.random.default_rng(5)
+    w = rng.random((32, 3, 3, 16)) < 0.5
+    chain = BinaryChain((16, 12, 12), [ChainLayer("conv", w, padding=(1, 1))], threads=1)
+    xs = [rng.standard_normal((4, 16, 12, 12)).astype(np.float32) for _ in range(8)]
+    refs = [_conv_ref(x >= 0, w, 1, 1, 1.0) for x in xs]
+    with ThreadPoolExecutor(4) as pool:
+        outs = list(pool.map(chain.run, xs * 4))
+    for i, y in enumerate(outs):
+        np.testing.assert_array_equal(y, refs[i % len(xs)])
+
+
+def test_env_var_forces_isa(monkeypatch):
+    w = np.ones((4, 1, 1, 4), dtype=bool)
+    for isa in ISAS:
+        monkeypatch.setenv("BNN_TUNE_CPU_ISA", isa)
+        assert BinaryChain((4, 2, 2), [ChainLayer("conv", w)]).isa == isa
+    monkeypatch.setenv("BNN_TUNE_CPU_ISA", "sse9")
+    with pytest.raises(ValueError, match=r"BNN_TUNE_CPU_ISA='sse9'.*one of"):
+        BinaryChain((4, 2, 2), [ChainLayer("conv", w)])
+    monkeypatch.delenv("BNN_TUNE_CPU_ISA")
+    assert BinaryChain((4, 2, 2), [ChainLayer("conv", w)]).isa == ISAS[-1]
+
+
+def test_bad_inputs_raise_clear_errors():
+    rng = np.random.default_rng(0)
+    w = rng.random((16, 3, 3, 8)) < 0.5
+    chain = BinaryChain((8, 5, 5), [ChainLayer("conv", w, padding=(1, 1))], threads=1)
+    with pytest.raises(ValueError, match=r"shape \[N, 8, 5, 5\], but got \(2, 8, 5, 4\)"):
+        chain.run(np.zeros((2, 8, 5, 4), np.float32))
+    with pytest.raises(ValueError, match="float32 or bool, but got dtype float64"):
+        chain.run(np.zeros((2, 8, 5, 5)))
+    with pytest.raises(ValueError, match=r"\[O, kh, kw, 8\].*\(16, 3, 3, 7\)"):
+        BinaryChain((8, 5, 5), [ChainLayer("conv", w[..., :7])])
+    with pytest.raises(ValueError, match="bool array"):
+        BinaryChain((8, 5, 5), [ChainLayer("conv", w.astype(np.uint8))])
+    with pytest.raises(ValueError, match=r"threshold` must have shape \(16,\)"):
+        BinaryChain((8, 5, 5), [ChainLayer("conv", w, threshold=np.zeros(15))])
+    with pytest.raises(ValueError, match="only the last binary layer"):
+        BinaryChain((8, 5, 5), [ChainLayer("conv", w), ChainLayer("conv", w)])
+    with pytest.raises(ValueError, match=r"linear weight must be \[O, 400\]"):
+        BinaryChain((8, 5, 5), [ChainLayer("conv", w, threshold=np.zeros(16), padding=(1, 1)), ChainLayer("flatten"),
+                                ChainLayer("linear", np.ones((3, 10), bool))])
+    with pytest.raises(ValueError, match="threads"):
+        BinaryChain((8, 5, 5), [ChainLayer("conv", w)], threads=0)
