@@ -3,7 +3,7 @@
 :func:`trainable` trains one configuration epoch by epoch and, after every epoch, calls
 ``ray.tune.report(metrics, checkpoint=...)``. The metrics are :meth:`EpochMetrics.as_dict`
 (``val_acc``, ``val_loss``, ``train_acc``, ``train_loss``, ``flip_rate``, ``log_flip_rate``,
-``flip_rate/<layer>``, ``epoch``, ``epoch_time``, ``hp/<scheduled key>``) plus ``hp/<key>`` for every
+``flip_rate/<layer>``, ``epoch``, ``epoch_time``, ``trial_epochs``, ``hp/<scheduled key>``) plus ``hp/<key>`` for every
 numeric hyperparameter the binary optimizer is actually using, ``node_id`` (the Ray node the trial
 ran on) and ``device`` (where it trained). The checkpoint is a directory holding ``checkpoint.pt`` = :meth:`Trainer.state_dict` (model,
 optimizer, schedulers, RNG states, epoch, history and the flat ``"config"``), readable with
@@ -16,6 +16,13 @@ next epoch is epoch ``checkpoint epoch + 1``. If the trial's config differs from
 (PBT copies a better trial's checkpoint and mutates e.g. Bop's ``gamma``/``threshold``), the mutated
 hyperparameters are written into the resumed optimizer's ``param_groups`` (and into the initial value of
 a schedule that drives them), so the new values take effect from the next step on.
+
+Training recipes (:mod:`bnn_tune.recipes`): a trial with ``teacher="twin"`` or ``init_from="twin"``
+trains the real-valued twin before its first report (its seconds are in the first
+``time_this_iter_s``/``epoch_time``) and reports ``trial_epochs`` = the twin's epochs + ``epoch``; give
+ASHA/HyperBand ``time_attr="trial_epochs"`` to compare trials at equal spent budget. Twins are cached
+in ``<experiment folder>/teachers`` (unless the config sets ``teacher_cache_dir``), so trials with the
+same data/model/seed reuse one.
 
 Devices: with ``device`` absent or ``"auto"`` the trial trains on a GPU when Ray assigned it one
 (``ray.get_gpu_ids()``), on the CPU otherwise; ``"cpu"``/``"cuda"`` are obeyed as given. Ask Ray for
@@ -171,6 +178,17 @@ def _optimizer_metrics(trainer: Trainer) -> dict[str, float]:
     return out
 
 
+def _experiment_teachers_dir() -> str | None:
+    """``<experiment folder>/teachers``: where trials of one run share their trained twins."""
+    from ray import tune
+
+    try:
+        trial_dir = tune.get_context().get_trial_dir()
+    except Exception:  # not inside a Tune trial
+        return None
+    return os.path.join(os.path.dirname(os.path.abspath(trial_dir)), "teachers") if trial_dir else None
+
+
 def trainable(config: Mapping[str, Any]) -> None:
     """Train one BNN configuration as a Ray Tune trial: report and checkpoint every epoch.
 
@@ -197,6 +215,10 @@ def trainable(config: Mapping[str, Any]) -> None:
 
     flat = dict(config)
     flat["device"] = _trial_device(flat.get("device"))
+    if "twin" in (flat.get("teacher"), flat.get("init_from")) and flat.get("teacher_cache_dir") is None:
+        cache = _experiment_teachers_dir()
+        if cache is not None:
+            flat["teacher_cache_dir"] = cache
     trainer = Trainer(flat)
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:

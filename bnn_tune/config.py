@@ -29,7 +29,20 @@ from typing import Any
 from . import data, nn, optim
 from .schedules import validate_schedule
 
-__all__ = ["COMMON_KEYS", "ConfigError", "TrialConfig", "load_config_file"]
+__all__ = ["COMMON_KEYS", "ConfigError", "RECIPES", "TWO_STEP_OPTIMIZERS", "TrialConfig", "load_config_file"]
+
+RECIPES: tuple[str, ...] = ("one_step", "two_step")
+"""Values of the ``recipe`` key (:mod:`bnn_tune.recipes`)."""
+
+TWO_STEP_OPTIMIZERS: tuple[str, ...] = ("bmd", "latent_adam")
+"""Optimizers with latent real-valued weights that ``recipe="two_step"`` trains as real weights first."""
+
+TWO_STEP_REJECTED = {
+    "bop": "Bop keeps no latent weights: its weights are +-1 from the first step",
+    "bop2": "Bop2ndOrder keeps no latent weights: its weights are +-1 from the first step",
+    "filter": "the gradient filters keep no latent weights and take no weight decay",
+    "bnew": "BNEW's own phase 1 already trains real weights with binary activations",
+}
 
 
 class ConfigError(ValueError):
@@ -114,6 +127,21 @@ class TrialConfig:
         channels_last: NHWC memory layout for the model and 4-D inputs (faster convolutions on GPUs).
         compile: ``torch.compile`` the model's forward (needs a C++ compiler on CPU; the first steps
             pay the compilation).
+        teacher: distillation teacher: ``None``, ``"twin"`` (train the real-valued twin first, in the
+            same trial) or the path of a twin's weights (safetensors, or a ``torch.save``'d state dict
+            read with ``weights_only=True``). See :mod:`bnn_tune.recipes`.
+        teacher_epochs: epochs of the twin (``None`` = ``epochs``); only with a twin.
+        teacher_lr: AdamW learning rate of the twin (``None`` = 3e-3); only with a twin.
+        distill_weight: weight of the distillation term (``None`` = 1.0); only with a teacher.
+        distill_temperature: softmax temperature T of distillation (``None`` = 4.0); only with a teacher.
+        recipe: ``"one_step"`` or ``"two_step"`` (latent-weight optimizers: real weights with weight
+            decay first, then binary weights without).
+        step1_fraction: fraction of ``epochs`` in step 1 (``None`` = 0.5); only with ``two_step``.
+        step1_weight_decay: decoupled weight decay of step 1 (``None`` = 5e-6); only with ``two_step``.
+        init_from: ``None`` or ``"twin"``: binary/latent weights (and all real parameters) start from
+            the trained twin's (their signs for the latent-free optimizers).
+        teacher_cache_dir: folder where trained twins are cached by config hash (``None``: in memory
+            only; the objective and trainable fill in their run folder).
         optimizer_params: the binary optimizer's hyperparameters (defaults filled in).
         schedules: ``{hyperparameter: schedule spec}`` from ``<name>_schedule`` keys.
     """
@@ -138,6 +166,16 @@ class TrialConfig:
     amp: bool = False
     channels_last: bool = False
     compile: bool = False
+    teacher: str | None = None
+    teacher_epochs: int | None = None
+    teacher_lr: float | None = None
+    distill_weight: float | None = None
+    distill_temperature: float | None = None
+    recipe: str = "one_step"
+    step1_fraction: float | None = None
+    step1_weight_decay: float | None = None
+    init_from: str | None = None
+    teacher_cache_dir: str | None = None
     optimizer_params: Mapping[str, Any] = field(default_factory=dict)
     schedules: Mapping[str, Any] = field(default_factory=dict)
 
@@ -173,7 +211,7 @@ class TrialConfig:
         kwargs = {k: config[k] for k in common if k in config}
         hparams = {k: config.get(k, spec.hyperparameters[k]) for k in spec.hyperparameters}
         schedules = {k[: -len("_schedule")]: v for k, v in config.items() if k in sched_keys and v is not None}
-        for int_key in ("epochs", "batch_size", "seed", "depth", "max_steps_per_epoch"):
+        for int_key in ("epochs", "batch_size", "seed", "depth", "max_steps_per_epoch", "teacher_epochs"):
             if int_key in kwargs and isinstance(kwargs[int_key], float) and kwargs[int_key].is_integer():
                 kwargs[int_key] = int(kwargs[int_key])
         self = cls(**kwargs, optimizer_params=hparams, schedules=schedules)
@@ -202,6 +240,7 @@ class TrialConfig:
         for key in ("augment", "download", "amp", "channels_last", "compile"):
             if not isinstance(getattr(self, key), bool):
                 raise ConfigError(f"`{key}` must be True or False, but got {key}={getattr(self, key)!r}.")
+        self._validate_recipe()
         dev = self.device
         if not isinstance(dev, str) or not (dev in ("cpu", "cuda", "auto") or dev.startswith("cuda:")):
             raise ConfigError(f"`device` must be 'cpu', 'cuda', 'cuda:N' or 'auto', but got device={dev!r}.")
@@ -226,6 +265,52 @@ class TrialConfig:
                         f"`{key}_schedule`: no parameter group of optimizer {self.optimizer!r} carries {gkey!r}, "
                         f"so the schedule would drive nothing; schedulable keys: {['lr', *spec.schedulable]}."
                     )
+
+    def _validate_recipe(self) -> None:
+        """Training-recipe keys (:mod:`bnn_tune.recipes`): ranges, and no key that would do nothing."""
+        teacher = self.teacher
+        if teacher is not None and (not isinstance(teacher, str) or not teacher):
+            raise ConfigError(f"`teacher` must be None, 'twin' or the path of a model file, but got teacher={teacher!r}.")
+        if teacher not in (None, "twin") and not os.path.isfile(teacher):
+            raise ConfigError(f"`teacher` must be None, 'twin' or the path of an existing model file, but got "
+                              f"teacher={teacher!r} (no such file).")
+        if self.init_from not in (None, "twin"):
+            raise ConfigError(f"`init_from` must be None or 'twin', but got init_from={self.init_from!r}.")
+        _choice("recipe", self.recipe, list(RECIPES))
+        twin = "twin" in (teacher, self.init_from)
+        needs = {"teacher_epochs": (twin, "a twin (teacher='twin' or init_from='twin')"),
+                 "teacher_lr": (twin, "a twin (teacher='twin' or init_from='twin')"),
+                 "distill_weight": (teacher is not None, "a teacher (teacher='twin' or a path)"),
+                 "distill_temperature": (teacher is not None, "a teacher (teacher='twin' or a path)"),
+                 "step1_fraction": (self.recipe == "two_step", "recipe='two_step'"),
+                 "step1_weight_decay": (self.recipe == "two_step", "recipe='two_step'")}
+        for key, (applies, what) in needs.items():
+            value = getattr(self, key)
+            if value is not None and not applies:
+                raise ConfigError(f"`{key}` only applies with {what}, but got {key}={value!r}; drop it or set {what}.")
+        if self.teacher_epochs is not None:
+            _check_range("teacher_epochs", self.teacher_epochs, 1, None, integer=True)
+        if self.teacher_lr is not None:
+            _check_range("teacher_lr", self.teacher_lr, 0, None, low_open=True)
+        if self.distill_weight is not None:
+            _check_range("distill_weight", self.distill_weight, 0, None, low_open=True)
+        if self.distill_temperature is not None:
+            _check_range("distill_temperature", self.distill_temperature, 0, None, low_open=True)
+        if self.step1_fraction is not None:
+            _check_range("step1_fraction", self.step1_fraction, 0, 1, low_open=True, high_open=True)
+        if self.step1_weight_decay is not None:
+            _check_range("step1_weight_decay", self.step1_weight_decay, 0, None)
+        if self.recipe == "two_step":
+            if self.optimizer not in TWO_STEP_OPTIMIZERS:
+                why = TWO_STEP_REJECTED.get(self.optimizer, "it has no latent real-valued weights")
+                raise ConfigError(
+                    f"`recipe='two_step'` applies to the latent-weight optimizers {list(TWO_STEP_OPTIMIZERS)}, but got "
+                    f"optimizer={self.optimizer!r} ({why}); use recipe='one_step'.")
+            if self.epochs < 2:
+                raise ConfigError(f"`recipe='two_step'` needs epochs >= 2 (one per step), but got epochs={self.epochs!r}.")
+        if self.teacher_cache_dir is not None and not isinstance(self.teacher_cache_dir, str):
+            raise ConfigError(f"`teacher_cache_dir` must be a folder path or None, but got "
+                              f"teacher_cache_dir={self.teacher_cache_dir!r}.")
 
     # ---------------------------------------------------------------- views
     def to_dict(self) -> dict[str, Any]:

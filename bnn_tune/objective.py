@@ -6,14 +6,16 @@ config from the space, merges it over ``base_config``, trains with :class:`bnn_t
 
 * appends to the user attrs ``"bnn_tune:log_flip_rate"`` (the series :class:`plugins.optuna.FlipRatePruner`
   reads), ``"bnn_tune:val_acc"`` and ``"bnn_tune:layer_log_flip_rate"`` (``{layer: [...]}``),
-* calls ``trial.report(val_acc, epoch)`` and raises :class:`optuna.TrialPruned` when
+* calls ``trial.report(val_acc, trial_epochs)`` (``trial_epochs`` = the epoch, plus the real-valued
+  twin's epochs when the config trains one: :mod:`bnn_tune.recipes`) and raises :class:`optuna.TrialPruned` when
   ``trial.should_prune()`` says so (the pruner's reason is in ``"bnn_tune:prune_reason"``); the pruner is
   not asked after the last epoch, when stopping would save nothing.
 
 The trial's value is the validation accuracy of the last epoch (the state that is checkpointed). The flat
 config is stored in ``"bnn_tune:config"``; with ``artifact_dir`` the final :meth:`Trainer.state_dict` is
 saved to ``<artifact_dir>/trial_<number>/checkpoint.pt`` and its path stored in ``"bnn_tune:checkpoint"``
-(what :func:`bnn_tune.export.export_best` reads). A trial whose config is invalid (:class:`ConfigError`),
+(what :func:`bnn_tune.export.export_best` reads); trained twins are cached in ``<artifact_dir>/teachers``
+unless the config sets ``teacher_cache_dir``. A trial whose config is invalid (:class:`ConfigError`),
 whose loss diverges (NaN/inf) or whose training raises fails *alone*: the objective records
 ``"bnn_tune:fail_reason"`` and returns NaN, which Optuna marks as FAIL and the study goes on with
 ``study.optimize``'s defaults.
@@ -153,6 +155,9 @@ class Objective:
         if not isinstance(params, Mapping):
             return self._fail(trial, f"the search space must return a dict, but returned {type(params).__name__}")
         flat = {**self.base_config, **params}
+        if self.artifact_dir is not None and "twin" in (flat.get("teacher"), flat.get("init_from")):
+            # trials of this study (in this worker or any sharing the folder) reuse a trained twin
+            flat.setdefault("teacher_cache_dir", str(Path(self.artifact_dir) / "teachers"))
         try:
             cfg = TrialConfig.from_dict(flat)
         except ConfigError as exc:
@@ -172,7 +177,8 @@ class Objective:
             trial.set_user_attr(FLIP_RATE_ATTR, list(lfr))
             trial.set_user_attr(VAL_ACC_ATTR, list(accs))
             trial.set_user_attr(LAYER_FLIP_RATE_ATTR, {k: list(v) for k, v in layers.items()})
-            trial.report(float(m.val_acc), m.epoch)
+            # the step counts the twin's epochs too (bnn_tune.recipes): pruners compare equal budgets
+            trial.report(float(m.val_acc), m.trial_epochs)
             # after the last epoch there is nothing left to save: the trial completes
             if m.epoch < cfg.epochs and trial.should_prune():
                 reason = trial.user_attrs.get(PRUNE_REASON_ATTR) or "the study's pruner said so"

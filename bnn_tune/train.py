@@ -21,6 +21,7 @@ from .config import TrialConfig
 from .data import DataSplits, load_dataset
 from .metrics import FlipCounter
 from .nn import build_model
+from .recipes import Recipe
 
 __all__ = ["EpochMetrics", "FitResult", "Trainer", "fit", "resolve_device"]
 
@@ -38,6 +39,7 @@ class EpochMetrics:
     log_flip_rate: float
     layer_flip_rates: dict[str, float] = field(default_factory=dict)
     epoch_time: float = 0.0
+    trial_epochs: int = 0
     hyperparameters: dict[str, float] = field(default_factory=dict)
     val_acc_relaxed: float | None = None
 
@@ -133,6 +135,8 @@ class Trainer:
         ).to(self.device)
         if cfg.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
+        # distillation teacher / twin initialisation / two-step (bnn_tune.recipes), before the optimizer
+        self.recipe = Recipe(cfg, self.model, self.data, self.device)
         n = len(self.data.y_train)
         self.steps_per_epoch = math.ceil(n / cfg.batch_size)
         if cfg.max_steps_per_epoch:
@@ -183,15 +187,17 @@ class Trainer:
         """
         with self._autocast():
             logits = self._forward(x)
-            loss = F.cross_entropy(logits, y)
+            loss = self.recipe.loss(logits, x, y)  # cross-entropy, plus distillation with a teacher
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
+        self.recipe.after_step(self.optimizer)
         return loss.detach(), logits.detach()
 
     def train_epoch(self) -> EpochMetrics:
         """Run one epoch, evaluate on the validation split, return its metrics."""
         t0 = time.perf_counter()
+        self.recipe.start_epoch(self.epoch)
         self.model.train()
         self.flips.reset()
         frozen = bool(getattr(self.optimizer.binary, "is_locked", lambda: False)())
@@ -225,7 +231,8 @@ class Trainer:
             flip_rate=flips["flip_rate"],
             log_flip_rate=flips["log_flip_rate"],
             layer_flip_rates=flips["layers"],
-            epoch_time=time.perf_counter() - t0,
+            epoch_time=time.perf_counter() - t0 + self.recipe.take_setup_time(),
+            trial_epochs=self.recipe.teacher_epochs + self.epoch,
             hyperparameters={s.key: float(s.current()[0]) for s in self.schedulers},
             val_acc_relaxed=relaxed,
         )

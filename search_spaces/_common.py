@@ -8,7 +8,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["LogRange", "UniformRange", "check_overrides", "outside_space", "ray_distribution", "suggest_log"]
+__all__ = ["LogRange", "UniformRange", "check_overrides", "outside_space", "ray_distribution", "suggest_log",
+           "suggest_recipe", "with_recipes"]
 
 
 @dataclass(frozen=True)
@@ -138,3 +139,71 @@ def check_overrides(optimizer: str, space: Mapping[str, Any], overrides: Mapping
 # the Adam learning rate of the real-valued parameters (BN, first/last layers), shared by all spaces:
 # Bop paper: 1e-2 (CIFAR-10), 2.5e-3 (ImageNet); Adam's default 1e-3
 REAL_LR = LogRange(1e-4, 3e-2)
+
+
+# ----------------------------------------------------------------------------- training recipes (opt-in)
+# Not in any space's ``suggest`` by default (the presets were measured without them): add them with
+# ``with_recipes(space.suggest)`` or by calling ``suggest_recipe`` inside a custom space.
+DISTILL_WEIGHT = LogRange(0.3, 3.0)
+DISTILL_TEMPERATURES = (1.0, 2.0, 4.0, 8.0)
+STEP1_WEIGHT_DECAY = LogRange(1e-6, 1e-2, zero_below=1e-6)
+
+
+def suggest_recipe(trial: Any, optimizer: str, *, teacher: bool = True, init: bool = True,
+                   two_step: bool = True) -> dict[str, Any]:
+    """Training-recipe dimensions (:mod:`bnn_tune.recipes`) for ``optimizer``, as define-by-run calls.
+
+    Samples ``teacher`` in ``[None, "twin"]`` (then ``distill_weight`` log-uniform in [0.3, 3] and
+    ``distill_temperature`` in {1, 2, 4, 8}), ``init_from`` in ``[None, "twin"]`` and, for the
+    latent-weight optimizers only, ``recipe`` in ``["one_step", "two_step"]`` (then ``step1_fraction``
+    in [0.25, 0.75] and ``step1_weight_decay`` log-uniform in [1e-6, 1e-2] or 0). The twin's own budget
+    (``teacher_epochs``, ``teacher_lr``) is not searched: set it in the base config.
+
+    Example:
+        >>> import optuna
+        >>> params = suggest_recipe(optuna.trial.FixedTrial({"teacher": "twin", "distill_weight": 1.0,
+        ...     "distill_temperature": 4.0, "init_from": None}), "bop")
+        >>> sorted(params)
+        ['distill_temperature', 'distill_weight', 'init_from', 'teacher']
+    """
+    from bnn_tune.config import TWO_STEP_OPTIMIZERS
+
+    out: dict[str, Any] = {}
+    if teacher:
+        out["teacher"] = trial.suggest_categorical("teacher", [None, "twin"])
+        if out["teacher"] is not None:
+            out["distill_weight"] = suggest_log(trial, "distill_weight", DISTILL_WEIGHT)
+            out["distill_temperature"] = trial.suggest_categorical("distill_temperature", list(DISTILL_TEMPERATURES))
+    if init:
+        out["init_from"] = trial.suggest_categorical("init_from", [None, "twin"])
+    if two_step and optimizer in TWO_STEP_OPTIMIZERS:
+        out["recipe"] = trial.suggest_categorical("recipe", ["one_step", "two_step"])
+        if out["recipe"] == "two_step":
+            out["step1_fraction"] = trial.suggest_float("step1_fraction", 0.25, 0.75)
+            out["step1_weight_decay"] = suggest_log(trial, "step1_weight_decay", STEP1_WEIGHT_DECAY)
+    return out
+
+
+class with_recipes:  # noqa: N801 - used like a function: with_recipes(space.suggest)
+    """A space's ``suggest`` plus :func:`suggest_recipe`'s dimensions (picklable, define-by-run).
+
+    Args:
+        suggest: a ``suggest(trial) -> dict`` whose result names its ``"optimizer"``.
+        **kwargs: :func:`suggest_recipe`'s switches (``teacher``, ``init``, ``two_step``).
+
+    Example:
+        >>> import optuna, search_spaces
+        >>> space = with_recipes(search_spaces.get("bop").suggest, init=False)
+        >>> study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+        >>> "teacher" in space(study.ask())
+        True
+    """
+
+    def __init__(self, suggest: Any, **kwargs: bool) -> None:
+        self.suggest = suggest
+        self.kwargs = kwargs
+
+    def __call__(self, trial: Any) -> dict[str, Any]:
+        params = dict(self.suggest(trial))
+        params.update(suggest_recipe(trial, str(params.get("optimizer", "")), **self.kwargs))
+        return params

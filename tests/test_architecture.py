@@ -21,6 +21,7 @@ STAGES: list[tuple[str, ...]] = [
     ("bnn_tune.optim",),
     ("bnn_tune.metrics",),
     ("bnn_tune.config",),
+    ("bnn_tune.recipes",),
     ("bnn_tune.train",),
     ("bnn_tune.cli",),
     ("search_spaces", "plugins"),

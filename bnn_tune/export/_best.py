@@ -235,6 +235,7 @@ def export_best(
         >>> export_best(study, "exported/")  # doctest: +SKIP
         {'trial': '3', 'weights': 'checkpoint', 'packed_test_acc': 0.93, ...}
     """
+    from ..recipes import without_recipe
     from ..train import Trainer, fit
     from ._model import pack_model
 
@@ -247,7 +248,8 @@ def export_best(
         if "config" in state:
             config = TrialConfig.from_dict(state["config"])
             cpu_config = config.replace(device="cpu")
-        trainer = Trainer(cpu_config)
+        # the checkpoint holds the weights: build the model without training a teacher/twin again
+        trainer = Trainer(without_recipe(cpu_config))
         trainer.model.load_state_dict(state["model"])
         model, data, weights = trainer.model, trainer.data, "checkpoint"
     elif retrain:

@@ -32,6 +32,7 @@ EXPECTED = {
     "accuracy_table": ["table"],
     "pruner_comparison": ["live", "live_verdict", "replay_stats"],
     "space_comparison": ["results"],
+    "recipes": ["findings", "results", "settings"],
 }
 
 
@@ -104,6 +105,15 @@ def test_accuracy_table_quick(tmp_path):
     row = doc["table"]["digits"]
     assert set(row) == {"bop", "bop2", "latent_adam", "bmd", "bnew", "filter", "real"}
     assert all(r["best_val_acc"] is not None and r["failed"] == 0 for r in row.values())
+
+
+@pytest.mark.slow
+def test_recipes_quick(tmp_path):
+    doc = _run("recipes", tmp_path)
+    table = doc["results"]["digits"]["table"]
+    assert set(table["bop"]) == {"one_step", "distill", "init", "distill+init"}  # two-step rejected for Bop
+    assert {"two_step", "two_step+distill+init"} <= set(table["latent_adam"])
+    assert doc["complete"] is True and doc["findings"]["digits"]["twin_test_median"] is not None
 
 
 def test_run_all_lists_the_scripts():
