@@ -164,8 +164,8 @@ class TrialConfig:
         if not isinstance(dev, str) or not (dev in ("cpu", "cuda", "auto") or dev.startswith("cuda:")):
             raise ConfigError(f"`device` must be 'cpu', 'cuda', 'cuda:N' or 'auto', but got device={dev!r}.")
         try:
-            spec.validate(self.optimizer_params, total_steps=self.epochs * 10, steps_per_epoch=10,
-                          epochs=self.epochs, lr=self.lr)
+            binary_opt = spec.validate(self.optimizer_params, total_steps=self.epochs * 10, steps_per_epoch=10,
+                                       epochs=self.epochs, lr=self.lr)
         except ConfigError:
             raise
         except (ValueError, TypeError) as exc:
@@ -178,6 +178,14 @@ class TrialConfig:
                     validate_schedule(key, sched)
                 except ValueError as exc:
                     raise ConfigError(str(exc)) from None
+                # `lr` is the real-valued Adam's; every other schedule must reach a key the binary
+                # optimizer's param_groups carry (else the trainer would raise mid-setup)
+                gkey = spec.group_key(key)
+                if key != "lr" and not any(gkey in g for g in getattr(binary_opt, "param_groups", [])):
+                    raise ConfigError(
+                        f"`{key}_schedule`: no parameter group of optimizer {self.optimizer!r} carries {gkey!r}, "
+                        f"so the schedule would drive nothing; schedulable keys: {['lr', *spec.schedulable]}."
+                    )
 
     # ---------------------------------------------------------------- views
     def to_dict(self) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import time
@@ -37,10 +38,18 @@ class EpochMetrics:
     layer_flip_rates: dict[str, float] = field(default_factory=dict)
     epoch_time: float = 0.0
     hyperparameters: dict[str, float] = field(default_factory=dict)
+    val_acc_relaxed: float | None = None
 
     def as_dict(self) -> dict[str, float]:
-        """Flat metrics: ``val_acc``..., ``flip_rate/<layer>``, ``hp/<name>`` (current scheduled values)."""
-        d = {k: v for k, v in asdict(self).items() if k not in ("layer_flip_rates", "hyperparameters")}
+        """Flat metrics: ``val_acc``..., ``flip_rate/<layer>``, ``hp/<name>`` (current scheduled values).
+
+        ``val_acc`` is always the binary network's (eval-mode sign weights); ``val_acc_relaxed`` (only for
+        optimizers with a relaxed forward weight, BNEW and BMD) is the relaxed network's. The flip rates
+        are NaN for an epoch in which the binary optimizer had frozen its weights by design (BNEW after
+        the lock): no signal, so the flip-rate collapse rule neither counts it as collapsed nor healthy.
+        """
+        d = {k: v for k, v in asdict(self).items()
+             if k not in ("layer_flip_rates", "hyperparameters") and v is not None}
         d.update({f"flip_rate/{k}": v for k, v in self.layer_flip_rates.items()})
         d.update({f"hp/{k}": v for k, v in self.hyperparameters.items()})
         return d
@@ -122,10 +131,15 @@ class Trainer:
             self.steps_per_epoch = min(self.steps_per_epoch, cfg.max_steps_per_epoch)
         self.optimizer = optim.build(self.model, cfg, steps_per_epoch=self.steps_per_epoch)
         self.schedulers = []
+        opt_spec = optim.get(cfg.optimizer)
         for key, spec in cfg.schedules.items():
             parsed = optim.parse_schedule(spec, key)
             total = cfg.epochs if parsed["per"] == "epoch" else cfg.epochs * self.steps_per_epoch
-            self.schedulers.append(optim.HyperparameterScheduler(self.optimizer, key, parsed, total=total))
+            target, param_key = optim.schedule_target(self.optimizer, opt_spec, key)  # exactly the owner
+            self.schedulers.append(
+                optim.HyperparameterScheduler(target, key, parsed, total=total, param_key=param_key)
+            )
+        self.relaxed_metric = optim.has_relaxed_weights(self.model)
         self.flips = FlipCounter(self.model).attach(self.optimizer)
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self.epoch = 0
@@ -150,6 +164,7 @@ class Trainer:
         t0 = time.perf_counter()
         self.model.train()
         self.flips.reset()
+        frozen = bool(getattr(self.optimizer.binary, "is_locked", lambda: False)())
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device, dtype=torch.int64)
         seen = 0
@@ -170,7 +185,11 @@ class Trainer:
                 s.step()
         self.epoch += 1
         flips = self.flips.summary()
+        if frozen:  # weights frozen by the optimizer's design for the whole epoch: the flip rate says nothing
+            nan = float("nan")
+            flips = {"flip_rate": nan, "log_flip_rate": nan, "layers": {k: nan for k in flips["layers"]}}
         val_loss, val_acc = self.evaluate("val")
+        relaxed = self.evaluate("val", relaxed=True)[1] if self.relaxed_metric else None
         metrics = EpochMetrics(
             epoch=self.epoch,
             train_loss=(loss_sum / max(seen, 1)).item(),
@@ -182,23 +201,29 @@ class Trainer:
             layer_flip_rates=flips["layers"],
             epoch_time=time.perf_counter() - t0,
             hyperparameters={s.key: float(s.current()[0]) for s in self.schedulers},
+            val_acc_relaxed=relaxed,
         )
         self.history.append(metrics)
         return metrics
 
     @torch.no_grad()
-    def evaluate(self, split: str = "val", batch_size: int = 1024) -> tuple[float, float]:
-        """``(loss, accuracy)`` on ``"train"``, ``"val"`` or ``"test"`` in eval mode."""
+    def evaluate(self, split: str = "val", batch_size: int = 1024, *, relaxed: bool = False) -> tuple[float, float]:
+        """``(loss, accuracy)`` on ``"train"``, ``"val"`` or ``"test"`` in eval mode.
+
+        Eval mode computes with the binary network (sign weights); ``relaxed=True`` uses the relaxed
+        forward weights of BNEW/BMD instead (:func:`bnn_tune.optim.relaxed_weights`).
+        """
         if split not in ("train", "val", "test"):
             raise ValueError(f"`split` must be 'train', 'val' or 'test', but got split={split!r}.")
         x, y = getattr(self.data, f"x_{split}"), getattr(self.data, f"y_{split}")
         was_training = self.model.training
         self.model.eval()
         loss_sum, correct = 0.0, 0
-        for i in range(0, len(y), batch_size):
-            logits = self.model(x[i: i + batch_size])
-            loss_sum += F.cross_entropy(logits, y[i: i + batch_size], reduction="sum").item()
-            correct += int((logits.argmax(1) == y[i: i + batch_size]).sum())
+        with optim.relaxed_weights(self.model) if relaxed else contextlib.nullcontext():
+            for i in range(0, len(y), batch_size):
+                logits = self.model(x[i: i + batch_size])
+                loss_sum += F.cross_entropy(logits, y[i: i + batch_size], reduction="sum").item()
+                correct += int((logits.argmax(1) == y[i: i + batch_size]).sum())
         self.model.train(was_training)
         return loss_sum / max(len(y), 1), correct / max(len(y), 1)
 

@@ -39,7 +39,8 @@ class TanhSign(nn.Module):
     i.e. the binary network that will be deployed; as ``beta_t`` grows the two coincide.
 
     ``beta`` is a buffer (saved in the model's ``state_dict``); :class:`BMD` writes the current
-    ``beta_t`` into it after every step.
+    ``beta_t`` into it after every step. Set :attr:`relaxed` (or use
+    :func:`bnn_tune.optim.relaxed_weights`) to evaluate with ``tanh(beta_t w~)`` instead of the sign.
 
     Args:
         beta: initial inverse temperature, ``> 0``.
@@ -50,8 +51,10 @@ class TanhSign(nn.Module):
         check_in_range("beta", beta, 0.0, None, low_open=True)
         self.register_buffer("beta", torch.tensor(float(beta)))
 
+    relaxed: bool = False
+
     def forward(self, w: torch.Tensor) -> torch.Tensor:
-        if self.training:
+        if self.training or self.relaxed:
             return _MirrorTanhFn.apply(w, self.beta)
         return binarize(w)
 

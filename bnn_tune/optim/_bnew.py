@@ -25,15 +25,22 @@ class _ClipFn(torch.autograd.Function):
 
 
 class ClipWeight(nn.Module):
-    """Weight "quantizer" of BNEW: the real weight clipped to ``[-1, 1]`` (gradient passed unchanged).
+    """Weight quantizer of BNEW: ``clip(w, -1, 1)`` in training, ``sign(w)`` in eval mode.
 
-    BNEW keeps its weights in ``[-1, 1]`` by projection, so the clip is the identity on them; after
-    the lock step they are exactly +-1 and the forward weight is their sign. The gradient is handed
-    through unchanged (the weights never leave the box, so the clip's derivative would be 1 anyway).
+    In training mode the forward weight is the relaxed real weight clipped to ``[-1, 1]`` (gradient
+    handed through unchanged). In eval mode (validation, test, checkpoint selection, export) the layer
+    computes with the hard sign ``sign(w)`` (``sign(0) = +1``): the binary network that is deployed, as
+    :class:`~bnn_tune.optim.TanhSign` does for BMD. After BNEW's lock the weights are exactly +-1 and the
+    two coincide. Set :attr:`relaxed` (or use :func:`bnn_tune.optim.relaxed_weights`) to evaluate the
+    relaxed network instead.
     """
 
+    relaxed: bool = False
+
     def forward(self, w: torch.Tensor) -> torch.Tensor:
-        return _ClipFn.apply(w)
+        if self.training or self.relaxed:
+            return _ClipFn.apply(w)
+        return binarize(w)
 
 
 def install_clip_quantizers(model: nn.Module) -> list[ClipWeight]:
@@ -63,37 +70,41 @@ def bnew_phase_steps(total_steps: int, t_start: float, t_lock: float) -> tuple[i
 class BNEW(torch.optim.Optimizer):
     r"""BNEW: relax to ``[-1, 1]``, push to the corners with a negative weight decay, then lock.
 
-    The binary layers use the real weights clipped to ``[-1, 1]`` in the forward pass
-    (:class:`ClipWeight`, installed by the ``"bnew"`` entry's ``prepare_model``) and the model is
-    trained in four phases over ``total_steps`` optimizer steps (step ``t = 0, 1, ...``):
+    The binary layers use the real weights clipped to ``[-1, 1]`` in the forward pass of training
+    (:class:`ClipWeight`, installed by the ``"bnew"`` entry's ``prepare_model``; evaluation uses their
+    sign) and the model is trained in four phases over ``total_steps`` optimizer steps (``t = 0, 1, ...``),
+    following the authors' code (Alasdair-P/bnew ``prox.py``: ``u_reg`` and ``prox_opt.adjust_reg``;
+    ``binary_main.py``: ``post_update`` runs between ``backward`` and ``optimizer.step``):
 
-    1. ``t < S``: binary activations, real weights in ``[-1, 1]``, ``lambda_t = 0``.
-    2. ``S <= t < L``: ``lambda_t = beta * (t - S + 1)`` grows linearly, and every step is
+    1. ``t < S``: binary activations, real weights; every step clamps the weights to ``[-1, 1]`` and then
+       takes an Adam step of size ``eta_t = lr (1 - t/S)`` (the reference's "convex_hull" phase 1).
+    2. ``S <= t < L`` (``s = t - S``, ``T = L - S``): a fresh Adam (moments and bias correction reset at
+       ``t = S``, as the reference starts phase 2 as a new run), and every step is
 
-       .. math::  w \leftarrow \Pi_{[-1,1]}\big((1 + 2\lambda_t \eta_t)\,(w - \eta_t\, d_t)\big)
+       .. math::  w \leftarrow \Pi_{[-1,1]}\big((1 + 2\,\mathrm{reg}_t)\, w\big), \qquad
+                  w \leftarrow w - \eta_t\, d_t
 
-       where ``d_t`` is Adam's direction ``m_hat / (sqrt(v_hat) + eps)`` (so ``w - eta_t d_t`` is one
-       Adam step) and ``(1 + 2 lambda eta)`` is the gradient step of the regulariser
-       ``lambda R(w) = lambda (p - ||w||^2)`` (a negative weight decay).
+       with ``reg_t = beta (s + 1)`` growing linearly (no ``eta`` in the push, strongest at the end),
+       ``d_t`` Adam's direction and ``eta_t = lr (1 - s / (N - S))`` decaying linearly over the rest of
+       the run (``N = total_steps``; the reference's phase-2 run continues past the lock). The push is
+       the gradient step of the regulariser ``reg (p - ||w||^2)`` (a negative weight decay).
     3. At the last phase-2 step ``t = L - 1`` the weights are projected onto {-1, +1}
        (``sign``, ``sign(0) = +1``) and frozen: later gradients are ignored.
     4. ``t >= L``: only the real-valued parameters (batch-norm, first/last layers; the other part of
        :func:`~bnn_tune.optim.build`) are fine-tuned.
 
-    ``eta_t`` decays linearly from ``lr`` towards 0 within phase 1 (``lr (1 - t/S)``) and is reset to
-    ``lr`` at the start of phase 2 (``lr (1 - (t - S)/T)``).
-
     Phase boundaries are fractions of the run: ``S = round(t_start * total_steps)`` and
-    ``L = round(t_lock * total_steps)``. **T = L - S is the number of phase-2 steps**, and ``beta_T``
-    is ``beta * T``, the value ``lambda`` reaches at the lock: the poster notes that the best ``beta``
-    depends on ``T``, so ``beta_T`` is the coordinate to search. Give exactly one of ``beta``
-    (per step) and ``beta_T``. ``t_lock = 1`` locks at the last step of the run (no phase 4).
+    ``L = round(t_lock * total_steps)`` (the reference's CIFAR-10 recipe, 200 epochs of phase 1 and a
+    1000-epoch phase 2 frozen at epoch 980, is ``t_start ~ 0.17``, ``t_lock ~ 0.98``). **T = L - S is the
+    number of phase-2 steps**, and ``beta_T = beta * T`` is the value ``reg_t`` reaches at the lock (the
+    reference's ``--reg``, 1e-4 to 1e-3 on CIFAR-10). Give exactly one of ``beta`` (per step) and
+    ``beta_T``. ``t_lock = 1`` locks at the last step of the run (no phase 4).
 
     Args:
         params: the binary parameters (real values in ``[-1, 1]``).
         lr: Adam step size ``eta`` (the initial value of each linear decay).
         betas, eps: Adam's moment rates and epsilon.
-        beta: slope of ``lambda_t`` per step, ``>= 0``.
+        beta: slope of ``reg_t`` per step, ``>= 0``.
         beta_T: ``beta * T``, ``>= 0``.
         t_start: fraction of the run spent in phase 1, in ``[0, t_lock)``.
         t_lock: fraction of the run at which the weights are projected and frozen, in ``(t_start, 1]``.
@@ -109,7 +120,8 @@ class BNEW(torch.optim.Optimizer):
         [1.0, -1.0]
 
     References:
-        Paren & Poudel, "Training Binarized Neural Networks the Easy Way" (Toshiba, poster).
+        Paren & Poudel, "Training Binarized Neural Networks the Easy Way" (Toshiba, poster);
+        code: github.com/Alasdair-P/bnew (``prox.py``, ``binary_main.py``, ``reproduce/cifar10/10bnew.py``).
     """
 
     def __init__(
@@ -121,8 +133,8 @@ class BNEW(torch.optim.Optimizer):
         *,
         beta: float | None = None,
         beta_T: float | None = None,
-        t_start: float = 0.25,
-        t_lock: float = 0.8,
+        t_start: float = 0.17,
+        t_lock: float = 0.98,
         total_steps: int,
         foreach: bool | None = None,
     ) -> None:
@@ -151,19 +163,20 @@ class BNEW(torch.optim.Optimizer):
                                       foreach=foreach))
         for group in self.param_groups:
             group.setdefault("num_steps", 0)
-            group.setdefault("lambda_t", 0.0)
+            group.setdefault("reg_t", 0.0)
 
     @staticmethod
     def schedule(group: dict[str, Any], t: int) -> tuple[str, float, float]:
-        """``(phase, eta_t, lambda_t)`` of step ``t`` for a parameter group (phase "1", "2" or "4")."""
-        start, lock = bnew_phase_steps(group["total_steps"], group["t_start"], group["t_lock"])
+        """``(phase, eta_t, reg_t)`` of step ``t`` for a parameter group (phase "1", "2" or "4")."""
+        total = group["total_steps"]
+        start, lock = bnew_phase_steps(total, group["t_start"], group["t_lock"])
         base = group["lr"]
         if t < start:
             return "1", base * (1.0 - t / start), 0.0
         if t < lock:
             s = t - start
             slope = group["beta"] if group["beta"] is not None else group["beta_T"] / (lock - start)
-            return "2", base * (1.0 - s / (lock - start)), slope * (s + 1)
+            return "2", base * (1.0 - s / max(total - start, 1)), slope * (s + 1)
         return "4", 0.0, 0.0
 
     def is_locked(self, group: dict[str, Any] | None = None) -> bool:
@@ -181,19 +194,20 @@ class BNEW(torch.optim.Optimizer):
                 loss = closure()
         for group in self.param_groups:
             t = group["num_steps"]
-            phase, eta, lam = self.schedule(group, t)
+            phase, eta, reg = self.schedule(group, t)
             group["num_steps"] = t + 1
-            group["lambda_t"] = lam
+            group["reg_t"] = reg
             if phase == "4":
                 continue  # frozen binary weights: gradients are ignored
+            start, lock = bnew_phase_steps(group["total_steps"], group["t_start"], group["t_lock"])
+            if t == start and start > 0:  # phase 2 starts a fresh Adam
+                for p in group["params"]:
+                    self.state[p].clear()
             params, grads, exp_avgs, exp_avg_sqs, steps = gather_adam_group(self, group)
             if params:
                 foreach = use_foreach(group["foreach"], params)
-                beta1, beta2 = group["betas"]
-                # w - eta * d (an Adam step of size eta_t), then (1 + 2 lambda eta) and the projection.
-                adam_update_(params, grads, exp_avgs, exp_avg_sqs, steps, lr=eta, beta1=beta1, beta2=beta2,
-                             eps=group["eps"], foreach=foreach)
-                scale = 1.0 + 2.0 * lam * eta
+                # push (1 + 2 reg_t) and projection onto [-1, 1] first, then the Adam step (reference order)
+                scale = 1.0 + 2.0 * reg
                 if foreach:
                     if scale != 1.0:
                         torch._foreach_mul_(params, scale)
@@ -204,7 +218,9 @@ class BNEW(torch.optim.Optimizer):
                         if scale != 1.0:
                             p.mul_(scale)
                         p.clamp_(-1.0, 1.0)
-            _, lock = bnew_phase_steps(group["total_steps"], group["t_start"], group["t_lock"])
+                beta1, beta2 = group["betas"]
+                adam_update_(params, grads, exp_avgs, exp_avg_sqs, steps, lr=eta, beta1=beta1, beta2=beta2,
+                             eps=group["eps"], foreach=foreach)
             if t + 1 == lock:  # phase 3: project onto {-1, +1} and freeze
                 for p in group["params"]:
                     p.copy_(binarize(p))

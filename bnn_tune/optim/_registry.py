@@ -53,6 +53,10 @@ class OptimizerSpec:
         prepare_model: optional ``prepare_model(model, hparams)`` run before training (e.g. Bop
             binarizes the initial weights, BMD installs its tanh quantizer).
         description, reference: shown by ``bnn-tune`` and the README table.
+        schedulable: the config keys that may take a ``<key>_schedule``; each drives exactly the
+            binary optimizer's ``param_groups`` entry named by ``group_keys`` (``lr_schedule`` drives
+            the real-valued parameters' Adam, never the binary optimizer).
+        group_keys: config key -> ``param_groups`` key where they differ (e.g. ``latent_lr`` -> ``lr``).
     """
 
     name: str
@@ -63,15 +67,21 @@ class OptimizerSpec:
     description: str = ""
     reference: str = ""
     schedulable: tuple[str, ...] = field(default=())
+    group_keys: Mapping[str, str] = field(default_factory=dict)
 
-    def validate(self, hparams: Mapping[str, Any], **context: Any) -> None:
-        """Raise ``ValueError`` (naming the value and range) if ``hparams`` are invalid."""
+    def group_key(self, key: str) -> str:
+        """The ``param_groups`` key that config hyperparameter ``key`` sets."""
+        return self.group_keys.get(key, key)
+
+    def validate(self, hparams: Mapping[str, Any], **context: Any) -> torch.optim.Optimizer:
+        """Raise ``ValueError`` (naming the value and range) if ``hparams`` are invalid; returns the
+        optimizer built on a dummy parameter (its ``param_groups`` show which keys a schedule can drive)."""
         dummy = torch.nn.Parameter(torch.zeros(2))
         context.setdefault("total_steps", 1000)
         context.setdefault("steps_per_epoch", 10)
         context.setdefault("epochs", 100)
         context.setdefault("lr", 1e-3)
-        self.make([dummy], dict(hparams), **context)
+        return self.make([dummy], dict(hparams), **context)
 
 
 _REGISTRY: dict[str, OptimizerSpec] = {}
@@ -88,6 +98,7 @@ def register(
     description: str = "",
     reference: str = "",
     schedulable: Iterable[str] | None = None,
+    group_keys: Mapping[str, str] | None = None,
     overwrite: bool = False,
 ) -> OptimizerSpec:
     """Register a binary optimizer under ``name``.
@@ -99,7 +110,10 @@ def register(
         make: builder translating config values to constructor arguments (default ``cls(params, **h)``).
         prepare_model: hook run on the model before training.
         description, reference: documentation.
-        schedulable: hyperparameters that may take a ``<key>_schedule`` (default: all numeric ones).
+        schedulable: hyperparameters that may take a ``<key>_schedule`` (default: all numeric ones);
+            each must be (via ``group_keys``) a key of the optimizer's ``param_groups``, which config
+            validation checks.
+        group_keys: config key -> ``param_groups`` key where the names differ.
         overwrite: replace an existing registration instead of raising.
 
     Example:
@@ -127,6 +141,14 @@ def register(
         )
     if schedulable is None:
         schedulable = [k for k, v in hp.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    schedulable = tuple(schedulable)
+    unknown = sorted(set(schedulable) - set(hp))
+    if unknown:
+        raise ValueError(
+            f"`schedulable` of optimizer {name!r} names {unknown}, which are not its hyperparameters "
+            f"{sorted(hp)} ('lr' is the real-valued parameters' rate; call the binary optimizer's own rate "
+            f"e.g. 'latent_lr')."
+        )
     spec = OptimizerSpec(
         name=name,
         cls=cls,
@@ -135,7 +157,8 @@ def register(
         prepare_model=prepare_model,
         description=description,
         reference=reference,
-        schedulable=tuple(schedulable),
+        schedulable=schedulable,
+        group_keys=MappingProxyType(dict(group_keys or {})),
     )
     _REGISTRY[name] = spec
     return spec

@@ -116,20 +116,26 @@ class HyperparameterScheduler:
     Args:
         optimizer: any optimizer (a :class:`~bnn_tune.optim.CombinedOptimizer` included); only groups
             that have ``key`` are touched.
-        key: the hyperparameter (``"gamma"``, ``"threshold"``, ``"lr"``...).
+        key: the hyperparameter (``"gamma"``, ``"threshold"``, ``"lr"``...), as the config names it.
         spec: a schedule spec (see module docs).
         total: epochs (or steps, for ``per="step"``) of the run, for linear/cosine.
+        param_key: the ``param_groups`` key written (default ``key``; e.g. ``"lr"`` for ``latent_lr``).
     """
 
-    def __init__(self, optimizer: torch.optim.Optimizer, key: str, spec: str | Mapping[str, Any], *, total: int):
+    def __init__(self, optimizer: torch.optim.Optimizer, key: str, spec: str | Mapping[str, Any], *, total: int,
+                 param_key: str | None = None):
         self.optimizer = optimizer
         self.key = key
+        self.param_key = key if param_key is None else param_key
         self.spec = parse_schedule(spec, key)
         self.total = int(total)
-        self.groups = [g for g in optimizer.param_groups if key in g]
+        self.groups = [g for g in optimizer.param_groups if self.param_key in g]
         if not self.groups:
-            raise ValueError(f"No parameter group of {type(optimizer).__name__} has a hyperparameter {key!r}.")
-        self.initial = [g[key] for g in self.groups]
+            raise ValueError(
+                f"`{key}_schedule`: no parameter group of {type(optimizer).__name__} has a hyperparameter "
+                f"{self.param_key!r}."
+            )
+        self.initial = [g[self.param_key] for g in self.groups]
         self.t = 0
         self._apply()
 
@@ -140,7 +146,7 @@ class HyperparameterScheduler:
     def _apply(self) -> None:
         f = schedule_factor(self.spec, self.t, self.total)
         for g, v0 in zip(self.groups, self.initial):
-            g[self.key] = v0 * f
+            g[self.param_key] = v0 * f
 
     def step(self) -> None:
         """Advance one epoch (or step) and write the new values."""
@@ -148,7 +154,7 @@ class HyperparameterScheduler:
         self._apply()
 
     def current(self) -> list[float]:
-        return [g[self.key] for g in self.groups]
+        return [g[self.param_key] for g in self.groups]
 
     def state_dict(self) -> dict[str, Any]:
         return {"key": self.key, "t": self.t, "initial": list(self.initial), "spec": dict(self.spec)}

@@ -127,6 +127,78 @@ def test_bop2_normalised_rule():
     assert torch.equal(w.detach() == -w0, expected)
 
 
+@pytest.mark.parametrize("foreach", [False, True])
+def test_bop2_multi_step_hand_recurrence(foreach):
+    """Six steps from non-zero state: catches a wrong moment decay (e.g. ``v *= sigma``) or a swapped rate."""
+    gamma, sigma, tau, eps = 0.3, 0.2, 0.5, 1e-10
+    params = [p.detach().double().requires_grad_(True) for p in _params(7, shapes=((40, 30), (77,)))]
+    w = [p.detach().clone() for p in params]
+    m = [torch.zeros_like(x) for x in w]
+    v = [torch.zeros_like(x) for x in w]
+    opt = Bop2ndOrder(params, gamma=gamma, sigma=sigma, threshold=tau, eps=eps, foreach=foreach)
+    flips = 0
+    for t in range(6):
+        grads = [g.double() for g in _grads(params, 60 + t)]
+        for p, g in zip(params, grads):
+            p.grad = g
+        opt.step()
+        for i, g in enumerate(grads):
+            m[i] = (1 - gamma) * m[i] + gamma * g
+            v[i] = (1 - sigma) * v[i] + sigma * g * g
+            flip = (m[i] / (v[i].sqrt() + eps)) * w[i] > tau
+            flips += int(flip.sum())
+            w[i] = torch.where(flip, -w[i], w[i])
+            torch.testing.assert_close(opt.state[params[i]]["exp_avg"], m[i])
+            torch.testing.assert_close(opt.state[params[i]]["exp_avg_sq"], v[i])
+            assert torch.equal(params[i].detach(), w[i]), f"step {t}"
+    assert flips > 100  # the rule was exercised
+
+
+@pytest.mark.parametrize("foreach", [False, True])
+def test_filter_order1_is_bop_step_for_step(foreach):
+    """The order-1 filter with a threshold is Bop (m <- EMA of g, flip where m * w > tau)."""
+    p1 = _params(8, shapes=((50, 20), (31,)))
+    p2 = [torch.nn.Parameter(p.detach().clone()) for p in p1]
+    f = GradientFilter(p1, order=1, gamma=0.25, threshold=0.4, foreach=foreach)
+    b = Bop(p2, gamma=0.25, threshold=0.4, foreach=foreach)
+    changed = 0
+    for t in range(8):
+        for a, c, g in zip(p1, p2, _grads(p1, 80 + t)):
+            a.grad, c.grad = g, g.clone()
+        before = [a.detach().clone() for a in p1]
+        f.step()
+        b.step()
+        changed += sum(int((a != x).sum()) for a, x in zip(p1, before))
+        for a, c in zip(p1, p2):
+            assert torch.equal(a, c), f"step {t}"
+            torch.testing.assert_close(f.state[a]["exp_avg"], b.state[c]["exp_avg"])
+    # with tau = 0 instead, some weight would flip differently: the threshold is exercised
+    p3 = [torch.nn.Parameter(p.detach().clone()) for p in _params(8, shapes=((50, 20), (31,)))]
+    f0 = GradientFilter(p3, order=1, gamma=0.25, threshold=0.0, foreach=foreach)
+    for t in range(8):
+        for a, g in zip(p3, _grads(p3, 80 + t)):
+            a.grad = g
+        f0.step()
+    assert changed > 0 and any(not torch.equal(a, c) for a, c in zip(p3, p2))
+
+
+@pytest.mark.parametrize("foreach", [False, True])
+def test_bmd_latent_step_is_torch_adam(foreach):
+    """BMD's update of w~ is Adam's, step for step (betas not swapped, bias correction kept)."""
+    params = _params(9, shapes=((12, 7), (5,)), binary=False)
+    ref = [torch.nn.Parameter(p.detach().clone()) for p in params]
+    opt = BMD(params, lr=0.03, betas=(0.8, 0.95), eps=1e-6, beta0=1.0, beta_growth=10.0, total_steps=6,
+              foreach=foreach)
+    adam = torch.optim.Adam(ref, lr=0.03, betas=(0.8, 0.95), eps=1e-6, foreach=False)
+    for t in range(6):
+        for p, r, g in zip(params, ref, _grads(params, 90 + t)):
+            p.grad, r.grad = g, g.clone()
+        opt.step()
+        adam.step()
+        for p, r in zip(params, ref):
+            torch.testing.assert_close(p, r, msg=f"step {t}")
+
+
 def test_filter_order2_sets_sign_opposite_to_inertia():
     params, opt = _run("filter2", False, steps=5)
     for p in params:
@@ -192,19 +264,21 @@ def test_bnew_phases():
     w = torch.nn.Parameter(torch.tensor([0.1, -0.2, 0.05, -0.01]))
     opt = BNEW([w], lr=0.05, beta_T=10.0, t_start=t_start, t_lock=t_lock, total_steps=total)
     group = opt.param_groups[0]
-    # eta decays within phase 1, is reset at phase 2; lambda_t = beta (t - S + 1), beta = beta_T / T.
+    # eta decays within phase 1 and again over the rest of the run from phase 2 (the reference's phase-2
+    # run); reg_t = beta (t - S + 1) with beta = beta_T / T, no eta in it.
     assert BNEW.schedule(group, 0) == ("1", 0.05, 0.0)
     assert BNEW.schedule(group, 4)[1] == pytest.approx(0.05 * (1 - 4 / 5))
-    phase, eta, lam = BNEW.schedule(group, 5)
-    assert (phase, eta, lam) == ("2", 0.05, pytest.approx(10.0 / 10))
-    assert BNEW.schedule(group, 14)[2] == pytest.approx(10.0)  # lambda reaches beta_T at the lock
+    phase, eta, reg = BNEW.schedule(group, 5)
+    assert (phase, eta, reg) == ("2", 0.05, pytest.approx(10.0 / 10))
+    assert BNEW.schedule(group, 9)[1:] == (pytest.approx(0.05 * (1 - 4 / 15)), pytest.approx(5.0))
+    assert BNEW.schedule(group, 14)[2] == pytest.approx(10.0)  # reg reaches beta_T at the lock
     assert BNEW.schedule(group, 15)[0] == "4"
     gen = torch.Generator().manual_seed(0)
     for t in range(total):
         w.grad = torch.randn(4, generator=gen)
         before = w.detach().clone()
         opt.step()
-        assert w.abs().max() <= 1.0
+        assert w.abs().max() <= 1.0 + 0.05 * 1.01  # clamp, then one Adam step of size <= ~eta
         if t == lock - 1:
             assert set(w.tolist()) <= {-1.0, 1.0}
             assert opt.is_locked()
@@ -212,14 +286,64 @@ def test_bnew_phases():
             assert torch.equal(w.detach(), before)  # frozen
 
 
-def test_bnew_update_formula():
-    w = torch.nn.Parameter(torch.tensor([0.3, -0.4]))
-    opt = BNEW([w], lr=0.1, beta=2.0, t_start=0.0, t_lock=1.0, total_steps=10, eps=0.0)
-    w.grad = torch.tensor([0.5, 0.5])
-    opt.step()
-    # first Adam direction = sign(g); lambda_0 = beta * 1, eta_0 = lr.
-    expected = (1 + 2 * 2.0 * 0.1) * (torch.tensor([0.3, -0.4]) - 0.1)
-    torch.testing.assert_close(w.detach(), expected.clamp(-1, 1))
+@pytest.mark.parametrize("foreach", [False, True])
+def test_bnew_is_the_reference_recurrence(foreach):
+    """Several steps against the authors' loop (Alasdair-P/bnew binary_main.py + prox.py u_reg):
+    w <- clamp((1 + 2 reg_t) w) after backward, then Adam; a fresh Adam for phase 2; reg_t linear in t."""
+    total, t_start, t_lock, lr, beta_T = 12, 0.25, 0.75, 0.05, 0.6
+    start, lock = bnew_phase_steps(total, t_start, t_lock)
+    assert (start, lock) == (3, 9)
+    params = _params(5, shapes=((6, 4), (9,)), binary=False)
+    with torch.no_grad():
+        for p in params:
+            p.mul_(0.3)
+    ref = [p.detach().clone().double() for p in params]
+    opt = BNEW(params, lr=lr, beta_T=beta_T, t_start=t_start, t_lock=t_lock, total_steps=total, foreach=foreach)
+    ref_params = [torch.nn.Parameter(r) for r in ref]
+    adam = None
+    for t in range(total):
+        grads = _grads(params, 40 + t)
+        for p, g in zip(params, grads):
+            p.grad = g
+        opt.step()
+        if t < lock:
+            if t in (0, start):  # phase 1's Adam, then a fresh one for phase 2
+                adam = torch.optim.Adam(ref_params, lr=lr, foreach=False)
+            if t < start:
+                eta, reg = lr * (1 - t / start), 0.0
+            else:
+                s = t - start
+                eta, reg = lr * (1 - s / (total - start)), beta_T / (lock - start) * (s + 1)
+            with torch.no_grad():
+                for r in ref_params:
+                    r.mul_(1 + 2 * reg).clamp_(-1, 1)
+            for r, g in zip(ref_params, grads):
+                r.grad = g.double()
+            adam.param_groups[0]["lr"] = eta
+            adam.step()
+            if t == lock - 1:
+                with torch.no_grad():
+                    for r in ref_params:
+                        r.copy_(torch.where(r >= 0, 1.0, -1.0))
+        for p, r in zip(params, ref_params):
+            torch.testing.assert_close(p.detach().double(), r.detach(), rtol=1e-5, atol=1e-6, msg=f"step {t}")
+    assert all(set(p.unique().tolist()) <= {-1.0, 1.0} for p in params)
+
+
+def test_bnew_evaluates_the_sign_network():
+    from bnn_tune.nn import BinaryLinear
+    from bnn_tune.optim import install_clip_quantizers, relaxed_weights
+
+    layer = BinaryLinear(3, 2, input_quantizer=None)
+    install_clip_quantizers(layer)
+    with torch.no_grad():
+        layer.weight.copy_(torch.tensor([[0.5, -0.25, 0.0], [-0.9, 0.1, 0.3]]))
+    w = layer.weight.detach()
+    assert torch.equal(layer.train().quantized_weight(), w)  # training: the relaxed weight
+    assert torch.equal(layer.eval().quantized_weight(), torch.where(w >= 0, 1.0, -1.0))  # eval: the sign
+    with relaxed_weights(layer):
+        assert torch.equal(layer.quantized_weight(), w)
+    assert torch.equal(layer.quantized_weight(), torch.where(w >= 0, 1.0, -1.0))
 
 
 # ----------------------------------------------------------------------------- foreach parity
@@ -296,5 +420,5 @@ def test_bad_hyperparameters_raise(make, message):
 def test_hyperparameters_live_in_param_groups():
     assert {"gamma", "threshold"} <= set(Bop(P).param_groups[0])
     assert {"order", "gamma", "alpha", "threshold"} <= set(GradientFilter(P).param_groups[0])
-    assert {"beta_T", "t_lock", "t_start", "lambda_t"} <= set(BNEW(P, beta_T=1.0, total_steps=5).param_groups[0])
+    assert {"beta_T", "t_lock", "t_start", "reg_t"} <= set(BNEW(P, beta_T=1.0, total_steps=5).param_groups[0])
     assert {"beta0", "beta_growth", "beta"} <= set(BMD(P, total_steps=5).param_groups[0])

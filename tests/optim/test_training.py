@@ -140,6 +140,87 @@ def test_alpha_schedule_for_filter(digits):
     assert [m.as_dict()["hp/alpha"] for m in r.history] == pytest.approx([0.01, 0.0])
 
 
+def test_lr_schedule_moves_only_the_real_parameters_adam(digits):
+    cfg = {**BASE, "optimizer": "latent_adam", "latent_lr": 0.02, "lr": 1e-3, "epochs": 2, "max_steps_per_epoch": 2,
+           "lr_schedule": {"type": "step", "every": 1, "factor": 0.5}}
+    tr = Trainer(cfg, data=digits)
+    tr.run()
+    assert [g["lr"] for g in tr.optimizer.optimizers["real"].param_groups] == pytest.approx([2.5e-4])
+    assert [g["lr"] for g in tr.optimizer.binary.param_groups] == [0.02]  # the binary rate is latent_lr's
+
+
+@pytest.mark.parametrize("name", ["latent_adam", "bmd", "bnew"])
+def test_latent_lr_schedule_drives_only_the_binary_rate(name, digits):
+    cfg = {**BASE, "optimizer": name, "latent_lr": 0.02, "lr": 1e-3, "epochs": 2, "max_steps_per_epoch": 2,
+           "latent_lr_schedule": "step:every=1,factor=0.1"}
+    r = fit(cfg, data=digits)
+    assert [m.as_dict()["hp/latent_lr"] for m in r.history] == pytest.approx([2e-3, 2e-4])
+    tr = Trainer(cfg, data=digits)
+    tr.train_epoch()
+    assert [g["lr"] for g in tr.optimizer.binary.param_groups] == pytest.approx([2e-3])
+    assert [g["lr"] for g in tr.optimizer.optimizers["real"].param_groups] == [1e-3]
+
+
+def test_every_schedulable_key_reaches_a_param_group():
+    for name in optim.list_optimizers():
+        spec = optim.get(name)
+        opt = spec.validate(dict(spec.hyperparameters))
+        for key in spec.schedulable:
+            assert any(spec.group_key(key) in g for g in opt.param_groups), (name, key)
+
+
+def test_schedule_key_no_group_carries_is_rejected_at_config_time(monkeypatch):
+    from bnn_tune.optim import _registry
+
+    monkeypatch.setattr(_registry, "_REGISTRY", dict(_registry._REGISTRY))
+    optim.register("sgd_with_extra", torch.optim.SGD, hyperparameters={"momentum": 0.0, "extra": 1.0},
+                   make=lambda params, h, *, lr, **_c: torch.optim.SGD(params, lr=lr, momentum=h["momentum"]))
+    from bnn_tune.config import TrialConfig
+
+    TrialConfig.from_dict({"optimizer": "sgd_with_extra", "momentum_schedule": "constant"})
+    with pytest.raises(ConfigError, match=r"`extra_schedule`: no parameter group of optimizer 'sgd_with_extra' "
+                                          r"carries 'extra'"):
+        TrialConfig.from_dict({"optimizer": "sgd_with_extra", "extra_schedule": "constant"})
+    with pytest.raises(ConfigError, match="Unknown key 'beta0_schedule'"):  # BMD's beta follows its own law
+        TrialConfig.from_dict({"optimizer": "bmd", "beta0_schedule": "constant"})
+
+
+def test_bnew_validation_is_the_sign_network_and_relaxed_is_reported(digits):
+    import copy
+
+    from bnn_tune.optim import relaxed_weights
+
+    tr = Trainer({**BASE, "optimizer": "bnew", "epochs": 4, "lr": 1e-3, "max_steps_per_epoch": 6}, data=digits)
+    m = tr.train_epoch()
+    assert not tr.optimizer.binary.is_locked()
+    signed = copy.deepcopy(tr.model).eval()
+    with torch.no_grad():
+        for _, p in binary_parameters(signed):
+            p.copy_(binarize(p))
+    x, y = tr.data.x_val, tr.data.y_val
+    with relaxed_weights(signed):
+        sign_acc = (signed(x).argmax(1) == y).float().mean().item()
+    with relaxed_weights(tr.model.eval()):
+        relaxed_acc = (tr.model(x).argmax(1) == y).float().mean().item()
+    assert m.val_acc == pytest.approx(sign_acc)
+    assert m.as_dict()["val_acc_relaxed"] == pytest.approx(relaxed_acc)
+    assert sign_acc != relaxed_acc  # the two networks differ before the lock
+    assert "val_acc_relaxed" not in fit({**BASE, "optimizer": "bop", "epochs": 1, "max_steps_per_epoch": 2},
+                                        data=digits).history[0].as_dict()
+
+
+def test_flip_rule_does_not_stop_bnew_after_the_lock(digits):
+    from plugins._collapse import FlipRateCollapseRule
+
+    r = fit({**BASE, "optimizer": "bnew", "epochs": 5, "t_start": 0.1, "t_lock": 0.3, "max_steps_per_epoch": 4},
+            data=digits)
+    lfr = [m.log_flip_rate for m in r.history]
+    assert all(x == x for x in lfr[:2]) and all(x != x for x in lfr[2:])  # NaN once frozen for a whole epoch
+    rule = FlipRateCollapseRule(n_warmup_steps=1, patience=2)
+    assert not rule.decide(lfr, [0.5] * len(lfr)).stop
+    assert rule.decide([*lfr[:2], -9.0, -9.0, -9.0], [0.5] * 5).stop  # what a 0 flip rate would have done
+
+
 @pytest.mark.parametrize(
     ("config", "message"),
     [
@@ -174,7 +255,7 @@ def test_bnew_default_regulariser_pushes_weights_to_the_corners(digits):
     means = {}
     for extra in ({"beta": 0.0}, {}):
         tr = Trainer({**BASE, "optimizer": "bnew", "epochs": 5, **extra}, data=digits)
-        for _ in range(3):  # 54 of 90 steps; the lock is at step 72
+        for _ in range(3):  # 54 of 90 steps; the lock is at step 88
             tr.train_epoch()
         assert not tr.optimizer.binary.is_locked()
         means[bool(extra)] = torch.cat([p.detach().abs().flatten() for _, p in binary_parameters(tr.model)]).mean()
