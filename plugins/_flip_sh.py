@@ -9,7 +9,8 @@ name and a one-sentence reason so a report can say what each rule saved:
   it spends a whole epoch on successive halving's first rung. A run that was ever active is never
   judged here, so a late, legitimate decay (gamma schedule, BNEW's lock) is left to the other rules.
 * ``flip-collapse`` (epoch): :class:`plugins.FlipRateCollapseRule` (collapsed for ``patience`` reports while
-  the objective does not improve, and not within ``margin`` of the best completed trial).
+  the objective does not improve, and not within ``margin`` of the best completed trial; never before a
+  trial completed).
 * ``protect`` (epoch): when successive halving wants to stop a run, keep it if it is a late bloomer: its
   flip rate is healthy (above ``floor`` and not ``relative_drop`` below its own peak) *and* its objective
   rose by at least ``min_rise`` per report over the last ``window`` reports *and* that slope, carried over
@@ -61,6 +62,7 @@ class FlipSHRule:
         window: reports over which a late bloomer's rise is measured (>= 1).
         min_rise: objective rise per report (objective units) that counts as blooming; ``None`` disables
             ``protect``.
+        use_collapse: whether ``flip-collapse`` runs (False: only ``flip-early`` and ``protect``).
 
     Example:
         >>> rule = FlipSHRule(sub_patience=1)
@@ -81,6 +83,7 @@ class FlipSHRule:
         margin: float = 0.02,
         window: int = 2,
         min_rise: float | None = 0.01,
+        use_collapse: bool = True,
     ) -> None:
         self.collapse = FlipRateCollapseRule(n_warmup_steps=0, patience=patience, floor=floor,
                                              relative_drop=relative_drop, min_improvement=min_improvement,
@@ -98,6 +101,7 @@ class FlipSHRule:
         self.min_rise = None if min_rise is None else float(min_rise)
         self.margin = float(margin)
         self.relative_drop = relative_drop
+        self.use_collapse = bool(use_collapse)
 
     def __repr__(self) -> str:
         c = self.collapse
@@ -122,7 +126,12 @@ class FlipSHRule:
     # ------------------------------------------------------------------ epoch
     def collapsed(self, log_flip_rates: Sequence[float], values: Sequence[float], *,
                   best_value: float | None, maximize: bool = True) -> RuleDecision:
-        """``flip-collapse``: :class:`FlipRateCollapseRule`'s decision."""
+        """``flip-collapse``: :class:`FlipRateCollapseRule`'s decision, only once a best value exists (before
+        the first completed trial nothing says the collapsed run is not the best one) and when enabled."""
+        if not self.use_collapse:
+            return RuleDecision(False, "flip-collapse", "the collapse rule is off")
+        if best_value is None or not _finite(best_value):
+            return RuleDecision(False, "flip-collapse", "no completed trial to compare with yet")
         d: CollapseDecision = self.collapse.decide(log_flip_rates, values, best_value=best_value, maximize=maximize)
         return RuleDecision(d.stop, "flip-collapse", d.reason)
 

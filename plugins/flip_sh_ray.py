@@ -46,6 +46,13 @@ class FlipSHScheduler(FlipRateScheduler):
         self._subs: dict[str, dict[int, list[float]]] = {}
         self._max_t = max_t
         self.protected: dict[str, str] = {}
+        self._completed: dict[str, float] = {}  # final value per completed trial, sign-adjusted
+
+    def on_trial_complete(self, tune_controller, trial, result: dict[str, Any]) -> None:
+        value = _number((result or {}).get(self.metric)) if self.metric else None
+        if value is not None and math.isfinite(value) and trial.trial_id not in self._tracker.stop_reasons:
+            self._completed[trial.trial_id] = value if self.mode == "max" else -value
+        super().on_trial_complete(tune_controller, trial, result)
 
     def __repr__(self) -> str:
         return f"FlipSHScheduler({type(self._scheduler).__name__}(...), metric={self.metric!r}, rule={self.flip_sh!r})"
@@ -70,17 +77,20 @@ class FlipSHScheduler(FlipRateScheduler):
             early = self.flip_sh.frozen_early(all_subs)
             if early.stop:
                 return self._stop(trial, result, early.message())
-        decision = self._tracker.observe(tid, result, metric, mode)
-        if decision is not None and decision.stop:
-            return self._stop(trial, result, f"flip-collapse: {decision.reason}")
-        action = self._scheduler.on_trial_result(tune_controller, trial, result)
-        if action != TrialScheduler.STOP or tid not in self._tracker.series:
-            return action
-        series = self._tracker.series[tid]
+        self._tracker.observe(tid, result, metric, mode)  # records the series (its own verdict is not used)
+        series = self._tracker.series.get(tid, {})
         ordered = [series[k] for k in sorted(series)]
         sign = 1.0 if mode == "max" else -1.0
-        others = [v for t, v in self._tracker.best.items() if t != tid]
-        best_value = sign * max(others) if others else None
+        # like the Optuna pruner: the best *completed* trial's final value
+        best_value = sign * max(self._completed.values()) if self._completed else None
+        if ordered:
+            decision = self.flip_sh.collapsed([x for x, _ in ordered], [v for _, v in ordered], best_value=best_value,
+                                              maximize=mode == "max")
+            if decision.stop:
+                return self._stop(trial, result, decision.message())
+        action = self._scheduler.on_trial_result(tune_controller, trial, result)
+        if action != TrialScheduler.STOP or not ordered:
+            return action
         max_t = self._max_t or _number(getattr(self._scheduler, "_max_t", None)) or 0
         keep = self.flip_sh.protect([x for x, _ in ordered], [v for _, v in ordered],
                                     remaining=int(max(max_t - it, 0)) if math.isfinite(max_t) else 0,

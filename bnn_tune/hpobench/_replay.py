@@ -85,8 +85,10 @@ Hyperband (the recommended strategy); ``flip-or+asha`` and ``flip+median`` are t
 ``FlipRatePruner(inner, combine="or")``."""
 
 
-def make_pruner(name: str) -> Any:
-    """A fresh pruner called ``name`` (one of :data:`PRUNERS`)."""
+def make_pruner(name: str | Callable[[], Any]) -> Any:
+    """A fresh pruner called ``name`` (one of :data:`PRUNERS`), or ``name()`` for a factory (tuning)."""
+    if callable(name):
+        return name()
     if name not in PRUNERS:
         raise ValueError(f"Unknown pruner {name!r}. Known pruners: {list(PRUNERS)}.")
     return PRUNERS[name]()
@@ -125,8 +127,8 @@ def replay(
     task: str,
     *,
     sampler: str = "tpe",
-    pruner: str = "asha",
-    space: str = "reinterpreted",
+    pruner: str | Callable[[], Any] = "asha",
+    space: str | Callable[[Any], dict[str, Any]] = "reinterpreted",
     seed: int = 0,
     n_trials: int | None = None,
     data_dir: str | None = None,
@@ -135,8 +137,9 @@ def replay(
 
     Args:
         sampler: ``"tpe"``, ``"random"`` or ``"qmc"`` (seeded with ``seed``).
-        pruner: a name in :data:`PRUNERS`.
-        space: ``"reinterpreted"`` (the space module's ``suggest``) or ``"naive"`` (its ``naive_suggest``).
+        pruner: a name in :data:`PRUNERS`, or a zero-argument factory of an Optuna pruner.
+        space: ``"reinterpreted"`` (the space module's ``suggest``), ``"naive"`` (its ``naive_suggest``) or
+            a ``suggest(trial)`` callable returning grid keys (to measure a candidate space).
         seed: sampler seed; also picks each trial's recorded training seed.
         n_trials: trials in the study (default: 60).
         data_dir: folder of recorded ``<task>.npz`` (default: the package's data).
@@ -153,12 +156,15 @@ def replay(
 
     tk = get_task(task)
     table = load(task, data_dir=data_dir)
-    if space not in SPACES:
-        raise ValueError(f"Unknown space {space!r}. Known spaces: {list(SPACES)}.")
-    if space == "naive" and not tk.naive:
-        raise ValueError(f"Task {task!r} has no naive twin on its grid; use space='reinterpreted'.")
-    module = search_spaces.get(tk.space)
-    suggest = module.suggest if space == "reinterpreted" else module.naive_suggest
+    if callable(space):
+        suggest = space
+    else:
+        if space not in SPACES:
+            raise ValueError(f"Unknown space {space!r}. Known spaces: {list(SPACES)}.")
+        if space == "naive" and not tk.naive:
+            raise ValueError(f"Task {task!r} has no naive twin on its grid; use space='reinterpreted'.")
+        module = search_spaces.get(tk.space)
+        suggest = module.suggest if space == "reinterpreted" else module.naive_suggest
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ValueError(f"`seed` must be an integer, but got seed={seed!r}.")
     n_trials = 60 if n_trials is None else n_trials

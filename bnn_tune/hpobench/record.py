@@ -1,7 +1,7 @@
 """Record a task's learning curves: every grid point x training seed, every epoch, sub-epoch flip rates.
 
 Framework-free: trains with :func:`bnn_tune.train.fit` and an epoch callback; the sub-epoch flip rate is
-read from the trainer's :class:`~bnn_tune.metrics.FlipCounter` by a step post-hook every 1/8 epoch. The
+read by :class:`~bnn_tune.metrics.SubEpochFlipRates` (a step post-hook on the trainer's flip counter). The
 result is one compressed ``.npz`` per task with float32 arrays shaped ``(configs, seeds, epochs)`` (and
 ``(configs, seeds, epochs * 8)`` for the sub-epoch flip rate) plus a JSON ``meta`` entry with the grid,
 the exact command, settings, date, machine and the recording's wall time.
@@ -25,6 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from bnn_tune.metrics import SubEpochFlipRates
+
 from .tasks import SUB_EPOCH_POINTS, Task, get_task
 
 __all__ = ["CURVES", "grid_configs", "record_run", "record_task"]
@@ -41,11 +43,6 @@ def grid_configs(task: Task) -> list[dict[str, Any]]:
     return [dict(zip(keys, values)) for values in itertools.product(*(task.grid[k] for k in keys))]
 
 
-def _boundaries(steps: int, points: int = SUB_EPOCH_POINTS) -> list[int]:
-    """Step counts (1-based, within an epoch) after which a sub-epoch flip rate is taken."""
-    return [max(1, round(steps * (k + 1) / points)) for k in range(points)]
-
-
 def record_run(task: Task, params: dict[str, Any], seed: int) -> dict[str, list[float]]:
     """Train one grid point with one training seed; returns ``{curve: [per epoch]}`` and ``sub_flip_rate``.
 
@@ -59,17 +56,6 @@ def record_run(task: Task, params: dict[str, Any], seed: int) -> dict[str, list[
     if key not in _DATA_CACHE:
         _DATA_CACHE[key] = load_dataset(cfg["dataset"], val_fraction=cfg.get("val_fraction", 0.2))
     out: dict[str, list[float]] = {k: [] for k in CURVES}
-    sub: list[float] = []
-    state: dict[str, Any] = {}
-
-    def on_step(*_: Any) -> None:
-        flips = state["trainer"].flips
-        n = flips.steps
-        if n in state["bounds"] and n != state["last_steps"]:
-            total = flips.summary()["flips"]
-            d_steps, d_flips = n - state["last_steps"], total - state["last_flips"]
-            sub.append(d_flips / (sum(flips.sizes) * max(d_steps, 1)))
-            state["last_steps"], state["last_flips"] = n, total
 
     def callback(m: Any, trainer: Any) -> bool:
         test_loss, test_acc = trainer.evaluate("test")
@@ -77,13 +63,12 @@ def record_run(task: Task, params: dict[str, Any], seed: int) -> dict[str, list[
                      ("test_loss", test_loss), ("train_loss", m.train_loss), ("flip_rate", m.flip_rate),
                      ("log_flip_rate", m.log_flip_rate)):
             out[k].append(float(v))
-        state["last_steps"], state["last_flips"] = 0, 0
         return False
 
     trainer = Trainer(cfg, data=_DATA_CACHE[key])
-    state.update(trainer=trainer, bounds=set(_boundaries(trainer.steps_per_epoch)), last_steps=0, last_flips=0)
-    trainer.optimizer.register_step_post_hook(on_step)  # after the FlipCounter's hook: counts are current
+    subs = SubEpochFlipRates(trainer.flips, trainer.steps_per_epoch, SUB_EPOCH_POINTS).attach(trainer.optimizer)
     result = trainer.run(callback)  # Trainer.run is what fit() calls; the trainer is needed for the hook
+    sub = list(subs.rates)
     epochs = task.epochs
     for k in CURVES:
         out[k] += [math.nan] * (epochs - len(out[k]))

@@ -108,3 +108,11 @@ def test_pruner_collapse_rule_stops_collapsed_loser_the_wrapped_pruner_keeps():
     pruned, step, n = _run(study, [0.6, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5], [-3.0, -9.0, -9.0] + [-9.0] * 6)
     assert pruned and step == 3
     assert study.trials[n].user_attrs[PRUNE_REASON_ATTR].startswith("flip-collapse: ")
+
+
+def test_collapse_waits_for_a_completed_trial_and_can_be_switched_off():
+    rule = FlipSHRule(patience=2)
+    frozen = ([-3.0, -9.0, -9.0], [0.5, 0.4, 0.4])
+    assert not rule.collapsed(*frozen, best_value=None).stop  # nothing says it is not the best run yet
+    assert rule.collapsed(*frozen, best_value=0.9).message().startswith("flip-collapse: ")
+    assert not FlipSHRule(use_collapse=False).collapsed(*frozen, best_value=0.9).stop

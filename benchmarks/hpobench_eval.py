@@ -1,0 +1,163 @@
+"""Evaluate pruning strategies and search spaces on the recorded BNN tabular benchmark (bnn_tune.hpobench).
+
+For every recorded task: replayed Optuna searches (TPE, 60 trials) on held-out sampler seeds with each
+pruner -> median and interquartile range of trial-epochs and trials to the target (0.5 pp below the
+table's best mean final val accuracy), how often the table's best config was pruned, and who stopped
+what; the reinterpreted space against its naive twin (no pruner, trials to target); one plot per task of
+trial-epochs vs best-so-far (median over seeds) per strategy. The flip+asha settings were chosen on seeds
+0-99 only (``--tune`` re-runs that comparison); the held-out seeds default to 1000-1039.
+
+    python benchmarks/hpobench_eval.py [--seeds 1000-1039] [--context-seeds 1000-1009] [--workers 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bnn_tune.hpobench import tasks  # noqa: E402
+from bnn_tune.hpobench.evaluate import aggregate, parse_seeds  # noqa: E402
+from bnn_tune.hpobench.tasks import get_task  # noqa: E402
+
+MAIN = ("asha", "flip+asha")
+CONTEXT = ("none", "median", "hyperband", "flip", "flip+median", "flip-or+asha", "flip+hyperband")
+
+
+def _one(args):
+    task, pruner, space, seed = args
+    from bnn_tune.hpobench import replay
+
+    r = replay(task, pruner=pruner, space=space, seed=seed)
+    return task, pruner, space, seed, r
+
+
+def run(jobs, workers):
+    if workers <= 1:
+        return [_one(j) for j in jobs]
+    with ProcessPoolExecutor(workers) as ex:
+        return list(ex.map(_one, jobs, chunksize=4))
+
+
+def median_curve(curves, grid):
+    """Median over seeds of best-so-far (a step function of cumulative trial-epochs) on ``grid``."""
+    ys = []
+    for c in curves:
+        xs = np.array([x for x, _ in c])
+        vs = np.array([v if v == v else 0.0 for _, v in c])
+        idx = np.searchsorted(xs, grid, side="right") - 1
+        ys.append(np.where(idx >= 0, vs[np.clip(idx, 0, None)], np.nan))
+    return np.nanmedian(np.array(ys), axis=0)
+
+
+def plot(task, by_pruner, target, out):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    xmax = max(c[-1][0] for cs in by_pruner.values() for c in cs)
+    grid = np.linspace(0, xmax, 300)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for p, cs in by_pruner.items():
+        ax.plot(grid, median_curve(cs, grid), label=p, lw=2 if p in MAIN else 1)
+    ax.axhline(target, color="k", ls=":", lw=1, label="target")
+    ax.set_xlabel("trial-epochs (cumulative)")
+    ax.set_ylabel("best final val acc so far (median over seeds)")
+    ax.set_title(f"hpobench {task}")
+    lo = min(np.nanmin(median_curve(cs, grid[grid > 0])) for cs in by_pruner.values())
+    ax.set_ylim(max(lo - 0.02, 0), target + 0.02)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
+def fmt(q, d):
+    return "never" if q[0] == math.inf else f"{q[0]:.{d}f} [{q[1]:.{d}f}, {'inf' if q[2] == math.inf else f'{q[2]:.{d}f}'}]"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seeds", default="1000-1039", help="held-out sampler seeds for asha vs flip+asha and spaces")
+    ap.add_argument("--context-seeds", default="1000-1009", help="seeds for the other pruners (context)")
+    ap.add_argument("--tasks", default=None, help="comma-separated (default: all recorded)")
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    a = ap.parse_args()
+    seeds, ctx = parse_seeds(a.seeds), parse_seeds(a.context_seeds)
+    names = a.tasks.split(",") if a.tasks else tasks()
+    jobs = []
+    for t in names:
+        jobs += [(t, p, "reinterpreted", s) for p in MAIN for s in seeds]
+        jobs += [(t, p, "reinterpreted", s) for p in CONTEXT for s in ctx]
+        if get_task(t).naive:
+            jobs += [(t, "none", "naive", s) for s in seeds]
+    t0 = time.time()
+    results = run(jobs, a.workers)
+    wall = time.time() - t0
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    summary: dict = {"seeds": a.seeds, "context_seeds": a.context_seeds, "wall_seconds": round(wall, 1),
+                     "n_trials": 60, "sampler": "tpe", "tasks": {}}
+    for t in names:
+        from bnn_tune.hpobench import load
+
+        table = load(t)
+        rows = {}
+        curves = {}
+        for p in (*MAIN, *CONTEXT):
+            rs = [r for (tt, pp, sp, _s, r) in results if tt == t and pp == p and sp == "reinterpreted"]
+            rows[p] = aggregate(rs)
+            curves[p] = [r["best_so_far"] for r in rs]
+        spaces = {"reinterpreted": aggregate([r for (tt, pp, sp, s, r) in results if tt == t and pp == "none"
+                                              and sp == "reinterpreted" and s in seeds])}
+        naive = [r for (tt, pp, sp, _s, r) in results if tt == t and sp == "naive"]
+        if naive:
+            spaces["naive"] = aggregate(naive)
+        a_res = {s: r for (tt, pp, sp, s, r) in results if tt == t and pp == "asha" and sp == "reinterpreted"}
+        f_res = {s: r for (tt, pp, sp, s, r) in results if tt == t and pp == "flip+asha" and sp == "reinterpreted"}
+        ratios = [f_res[s]["trial_epochs_to_target"] / a_res[s]["trial_epochs_to_target"] for s in seeds
+                  if f_res[s]["trial_epochs_to_target"] and a_res[s]["trial_epochs_to_target"]]
+        ratio_total = [f_res[s]["trial_epochs_total"] / a_res[s]["trial_epochs_total"] for s in seeds]
+        fa, aa = rows["flip+asha"]["trial_epochs_to_target"][0], rows["asha"]["trial_epochs_to_target"][0]
+        summary["tasks"][t] = {
+            "description": get_task(t).description, "configs": len(table.configs), "epochs": table.epochs,
+            "best_final_val": table.best_final_val, "best_config": table.configs[table.best_config],
+            "recording": {k: table.meta[k] for k in ("command", "date", "machine", "wall_seconds", "run_seconds")},
+            "pruners": rows, "spaces": spaces,
+            "flip_asha_over_asha_epochs_to_target": fa / aa if math.isfinite(fa) and math.isfinite(aa) else None,
+            "paired_ratio_epochs_to_target": list(np.percentile(ratios, [50, 25, 75])) if ratios else None,
+            "paired_ratio_epochs_total": list(np.percentile(ratio_total, [50, 25, 75])),
+        }
+        plot(t, curves, table.target(), out / f"hpobench_{t}.png")
+    (out / "hpobench.json").write_text(json.dumps(summary, indent=1, default=float))
+    for t, s in summary["tasks"].items():
+        print(f"\n## {t}: {s['description']} ({s['configs']} configs, best {s['best_final_val']:.4f})")
+        print("| pruner | seeds | trial-epochs to target | trials to target | trial-epochs total | reached | "
+              "best config pruned | stopped by |")
+        print("|---|---|---|---|---|---|---|---|")
+        for p, r in s["pruners"].items():
+            print(f"| {p} | {r['n']} | {fmt(r['trial_epochs_to_target'], 1)} | {fmt(r['trials_to_target'], 0)} | "
+                  f"{fmt(r['trial_epochs_total'], 1)} | {r['reached']:.0%} | {r['best_config_pruned']:.0%} | "
+                  f"{', '.join(f'{k} {v}' for k, v in sorted(r['stop_rules'].items()))} |")
+        print(f"flip+asha / asha trial-epochs to target (medians): {s['flip_asha_over_asha_epochs_to_target']}; "
+              f"paired per seed [median, q25, q75]: {s['paired_ratio_epochs_to_target']}; "
+              f"total: {s['paired_ratio_epochs_total']}")
+        for sp, r in s["spaces"].items():
+            print(f"space {sp}: trials to target {fmt(r['trials_to_target'], 0)}, reached {r['reached']:.0%}")
+    print(f"\nwall {wall:.0f} s for {len(jobs)} replays")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
