@@ -7,7 +7,7 @@ export RAY_AUTH_MODE ?= disabled
 export RAY_USAGE_STATS_ENABLED ?= 0
 export MPLBACKEND ?= Agg
 
-.PHONY: setup run test test-slow bench-quick lint clean
+.PHONY: setup run test test-slow bench-quick gpu-check lint clean
 
 setup: $(STAMP)
 
@@ -34,6 +34,23 @@ test-slow: setup
 # Every benchmark script on small settings (CI checks they run; full runs write BENCHMARKS.md's figures).
 bench-quick: setup
 	$(PY) benchmarks/run_all.py --quick
+
+# On a fresh GPU machine, one command (< 10 min): set up, build the CUDA kernels with NVRTC (no CUDA toolkit
+# needed), run every `cuda` test (they fail, not skip, when a GPU is visible but the kernels cannot be built),
+# a compute-sanitizer memcheck pass on the odd-shape test where compute-sanitizer is installed (torch's caching
+# allocator off, so an out-of-bounds access leaves its own allocation), then `bnn-tune bench --device cuda`
+# with its compact table (us, speed-up vs cuBLAS fp16/bf16 and int8 _int_mm, GB/s, % of copy bandwidth).
+GPU_OUT ?= runs/gpu-check
+SANITIZER ?= $(shell command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null)
+gpu-check: setup
+	@$(PY) -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 'error: make gpu-check needs a CUDA GPU, but torch.cuda.is_available() is False.')"
+	$(PY) -c "from bnn_tune.kernels import _nvrtc, cuda; import torch; print(torch.cuda.get_device_name(), 'compiler:', _nvrtc.compiler()); [print(' ', p) for p in cuda.build()]"
+	$(PY) -m pytest -q -m cuda tests/kernels tests/export
+	@if [ -n "$(SANITIZER)" ]; then \
+		PYTORCH_NO_CUDA_MEMORY_CACHING=1 $(SANITIZER) --tool memcheck --error-exitcode 1 \
+			$(PY) -m pytest -q -m cuda -p no:cacheprovider tests/kernels/test_cuda_gpu.py -k "odd_shapes or bad_arguments"; \
+	else echo "compute-sanitizer not found: memcheck pass skipped"; fi
+	$(VENV)/bin/bnn-tune bench --device cuda --quick --out $(GPU_OUT)
 
 lint: setup
 	$(VENV)/bin/ruff check .

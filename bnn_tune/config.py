@@ -24,6 +24,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import data, nn, optim
+from .schedules import validate_schedule
+
 __all__ = ["COMMON_KEYS", "ConfigError", "TrialConfig"]
 
 
@@ -107,8 +110,6 @@ class TrialConfig:
     @classmethod
     def from_dict(cls, config: Mapping[str, Any]) -> TrialConfig:
         """Validate a flat config dict (unknown keys and out-of-range values raise :class:`ConfigError`)."""
-        from . import data, nn, optim
-
         if not isinstance(config, Mapping):
             raise ConfigError(f"A config must be a mapping of keys to values, but got {type(config).__name__}.")
         config = dict(config)
@@ -171,8 +172,6 @@ class TrialConfig:
         except (ValueError, TypeError) as exc:
             raise ConfigError(str(exc)) from None
         if self.schedules:
-            from .optim import validate_schedule
-
             for key, sched in self.schedules.items():
                 try:
                     validate_schedule(key, sched)
@@ -216,3 +215,5 @@ COMMON_KEYS: tuple[str, ...] = tuple(
     f.name for f in dataclasses.fields(TrialConfig) if f.name not in ("optimizer_params", "schedules")
 )
 """The config keys every trial accepts, whatever its optimizer."""
+
+optim.reserve_config_keys(COMMON_KEYS)

@@ -132,13 +132,13 @@ viz.plot_param_importances(study);
     md("""
 ## The HTML report
 
-`bnn-tune report RUN_DIR` (or `bnn_tune.report.write_report`) turns the run directory into one
+`bnn-tune report RUN_DIR` (or `bnn_tune.search.report.write_report`) turns the run directory into one
 self-contained HTML page: ranking table, flip-rate and accuracy curves, pruned vs completed, importance,
 and the kernel benchmark when the directory holds a `bench.json` (see notebook 04). The study can also
 be browsed live with `optuna-dashboard sqlite:///<RUN>/study.db`.
 """),
     code('''
-from bnn_tune.report import write_report
+from bnn_tune.search.report import write_report
 path = write_report(RUN)
 print(path, f"{path.stat().st_size / 1e3:.0f} kB")
 '''),
@@ -227,7 +227,7 @@ The experiment directory is plain files (`params.json`, `result.json`, `checkpoi
 checkpoint from it.
 """),
     code('''
-from bnn_tune.report import write_report
+from bnn_tune.search.report import write_report
 print(write_report(STORAGE))
 ray.shutdown()
 '''),
@@ -476,7 +476,7 @@ path is numpy popcount code: on tiny MLP layers it does not beat PyTorch's fp32 
 are what this machine measures, not a claim.
 """),
     code('''
-from bnn_tune.kernels import benchmark_model, format_table
+from bnn_tune.export import benchmark_model, format_table
 from rich.console import Console
 
 res = benchmark_model("mlp", (1, 8, 8), 10, width=0.5, quick=True, packed=packed, include_large_layer=True,
@@ -503,7 +503,7 @@ The export directory also feeds the report: `bnn-tune report RUN` puts the bench
 next to the search's curves.
 """),
     code('''
-from bnn_tune.report import write_report
+from bnn_tune.search.report import write_report
 print(write_report(RUN))
 '''),
 ]

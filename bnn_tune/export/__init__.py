@@ -9,6 +9,8 @@
 * :func:`load_packed`: read and verify a file (checksum, format version); never unpickles.
 * :class:`PackedModel`: ``logits(x)`` / ``predict(x)`` on the CPU packed kernels, or
   ``device="cuda"`` on the CUDA kernels.
+* :func:`benchmark_model`, :func:`format_table`, :func:`plot_results`: packed kernels vs the float
+  twin, per layer and whole model (``bnn-tune bench``; :mod:`bnn_tune.export._bench`).
 * :func:`export_best`: the best trial of a Ray Tune or Optuna search -> ``config.json``,
   ``model.bnn.safetensors``, ``bench.json``, ``bench.png``, ``export.json`` (CLI ``bnn-tune export``).
 
@@ -24,6 +26,7 @@ Example:
 
 from __future__ import annotations
 
+from ._bench import benchmark_model, format_table, plot_results, randomize_model
 from ._format import FORMAT_VERSION, PackedFormatError
 from ._model import PackedModel, load_packed, pack_model, save_packed
 
@@ -31,9 +34,13 @@ __all__ = [
     "FORMAT_VERSION",
     "PackedFormatError",
     "PackedModel",
+    "benchmark_model",
     "export_best",
+    "format_table",
     "load_packed",
     "pack_model",
+    "plot_results",
+    "randomize_model",
     "save_packed",
 ]
 

@@ -1,14 +1,20 @@
 """Run a :class:`~bnn_tune.export.PackedModel` on a GPU with the CUDA kernels.
 
-Binary layers: activations are signed and packed on the GPU (``bnn_pack_sign``), then batch <= 16
-linear layers use the CUDA-core GEMV and everything else (larger batches, convolutions after
-``unfold``) the tensor-core AND-popcount GEMM; folded thresholds are applied to the int32 outputs.
-Real layers, pools and batch-norms run as torch ops on the GPU. Between layers, binary activations are
-kept as +-1 float tensors (simple and general; the GEMV's fused threshold-to-packed-bits output is
-what a chained deployment would use instead).
+Binary linear layers: activations are signed and packed on the GPU (``bnn_pack_sign``), then batch <= 16
+uses the CUDA-core GEMV and larger batches the tensor-core AND-popcount GEMM. Binary convolutions are a
+bit-packed implicit GEMM: the input is signed and packed once into NHWC words with its padding
+(``bnn_pack_nhwc``), and the tensor-core kernel (``bnn_bconv``) gathers every output pixel's patch from
+them; no im2col matrix and no fp32 copy of the patches is made. Folded thresholds are applied to the
+int32 outputs. Real layers, pools and batch-norms run as torch ops on the GPU.
 
-Convolution weights are re-packed once at load from the file's ``(kh, kw, c)`` patch order to
-``unfold``'s ``(c, kh, kw)`` order.
+Between binary linear layers at batch <= 16 the activations stay packed: a thresholded layer runs the
+GEMV with its fused threshold output (the next layer's packed words, :class:`_PackedBits`) and the next
+binary linear layer reads them as they are. Any other consumer (real layers, pools, convolutions,
+residual sums, the final logits) gets them unpacked to +-1 floats; convolution outputs are thresholded
+to +-1 floats.
+
+Convolution weights are re-laid out once at load from the file's ``(kh, kw, c)`` bit order to the
+tap-aligned words of :func:`~bnn_tune.kernels.cuda.tap_aligned_weight` (each tap's channels start on a word).
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from ..kernels import cuda
-from ..kernels._packing import pack_bits, unpack_bits
+from ..kernels._packing import unpack_bits
 
 __all__ = ["CudaRunner"]
 
@@ -33,12 +39,34 @@ def _pm1(v: torch.Tensor) -> torch.Tensor:
     return torch.where(v >= 0, 1.0, -1.0)
 
 
+class _PackedBits:
+    """Binary activations ``[B, k]`` kept as packed words ``int32 [B, Wd]`` (bit 1 = +1, padding 0)."""
+
+    def __init__(self, words: torch.Tensor, k: int) -> None:
+        self.words, self.k = words, k
+
+    def unpack(self) -> torch.Tensor:
+        shifts = torch.arange(32, device=self.words.device, dtype=torch.int32)
+        bits = (self.words.unsqueeze(-1) >> shifts) & 1  # arithmetic shift, & 1: the bit itself
+        return torch.where(bits.flatten(1)[:, : self.k] != 0, 1.0, -1.0)
+
+
+def _floats(v: Any) -> torch.Tensor:
+    return v.unpack() if isinstance(v, _PackedBits) else v
+
+
+def _out_words(o: int) -> int:
+    """Packed words of an ``o``-long activation vector as the next layer reads it (256-bit tiles)."""
+    return -(-o // 256) * 8
+
+
 class CudaRunner:
     """GPU executor of a packed model's op list (see the module docstring)."""
 
     def __init__(self, pm: Any, device: str | torch.device = "cuda") -> None:
         if not cuda.available():
-            raise RuntimeError("PackedModel on 'cuda' needs a CUDA GPU and nvcc; use device='cpu'.")
+            raise RuntimeError("PackedModel on 'cuda' needs a CUDA GPU and NVRTC (cuda-bindings and nvidia-cuda-nvrtc, "
+                               "which torch's CUDA wheels bring) or nvcc; use device='cpu'.")
         self.pm = pm
         self.device = torch.device(device)
         self._t: dict[str, Any] = {}
@@ -69,12 +97,9 @@ class CudaRunner:
                 self._t[n] = None if pm._t[n] is None else pm._t[n].to(self.device)
             elif kind in ("binary_linear", "binary_conv2d"):
                 words = pm.tensors[op["weight"]]
-                if kind == "binary_conv2d":  # (kh, kw, c) -> unfold's (c, kh, kw)
-                    o, k = op["out_features"], op["k"]
-                    kh, kw = op["kernel_size"]
-                    c = op["in_channels"]
-                    bits = unpack_bits(words, k).reshape(o, kh, kw, c).transpose(0, 3, 1, 2).reshape(o, k)
-                    words = pack_bits(bits)
+                if kind == "binary_conv2d":  # (kh, kw, c) bits -> tap-aligned words
+                    bits = unpack_bits(words, op["k"]).reshape(op["out_features"], op["k"])
+                    words = cuda.tap_aligned_weight(bits, tuple(op["kernel_size"]), op["in_channels"])
                 thr = pm.tensors.get(op["threshold"]) if op["threshold"] else None
                 bias = pm.tensors.get(op["bias"]) if op["bias"] else None
                 self._t[n] = (self._words(words), self._dev(pm.tensors[op["popcount"]], torch.int32),
@@ -91,8 +116,25 @@ class CudaRunner:
             return cuda.gemv(w, k, a=a)
         return cuda.bmma(a, w, k, pa, pw)
 
-    def _op(self, op: dict[str, Any], v: torch.Tensor) -> torch.Tensor:
+    def _binary_linear(self, op: dict[str, Any], v: Any) -> Any:
+        w, pw, thr, bias = self._t[op["name"]]
+        k, o = op["k"], op["out_features"]
+        packed_in = isinstance(v, _PackedBits) and v.k == k and v.words.shape[1] == w.shape[1]
+        batch = v.words.shape[0] if isinstance(v, _PackedBits) else v.shape[0]
+        if thr is not None and batch <= 16:  # stays packed: GEMV with the fused threshold output
+            src = {"a": v.words} if packed_in else {"x": _floats(v).flatten(1).float().contiguous()}
+            return _PackedBits(cuda.gemv(w, k, thr=thr, out_words=_out_words(o), **src), o)
+        y = cuda.gemv(w, k, a=v.words) if packed_in else self._gemm(_floats(v).flatten(1), w, pw, k)
+        if thr is not None:
+            return torch.where(y >= _chan(thr, y.ndim), 1.0, -1.0)
+        out = y.float()
+        return out if bias is None else out + _chan(bias, out.ndim)
+
+    def _op(self, op: dict[str, Any], v: Any) -> Any:
         kind, n = op["op"], op["name"]
+        if kind == "binary_linear":
+            return self._binary_linear(op, v)
+        v = _floats(v)
         if kind == "flatten":
             return v.flatten(1)
         if kind == "relu":
@@ -124,21 +166,11 @@ class CudaRunner:
                 x = F.pad(x, (padding[1], padding[1], padding[0], padding[0]), value=op["pad_value"])
                 padding = [0, 0]
             return F.conv2d(x, w, b, op["stride"], padding)
-        if kind in ("binary_linear", "binary_conv2d"):
+        if kind == "binary_conv2d":
             w, pw, thr, bias = self._t[n]
-            k = op["k"]
-            if kind == "binary_linear":
-                y = self._gemm(v.flatten(1), w, pw, k)
-            else:
-                kh, kw = op["kernel_size"]
-                (sh, sw), (ph, pw_) = op["stride"], op["padding"]
-                x = _pm1(v)
-                if ph or pw_:
-                    x = F.pad(x, (pw_, pw_, ph, ph), value=op["pad_value"])
-                nb, _, hh, ww = x.shape
-                ho, wo = (hh - kh) // sh + 1, (ww - kw) // sw + 1
-                cols = F.unfold(x, (kh, kw), stride=(sh, sw)).transpose(1, 2).reshape(-1, k)
-                y = self._gemm(cols, w, pw, k).reshape(nb, ho, wo, -1).permute(0, 3, 1, 2)
+            act = cuda.pack_nhwc(v.float().contiguous(), tuple(op["padding"]), op["pad_value"])
+            y = cuda.bconv(act, w, op["k"], pw, kernel_size=tuple(op["kernel_size"]),
+                           stride=tuple(op["stride"])).permute(0, 3, 1, 2)
             if thr is not None:
                 return torch.where(y >= _chan(thr, y.ndim), 1.0, -1.0)
             out = y.float()
@@ -149,7 +181,7 @@ class CudaRunner:
                 body = self._op(o, body)
             for o in op["shortcut"]:
                 short = self._op(o, short)
-            return body + short
+            return _floats(body) + _floats(short)
         raise ValueError(f"Unknown op {kind!r} (layer {n!r}).")
 
     @torch.no_grad()
@@ -157,4 +189,4 @@ class CudaRunner:
         v = x.to(self.device, torch.float32)
         for op in self.pm.header["layers"]:
             v = self._op(op, v)
-        return v
+        return _floats(v)

@@ -182,7 +182,7 @@ class PackedModel:
     def logits(self, x: Any, *, batch_size: int = 512, device: str = "cpu") -> np.ndarray:
         """Class scores ``float32 [N, num_classes]`` for a batch ``x`` (numpy or torch, model input shape).
 
-        ``device="cuda"`` runs the binary layers on the CUDA kernels (needs a GPU and nvcc, see
+        ``device="cuda"`` runs the binary layers on the CUDA kernels (needs a GPU; NVRTC from torch's CUDA wheels builds them, see
         :mod:`bnn_tune.export._cuda_runner`); the default is the CPU packed kernels.
         """
         if device not in ("cpu",) and not str(device).startswith("cuda"):

@@ -4,9 +4,11 @@
 * :func:`binary_gemm`, :func:`binary_conv2d`: CPU XOR-popcount GEMM and im2col convolution
   (compiled C kernel ``csrc/bgemm_cpu.c`` when a C compiler is present, numpy otherwise).
 * :mod:`bnn_tune.kernels.cuda`: the CUDA kernels (``csrc/*.cu``: batch 1..16 GEMV on CUDA cores,
-  tensor-core ``mma ... .b1 .and.popc`` GEMM, sign+pack), built with nvcc on first use when a GPU is
+  tensor-core ``mma ... .b1 .and.popc`` GEMM, sign+pack), compiled with NVRTC (nvcc optional) on first use when a GPU is
   visible; :mod:`bnn_tune.kernels._mirror`: a numpy re-enactment of their indexing for CPU tests.
-* :func:`benchmark_model`, :func:`plot_results`, :func:`format_table`: ``bnn-tune bench``.
+
+The lowest layer: imports nothing else of bnn_tune. Whole-model benchmarking (``bnn-tune bench``) lives
+above it, in :mod:`bnn_tune.export`.
 """
 
 from __future__ import annotations
@@ -25,7 +27,3 @@ __all__ = [
     "reorder_conv_weight",
     "unpack_bits",
 ]
-
-from ._bench import benchmark_model, format_table, plot_results, randomize_model  # noqa: E402
-
-__all__ += ["benchmark_model", "format_table", "plot_results", "randomize_model"]

@@ -56,6 +56,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..schedules import HyperparameterScheduler, parse_schedule, schedule_factor, validate_schedule
 from ._bmd import BMD, TanhSign, install_tanh_quantizers
 from ._bnew import BNEW, ClipWeight, install_clip_quantizers
 from ._bop import Bop
@@ -63,8 +64,14 @@ from ._bop2 import Bop2ndOrder
 from ._build import CombinedOptimizer, build, route_parameters
 from ._filter import GradientFilter
 from ._latent_adam import LatentAdam
-from ._registry import ENTRY_POINT_GROUP, OptimizerSpec, get, list_optimizers, register
-from ._schedule import HyperparameterScheduler, parse_schedule, schedule_factor, validate_schedule
+from ._registry import (
+    ENTRY_POINT_GROUP,
+    OptimizerSpec,
+    get,
+    list_optimizers,
+    register,
+    reserve_config_keys,
+)
 
 __all__ = [
     "BMD",
@@ -89,6 +96,7 @@ __all__ = [
     "parse_schedule",
     "register",
     "relaxed_weights",
+    "reserve_config_keys",
     "route_parameters",
     "schedule_target",
     "schedule_factor",

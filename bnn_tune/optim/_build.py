@@ -135,12 +135,37 @@ def route_parameters(
     return parts
 
 
+_PART_DEFAULTS = {"epochs": 20, "lr": 1e-3}  # TrialConfig's defaults; tests/optim/test_registry.py checks
+
+
+def _optimizer_part(config: Any) -> tuple[str, Mapping[str, Any], int, float]:
+    """``(optimizer, hyperparameters, epochs, lr)`` of a TrialConfig or of a dict holding only those keys."""
+    if not isinstance(config, Mapping):  # a TrialConfig (this stage sits below bnn_tune.config)
+        return config.optimizer, config.optimizer_params, int(config.epochs), float(config.lr)
+    if "optimizer" not in config:
+        raise ValueError("build() needs the config key 'optimizer', e.g. {'optimizer': 'bop'}.")
+    spec = get(config["optimizer"])
+    allowed = {"optimizer", *_PART_DEFAULTS, *spec.hyperparameters}
+    unknown = sorted(set(config) - allowed)
+    if unknown:
+        raise ValueError(
+            f"build() takes the optimizer part of a config, but got other keys {unknown}; valid keys for "
+            f"{spec.name!r}: {sorted(allowed)}. Pass bnn_tune.TrialConfig.from_dict(config) for a whole trial config."
+        )
+    hparams = {k: config.get(k, v) for k, v in spec.hyperparameters.items()}
+    spec.validate(hparams)
+    return (spec.name, hparams, int(config.get("epochs", _PART_DEFAULTS["epochs"])),
+            float(config.get("lr", _PART_DEFAULTS["lr"])))
+
+
 def build(model: nn.Module, config: Any, *, steps_per_epoch: int = 1) -> CombinedOptimizer:
-    """Build the optimizer for ``model`` from a :class:`~bnn_tune.config.TrialConfig` (or flat dict).
+    """Build the optimizer for ``model`` from a :class:`~bnn_tune.config.TrialConfig` (or its optimizer part).
 
     Args:
         model: a model with binary layers.
-        config: validated config (``optimizer``, ``lr``, ``epochs`` and the optimizer's hyperparameters).
+        config: a validated :class:`~bnn_tune.config.TrialConfig`, or a dict with ``optimizer`` and
+            optionally ``lr``, ``epochs`` and the optimizer's hyperparameters (defaults fill the rest;
+            any other key raises: validate a whole trial config with ``TrialConfig.from_dict``).
         steps_per_epoch: optimizer steps per epoch (optimizers with step-based schedules need it).
 
     Parameters are split by :func:`route_parameters`: binary weights to the configured binary
@@ -150,11 +175,8 @@ def build(model: nn.Module, config: Any, *, steps_per_epoch: int = 1) -> Combine
     Returns:
         A :class:`CombinedOptimizer` with parts ``"binary"`` and ``"real"``.
     """
-    from ..config import TrialConfig
-
-    cfg = config if isinstance(config, TrialConfig) else TrialConfig.from_dict(dict(config))
-    spec = get(cfg.optimizer)
-    hparams = cfg.optimizer_params
+    name, hparams, epochs, lr = _optimizer_part(config)
+    spec = get(name)
     if spec.prepare_model is not None:
         spec.prepare_model(model, hparams)
     routed = route_parameters(model, {
@@ -164,10 +186,8 @@ def build(model: nn.Module, config: Any, *, steps_per_epoch: int = 1) -> Combine
     binary, real = routed["binary"], routed["real"]
     if not binary:
         raise ValueError("The model has no binary parameters (see bnn_tune.nn.is_binary_parameter).")
-    context = dict(
-        total_steps=cfg.epochs * steps_per_epoch, steps_per_epoch=steps_per_epoch, epochs=cfg.epochs, lr=cfg.lr
-    )
+    context = dict(total_steps=epochs * steps_per_epoch, steps_per_epoch=steps_per_epoch, epochs=epochs, lr=lr)
     parts: dict[str, torch.optim.Optimizer] = {"binary": spec.make(binary, hparams, **context)}
     if real:
-        parts["real"] = torch.optim.Adam(real, lr=cfg.lr)
+        parts["real"] = torch.optim.Adam(real, lr=lr)
     return CombinedOptimizer(parts)

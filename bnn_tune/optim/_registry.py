@@ -86,6 +86,30 @@ class OptimizerSpec:
 
 _REGISTRY: dict[str, OptimizerSpec] = {}
 _ENTRY_POINTS_LOADED = False
+_RESERVED_KEYS: frozenset[str] = frozenset()
+
+
+def _check_clash(name: str, hp: Mapping[str, Any]) -> None:
+    clash = sorted(k for k in hp if k in _RESERVED_KEYS or k.endswith("_schedule"))
+    if clash:
+        raise ValueError(
+            f"Hyperparameter names {clash} of optimizer {name!r} clash with common config keys "
+            f"(or end in '_schedule'); a config value could not reach the optimizer. Rename them "
+            f"(e.g. 'latent_lr' for a binary optimizer's own learning rate)."
+        )
+
+
+def reserve_config_keys(keys: Iterable[str]) -> None:
+    """Declare the config keys every trial has (``bnn_tune.config`` calls this once, at import).
+
+    An optimizer hyperparameter with one of these names could never receive its config value, so
+    :func:`register` rejects it. The config stage sits above this registry (it validates configs
+    against it), hence the keys are handed down rather than imported.
+    """
+    global _RESERVED_KEYS
+    _RESERVED_KEYS = _RESERVED_KEYS | frozenset(keys)
+    for spec in list(_REGISTRY.values()):
+        _check_clash(spec.name, spec.hyperparameters)
 
 
 def register(
@@ -127,18 +151,7 @@ def register(
     if name in _REGISTRY and not overwrite:
         raise ValueError(f"An optimizer named {name!r} is already registered; pass overwrite=True to replace it.")
     hp = dict(_signature_defaults(cls) if hyperparameters is None else hyperparameters)
-    import dataclasses
-
-    from ..config import TrialConfig
-
-    common = {f.name for f in dataclasses.fields(TrialConfig)}
-    clash = sorted(k for k in hp if k in common or k.endswith("_schedule"))
-    if clash:
-        raise ValueError(
-            f"Hyperparameter names {clash} of optimizer {name!r} clash with common config keys "
-            f"(or end in '_schedule'); a config value could not reach the optimizer. Rename them "
-            f"(e.g. 'latent_lr' for a binary optimizer's own learning rate)."
-        )
+    _check_clash(name, hp)
     if schedulable is None:
         schedulable = [k for k, v in hp.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
     schedulable = tuple(schedulable)

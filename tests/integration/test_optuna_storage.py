@@ -7,7 +7,7 @@ import json
 import optuna
 import pytest
 
-from bnn_tune._optuna_search import SearchSettings, make_pruner, make_storage, run_optuna_search
+from bnn_tune.search.optuna import SearchSettings, make_pruner, make_storage, run_optuna_search
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

@@ -190,7 +190,7 @@ def test_bnn_tune_trainable_is_the_function_and_import_stays_light():
     import sys
 
     code = ("import sys, inspect, bnn_tune; assert 'ray' not in sys.modules, 'import bnn_tune imported ray'\n"
-            "import bnn_tune._ray_search, bnn_tune._trainable\n"
+            "import bnn_tune.search.ray, bnn_tune._trainable\n"
             "assert inspect.isfunction(bnn_tune.trainable), bnn_tune.trainable\n"
             "assert inspect.isfunction(bnn_tune.with_resources)\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

@@ -24,7 +24,7 @@ def test_pack_sign_mirror(b, k):
     np.testing.assert_array_equal(pa, (x >= 0).sum(1))
 
 
-@pytest.mark.parametrize("b,o,k", [(1, 1, 5), (1, 45, 300), (3, 70, 33), (16, 33, 520), (5, 100, 1030)])
+@pytest.mark.parametrize("b,o,k", [(1, 1, 5), (1, 45, 300), (3, 70, 33), (16, 33, 520), (5, 100, 1030), (2, 9, 20000)])
 def test_gemv_mirror_int32(b, o, k):
     rng = np.random.default_rng(o * k)
     xa, xw = rng.standard_normal((b, k)).astype(np.float32), rng.standard_normal((o, k))
@@ -44,10 +44,55 @@ def test_gemv_mirror_threshold_emits_next_layer_bits(b, o, k):
     np.testing.assert_array_equal(bits, pack_bits(_oracle(xa, xw) >= thr))
 
 
-@pytest.mark.parametrize("m,n,k", [(1, 1, 1), (16, 8, 256), (70, 75, 300), (130, 9, 520), (5, 130, 1000)])
+@pytest.mark.parametrize("m,n,k", [(1, 1, 1), (16, 8, 256), (70, 75, 300), (130, 9, 520), (5, 130, 1000), (3, 131, 2100)])
 def test_bmma_mirror(m, n, k):
     rng = np.random.default_rng(m * n + k)
     xa, xw = rng.standard_normal((m, k)), rng.standard_normal((n, k))
     a, w = pack_bits(xa >= 0), pack_bits(xw >= 0)
     c = mirror_bmma(a, w, k, popcount_rows(a), popcount_rows(w))
     np.testing.assert_array_equal(c, _oracle(xa, xw))
+
+
+def _conv_oracle(x, wf, stride, padding, pad_value):
+    import torch
+    import torch.nn.functional as F
+
+    xs = torch.where(torch.from_numpy(x) >= 0, 1.0, -1.0).double()
+    ws = torch.where(torch.from_numpy(wf) >= 0, 1.0, -1.0).double()
+    ph, pw = padding
+    xs = F.pad(xs, (pw, pw, ph, ph), value=pad_value)
+    return F.conv2d(xs, ws, stride=stride).round().long().permute(0, 2, 3, 1).numpy()  # NHWC
+
+
+@pytest.mark.parametrize("n,c,h,w,o,ks,stride,padding,pad_value", [
+    (1, 3, 5, 6, 5, (3, 3), (1, 1), (1, 1), -1.0),
+    (2, 40, 4, 5, 9, (3, 2), (2, 1), (1, 0), 1.0),
+    (1, 70, 3, 3, 130, (1, 1), (1, 1), (0, 0), -1.0),  # 3 channel words, 2 blocks of output channels
+    (1, 64, 5, 5, 3, (5, 5), (1, 1), (0, 0), 1.0),  # 50 K words: 4 pipeline stages, ring wraps
+])
+def test_bconv_mirror_implicit_gemm(n, c, h, w, o, ks, stride, padding, pad_value):
+    from bnn_tune.kernels._mirror import mirror_bconv, mirror_pack_nhwc
+    from bnn_tune.kernels.cuda import tap_aligned_weight
+
+    rng = np.random.default_rng(c * o + h)
+    x = rng.standard_normal((n, c, h, w)).astype(np.float32)
+    x[0, 0, 0, 0] = 0.0  # sign(0) = +1
+    wf = rng.standard_normal((o, c, *ks))
+    bits = (wf >= 0).transpose(0, 2, 3, 1).reshape(o, -1)  # the model file's (kh, kw, c) patch order
+    words = tap_aligned_weight(bits, ks, c)
+    act = mirror_pack_nhwc(x, padding, pad_value)
+    assert act.shape == (n, h + 2 * padding[0], w + 2 * padding[1], -(-c // 32))
+    k = ks[0] * ks[1] * c
+    y = mirror_bconv(act, words, k, popcount_rows(words), kernel_size=ks, stride=stride)
+    np.testing.assert_array_equal(y, _conv_oracle(x, wf, stride, padding, pad_value))
+
+
+def test_tap_aligned_weight_layout():
+    from bnn_tune.kernels.cuda import tap_aligned_weight
+
+    bits = np.zeros((1, 2 * 1 * 33), bool)  # kernel (2, 1), 33 channels: Cw = 2 words per tap
+    bits[0, 32] = True  # tap 0, channel 32 -> word 1, bit 0
+    bits[0, 33 + 1] = True  # tap 1, channel 1 -> word 2, bit 1
+    words = tap_aligned_weight(bits, (2, 1), 33)
+    assert words.shape == (1, 8)
+    assert words[0].tolist() == [0, 1, 2, 0, 0, 0, 0, 0]

@@ -137,3 +137,29 @@ def test_every_spec_validates_its_defaults():
         with warnings.catch_warnings():
             warnings.simplefilter("error")
             spec.validate(dict(spec.hyperparameters))
+
+
+def test_build_takes_only_the_optimizer_part_of_a_dict():
+    from bnn_tune import TrialConfig
+    from bnn_tune.optim._build import _PART_DEFAULTS
+
+    # the dict form fills the same defaults as a TrialConfig (this stage cannot import the config)
+    assert {k: getattr(TrialConfig(), k) for k in _PART_DEFAULTS} == _PART_DEFAULTS
+    model = build_model("mlp", (1, 8, 8), 10)
+    with pytest.raises(ValueError, match=r"other keys \['dataset'\].*TrialConfig.from_dict"):
+        optim.build(model, {"optimizer": "bop", "dataset": "digits"})
+    with pytest.raises(ValueError, match="needs the config key 'optimizer'"):
+        optim.build(model, {"gamma": 1e-3})
+    with pytest.raises(ValueError, match="gamma"):
+        optim.build(model, {"optimizer": "bop", "gamma": 2.0})
+    # a whole validated config works as before
+    opt = optim.build(model, TrialConfig.from_dict({"optimizer": "bop", "gamma": 1e-3}))
+    assert opt.binary.param_groups[0]["gamma"] == 1e-3
+
+
+def test_register_rejects_every_common_config_key():
+    from bnn_tune.config import COMMON_KEYS
+
+    for key in ("dataset", "seed", COMMON_KEYS[-1]):
+        with pytest.raises(ValueError, match="clash with common config keys"):
+            optim.register("mysgd2", torch.optim.SGD, hyperparameters={key: 0.1})

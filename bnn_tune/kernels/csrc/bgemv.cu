@@ -5,32 +5,64 @@
 //
 // Layout: weights w [O, Wd] uint32 (Wd % 8 == 0, rows 16-byte aligned), activations either packed
 // a [B, Wd] or float x [B, ldx] that the block signs and packs into shared memory itself (fused
-// sign+pack, one __ballot_sync per word). A block of 8 warps owns a tile of 32 output rows; warp w
-// owns rows tile*32 + w*4 .. +3. For each row the 32 lanes read the row as uint4 (16-byte)
-// vectors q = lane, lane+32, ...: a warp reads 512 contiguous bytes per step (coalesced).
-// Per-lane XOR-popcounts are summed with a butterfly shuffle; lane 0 holds y.
-// Threshold output: the 32 bits of a tile (one per row) form word `tile` of the next layer's
-// packed activations: rows >= O give 0, so the next layer's zero padding comes for free when the
-// grid covers its Wd_next words.
+// sign+pack, one __ballot_sync per word).
+//
+// Built for bandwidth: a block of 4 warps owns only 8 output rows (one output byte), so a
+// 4096-row layer launches 512 blocks (several per SM on a 132-SM H100/H200) and a 16384-row one
+// 2048. Warp w owns rows tile*8 + 2w, +1. Lane l reads uint4 (16-byte) vectors q = l + 32 u,
+// u < GEMV_UNROLL, of both rows: 2 x 4 independent 16-byte loads in flight per lane, issued at the
+// top of the kernel before the shared-memory barrier of the fused sign+pack (and, with the
+// thresholds, before any other memory traffic); the loop is software-pipelined (the next chunk's
+// loads are issued before the current chunk's popcounts). Packed activations are read straight
+// from global memory (the same few KiB for every warp: L1 hits), so that path has no barrier at all.
+// Per-lane XOR-popcounts are summed with a butterfly shuffle.
+// Threshold output: the 8 row bits of a block form byte `tile` of the next layer's packed
+// activations (little-endian words, so byte t holds rows 8t..8t+7: bit k of word k / 32); rows >= O
+// give 0, so the next layer's zero padding comes for free when the grid covers its 4 * Wd_next bytes.
 #include "bnn_common.cuh"
 
-#define GEMV_WARPS 8
-#define GEMV_ROWS_PER_WARP 4
-#define GEMV_TILE_ROWS (GEMV_WARPS * GEMV_ROWS_PER_WARP)  // 32 = one output word
+#define GEMV_WARPS 4
+#define GEMV_ROWS_PER_WARP 2
+#define GEMV_TILE_ROWS (GEMV_WARPS * GEMV_ROWS_PER_WARP)  // 8 = one output byte
+#define GEMV_UNROLL 4
 #define GEMV_MAX_B 16
 
-template <int BMAX, bool FUSED_SIGN>
-__global__ void __launch_bounds__(GEMV_WARPS * 32, 1)
-bnn_gemv_kernel(const float* __restrict__ x, int ldx, const uint32_t* __restrict__ a,
-                const uint32_t* __restrict__ w, int O, int K, int Wd, int B,
-                const int32_t* __restrict__ thr, int32_t* __restrict__ y,
-                uint32_t* __restrict__ out_bits, int out_ld) {
-    extern __shared__ uint32_t a_s[];  // [B][Wd] packed activations
-    __shared__ uint32_t bits_s[BMAX][GEMV_TILE_ROWS];
+template <int R>
+__device__ __forceinline__ void gemv_load(uint4 (&v)[R][GEMV_UNROLL], const uint32_t* __restrict__ w, int o0,
+                                          int O, int Wd, int Wq, int q0) {
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+        const uint4* row = reinterpret_cast<const uint4*>(w + (long long)(o0 + r) * Wd);
+#pragma unroll
+        for (int u = 0; u < GEMV_UNROLL; ++u) {
+            const int q = q0 + u * 32;
+            v[r][u] = (o0 + r < O && q < Wq) ? __ldg(row + q) : make_uint4(0u, 0u, 0u, 0u);
+        }
+    }
+}
+
+template <int BMAX, bool FUSED>
+__device__ __forceinline__ void gemv_body(const float* __restrict__ x, long long ldx, const uint32_t* __restrict__ a,
+                                          const uint32_t* __restrict__ w, int O, int K, int Wd, int B,
+                                          const int32_t* __restrict__ thr, int32_t* __restrict__ y,
+                                          uint8_t* __restrict__ out_bytes, int out_ld_bytes) {
+    extern __shared__ uint4 a_s4[];  // fused sign+pack: [B][Wq] packed activations
+    __shared__ uint8_t bits_s[BMAX][GEMV_TILE_ROWS];
+    constexpr int R = GEMV_ROWS_PER_WARP;
     const int lane = threadIdx.x & 31;
     const int warp = threadIdx.x >> 5;
-    // 1. activations -> shared memory (fused sign+pack, or a copy of packed words)
-    if (FUSED_SIGN) {
+    const int tile = blockIdx.x;
+    const int Wq = Wd >> 2;  // uint4 per row
+    const int o0 = tile * GEMV_TILE_ROWS + warp * R;
+    // 1. first chunk of weights and the thresholds: in flight before anything else
+    uint4 cur[R][GEMV_UNROLL];
+    gemv_load<R>(cur, w, o0, O, Wd, Wq, lane);
+    int t[R];
+#pragma unroll
+    for (int r = 0; r < R; ++r) t[r] = (out_bytes != nullptr && o0 + r < O) ? __ldg(thr + o0 + r) : 0;
+    // 2. fused sign+pack of the float input into shared memory (the only barrier before the epilogue)
+    if (FUSED) {
+        uint32_t* a_s = reinterpret_cast<uint32_t*>(a_s4);
         for (int b = 0; b < B; ++b) {
             const float* xb = x + (long long)b * ldx;
             for (int word = warp; word < Wd; word += GEMV_WARPS) {
@@ -40,52 +72,48 @@ bnn_gemv_kernel(const float* __restrict__ x, int ldx, const uint32_t* __restrict
                 if (lane == 0) a_s[b * Wd + word] = v;
             }
         }
-    } else {
-        const uint4* a4 = reinterpret_cast<const uint4*>(a);
-        uint4* s4 = reinterpret_cast<uint4*>(a_s);
-        for (int i = threadIdx.x; i < B * Wd / 4; i += blockDim.x) s4[i] = a4[i];
+        __syncthreads();
     }
-    __syncthreads();
-    // 2. rows of this warp: the ROWS_PER_WARP weight vectors are loaded together (4 independent
-    //    16-byte loads in flight per lane), then XOR-popcounted against every batch row.
-    const int tile = blockIdx.x;
-    const int Wq = Wd >> 2;  // uint4 per row
-    const uint4* as4 = reinterpret_cast<const uint4*>(a_s);
-    const int o0 = tile * GEMV_TILE_ROWS + warp * GEMV_ROWS_PER_WARP;
-    int acc[GEMV_ROWS_PER_WARP][BMAX];
+    const uint4* a4 = reinterpret_cast<const uint4*>(a);
+    int acc[R][BMAX];
 #pragma unroll
-    for (int r = 0; r < GEMV_ROWS_PER_WARP; ++r)
+    for (int r = 0; r < R; ++r)
 #pragma unroll
         for (int b = 0; b < BMAX; ++b) acc[r][b] = 0;
-    for (int q = lane; q < Wq; q += 32) {
-        uint4 wv[GEMV_ROWS_PER_WARP];
+    // 3. software-pipelined main loop
+    for (int q0 = lane; q0 < Wq; q0 += 32 * GEMV_UNROLL) {
+        uint4 nxt[R][GEMV_UNROLL];
+        gemv_load<R>(nxt, w, o0, O, Wd, Wq, q0 + 32 * GEMV_UNROLL);
 #pragma unroll
-        for (int r = 0; r < GEMV_ROWS_PER_WARP; ++r)
-            wv[r] = (o0 + r < O) ? __ldg(reinterpret_cast<const uint4*>(w + (long long)(o0 + r) * Wd) + q)
-                                 : make_uint4(0u, 0u, 0u, 0u);
+        for (int u = 0; u < GEMV_UNROLL; ++u) {
+            const int q = q0 + u * 32;
+            if (q < Wq) {
 #pragma unroll
-        for (int b = 0; b < BMAX; ++b) {
-            if (b < B) {
-                const uint4 av = as4[b * Wq + q];
+                for (int b = 0; b < BMAX; ++b) {
+                    if (b < B) {
+                        const uint4 av = FUSED ? a_s4[b * Wq + q] : __ldg(a4 + (long long)b * Wq + q);
 #pragma unroll
-                for (int r = 0; r < GEMV_ROWS_PER_WARP; ++r)
-                    acc[r][b] += __popc(av.x ^ wv[r].x) + __popc(av.y ^ wv[r].y) + __popc(av.z ^ wv[r].z) +
-                                 __popc(av.w ^ wv[r].w);
+                        for (int r = 0; r < R; ++r) acc[r][b] += bnn_popc4(av, cur[r][u]);
+                    }
+                }
             }
         }
-    }
 #pragma unroll
-    for (int r = 0; r < GEMV_ROWS_PER_WARP; ++r) {
-        const int row_in_tile = warp * GEMV_ROWS_PER_WARP + r;
+        for (int r = 0; r < R; ++r)
+#pragma unroll
+            for (int u = 0; u < GEMV_UNROLL; ++u) cur[r][u] = nxt[r][u];
+    }
+    // 4. epilogue
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
         const int o = o0 + r;
 #pragma unroll
         for (int b = 0; b < BMAX; ++b) {
             if (b < B) {
-                const int pc = bnn_warp_sum(acc[r][b]);
-                const int dot = K - 2 * pc;
+                const int dot = K - 2 * bnn_warp_sum(acc[r][b]);
                 if (lane == 0) {
-                    if (out_bits != nullptr) {
-                        bits_s[b][row_in_tile] = (o < O && dot >= thr[o]) ? 1u : 0u;
+                    if (out_bytes != nullptr) {
+                        bits_s[b][warp * R + r] = (o < O && dot >= t[r]) ? 1 : 0;
                     } else if (o < O) {
                         y[(long long)b * O + o] = dot;
                     }
@@ -93,51 +121,33 @@ bnn_gemv_kernel(const float* __restrict__ x, int ldx, const uint32_t* __restrict
             }
         }
     }
-    // 3. threshold output: 32 row bits -> one packed word per batch row
-    if (out_bits != nullptr) {
+    if (out_bytes != nullptr) {  // 8 row bits -> one byte of the next layer's packed activations
         __syncthreads();
         if (threadIdx.x < B) {
-            uint32_t word = 0;
+            uint32_t byte = 0;
 #pragma unroll
-            for (int i = 0; i < GEMV_TILE_ROWS; ++i) word |= bits_s[threadIdx.x][i] << i;
-            out_bits[(long long)threadIdx.x * out_ld + tile] = word;
+            for (int i = 0; i < GEMV_TILE_ROWS; ++i) byte |= (uint32_t)bits_s[threadIdx.x][i] << i;
+            out_bytes[(long long)threadIdx.x * out_ld_bytes + tile] = (uint8_t)byte;
         }
     }
 }
 
-template <int BMAX, bool FUSED>
-static int launch(const float* x, int ldx, const uint32_t* a, const uint32_t* w, int O, int K, int Wd, int B,
-                  const int32_t* thr, int32_t* y, uint32_t* out_bits, int out_ld, cudaStream_t stream) {
-    const size_t smem = sizeof(uint32_t) * (size_t)B * Wd;
-    if (smem > 48 * 1024) {
-        if (smem > 200 * 1024) return BNN_ESMEM;
-        if (cudaFuncSetAttribute(bnn_gemv_kernel<BMAX, FUSED>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                 (int)smem) != cudaSuccess)
-            return BNN_ESMEM;
+// Entry points, one per (batch bound, input kind). Launch: grid = ceil(O / 8) blocks (int32 output)
+// or 4 * out_words blocks (threshold output), GEMV_WARPS * 32 threads, dynamic shared memory
+// B * Wd * 4 bytes for the fused kernels (0 for the packed ones). Exactly one of y / out_bytes is set.
+// __launch_bounds__(128, 4): <= 128 registers, so >= 4 blocks (16 warps of loads) share an SM (and ptxas
+// does not pick a low register target that spills, as it did for the b4 kernel on sm_80).
+#define BNN_GEMV_ENTRY(NAME, BMAX, FUSED)                                                                        \
+    extern "C" __global__ void __launch_bounds__(GEMV_WARPS * 32, 4)                                              \
+    NAME(const float* __restrict__ x, long long ldx, const uint32_t* __restrict__ a,                               \
+         const uint32_t* __restrict__ w, int O, int K, int Wd, int B, const int32_t* __restrict__ thr,            \
+         int32_t* __restrict__ y, uint8_t* __restrict__ out_bytes, int out_ld_bytes) {                            \
+        gemv_body<BMAX, FUSED>(x, ldx, a, w, O, K, Wd, B, thr, y, out_bytes, out_ld_bytes);                      \
     }
-    // threshold output covers the next layer's padded words (out_ld); int32 output covers O rows
-    const int tiles = out_bits != nullptr ? out_ld : (O + GEMV_TILE_ROWS - 1) / GEMV_TILE_ROWS;
-    bnn_gemv_kernel<BMAX, FUSED><<<tiles, GEMV_WARPS * 32, smem, stream>>>(x, ldx, a, w, O, K, Wd, B, thr, y,
-                                                                         out_bits, out_ld);
-    return cudaGetLastError() == cudaSuccess ? BNN_OK : BNN_ELAUNCH;
-}
 
-// x (float [B, ldx], fused sign+pack) or a (packed [B, Wd]) must be given, not both.
-// out_bits != nullptr: threshold output into out_bits [B, out_ld] (out_ld = next layer's Wd, >= ceil(O/32)),
-// else int32 y [B, O].
-extern "C" int bnn_gemv(const float* x, int ldx, const uint32_t* a, const uint32_t* w, int O, int K, int Wd,
-                        int B, const int32_t* thr, int32_t* y, uint32_t* out_bits, int out_ld,
-                        cudaStream_t stream) {
-    if ((x == nullptr) == (a == nullptr) || O < 1 || K < 1 || B < 1 || B > GEMV_MAX_B || Wd % 8 != 0 ||
-        Wd * 32 < K || (x != nullptr && ldx < K))
-        return BNN_EBADARG;
-    if (out_bits != nullptr && (thr == nullptr || out_ld * 32 < O)) return BNN_EBADARG;
-    if (out_bits == nullptr && y == nullptr) return BNN_EBADARG;
-    const bool fused = x != nullptr;
-    if (B <= 1) return fused ? launch<1, true>(x, ldx, a, w, O, K, Wd, B, thr, y, out_bits, out_ld, stream)
-                             : launch<1, false>(x, ldx, a, w, O, K, Wd, B, thr, y, out_bits, out_ld, stream);
-    if (B <= 4) return fused ? launch<4, true>(x, ldx, a, w, O, K, Wd, B, thr, y, out_bits, out_ld, stream)
-                             : launch<4, false>(x, ldx, a, w, O, K, Wd, B, thr, y, out_bits, out_ld, stream);
-    return fused ? launch<16, true>(x, ldx, a, w, O, K, Wd, B, thr, y, out_bits, out_ld, stream)
-                 : launch<16, false>(x, ldx, a, w, O, K, Wd, B, thr, y, out_bits, out_ld, stream);
-}
+BNN_GEMV_ENTRY(bnn_gemv_b1_packed, 1, false)
+BNN_GEMV_ENTRY(bnn_gemv_b4_packed, 4, false)
+BNN_GEMV_ENTRY(bnn_gemv_b16_packed, 16, false)
+BNN_GEMV_ENTRY(bnn_gemv_b1_fused, 1, true)
+BNN_GEMV_ENTRY(bnn_gemv_b4_fused, 4, true)
+BNN_GEMV_ENTRY(bnn_gemv_b16_fused, 16, true)

@@ -9,7 +9,7 @@ import re
 import pytest
 
 from bnn_tune.cli import main
-from bnn_tune.report import find_runs, load_ray_runs, write_report
+from bnn_tune.search.report import find_runs, load_ray_runs, write_report
 
 optuna = pytest.importorskip("optuna")
 
@@ -61,7 +61,7 @@ def run_dir(tmp_path_factory):
     (exp / "trainable_a_00003" / "error.txt").write_text("Traceback ...\nFloatingPointError: loss became NaN\n")
 
     # the benchmark of the export step (bnn-tune bench writes bench.json)
-    from bnn_tune.kernels import benchmark_model
+    from bnn_tune.export import benchmark_model
 
     res = benchmark_model("mlp", (1, 8, 8), width=0.125, quick=True, include_large_layer=False, batch_sizes=(1,))
     (d / "export").mkdir()

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from bnn_tune.cli import main
-from bnn_tune.kernels import benchmark_model, format_table, plot_results
+from bnn_tune.export import benchmark_model, format_table, plot_results
 
 
 def test_benchmark_model_rows_and_plot(tmp_path):
@@ -41,8 +41,7 @@ def test_bench_cli_writes_outputs(tmp_path, capsys):
 
 
 def test_bench_cli_packed_file(tmp_path):
-    from bnn_tune.export import save_packed
-    from bnn_tune.kernels import randomize_model
+    from bnn_tune.export import randomize_model, save_packed
     from bnn_tune.nn import build_model
 
     path = tmp_path / "m.bnn.safetensors"
@@ -63,3 +62,21 @@ def test_cuda_bench_without_gpu_is_a_clear_error():
         benchmark_model("mlp", (1, 8, 8), width=0.125, device="cuda", quick=True)
     with pytest.raises(ValueError, match="`device` must be 'cpu' or 'cuda'"):
         benchmark_model("mlp", device="tpu")
+
+
+def test_cuda_summary_table_lists_speedups_bandwidth_and_copy_fraction():
+    from bnn_tune.export._cuda_bench import summary
+
+    rows = [
+        {"scope": "large_layer", "name": "linear_4096x4096", "batch": 1, "packed_ms": 0.0025,
+         "speedup": {"fp16": 12.5, "bf16": 12.25}, "effective_weight_gbps": 838.9, "copy_gbps": 4000.0,
+         "fraction_of_copy_bandwidth": 0.2097},
+        {"scope": "layer", "name": "conv2", "batch": 256, "packed_ms": 0.5,
+         "speedup": {"fp16": 1.5, "bf16": 1.4, "int8": 0.75}},
+    ]
+    text = summary({"meta": {"gpu": "NVIDIA H200", "model": "vgg_small"}, "rows": rows})
+    lines = text.splitlines()
+    assert "NVIDIA H200" in lines[0] and "% copy" in lines[1]
+    assert lines[3].split() == ["large_layer", "linear_4096x4096", "1", "2.5", "12.50", "12.25", "-", "839", "21"]
+    assert lines[4].split() == ["layer", "conv2", "256", "500.0", "1.50", "1.40", "0.75", "-", "-"]
+    assert lines[-1] == "device-to-device copy: 4000 GB/s (read + write)"

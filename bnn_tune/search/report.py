@@ -54,8 +54,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ._imports import require
-from .cli import register_command
+from .._imports import require
+from ..cli import register_command
 
 __all__ = [
     "BenchRun",
@@ -151,7 +151,7 @@ class SearchRun:
 
 @dataclass
 class BenchRun:
-    """One ``bench.json`` (``{"meta": {...}, "rows": [...]}`` of ``bnn_tune.kernels.benchmark_model``)."""
+    """One ``bench.json`` (``{"meta": {...}, "rows": [...]}`` of ``bnn_tune.export.benchmark_model``)."""
 
     source: str
     meta: dict[str, Any]
@@ -178,7 +178,7 @@ def _optuna_storage_paths(run_dir: Path) -> list[Path]:
 
 
 def _storage_for(path: Path) -> Any:
-    from ._optuna_search import make_storage
+    from .optuna import make_storage
 
     if path.suffix == ".db":
         return make_storage(f"sqlite:///{path.resolve()}")
@@ -202,7 +202,7 @@ def load_optuna_runs(path: str | os.PathLike, *, study_name: str | None = None) 
     """The studies in an Optuna SQLite (``.db``) or journal (``.log``/``.journal``) file."""
     optuna = require("optuna", feature="bnn-tune report on an Optuna study")
 
-    from .objective import FAIL_REASON_ATTR, FLIP_RATE_ATTR, PRUNE_REASON_ATTR, VAL_ACC_ATTR
+    from ..objective import FAIL_REASON_ATTR, FLIP_RATE_ATTR, PRUNE_REASON_ATTR, VAL_ACC_ATTR
 
     path = Path(path)
     storage = _storage_for(path)

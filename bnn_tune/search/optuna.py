@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ._imports import require
+from .._imports import require
 
 __all__ = ["SearchSettings", "make_pruner", "make_storage", "run_optuna_search"]
 
@@ -104,7 +104,7 @@ class SearchSettings:
 
 
 def _report_trial(study: Any, trial: Any) -> None:
-    from .objective import FAIL_REASON_ATTR, PRUNE_REASON_ATTR
+    from ..objective import FAIL_REASON_ATTR, PRUNE_REASON_ATTR
 
     state = trial.state.name
     value = "" if trial.value is None else f" val_acc={trial.value:.4f}"
@@ -119,7 +119,7 @@ def _worker(settings: SearchSettings, n_trials: int, index: int) -> None:
     optuna = require("optuna", feature="bnn-tune search")
     import torch
 
-    from .objective import objective
+    from ..objective import objective
 
     threads = max(1, (os.cpu_count() or 1) // max(1, settings.workers))
     torch.set_num_threads(threads)
@@ -166,7 +166,7 @@ def run_optuna_search(settings: SearchSettings, *, on_trial: Callable[[Any, Any]
     for params in settings.enqueue:
         study.enqueue_trial(dict(params), skip_if_exists=True)
     if settings.workers == 1:
-        from .objective import objective
+        from ..objective import objective
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         obj = objective(settings.space, base_config=settings.base_config, artifact_dir=settings.artifact_dir,

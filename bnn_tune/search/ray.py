@@ -187,8 +187,8 @@ def run_ray_search(args: Namespace) -> int:
     """
     from rich.console import Console
 
-    from ._imports import require
-    from .config import ConfigError, TrialConfig
+    from .._imports import require
+    from ..config import ConfigError, TrialConfig
 
     console = Console(width=None if sys.stdout.isatty() else 160)
     ray = require("ray", feature="bnn-tune search --backend ray")
@@ -260,7 +260,7 @@ def run_ray_search(args: Namespace) -> int:
 
 def _fixed_config(args: Namespace) -> dict[str, Any]:
     """The config entries every trial shares (``bnn-tune fit`` options, ``--config``, ``-p KEY=VALUE``)."""
-    from .cli import config_from_args, parse_assignments
+    from ..cli import config_from_args, parse_assignments
 
     if all(hasattr(args, k) for k in ("config", "param")):
         return config_from_args(args)
@@ -275,7 +275,7 @@ def _searcher_storage(url: Any) -> Any:
     if url is None:
         return None
     try:
-        from ._optuna_search import make_storage
+        from .optuna import make_storage
     except ImportError:
         if url.startswith(_RDB_PREFIXES) or url.endswith((".log", ".journal")):
             return _optuna_storage(url)
@@ -303,7 +303,7 @@ def _search(ray: Any, console: Any, st: dict[str, Any]) -> int:
 
     from plugins.ray import FlipRateScheduler
 
-    from ._trainable import trainable, with_resources
+    from .._trainable import trainable, with_resources
 
     fixed, epochs, out, name = st["fixed"], int(st["fixed"]["epochs"]), st["out"], st["name"]
     cpus = float(ray.cluster_resources().get("CPU", os.cpu_count() or 1))
@@ -382,7 +382,7 @@ def _search(ray: Any, console: Any, st: dict[str, Any]) -> int:
 
 def _flat_config(config: dict[str, Any]) -> dict[str, Any]:
     """The flat config of a trial as ``bnn-tune fit --config`` takes it (validated, JSON types)."""
-    from .config import TrialConfig
+    from ..config import TrialConfig
 
     flat = TrialConfig.from_dict(config).to_dict()
     return {k: (list(v) if isinstance(v, tuple) else v) for k, v in flat.items()}
@@ -390,7 +390,7 @@ def _flat_config(config: dict[str, Any]) -> dict[str, Any]:
 
 def _maybe_export(console: Any, results: Any, out: Path) -> None:
     try:
-        from .export import export_best  # type: ignore[attr-defined]
+        from ..export import export_best  # type: ignore[attr-defined]
     except (ImportError, AttributeError):
         console.print("export skipped: bnn_tune.export.export_best is not available in this installation")
         return

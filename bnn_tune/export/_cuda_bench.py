@@ -1,4 +1,4 @@
-"""CUDA rows of the benchmark (see :mod:`bnn_tune.kernels._bench`): packed kernels vs cuBLAS/cuDNN
+"""CUDA rows of the benchmark (see :mod:`bnn_tune.export._bench`): packed kernels vs cuBLAS/cuDNN
 fp16 and bf16 of the same layer shapes, timed with CUDA graphs and events.
 
 Per layer: each timed unit is a CUDA graph of ``inner`` calls whose buffers rotate over enough copies to exceed
@@ -6,8 +6,10 @@ the L2 cache (50 MiB on H100), so every call reads its weights from HBM; the tim
 graph's event-timed duration / ``inner``, and the reported value the median over ``repeats`` replays
 after warm-up replays. Whole model: eager calls of the packed model on the CUDA kernels
 (:class:`~bnn_tune.export._cuda_runner.CudaRunner`) vs the twin in fp16/bf16, CUDA events, medians
-(weights are not rotated there: the model is small and cached for both). The 4096x4096 rows also report the effective weight bandwidth and its ratio
-to a device-to-device copy measured in the same run.
+(weights are not rotated there: the model is small and cached for both). Every linear row also reports the
+effective weight bandwidth (packed weight bytes / time) and its ratio to a device-to-device copy measured
+in the same run; the large-layer rows cover the issue's goal shapes (4096x4096 and 16384x16384).
+:func:`summary` prints the compact table of ``make gpu-check``.
 """
 
 from __future__ import annotations
@@ -20,8 +22,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import cuda
-from ._bench import _binary_ops, _row
+from ..kernels import cuda
+from ._bench_rows import bench_row, binary_ops
 
 _L2_BYTES = 128 << 20  # rotate over > 2x the L2 of H100/H200
 
@@ -130,7 +132,7 @@ def _linear_rows(name: str, scope: str, o: int, k: int, batch: int, *, inner: in
             base["int8"] = _graph_ms(int8, ni, inner=inner, warmup=warmup, repeats=repeats)
         except (RuntimeError, AttributeError):  # _int_mm unsupported for this shape/build
             pass
-    row = _row(scope, name, op, batch, p, base, packed_bytes, o * k * 4, {"out": o, "k": k, "k_padded": wd * 32})
+    row = bench_row(scope, name, op, batch, p, base, packed_bytes, o * k * 4, {"out": o, "k": k, "k_padded": wd * 32})
     row["effective_weight_gbps"] = packed_bytes / (p * 1e-3) / 1e9
     if copy_gbps:
         row["copy_gbps"] = copy_gbps
@@ -138,21 +140,20 @@ def _linear_rows(name: str, scope: str, o: int, k: int, batch: int, *, inner: in
     return row
 
 
-def _conv_row(op: dict[str, Any], batch: int, *, inner: int, warmup: int, repeats: int) -> dict[str, Any]:
+def _convbench_row(op: dict[str, Any], batch: int, *, inner: int, warmup: int, repeats: int) -> dict[str, Any]:
     c, h, w = op["input_shape"]
     o, k = op["out_features"], op["k"]
     kh, kw = op["kernel_size"]
-    wd = _wd(k)
+    wd = -(-kh * kw * -(-c // 32) // 8) * 8  # tap-aligned K words (cuda.tap_aligned_weight)
     n = _n_copies(o * wd * 4)
     ws = [torch.randint(-2**31, 2**31 - 1, (o, wd), dtype=torch.int32, device="cuda") for _ in range(n)]
     pw = torch.randint(0, k, (o,), dtype=torch.int32, device="cuda")
     x = torch.randn(batch, c, h, w, device="cuda")
     stride, padding = op["stride"], op["padding"]
 
-    def packed(i):  # im2col (unfold; zero padding = +1 after sign) + sign+pack + tensor-core GEMM
-        cols = F.unfold(x, (kh, kw), padding=padding, stride=stride).transpose(1, 2).reshape(-1, k).contiguous()
-        a, pa = cuda.pack_sign(cols, wd)
-        return cuda.bmma(a, ws[i], k, pa, pw)
+    def packed(i):  # sign+pack into NHWC words (+1 padding), then the implicit-GEMM tensor-core convolution
+        act = cuda.pack_nhwc(x, tuple(padding), 1.0)
+        return cuda.bconv(act, ws[i], k, pw, kernel_size=(kh, kw), stride=tuple(stride))
 
     p = _graph_ms(packed, n, inner=inner, warmup=warmup, repeats=repeats)
     base = {}
@@ -165,24 +166,26 @@ def _conv_row(op: dict[str, Any], batch: int, *, inner: int, warmup: int, repeat
             return F.conv2d(xf, wf[i], None, stride, padding)
 
         base[label] = _graph_ms(dense, nf, inner=inner, warmup=warmup, repeats=repeats)
-    return _row("layer", op["name"], "binary_conv2d", batch, p, base, o * wd * 4, o * k * 4,
+    return bench_row("layer", op["name"], "binary_conv2d", batch, p, base, o * wd * 4, o * k * 4,
                 {"in": [c, h, w], "out": o, "kernel": [kh, kw], "k": k, "k_padded": wd * 32})
 
 
 def run(packed: Any, twin: Any, input_shape: tuple[int, ...], *, batch_sizes: tuple[int, ...], quick: bool,
         include_large_layer: bool, large_layer: tuple[int, int], seed: int) -> list[dict[str, Any]]:
     if not cuda.available():
-        raise RuntimeError("device='cuda' was asked for, but no CUDA GPU (or no nvcc) is available.")
+        raise RuntimeError("device='cuda' was asked for, but no CUDA GPU (or no kernel compiler: NVRTC from "
+                           "cuda-bindings/nvidia-cuda-nvrtc, or nvcc) is available.")
     torch.manual_seed(seed)
     warmup, repeats, inner = (3, 10, 20) if quick else (10, 50, 50)
+    copy = _copy_gbps(warmup=warmup, repeats=repeats)
     rows = []
-    for op in _binary_ops(packed.header["layers"]):
+    for op in binary_ops(packed.header["layers"]):
         for bs in batch_sizes:
             if op["op"] == "binary_linear":
                 rows.append(_linear_rows(op["name"], "layer", op["out_features"], op["k"], bs, inner=inner,
-                                         warmup=warmup, repeats=repeats, copy_gbps=None))
+                                         warmup=warmup, repeats=repeats, copy_gbps=copy))
             else:
-                rows.append(_conv_row(op, bs, inner=inner, warmup=warmup, repeats=repeats))
+                rows.append(_convbench_row(op, bs, inner=inner, warmup=warmup, repeats=repeats))
     # whole model: the packed model on the CUDA kernels (eager; CudaRunner) vs the twin in fp16 / bf16
     from ..export._cuda_runner import CudaRunner
 
@@ -199,12 +202,38 @@ def run(packed: Any, twin: Any, input_shape: tuple[int, ...], *, batch_sizes: tu
             xd = x.to(dt)
             with torch.no_grad():
                 base[label] = _eager_ms(partial(t, xd), warmup=warmup, repeats=repeats)
-        rows.append(_row("model", packed.header.get("model", {}).get("name") or "model", "model", bs, p, base,
+        rows.append(bench_row("model", packed.header.get("model", {}).get("name") or "model", "model", bs, p, base,
                          pbytes["binary"] + pbytes["real"], fp32_bytes, {"input": list(input_shape)}))
     if include_large_layer:
-        copy = _copy_gbps(warmup=warmup, repeats=repeats)
-        o, k = large_layer
-        for bs in batch_sizes:
-            rows.append(_linear_rows(f"linear_{o}x{k}", "large_layer", o, k, bs, inner=inner, warmup=warmup,
-                                     repeats=repeats, copy_gbps=copy))
+        for o, k in dict.fromkeys([tuple(large_layer), (16384, 16384)]):
+            for bs in batch_sizes:
+                rows.append(_linear_rows(f"linear_{o}x{k}", "large_layer", o, k, bs, inner=inner, warmup=warmup,
+                                         repeats=repeats, copy_gbps=copy))
     return rows
+
+
+def summary(res: dict[str, Any]) -> str:
+    """The compact plain-text table of a CUDA benchmark result (``make gpu-check``).
+
+    One line per row: packed time in microseconds, speed-up over cuBLAS/cuDNN fp16 and bf16 and over
+    int8 ``torch._int_mm`` (where measured, batch > 16), effective weight bandwidth in GB/s and its
+    percentage of the device-to-device copy bandwidth measured in the same run ("-" where not measured).
+    """
+    meta = res.get("meta", {})
+    head = f"{'row':<34} {'batch':>5} {'us':>9} {'x fp16':>7} {'x bf16':>7} {'x int8':>7} {'GB/s':>7} {'% copy':>7}"
+    lines = [f"bnn-tune gpu-check: {meta.get('gpu', meta.get('device', '?'))}, model {meta.get('model', '?')}, "
+             "medians of CUDA-graph replays", head, "-" * len(head)]
+
+    def num(v: float | None, fmt: str) -> str:
+        return "-" if v is None else format(v, fmt)
+
+    for r in res["rows"]:
+        sp = r["speedup"]
+        frac = r.get("fraction_of_copy_bandwidth")
+        lines.append(f"{(r['scope'] + ' ' + r['name'])[:34]:<34} {r['batch']:>5} {r['packed_ms'] * 1e3:>9.1f} "
+                     f"{num(sp.get('fp16'), '.2f'):>7} {num(sp.get('bf16'), '.2f'):>7} {num(sp.get('int8'), '.2f'):>7} "
+                     f"{num(r.get('effective_weight_gbps'), '.0f'):>7} {num(None if frac is None else 100 * frac, '.0f'):>7}")
+    copy = next((r["copy_gbps"] for r in res["rows"] if r.get("copy_gbps")), None)
+    if copy:
+        lines.append(f"device-to-device copy: {copy:.0f} GB/s (read + write)")
+    return "\n".join(lines)

@@ -46,7 +46,7 @@ def _run(args: argparse.Namespace) -> int:
     packed = None
     model, shape, width, depth, ncls = args.model, args.input_shape, args.width, args.depth, args.num_classes
     if args.packed:
-        from ..export import load_packed
+        from ._model import load_packed
 
         packed = load_packed(args.packed)
         info = packed.header.get("model", {})
@@ -65,6 +65,10 @@ def _run(args: argparse.Namespace) -> int:
         console.print(f"[red]error:[/red] {exc}")
         return 2
     console.print(format_table(res))
+    if args.device == "cuda":
+        from ._cuda_bench import summary
+
+        print(summary(res))
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "bench.json"), "w") as f:
         json.dump(res, f, indent=2)

@@ -5,13 +5,13 @@ Example:
     bnn-tune search --backend optuna --optimizer bop --samples 16 --workers 2 --out runs/bop
     optuna-dashboard sqlite:///runs/bop/study.db
 
-The Ray backend (:mod:`bnn_tune._ray_search`) starts an embedded local Ray runtime with the machine's
+The Ray backend (:mod:`bnn_tune.search.ray`) starts an embedded local Ray runtime with the machine's
 CPUs or joins a cluster with ``--address``. With the Optuna backend, the study is stored in
 ``<out>/study.db`` (SQLite), checkpoints of completed trials go to
 ``<out>/trial_<number>/checkpoint.pt``, and ``<out>/best.json`` holds the best trial's config, value and
-checkpoint path. ``--storage`` takes any URL :func:`bnn_tune._optuna_search.make_storage` accepts
+checkpoint path. ``--storage`` takes any URL :func:`bnn_tune.search.optuna.make_storage` accepts
 (``sqlite:///...``, ``journal:///path.log``, ``:memory:``). ``--backend ray`` (the default when ray is
-installed) hands the same arguments to ``bnn_tune._ray_search.run_ray_search``.
+installed) hands the same arguments to ``bnn_tune.search.ray.run_ray_search``.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .cli import add_config_arguments, config_from_args, register_command
+from ..cli import add_config_arguments, config_from_args, register_command
 
 __all__ = ["add_search_arguments", "print_ranking", "run_search_command"]
 
@@ -76,7 +76,7 @@ def print_ranking(study: Any, *, top: int = 10, console: Any = None) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from .objective import CONFIG_ATTR, FAIL_REASON_ATTR, PRUNE_REASON_ATTR
+    from ..objective import CONFIG_ATTR, FAIL_REASON_ATTR, PRUNE_REASON_ATTR
 
     console = console or Console()
     trials = study.get_trials(deepcopy=False)
@@ -107,7 +107,7 @@ def print_ranking(study: Any, *, top: int = 10, console: Any = None) -> None:
 
 
 def _write_best(study: Any, out: Path) -> dict[str, Any] | None:
-    from .objective import CHECKPOINT_ATTR, CONFIG_ATTR
+    from ..objective import CHECKPOINT_ATTR, CONFIG_ATTR
 
     try:
         best = study.best_trial
@@ -135,7 +135,7 @@ def run_search_command(args: argparse.Namespace) -> int:
         if backend == "optuna":
             console.print("ray is not installed (pip install 'bnn-tune[ray]'): searching with the Optuna backend")
     if backend == "ray":
-        from ._ray_search import run_ray_search
+        from .ray import run_ray_search
 
         return int(run_ray_search(args) or 0)
     ray_only = [flag for flag, used in (("--address", args.address), ("--resume", args.resume),
@@ -152,7 +152,7 @@ def run_search_command(args: argparse.Namespace) -> int:
 
     import search_spaces
 
-    from ._optuna_search import SearchSettings, run_optuna_search
+    from .optuna import SearchSettings, run_optuna_search
 
     base = config_from_args(args)
     optimizer = base.pop("optimizer", None)

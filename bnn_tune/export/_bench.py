@@ -31,9 +31,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._cpu import binary_conv2d, binary_gemm
-from ._native import native_available
-from ._packing import pack_bits, padded_k
+from ..kernels._cpu import binary_conv2d, binary_gemm
+from ..kernels._native import native_available
+from ..kernels._packing import pack_bits, padded_k
+from ..nn import build_model
+from . import _cuda_bench
+from ._bench_rows import bench_row, binary_ops
+from ._model import _trace, pack_model
 
 __all__ = ["benchmark_model", "format_table", "plot_results", "randomize_model"]
 
@@ -88,17 +92,6 @@ def _copies(nbytes: int, limit: int = 64) -> int:
     return int(min(limit, max(1, -(-_LLC_BYTES // max(nbytes, 1)))))
 
 
-def _row(scope: str, name: str, op: str, batch: int, packed_ms: float, base: dict[str, float],
-         packed_bytes: int, fp32_bytes: int, shape: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "scope": scope, "name": name, "op": op, "batch": batch, "shape": shape,
-        "packed_ms": packed_ms, "baseline_ms": base,
-        "speedup": {k: v / packed_ms for k, v in base.items()},
-        "packed_samples_per_s": batch / (packed_ms * 1e-3),
-        "weight_bytes": {"packed": packed_bytes, "fp32": fp32_bytes, "fp16": fp32_bytes // 2},
-    }
-
-
 # ---------------------------------------------------------------------- CPU
 def _cpu_linear(name: str, o: int, k: int, batch: int, *, scope: str, warmup: int, repeats: int,
                 rng: np.random.Generator) -> dict[str, Any]:
@@ -123,7 +116,7 @@ def _cpu_linear(name: str, o: int, k: int, batch: int, *, scope: str, warmup: in
         return F.linear(xt, wf[i[0] % len(wf)])
 
     p, b = _median_pair(packed, fp32, warmup=warmup, repeats=repeats)
-    row = _row(scope, name, "binary_linear", batch, p, {"fp32": b}, o * kp // 8, o * k * 4,
+    row = bench_row(scope, name, "binary_linear", batch, p, {"fp32": b}, o * kp // 8, o * k * 4,
                {"out": o, "k": k, "k_padded": kp})
     row["backend"] = "native" if native_available() else "numpy"
     if scope == "large_layer":  # does the compiled path pay off? time the numpy backend too
@@ -159,18 +152,8 @@ def _cpu_conv(name: str, op: dict[str, Any], batch: int, *, warmup: int, repeats
         return F.conv2d(xt, wt, None, op["stride"], op["padding"])
 
     p, b = _median_pair(packed, fp32, warmup=warmup, repeats=repeats)
-    return _row("layer", name, "binary_conv2d", batch, p, {"fp32": b}, o * kp // 8, o * k * 4,
+    return bench_row("layer", name, "binary_conv2d", batch, p, {"fp32": b}, o * kp // 8, o * k * 4,
                 {"in": [c, h, w], "out": o, "kernel": [kh, kw], "k": k, "k_padded": kp})
-
-
-def _binary_ops(ops: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    out = []
-    for op in ops:
-        if op["op"] in ("binary_linear", "binary_conv2d"):
-            out.append(op)
-        elif op["op"] == "residual":
-            out += _binary_ops(op["body"])
-    return out
 
 
 def benchmark_model(
@@ -230,8 +213,6 @@ def benchmark_model(
 
 def _benchmark_model(model, input_shape, num_classes, *, width, depth, device, quick, packed, batch_sizes,
                      include_large_layer, large_layer, seed) -> dict[str, Any]:
-    from ..export import pack_model
-    from ..nn import build_model
 
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -241,7 +222,6 @@ def _benchmark_model(model, input_shape, num_classes, *, width, depth, device, q
         packed = pack_model(binary, {"model": model, "width": width, "depth": depth}, input_shape=input_shape,
                             num_classes=num_classes)
     elif "input_shape" not in packed.header["layers"][0]:
-        from ..export._model import _trace
 
         _trace(packed, packed.header["layers"], torch.zeros((1, *input_shape)))
     warmup, repeats = (2, 7) if quick else (5, 31)
@@ -254,7 +234,6 @@ def _benchmark_model(model, input_shape, num_classes, *, width, depth, device, q
         "cpu_backend": "native" if native_available() else "numpy",
     }
     if device == "cuda":
-        from . import _cuda_bench
 
         meta["gpu"] = torch.cuda.get_device_name() if torch.cuda.is_available() else None
         cuda_rows = _cuda_bench.run(packed, twin, input_shape, batch_sizes=batch_sizes, quick=quick,
@@ -262,7 +241,7 @@ def _benchmark_model(model, input_shape, num_classes, *, width, depth, device, q
         return {"meta": meta, "rows": cuda_rows}
 
     rows: list[dict[str, Any]] = []
-    for op in _binary_ops(packed.header["layers"]):
+    for op in binary_ops(packed.header["layers"]):
         for bs in batch_sizes:
             if op["op"] == "binary_linear":
                 rows.append(_cpu_linear(op["name"], op["out_features"], op["k"], bs, scope="layer",
@@ -275,7 +254,7 @@ def _benchmark_model(model, input_shape, num_classes, *, width, depth, device, q
         x = torch.randn(bs, *input_shape)
         with torch.no_grad():
             p, b = _median_pair(partial(packed.logits, x), partial(twin, x), warmup=warmup, repeats=repeats)
-        rows.append(_row("model", model, "model", bs, p, {"fp32": b}, pbytes["binary"] + pbytes["real"],
+        rows.append(bench_row("model", model, "model", bs, p, {"fp32": b}, pbytes["binary"] + pbytes["real"],
                          fp32_bytes, {"input": list(input_shape)}))
     if include_large_layer:
         o, k = large_layer
