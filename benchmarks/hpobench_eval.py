@@ -7,7 +7,7 @@ what; the reinterpreted space against its naive twin (no pruner, trials to targe
 trial-epochs vs best-so-far (median over seeds) per strategy. The flip+asha settings were chosen on seeds
 0-99 only (``--tune`` re-runs that comparison); the held-out seeds default to 1000-1039.
 
-    python benchmarks/hpobench_eval.py [--seeds 1000-1039] [--context-seeds 1000-1009] [--workers 2]
+    python benchmarks/hpobench_eval.py [--seeds 1000-1039] [--context-seeds 1000-1004] [--tasks T1,T2] [--workers 2]
 """
 
 from __future__ import annotations
@@ -30,14 +30,31 @@ from bnn_tune.hpobench.evaluate import aggregate, parse_seeds  # noqa: E402
 from bnn_tune.hpobench.tasks import get_task  # noqa: E402
 
 MAIN = ("asha", "flip+asha")
+
+
+def tied_latent_adam(trial):
+    """The former latent_adam reinterpretation (init_scale = 10 * latent_lr, Theorem 1), kept for comparison."""
+    from search_spaces._common import suggest_log
+    from search_spaces.latent_adam import LATENT_LR, WEIGHT_DECAY
+
+    lr = suggest_log(trial, "latent_lr", LATENT_LR)
+    return {"optimizer": "latent_adam", "latent_lr": lr, "init_scale": min(1.0, 10 * lr),
+            "weight_decay": suggest_log(trial, "weight_decay", WEIGHT_DECAY)}
+
+
+EXTRA_SPACES = {"latent_adam_mnist1d": {"tied (former)": tied_latent_adam}}
 CONTEXT = ("none", "median", "hyperband", "flip", "flip+median", "flip-or+asha", "flip+hyperband")
+
+
+N_TRIALS = 60
 
 
 def _one(args):
     task, pruner, space, seed = args
     from bnn_tune.hpobench import replay
 
-    r = replay(task, pruner=pruner, space=space, seed=seed)
+    fn = EXTRA_SPACES.get(task, {}).get(space, space)
+    r = replay(task, pruner=pruner, space=fn, seed=seed, n_trials=N_TRIALS)
     return task, pruner, space, seed, r
 
 
@@ -89,41 +106,55 @@ def fmt(q, d):
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", default="1000-1039", help="held-out sampler seeds for asha vs flip+asha and spaces")
-    ap.add_argument("--context-seeds", default="1000-1009", help="seeds for the other pruners (context)")
+    ap.add_argument("--context-seeds", default="1000-1004", help="seeds for the other pruners (context)")
     ap.add_argument("--tasks", default=None, help="comma-separated (default: all recorded)")
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--n-trials", type=int, default=60, help="trials per replayed search (default 60)")
+    ap.add_argument("--no-context", action="store_true", help="only asha vs flip+asha and the spaces")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     a = ap.parse_args()
+    global N_TRIALS, CONTEXT
+    N_TRIALS = a.n_trials
+    if a.no_context:
+        CONTEXT = ()
     seeds, ctx = parse_seeds(a.seeds), parse_seeds(a.context_seeds)
     names = a.tasks.split(",") if a.tasks else tasks()
     jobs = []
     for t in names:
         jobs += [(t, p, "reinterpreted", s) for p in MAIN for s in seeds]
         jobs += [(t, p, "reinterpreted", s) for p in CONTEXT for s in ctx]
+        jobs += [(t, "none", "reinterpreted", s) for s in seeds if "none" not in CONTEXT or s not in ctx]
+        if not get_task(t).naive and not EXTRA_SPACES.get(t):
+            jobs = [j for j in jobs if not (j[0] == t and j[1] == "none" and j[3] not in ctx)]
         if get_task(t).naive:
             jobs += [(t, "none", "naive", s) for s in seeds]
+        jobs += [(t, "none", name, s) for name in EXTRA_SPACES.get(t, {}) for s in seeds]
     t0 = time.time()
     results = run(jobs, a.workers)
     wall = time.time() - t0
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     summary: dict = {"seeds": a.seeds, "context_seeds": a.context_seeds, "wall_seconds": round(wall, 1),
-                     "n_trials": 60, "sampler": "tpe", "tasks": {}}
+                     "n_trials": a.n_trials, "sampler": "tpe", "tasks": {}}
     for t in names:
         from bnn_tune.hpobench import load
 
         table = load(t)
         rows = {}
         curves = {}
-        for p in (*MAIN, *CONTEXT):
-            rs = [r for (tt, pp, sp, _s, r) in results if tt == t and pp == p and sp == "reinterpreted"]
+        for p in dict.fromkeys((*MAIN, "none", *CONTEXT)):
+            if p not in MAIN and not any(tt == t and pp == p for (tt, pp, _sp, _s, _r) in results):
+                continue
+            cs = seeds if p in MAIN or (p == "none" and not CONTEXT) else ctx
+            rs = [r for (tt, pp, sp, s, r) in results if tt == t and pp == p and sp == "reinterpreted" and s in cs]
             rows[p] = aggregate(rs)
             curves[p] = [r["best_so_far"] for r in rs]
-        spaces = {"reinterpreted": aggregate([r for (tt, pp, sp, s, r) in results if tt == t and pp == "none"
-                                              and sp == "reinterpreted" and s in seeds])}
-        naive = [r for (tt, pp, sp, _s, r) in results if tt == t and sp == "naive"]
-        if naive:
-            spaces["naive"] = aggregate(naive)
+        reint = [r for (tt, pp, sp, s, r) in results if tt == t and pp == "none" and sp == "reinterpreted"]
+        spaces = {"reinterpreted": aggregate(reint)} if reint else {}
+        for name in ("naive", *EXTRA_SPACES.get(t, {})):
+            rs = [r for (tt, pp, sp, _s, r) in results if tt == t and sp == name]
+            if rs:
+                spaces[name] = aggregate(rs)
         a_res = {s: r for (tt, pp, sp, s, r) in results if tt == t and pp == "asha" and sp == "reinterpreted"}
         f_res = {s: r for (tt, pp, sp, s, r) in results if tt == t and pp == "flip+asha" and sp == "reinterpreted"}
         ratios = [f_res[s]["trial_epochs_to_target"] / a_res[s]["trial_epochs_to_target"] for s in seeds
@@ -140,7 +171,8 @@ def main() -> int:
             "paired_ratio_epochs_total": list(np.percentile(ratio_total, [50, 25, 75])),
         }
         plot(t, curves, table.target(), out / f"hpobench_{t}.png")
-    (out / "hpobench.json").write_text(json.dumps(summary, indent=1, default=float))
+    for t, s in summary["tasks"].items():
+        (out / f"hpobench_{t}.json").write_text(json.dumps({**summary, "tasks": {t: s}}, indent=1, default=float))
     for t, s in summary["tasks"].items():
         print(f"\n## {t}: {s['description']} ({s['configs']} configs, best {s['best_final_val']:.4f})")
         print("| pruner | seeds | trial-epochs to target | trials to target | trial-epochs total | reached | "
@@ -154,7 +186,8 @@ def main() -> int:
               f"paired per seed [median, q25, q75]: {s['paired_ratio_epochs_to_target']}; "
               f"total: {s['paired_ratio_epochs_total']}")
         for sp, r in s["spaces"].items():
-            print(f"space {sp}: trials to target {fmt(r['trials_to_target'], 0)}, reached {r['reached']:.0%}")
+            print(f"space {sp} (no pruner, {r['n']} seeds): trials to target {fmt(r['trials_to_target'], 0)}, "
+                  f"reached {r['reached']:.0%}, best final val {fmt(r['best_final_val_acc'], 4)}")
     print(f"\nwall {wall:.0f} s for {len(jobs)} replays")
     return 0
 

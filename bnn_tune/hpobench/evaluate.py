@@ -27,7 +27,7 @@ def parse_seeds(text: str) -> list[int]:
             else:
                 out.append(int(part))
         except ValueError:
-            raise ValueError(f"bad seed range {part!r} in {text!r}; use e.g. '0-49' or '1,2,3' (non-negative, low-high)")
+            raise ValueError(f"bad seed range {part!r} in {text!r}; use e.g. '0-49' or '1,2,3' (non-negative, low-high)") from None
     if not out or min(out) < 0:
         raise ValueError(f"bad seeds {text!r}; use e.g. '0-49' or '1,2,3' (non-negative integers)")
     return out
