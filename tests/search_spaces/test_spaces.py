@@ -151,13 +151,12 @@ def test_paper_settings_lie_inside_every_space():
                     assert value in rng, (name, key, value)
 
 
-def test_latent_adam_searches_filter_coordinates_with_a_fixed_init_scale():
+def test_latent_adam_ties_init_scale_to_the_learning_rate():
     from search_spaces import latent_adam
 
     for params, cfg in _samples(latent_adam.suggest, n=30):
-        assert "init_scale" not in params  # a transient (seed 004), never a search dimension
-        assert cfg["init_scale"] == latent_adam.INIT_SCALE
-        assert {"latent_lr", "weight_decay"} <= set(params)
+        assert "init_scale" not in params  # never an independent dimension (Theorem 1)
+        assert cfg["init_scale"] == pytest.approx(min(1.0, latent_adam.INIT_STEPS * cfg["latent_lr"]))
     # the naive twin does search them independently
     naive_params = {k for p, _ in _samples(latent_adam.naive_suggest, n=3) for k in p}
     assert {"latent_lr", "init_scale", "weight_decay"} <= naive_params
