@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import random
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -171,8 +172,12 @@ def replay(
     if isinstance(n_trials, bool) or not isinstance(n_trials, int) or n_trials < 1:
         raise ValueError(f"`n_trials` must be an integer >= 1, but got n_trials={n_trials!r}.")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(direction="maximize", sampler=_make_sampler(sampler, seed),
-                                pruner=make_pruner(pruner))
+    base_sampler = _make_sampler(sampler, seed)
+    if tk.fixed and not callable(space):  # parameters the grid records at one value only (filter order 2)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            base_sampler = optuna.samplers.PartialFixedSampler(dict(tk.fixed), base_sampler)
+    study = optuna.create_study(direction="maximize", sampler=base_sampler, pruner=make_pruner(pruner))
     c = table.curves
     P, E = table.sub_epoch_points, table.epochs
     val, test, lfr = c["val_acc"], c["test_acc"], c["log_flip_rate"]

@@ -29,6 +29,8 @@ class Task:
         seeds: training seeds recorded per grid point.
         naive: whether the space's ``naive_suggest`` maps onto this grid (its keys are grid keys).
         description: one line for tables.
+        fixed: sampled parameters the replay pins (``optuna.samplers.PartialFixedSampler``) because the grid
+            holds only that value, e.g. the filter space's ``order`` (only order 2 is recorded).
     """
 
     name: str
@@ -38,7 +40,7 @@ class Task:
     seeds: tuple[int, ...] = (0, 1)
     naive: bool = True
     description: str = ""
-    derived: dict[str, str] = field(default_factory=dict)
+    fixed: dict[str, Any] = field(default_factory=dict)
 
     @property
     def epochs(self) -> int:
@@ -71,7 +73,7 @@ TASKS: dict[str, Task] = {
             base={**_MNIST1D, "optimizer": "filter", "order": 2, "epochs": 16},
             grid={"gamma": (1e-4, 1e-3, 1e-2, 1e-1, 1.0),
                   "alpha": (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)},
-            naive=False,
+            naive=False, fixed={"order": 2},
             description="order-2 gradient filter gamma x alpha, mnist1d MLP, 16 epochs",
         ),
         Task(
