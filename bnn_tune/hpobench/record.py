@@ -103,7 +103,7 @@ def record_task(name: str, out_dir: str | os.PathLike[str], *, workers: int = 2,
     task = get_task(name)
     configs = grid_configs(task)[: limit or None]
     n_c, n_s, n_e = len(configs), len(task.seeds), task.epochs
-    arrays = {k: np.full((n_c, n_s, n_e), np.nan, dtype=np.float32) for k in CURVES}
+    arrays: dict[str, np.ndarray] = {k: np.full((n_c, n_s, n_e), np.nan, dtype=np.float32) for k in CURVES}
     arrays["sub_flip_rate"] = np.full((n_c, n_s, n_e * SUB_EPOCH_POINTS), np.nan, dtype=np.float32)
     arrays["completed"] = np.zeros((n_c, n_s), dtype=np.bool_)
     jobs = [(name, ci, si) for ci in range(n_c) for si in range(n_s)]
@@ -137,5 +137,5 @@ def record_task(name: str, out_dir: str | os.PathLike[str], *, workers: int = 2,
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"{name}.npz"
-    np.savez_compressed(path, meta=np.array(json.dumps(meta)), **arrays)
+    np.savez_compressed(path, meta=np.array(json.dumps(meta)), **arrays)  # type: ignore[arg-type]
     return path
