@@ -183,10 +183,13 @@ class Objective:
                 raise optuna.TrialPruned(f"pruned at epoch {m.epoch}: {reason}")
 
         def on_sub_point(rates: list[float]) -> None:
-            # the sub-epoch log flip rates (every 1/8 epoch); inside the first epoch the pruner is asked
-            # after each point, so a frozen run (plugins.flip_sh.FlipSHPruner) stops before a whole epoch
+            # the sub-epoch log flip rates (every 1/8 epoch); inside the first epoch a pruner with
+            # ``judges_sub_epoch = True`` (plugins.flip_sh.FlipSHPruner) is asked after each point, so a
+            # frozen run stops before a whole epoch
             trial.set_user_attr(SUB_FLIP_RATE_ATTR, [_log_fr(r) for r in rates])
-            if len(rates) < SUB_EPOCH_POINTS and trial.should_prune():
+            # only a pruner that says it judges sub-epoch reports is asked before the first trial.report
+            if (len(rates) < SUB_EPOCH_POINTS and getattr(trial.study.pruner, "judges_sub_epoch", False)
+                    and trial.should_prune()):
                 reason = trial.user_attrs.get(PRUNE_REASON_ATTR) or "the study's pruner said so"
                 raise optuna.TrialPruned(f"pruned inside epoch 1: {reason}")
 

@@ -51,6 +51,9 @@ class FlipSHPruner(BasePruner):
             ``window``, ``min_rise``...).
     """
 
+    judges_sub_epoch = True
+    """Tells the objectives to ask this pruner every 1/8 of the first epoch, before any report."""
+
     def __init__(self, wrapped_pruner: BasePruner | None = None, *, max_steps: int | None = None,
                  **rule_kwargs: Any) -> None:
         if wrapped_pruner is not None and not isinstance(wrapped_pruner, BasePruner):

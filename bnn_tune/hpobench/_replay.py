@@ -7,8 +7,9 @@ space's own coordinate (log distance for a log-sampled parameter, linear otherwi
 training seed from ``(seed, trial number)`` and reports the recorded validation accuracy epoch by epoch
 exactly as :func:`bnn_tune.objective` does (``trial.report(val_acc, epoch)``, the log flip-rate series in
 the user attrs, no ``should_prune`` after the last epoch). Between epochs it also publishes the sub-epoch
-flip rates (every 1/8 epoch) and asks ``should_prune`` after each, so a pruner that judges the sub-epoch
-flip rate can stop a trial inside its first epoch; the trial-epochs count that fraction.
+flip rates (every 1/8 epoch) and, for a pruner with ``judges_sub_epoch = True``, asks ``should_prune`` after
+each point of the first epoch, so it can stop a trial inside its first epoch; the trial-epochs count that
+fraction.
 """
 
 from __future__ import annotations
@@ -178,6 +179,7 @@ def replay(
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             base_sampler = optuna.samplers.PartialFixedSampler(dict(tk.fixed), base_sampler)
     study = optuna.create_study(direction="maximize", sampler=base_sampler, pruner=make_pruner(pruner))
+    sub_epoch = bool(getattr(study.pruner, "judges_sub_epoch", False))  # as bnn_tune.objective does
     c = table.curves
     P, E = table.sub_epoch_points, table.epochs
     val, test, lfr = c["val_acc"], c["test_acc"], c["log_flip_rate"]
@@ -203,7 +205,7 @@ def replay(
                     subs.append(log_flip_rate(float(sub[ci, si, e * P + k])) if math.isfinite(sub[ci, si, e * P + k])
                                 else math.nan)
                     spent = e + (k + 1) / P
-                    if k < P - 1 and e == 0:
+                    if k < P - 1 and e == 0 and sub_epoch:
                         trial.set_user_attr(SUB_FLIP_RATE_ATTR, list(subs))
                         if trial.should_prune():
                             raise optuna.TrialPruned(trial.user_attrs.get(PRUNE_REASON_ATTR, ""))
