@@ -3,7 +3,8 @@
 :func:`trainable` trains one configuration epoch by epoch and, after every epoch, calls
 ``ray.tune.report(metrics, checkpoint=...)``. The metrics are :meth:`EpochMetrics.as_dict`
 (``val_acc``, ``val_loss``, ``train_acc``, ``train_loss``, ``flip_rate``, ``log_flip_rate``,
-``flip_rate/<layer>``, ``epoch``, ``epoch_time``, ``trial_epochs``, ``hp/<scheduled key>``) plus ``hp/<key>`` for every
+``flip_rate/<layer>``, ``epoch``, ``epoch_time``, ``trial_epochs``, ``hp/<scheduled key>``) plus ``sub_log_flip_rate``
+(a list: the epoch's log flip rate every 1/8 epoch) and ``hp/<key>`` for every
 numeric hyperparameter the binary optimizer is actually using, ``node_id`` (the Ray node the trial
 ran on) and ``device`` (where it trained). The checkpoint is a directory holding ``checkpoint.pt`` = :meth:`Trainer.state_dict` (model,
 optimizer, schedulers, RNG states, epoch, history and the flat ``"config"``), readable with
@@ -57,6 +58,7 @@ import torch
 
 from ._imports import require
 from .config import TrialConfig
+from .metrics import SubEpochFlipRates, log_flip_rate
 from .train import Trainer
 
 __all__ = ["CHECKPOINT_FILE", "load_checkpoint_state", "restore_trainer", "trainable", "with_resources"]
@@ -232,7 +234,9 @@ def trainable(config: Mapping[str, Any]) -> None:
         node_id = ray.get_runtime_context().get_node_id()
     except Exception:
         node_id = ""
+    subs = SubEpochFlipRates(trainer.flips, trainer.steps_per_epoch, 8).attach(trainer.optimizer)
     while trainer.epoch < trainer.config.epochs:
+        seen = len(subs.rates)
         m = trainer.train_epoch()
         if not (math.isfinite(m.train_loss) and math.isfinite(m.val_loss)):
             raise FloatingPointError(
@@ -240,7 +244,9 @@ def trainable(config: Mapping[str, Any]) -> None:
                 f"val_loss={m.val_loss}); the trial was stopped. Config: {trainer.config.to_dict()}"
             )
         metrics: dict[str, Any] = {**m.as_dict(), **_optimizer_metrics(trainer), "node_id": node_id,
-                                   "device": str(trainer.device)}
+                                   "device": str(trainer.device),
+                                   # this epoch's log flip rate every 1/8 epoch (plugins.flip_sh_ray reads it)
+                                   "sub_log_flip_rate": [log_flip_rate(r) for r in subs.rates[seen:]]}
         with tempfile.TemporaryDirectory(prefix="bnn_tune_ckpt_") as directory:
             torch.save(trainer.state_dict(), os.path.join(directory, CHECKPOINT_FILE))
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))

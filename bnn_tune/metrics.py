@@ -19,7 +19,7 @@ from torch import nn
 
 from .nn import binary_parameters
 
-__all__ = ["LOG_FLIP_RATE_EPS", "FlipCounter", "accuracy", "log_flip_rate"]
+__all__ = ["LOG_FLIP_RATE_EPS", "FlipCounter", "SubEpochFlipRates", "accuracy", "log_flip_rate"]
 
 LOG_FLIP_RATE_EPS = math.exp(-9)
 
@@ -123,3 +123,47 @@ class FlipCounter:
         if reset:
             self.reset()
         return out
+
+
+class SubEpochFlipRates:
+    """The flip rate of every ``1/points`` of an epoch, read from a :class:`FlipCounter` by a step post-hook.
+
+    Attach it after the counter (hooks run in registration order, so the counter's count is current).
+    ``rates`` holds one flip rate per window, all epochs so far; ``on_point(rates)`` (optional) is called
+    after each window, e.g. to ask an Optuna pruner inside the first epoch. It relies on the counter being
+    reset at the start of every epoch (``Trainer.train_epoch`` does).
+
+    Example:
+        >>> w = torch.nn.Parameter(torch.tensor([0.5, -0.5]))
+        >>> opt = torch.optim.SGD([w], lr=1.0)
+        >>> counter = FlipCounter([("w", w)]).attach(opt)
+        >>> sub = SubEpochFlipRates(counter, steps_per_epoch=2, points=2).attach(opt)
+        >>> w.grad = torch.tensor([1.0, 0.0]); opt.step(); w.grad = torch.tensor([0.0, 0.0]); opt.step()
+        >>> sub.rates
+        [0.5, 0.0]
+    """
+
+    def __init__(self, counter: FlipCounter, steps_per_epoch: int, points: int = 8, on_point: Any = None) -> None:
+        if points < 1 or steps_per_epoch < 1:
+            raise ValueError(f"`points` and `steps_per_epoch` must be >= 1, but got {points!r}, {steps_per_epoch!r}.")
+        self.counter = counter
+        self.bounds = {max(1, round(steps_per_epoch * (k + 1) / points)) for k in range(points)}
+        self.on_point = on_point
+        self.rates: list[float] = []
+        self._steps = 0
+        self._flips = 0
+
+    def attach(self, optimizer: torch.optim.Optimizer) -> SubEpochFlipRates:
+        optimizer.register_step_post_hook(lambda *_: self.after_step())
+        return self
+
+    def after_step(self) -> None:
+        n = self.counter.steps
+        if n < self._steps:  # the counter was reset: a new epoch
+            self._steps, self._flips = 0, 0
+        if n in self.bounds and n != self._steps:
+            total = sum(int(f.item()) for f in self.counter._flips)
+            self.rates.append((total - self._flips) / (sum(self.counter.sizes) * (n - self._steps)))
+            self._steps, self._flips = n, total
+            if self.on_point is not None:
+                self.on_point(self.rates)

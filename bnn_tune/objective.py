@@ -47,6 +47,7 @@ __all__ = [
     "FLIP_RATE_ATTR",
     "LAYER_FLIP_RATE_ATTR",
     "Objective",
+    "SUB_FLIP_RATE_ATTR",
     "VAL_ACC_ATTR",
     "objective",
     "resolve_space",
@@ -59,6 +60,8 @@ CONFIG_ATTR = "bnn_tune:config"
 CHECKPOINT_ATTR = "bnn_tune:checkpoint"
 FAIL_REASON_ATTR = "bnn_tune:fail_reason"
 PRUNE_REASON_ATTR = "bnn_tune:prune_reason"
+SUB_FLIP_RATE_ATTR = "bnn_tune:sub_log_flip_rate"
+SUB_EPOCH_POINTS = 8
 TEST_ACC_ATTR = "bnn_tune:test_acc"
 
 _logger = logging.getLogger("bnn_tune.objective")
@@ -144,6 +147,7 @@ class Objective:
     def __call__(self, trial: optuna.Trial) -> float:
         optuna = require("optuna", feature="bnn_tune.objective")
         from .config import ConfigError, TrialConfig
+        from .metrics import SubEpochFlipRates
         from .train import Trainer
 
         try:
@@ -184,8 +188,21 @@ class Objective:
                 reason = trial.user_attrs.get(PRUNE_REASON_ATTR) or "the study's pruner said so"
                 raise optuna.TrialPruned(f"pruned at epoch {m.epoch}: {reason}")
 
+        def on_sub_point(rates: list[float]) -> None:
+            # the sub-epoch log flip rates (every 1/8 epoch); inside the first epoch a pruner with
+            # ``judges_sub_epoch = True`` (plugins.flip_sh.FlipSHPruner) is asked after each point, so a
+            # frozen run stops before a whole epoch
+            trial.set_user_attr(SUB_FLIP_RATE_ATTR, [_log_fr(r) for r in rates])
+            # only a pruner that says it judges sub-epoch reports is asked before the first trial.report
+            if (len(rates) < SUB_EPOCH_POINTS and getattr(trial.study.pruner, "judges_sub_epoch", False)
+                    and trial.should_prune()):
+                reason = trial.user_attrs.get(PRUNE_REASON_ATTR) or "the study's pruner said so"
+                raise optuna.TrialPruned(f"pruned inside epoch 1: {reason}")
+
         try:
             trainer = Trainer(cfg, data=self.data)
+            SubEpochFlipRates(trainer.flips, trainer.steps_per_epoch, SUB_EPOCH_POINTS,
+                              on_sub_point).attach(trainer.optimizer)
             result = trainer.run(callback)
         except optuna.TrialPruned:
             raise

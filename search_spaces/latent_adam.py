@@ -5,7 +5,15 @@ paper, Sec. 3). By Theorem 1 the learning rate and the initial latent scale are 
 both by C leaves every binary weight unchanged), so this space samples the step size ``latent_lr`` -- with
 the clip at 1, ``1/latent_lr`` is the inertia capacity in consistent Adam steps -- and *derives*
 ``init_scale = INIT_STEPS * latent_lr`` (the initial inertia: about INIT_STEPS consistent steps to flip);
-weight decay pulls the inertia back towards zero and is the filter's decay coefficient (Quist et al.).
+weight decay pulls the inertia back towards zero and is the filter's decay coefficient (Quist et al., seed
+004: latent SGD with momentum and weight decay is the order-2 filter with ``alpha = lr * weight_decay``).
+
+Seed 004 also calls the init scale a transient, which suggests fixing it instead of tying it. The hpobench
+replay (``latent_adam_mnist1d``, BENCHMARKS.md "BNN-HPO") measured both against the naive space: the
+recorded curves are identical along ``init_scale / latent_lr = const`` at weight decay 0 (Adam is scale
+invariant, Theorem 1 exactly), and over a 10-epoch budget a large ratio is no transient (init 1.0 at lr 1e-4
+needs ~10^4 steps to flip a weight), so the tie keeps every sample on the good side of that ratio while a
+fixed init scale does so only for part of the lr range; the tie reached the target in fewer trials.
 Helwegen et al., NeurIPS 2019 (Theorem 1); Quist et al., "Understanding Weight-Magnitude Hyperparameters
 in Training Binary Networks", ICLR 2023.
 """

@@ -1,0 +1,275 @@
+"""Replay a search on a recorded table: a real Optuna study whose objective reads recorded curves.
+
+The sampler and the pruner are Optuna's own (or bnn-tune's pruners from :mod:`plugins.optuna` /
+:mod:`plugins.flip_sh`); only the training is replaced. Each trial samples a configuration with the task's
+search space (``suggest`` or ``naive_suggest``), snaps every grid key to the nearest recorded value in the
+space's own coordinate (log distance for a log-sampled parameter, linear otherwise), picks one recorded
+training seed from ``(seed, trial number)`` and reports the recorded validation accuracy epoch by epoch
+exactly as :func:`bnn_tune.objective` does (``trial.report(val_acc, epoch)``, the log flip-rate series in
+the user attrs, no ``should_prune`` after the last epoch). Between epochs it also publishes the sub-epoch
+flip rates (every 1/8 epoch) and, for a pruner with ``judges_sub_epoch = True``, asks ``should_prune`` after
+each point of the first epoch, so it can stop a trial inside its first epoch; the trial-epochs count that
+fraction.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import optuna
+
+from bnn_tune.metrics import log_flip_rate
+
+from .table import Table, load
+from .tasks import get_task
+
+__all__ = ["PRUNERS", "SPACES", "make_pruner", "replay", "snap"]
+
+FLIP_RATE_ATTR = "bnn_tune:log_flip_rate"
+SUB_FLIP_RATE_ATTR = "bnn_tune:sub_log_flip_rate"
+PRUNE_REASON_ATTR = "bnn_tune:prune_reason"
+
+SPACES = ("reinterpreted", "naive")
+
+
+def _asha() -> optuna.pruners.BasePruner:
+    return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
+
+
+def _median() -> optuna.pruners.BasePruner:
+    return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=2)
+
+
+def _flip() -> Any:
+    from plugins.optuna import FlipRatePruner
+
+    return FlipRatePruner(margin=0.02)
+
+
+def _flip_or(inner: Callable[[], optuna.pruners.BasePruner]) -> Callable[[], Any]:
+    def make() -> Any:
+        from plugins.optuna import FlipRatePruner
+
+        return FlipRatePruner(inner(), combine="or", margin=0.02)
+    return make
+
+
+def _flip_sh(inner: Callable[[], optuna.pruners.BasePruner]) -> Callable[[], Any]:
+    def make() -> Any:
+        from plugins.flip_sh import FlipSHPruner
+
+        return FlipSHPruner(inner())
+    return make
+
+
+def _hyperband() -> optuna.pruners.BasePruner:
+    return optuna.pruners.HyperbandPruner(min_resource=1, reduction_factor=3)
+
+
+PRUNERS: dict[str, Callable[[], Any]] = {
+    "none": optuna.pruners.NopPruner,
+    "median": _median,
+    "asha": _asha,
+    "hyperband": _hyperband,
+    "flip": _flip,
+    "flip+asha": _flip_sh(_asha),
+    "flip+hyperband": _flip_sh(_hyperband),
+    "flip+median": _flip_or(_median),
+    "flip-or+asha": _flip_or(_asha),
+}
+"""Pruner names: ``flip+asha`` / ``flip+hyperband`` are :class:`plugins.flip_sh.FlipSHPruner` around ASHA /
+Hyperband (the recommended strategy); ``flip-or+asha`` and ``flip+median`` are the older composition
+``FlipRatePruner(inner, combine="or")``."""
+
+
+def make_pruner(name: str | Callable[[], Any]) -> Any:
+    """A fresh pruner called ``name`` (one of :data:`PRUNERS`), or ``name()`` for a factory (tuning)."""
+    if callable(name):
+        return name()
+    if name not in PRUNERS:
+        raise ValueError(f"Unknown pruner {name!r}. Known pruners: {list(PRUNERS)}.")
+    return PRUNERS[name]()
+
+
+def _make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
+    if name == "tpe":
+        return optuna.samplers.TPESampler(seed=seed)
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if name == "qmc":
+        return optuna.samplers.QMCSampler(seed=seed)
+    raise ValueError(f"Unknown sampler {name!r}. Known samplers: ['tpe', 'random', 'qmc'].")
+
+
+def snap(table: Table, config: dict[str, Any], log_keys: set[str]) -> int:
+    """Index of the recorded grid point nearest to ``config`` (per key: log distance for ``log_keys``)."""
+    grid = table.meta["grid"]
+    index = 0
+    for key, values in grid.items():
+        x = float(config.get(key, table.meta["base"].get(key, values[0])))
+        if key in log_keys and all(v >= 0 for v in values):
+            if x <= 0:
+                cands = [i for i, v in enumerate(values) if v == 0] or [int(np.argmin(values))]
+                best = cands[0]
+            else:
+                pos = [(abs(math.log(x) - math.log(v)), i) for i, v in enumerate(values) if v > 0]
+                best = min(pos)[1]
+        else:
+            best = int(np.argmin([abs(x - v) for v in values]))
+        index = index * len(values) + best
+    return index
+
+
+def replay(
+    task: str,
+    *,
+    sampler: str = "tpe",
+    pruner: str | Callable[[], Any] = "asha",
+    space: str | Callable[[Any], dict[str, Any]] = "reinterpreted",
+    seed: int = 0,
+    n_trials: int | None = None,
+    data_dir: str | None = None,
+) -> dict[str, Any]:
+    """Run one replayed search of ``task`` and summarise it.
+
+    Args:
+        sampler: ``"tpe"``, ``"random"`` or ``"qmc"`` (seeded with ``seed``).
+        pruner: a name in :data:`PRUNERS`, or a zero-argument factory of an Optuna pruner.
+        space: ``"reinterpreted"`` (the space module's ``suggest``), ``"naive"`` (its ``naive_suggest``) or
+            a ``suggest(trial)`` callable returning grid keys (to measure a candidate space).
+        seed: sampler seed; also picks each trial's recorded training seed.
+        n_trials: trials in the study (default: 60).
+        data_dir: folder of recorded ``<task>.npz`` (default: the package's data).
+
+    Returns:
+        ``trials_to_target`` / ``trial_epochs_to_target`` (None if the target was never reached by a
+        completed trial; target = table's best mean final val accuracy - 0.5 pp), ``trial_epochs_total``,
+        ``best_final_val_acc``, ``best_test_acc`` (of the best completed trial), ``best_config_pruned``
+        (the table's best grid point was sampled and pruned at least once), ``n_trials``, ``n_pruned``,
+        ``stop_rules`` (``{rule: count}`` of who pruned), ``target``, ``best_so_far`` (per trial:
+        cumulative trial-epochs and best completed value so far).
+    """
+    import search_spaces
+
+    tk = get_task(task)
+    table = load(task, data_dir=data_dir)
+    if callable(space):
+        suggest = space
+    else:
+        if space not in SPACES:
+            raise ValueError(f"Unknown space {space!r}. Known spaces: {list(SPACES)}.")
+        if space == "naive" and not tk.naive:
+            raise ValueError(f"Task {task!r} has no naive twin on its grid; use space='reinterpreted'.")
+        module = search_spaces.get(tk.space)
+        suggest = module.suggest if space == "reinterpreted" else module.naive_suggest
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ValueError(f"`seed` must be an integer, but got seed={seed!r}.")
+    n_trials = 60 if n_trials is None else n_trials
+    if isinstance(n_trials, bool) or not isinstance(n_trials, int) or n_trials < 1:
+        raise ValueError(f"`n_trials` must be an integer >= 1, but got n_trials={n_trials!r}.")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    base_sampler = _make_sampler(sampler, seed)
+    if tk.fixed and not callable(space):  # parameters the grid records at one value only (filter order 2)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            base_sampler = optuna.samplers.PartialFixedSampler(dict(tk.fixed), base_sampler)
+    study = optuna.create_study(direction="maximize", sampler=base_sampler, pruner=make_pruner(pruner))
+    sub_epoch = bool(getattr(study.pruner, "judges_sub_epoch", False))  # as bnn_tune.objective does
+    c = table.curves
+    P, E = table.sub_epoch_points, table.epochs
+    val, test, lfr = c["val_acc"], c["test_acc"], c["log_flip_rate"]
+    sub = c["sub_flip_rate"]
+    used: list[float] = []
+    cells: list[tuple[int, int]] = []
+
+    def objective(trial: optuna.Trial) -> float:
+        cfg = suggest(trial)
+        log_keys = {k for k, d in trial.distributions.items() if getattr(d, "log", False)}
+        # a LogRange with a zero decade samples log but maps to 0; keys derived from a log key are log too
+        log_keys |= {k for k in table.meta["grid"] if k not in trial.distributions}
+        ci = snap(table, cfg, log_keys)
+        si = random.Random(seed * 100_003 + trial.number).randrange(table.n_seeds)
+        cells.append((ci, si))
+        trial.set_user_attr("bnn_tune:grid_index", ci)
+        series: list[float] = []
+        subs: list[float] = []
+        spent = 0.0
+        try:
+            for e in range(E):
+                for k in range(P):  # sub-epoch flip rates inside epoch e+1
+                    subs.append(log_flip_rate(float(sub[ci, si, e * P + k])) if math.isfinite(sub[ci, si, e * P + k])
+                                else math.nan)
+                    spent = e + (k + 1) / P
+                    if k < P - 1 and e == 0 and sub_epoch:
+                        trial.set_user_attr(SUB_FLIP_RATE_ATTR, list(subs))
+                        if trial.should_prune():
+                            raise optuna.TrialPruned(trial.user_attrs.get(PRUNE_REASON_ATTR, ""))
+                v = float(val[ci, si, e])
+                if not math.isfinite(v):  # diverged: the objective fails the trial
+                    return math.nan
+                series.append(float(lfr[ci, si, e]))
+                trial.set_user_attr(SUB_FLIP_RATE_ATTR, list(subs))
+                trial.set_user_attr(FLIP_RATE_ATTR, list(series))
+                trial.report(v, e + 1)
+                if e + 1 < E and trial.should_prune():
+                    raise optuna.TrialPruned(trial.user_attrs.get(PRUNE_REASON_ATTR, ""))
+        finally:
+            used.append(spent)
+        trial.set_user_attr("bnn_tune:test_acc", float(test[ci, si, -1]))
+        return float(val[ci, si, -1])
+
+    study.optimize(objective, n_trials=n_trials, catch=())
+    return summarize(study, table, used, cells)
+
+
+def summarize(study: optuna.Study, table: Table, used: list[float], cells: list[tuple[int, int]]) -> dict[str, Any]:
+    """The replay's result dict (see :func:`replay`)."""
+    from optuna.trial import TrialState
+
+    target = table.target()
+    best_idx = table.best_config
+    best = -math.inf
+    best_test = math.nan
+    to_target: int | None = None
+    epochs_to_target: float | None = None
+    spent = 0.0
+    curve: list[tuple[float, float]] = []
+    rules: dict[str, int] = {}
+    best_pruned = False
+    trials = study.get_trials(deepcopy=False)
+    for t, cost, (ci, _si) in zip(trials, used, cells):
+        spent += cost
+        if t.state == TrialState.COMPLETE and t.value is not None and math.isfinite(t.value):
+            if t.value > best:
+                best, best_test = t.value, float(t.user_attrs.get("bnn_tune:test_acc", math.nan))
+            if to_target is None and t.value >= target:
+                to_target, epochs_to_target = t.number + 1, spent
+        if t.state == TrialState.PRUNED:
+            reason = str(t.user_attrs.get(PRUNE_REASON_ATTR) or "")
+            if reason.startswith("pruned by "):  # FlipRatePruner(inner, combine="or") names the inner pruner
+                rule = reason.split()[2]
+            elif reason and ":" in reason[:20]:
+                rule = reason.split(":", 1)[0]
+            else:
+                rule = type(study.pruner).__name__
+            rules[rule] = rules.get(rule, 0) + 1
+            best_pruned = best_pruned or ci == best_idx
+        curve.append((spent, best if best > -math.inf else math.nan))
+    return {
+        "trials_to_target": to_target,
+        "trial_epochs_to_target": epochs_to_target,
+        "trial_epochs_total": spent,
+        "best_final_val_acc": best if best > -math.inf else math.nan,
+        "best_test_acc": best_test,
+        "best_config_pruned": best_pruned,
+        "n_trials": len(trials),
+        "n_pruned": sum(t.state == TrialState.PRUNED for t in trials),
+        "stop_rules": rules,
+        "target": target,
+        "best_so_far": curve,
+    }

@@ -1,0 +1,165 @@
+"""The flip-rate rule composed with successive halving, free of any search framework.
+
+:class:`FlipSHRule` adds three decisions to a successive-halving scheduler (ASHA / Hyperband), each with a
+name and a one-sentence reason so a report can say what each rule saved:
+
+* ``flip-early`` (sub-epoch): a run whose log flip rate has been at or below ``floor`` at every sub-epoch
+  report so far, for at least ``sub_patience`` reports, never trained its binary weights (a Bop run with
+  pi = -9 after an eighth of an epoch does not recover: Helwegen et al. 2019, Fig. 1) -- stop it before
+  it spends a whole epoch on successive halving's first rung. A run that was ever active is never
+  judged here, so a late, legitimate decay (gamma schedule, BNEW's lock) is left to the other rules.
+* ``flip-collapse`` (epoch): :class:`plugins.FlipRateCollapseRule` (collapsed for ``patience`` reports while
+  the objective does not improve, and not within ``margin`` of the best completed trial; never before a
+  trial completed).
+* ``protect`` (epoch): when successive halving wants to stop a run, keep it if it is a late bloomer: its
+  flip rate is healthy (above ``floor`` and not ``relative_drop`` below its own peak) *and* its objective
+  rose by at least ``min_rise`` per report over the last ``window`` reports *and* that slope, carried over
+  the remaining reports, would reach the best completed value minus ``margin``.
+
+Every other decision is successive halving's (``asha``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from plugins._collapse import CollapseDecision, FlipRateCollapseRule
+
+__all__ = ["FlipSHRule", "RuleDecision"]
+
+
+@dataclass(frozen=True)
+class RuleDecision:
+    """A decision with the name of the rule that made it (``flip-early``, ``flip-collapse``, ``protect``...)."""
+
+    stop: bool
+    rule: str
+    reason: str
+
+    def __bool__(self) -> bool:
+        return self.stop
+
+    def message(self) -> str:
+        """``"<rule>: <reason>"`` -- the form stored as the prune/stop reason."""
+        return f"{self.rule}: {self.reason}"
+
+
+def _finite(x: float) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x)
+
+
+class FlipSHRule:
+    """Flip-rate decisions around successive halving (see the module docstring).
+
+    Args:
+        floor: log flip rate (``log(flip_rate + e^-9)``, in ``(-9, 0]``) at or below which the binary weights
+            count as frozen.
+        sub_patience: sub-epoch reports at or below the floor (with none above) needed for ``flip-early``.
+        patience, relative_drop, min_improvement, margin: the collapse rule's (``flip-collapse``); ``margin``
+            is also the late-bloomer projection's slack.
+        window: reports over which a late bloomer's rise is measured (>= 1).
+        min_rise: objective rise per report (objective units) that counts as blooming; ``None`` disables
+            ``protect``.
+        use_collapse: whether ``flip-collapse`` runs (False: only ``flip-early`` and ``protect``).
+
+    Example:
+        >>> rule = FlipSHRule(sub_patience=1)
+        >>> rule.frozen_early([-9.0]).stop
+        True
+        >>> rule.frozen_early([-4.0, -9.0]).stop
+        False
+    """
+
+    def __init__(
+        self,
+        *,
+        floor: float = -8.0,
+        sub_patience: int = 1,
+        patience: int = 2,
+        relative_drop: float | None = 0.99,
+        min_improvement: float = 0.0,
+        margin: float = 0.02,
+        window: int = 2,
+        min_rise: float | None = 0.01,
+        use_collapse: bool = True,
+    ) -> None:
+        self.collapse = FlipRateCollapseRule(n_warmup_steps=0, patience=patience, floor=floor,
+                                             relative_drop=relative_drop, min_improvement=min_improvement,
+                                             margin=margin)
+        if isinstance(sub_patience, bool) or not isinstance(sub_patience, int) or sub_patience < 1:
+            raise ValueError(f"`sub_patience` must be an integer >= 1, but got sub_patience={sub_patience!r}.")
+        if isinstance(window, bool) or not isinstance(window, int) or window < 1:
+            raise ValueError(f"`window` must be an integer >= 1, but got window={window!r}.")
+        if min_rise is not None and (isinstance(min_rise, bool) or not isinstance(min_rise, (int, float))
+                                     or not (min_rise >= 0 and math.isfinite(min_rise))):
+            raise ValueError(f"`min_rise` must be a finite number >= 0 or None, but got min_rise={min_rise!r}.")
+        self.floor = float(floor)
+        self.sub_patience = sub_patience
+        self.window = window
+        self.min_rise = None if min_rise is None else float(min_rise)
+        self.margin = float(margin)
+        self.relative_drop = relative_drop
+        self.use_collapse = bool(use_collapse)
+
+    def __repr__(self) -> str:
+        c = self.collapse
+        return (f"FlipSHRule(floor={self.floor}, sub_patience={self.sub_patience}, patience={c.patience}, "
+                f"relative_drop={c.relative_drop}, min_improvement={c.min_improvement}, margin={self.margin}, "
+                f"window={self.window}, min_rise={self.min_rise})")
+
+    # ------------------------------------------------------------------ sub-epoch
+    def frozen_early(self, sub_log_flip_rates: Sequence[float]) -> RuleDecision:
+        """``flip-early``: stop when every sub-epoch log flip rate so far is at or below the floor."""
+        xs = [float(x) for x in sub_log_flip_rates if _finite(x)]
+        if len(xs) < self.sub_patience:
+            return RuleDecision(False, "flip-early", f"{len(xs)} of sub_patience={self.sub_patience} sub-epoch reports")
+        peak = max(xs)
+        if peak > self.floor:
+            return RuleDecision(False, "flip-early", f"the flip rate rose above the floor (peak {peak:.2f})")
+        return RuleDecision(
+            True, "flip-early",
+            f"log flip rate <= {self.floor:g} at all {len(xs)} sub-epoch reports (peak {peak:.2f}): the binary "
+            f"weights never trained (too low gamma or too high threshold?)")
+
+    # ------------------------------------------------------------------ epoch
+    def collapsed(self, log_flip_rates: Sequence[float], values: Sequence[float], *,
+                  best_value: float | None, maximize: bool = True) -> RuleDecision:
+        """``flip-collapse``: :class:`FlipRateCollapseRule`'s decision, only once a best value exists (before
+        the first completed trial nothing says the collapsed run is not the best one) and when enabled."""
+        if not self.use_collapse:
+            return RuleDecision(False, "flip-collapse", "the collapse rule is off")
+        if best_value is None or not _finite(best_value):
+            return RuleDecision(False, "flip-collapse", "no completed trial to compare with yet")
+        d: CollapseDecision = self.collapse.decide(log_flip_rates, values, best_value=best_value, maximize=maximize)
+        return RuleDecision(d.stop, "flip-collapse", d.reason)
+
+    def protect(self, log_flip_rates: Sequence[float], values: Sequence[float], *, remaining: int,
+                best_value: float | None, maximize: bool = True) -> RuleDecision:
+        """``protect``: ``stop=False`` keeps a late bloomer successive halving wanted to stop.
+
+        Returns ``RuleDecision(stop=True, ...)`` when the run is *not* protected (let the scheduler stop it).
+        """
+        if self.min_rise is None:
+            return RuleDecision(True, "asha", "late-bloomer protection is off")
+        n = min(len(log_flip_rates), len(values))
+        if n <= self.window:
+            return RuleDecision(True, "asha", f"only {n} reports, fewer than window+1={self.window + 1}")
+        lfr = [float(x) for x in log_flip_rates[:n]]
+        sign = 1.0 if maximize else -1.0
+        vals = [sign * float(v) for v in values[:n]]
+        if not (_finite(lfr[-1]) and _finite(vals[-1]) and _finite(vals[-1 - self.window])):
+            return RuleDecision(True, "asha", "non-finite flip rate or objective")
+        collapsed = self.collapse._collapsed(lfr)[-1]
+        if collapsed is not False:
+            return RuleDecision(True, "asha", f"flip rate not healthy (log flip rate {lfr[-1]:.2f})")
+        slope = (vals[-1] - vals[-1 - self.window]) / self.window
+        if slope < self.min_rise:
+            return RuleDecision(True, "asha", f"objective rises {sign * slope:+.4g} per report < min_rise={self.min_rise:g}")
+        projected = vals[-1] + slope * max(remaining, 0)
+        if best_value is not None and _finite(best_value) and projected < sign * float(best_value) - self.margin:
+            return RuleDecision(True, "asha", f"even rising {sign * slope:+.4g} per report it would reach only "
+                                f"{sign * projected:.4g} < best {float(best_value):.4g} - margin")
+        return RuleDecision(False, "protect", f"late bloomer: flip rate healthy (log flip rate {lfr[-1]:.2f}) and the "
+                            f"objective rising {sign * slope:+.4g} per report (projected {sign * projected:.4g})")

@@ -1,0 +1,45 @@
+"""``bnn-tune hpobench``: a table/JSON from replays; bad input -> one ``error:`` line, exit 2."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bnn_tune import hpobench
+from bnn_tune.cli import main
+from bnn_tune.hpobench.evaluate import parse_seeds
+
+
+def test_parse_seeds():
+    assert parse_seeds("0-3") == [0, 1, 2, 3]
+    assert parse_seeds("1000-1001,7") == [1000, 1001, 7]
+    for bad in ("3-1", "a", "-2", ""):
+        with pytest.raises(ValueError, match="seed"):
+            parse_seeds(bad)
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--task", "nope"], "unknown task 'nope'"),
+    (["--task", "bop_digits", "--seeds", "9-1"], "bad seed range '9-1'"),
+    (["--task", "bop_digits", "--pruner", "asha,ashaa"], "unknown pruner 'ashaa'"),
+    (["--task", "bop_digits", "--space", "odd"], "unknown space 'odd'"),
+    (["--task", "bop_digits", "--n-trials", "0"], "--n-trials must be >= 1"),
+])
+def test_bad_input_is_one_error_line_and_exit_2(argv, needle, capsys):
+    if "bop_digits" in argv and "bop_digits" not in hpobench.tasks():
+        pytest.skip("bop_digits not recorded")
+    assert main(["hpobench", *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("bnn-tune hpobench: error:") and needle in err and "\n" not in err
+
+
+@pytest.mark.skipif("bop_digits" not in hpobench.tasks(), reason="bop_digits not recorded")
+def test_json_aggregates(capsys):
+    assert main(["hpobench", "--task", "bop_digits", "--pruner", "none,flip+asha", "--seeds", "0-1",
+                 "--n-trials", "4", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert set(rows) == {"none", "flip+asha"}
+    assert rows["none"]["n"] == 2
+    assert rows["none"]["trial_epochs_total"][0] == 4 * hpobench.load("bop_digits").epochs
+    assert rows["flip+asha"]["trial_epochs_total"][0] <= rows["none"]["trial_epochs_total"][0]

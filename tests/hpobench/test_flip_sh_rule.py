@@ -1,0 +1,118 @@
+"""FlipSHRule (framework-free) and FlipSHPruner on hand-built studies."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+
+from plugins._flip_sh import FlipSHRule
+from plugins.flip_sh import PROTECTED_ATTR, SUB_FLIP_RATE_ATTR, FlipSHPruner
+from plugins.optuna import FLIP_RATE_ATTR, PRUNE_REASON_ATTR
+
+
+def test_frozen_early_needs_sub_patience_and_never_active():
+    rule = FlipSHRule(sub_patience=2, floor=-8.0)
+    assert not rule.frozen_early([-9.0]).stop  # one report < sub_patience
+    assert rule.frozen_early([-9.0, -8.5]).stop
+    assert rule.frozen_early([-9.0, -8.0]).stop  # at the floor counts as frozen
+    assert not rule.frozen_early([-9.0, -7.9]).stop
+    assert not rule.frozen_early([-3.0, -9.0, -9.0]).stop  # was active: a late decay is not judged here
+    assert rule.frozen_early([-9.0, float("nan"), -9.0]).message().startswith("flip-early: ")
+
+
+def test_protect_requires_healthy_flips_rising_value_and_reachable_best():
+    rule = FlipSHRule(window=2, min_rise=0.01, margin=0.02)
+    rising = [0.30, 0.40, 0.50]
+    assert not rule.protect([-4, -4, -4], rising, remaining=10, best_value=0.9).stop  # protected
+    assert rule.protect([-4, -4, -4], [0.30, 0.305, 0.31], remaining=10, best_value=0.9).stop  # too flat
+    assert rule.protect([-4, -4, -9], rising, remaining=10, best_value=0.9).stop  # flip rate frozen
+    assert rule.protect([-2, -2, -7], rising, remaining=10, best_value=0.9).stop  # 99% below its peak
+    assert rule.protect([-4, -4, -4], rising, remaining=1, best_value=0.9).stop  # 0.55 < 0.9 - 0.02
+    assert not rule.protect([-4, -4, -4], rising, remaining=4, best_value=0.9).stop  # 0.5 + 4*0.1 >= 0.88
+    assert rule.protect([-4, -4], [0.3, 0.4], remaining=10, best_value=0.9).stop  # fewer than window + 1
+    assert FlipSHRule(min_rise=None).protect([-4, -4, -4], rising, remaining=10, best_value=0.9).stop
+
+
+@pytest.mark.parametrize("kw", [{"sub_patience": 0}, {"window": 0}, {"min_rise": -1.0}, {"floor": -10.0}])
+def test_bad_arguments_raise(kw):
+    with pytest.raises(ValueError):
+        FlipSHRule(**kw)
+
+
+def _study(pruner):
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna.create_study(direction="maximize", pruner=pruner)
+
+
+def _run(study, values, lfrs, subs_first_epoch=None, sub_per_epoch=None):
+    """Report like the replay objective; returns (pruned, last step)."""
+    trial = study.ask()
+    subs = []
+    if subs_first_epoch is not None:
+        for x in subs_first_epoch:
+            subs.append(x)
+            trial.set_user_attr(SUB_FLIP_RATE_ATTR, list(subs))
+            if trial.should_prune():
+                study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+                return True, 0, trial.number
+    for e, (v, x) in enumerate(zip(values, lfrs), start=1):
+        if sub_per_epoch is not None and e > 1:
+            subs += [x] * sub_per_epoch
+        trial.set_user_attr(SUB_FLIP_RATE_ATTR, list(subs))
+        trial.set_user_attr(FLIP_RATE_ATTR, list(lfrs[:e]))
+        trial.report(v, e)
+        if e < len(values) and trial.should_prune():
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+            return True, e, trial.number
+    study.tell(trial, values[-1])
+    return False, len(values), trial.number
+
+
+def test_pruner_stops_frozen_trial_inside_first_epoch_with_reason():
+    study = _study(FlipSHPruner(sub_patience=1))
+    pruned, step, n = _run(study, [0.3] * 5, [-9.0] * 5, subs_first_epoch=[-9.0] * 7)
+    assert pruned and step == 0
+    assert study.trials[n].user_attrs[PRUNE_REASON_ATTR].startswith("flip-early: ")
+    # an active trial is not stopped in its first epoch
+    pruned, step, _ = _run(study, [0.5, 0.6, 0.7, 0.8, 0.9], [-4.0] * 5, subs_first_epoch=[-4.0] * 7)
+    assert not pruned and step == 5
+
+
+def test_pruner_protects_late_bloomer_that_asha_stops():
+    E = 9
+    good = [0.5, 0.85, 0.9, 0.9, 0.9, 0.9, 0.9, 0.9, 0.9]
+    bloomer = [0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 0.97]  # promoted at step 1, last at step 3, rising
+    flat = [0.6] * E  # promoted at step 1, last at step 3, flat
+    fates = {}
+    for name, pruner in (("asha", optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)),
+                         ("flip+asha", FlipSHPruner(max_steps=E, window=2, min_rise=0.01))):
+        study = _study(pruner)
+        for _ in range(3):
+            _run(study, good, [-4.0] * E, subs_first_epoch=[-4.0] * 7)
+        fates[name] = (_run(study, bloomer, [-4.0] * E), _run(study, flat, [-4.0] * E), study)
+    (b_pruned, b_step, _), (f_pruned, f_step, _), _ = fates["asha"]
+    assert (b_pruned, b_step, f_pruned, f_step) == (True, 3, True, 3)
+    (b_pruned, b_step, bn), (f_pruned, f_step, fn), study = fates["flip+asha"]
+    assert (b_pruned, b_step) == (False, E)  # the late bloomer finishes and is the best trial
+    assert study.best_trial.number == bn
+    assert study.trials[bn].user_attrs[PROTECTED_ATTR].startswith("protect: late bloomer")
+    assert (f_pruned, f_step) == (True, 3)
+    assert study.trials[fn].user_attrs[PRUNE_REASON_ATTR].startswith("asha: SuccessiveHalvingPruner stopped it")
+
+
+def test_pruner_collapse_rule_stops_collapsed_loser_the_wrapped_pruner_keeps():
+    E = 9
+    study = _study(FlipSHPruner(optuna.pruners.NopPruner(), max_steps=E, patience=2))
+    _run(study, [0.9] * E, [-4.0] * E)
+    # the wrapped pruner keeps it, but its flip rate collapses while the value stays flat below the best
+    pruned, step, n = _run(study, [0.6, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5], [-3.0, -9.0, -9.0] + [-9.0] * 6)
+    assert pruned and step == 3
+    assert study.trials[n].user_attrs[PRUNE_REASON_ATTR].startswith("flip-collapse: ")
+
+
+def test_collapse_waits_for_a_completed_trial_and_can_be_switched_off():
+    rule = FlipSHRule(patience=2)
+    frozen = ([-3.0, -9.0, -9.0], [0.5, 0.4, 0.4])
+    assert not rule.collapsed(*frozen, best_value=None).stop  # nothing says it is not the best run yet
+    assert rule.collapsed(*frozen, best_value=0.9).message().startswith("flip-collapse: ")
+    assert not FlipSHRule(use_collapse=False).collapsed(*frozen, best_value=0.9).stop

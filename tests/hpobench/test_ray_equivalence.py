@@ -1,0 +1,113 @@
+"""The Ray schedulers make the same decisions as their Optuna forms on recorded curves (single trial:
+successive halving promotes a lone trial in both frameworks, so only the flip-rate rules decide)."""
+
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import optuna
+import pytest
+
+from bnn_tune.hpobench.table import load
+from bnn_tune.metrics import log_flip_rate
+
+pytest.importorskip("ray.tune")
+
+from ray.tune.schedulers import ASHAScheduler, TrialScheduler  # noqa: E402
+
+from plugins.flip_sh import SUB_FLIP_RATE_ATTR, FlipSHPruner  # noqa: E402
+from plugins.flip_sh_ray import FlipSHScheduler  # noqa: E402
+from plugins.optuna import FLIP_RATE_ATTR, PRUNE_REASON_ATTR, FlipRatePruner  # noqa: E402
+from plugins.ray import FlipRateScheduler  # noqa: E402
+
+
+def _curves(table, ci, si):
+    P = table.sub_epoch_points
+    c = table.curves
+    val = [float(x) for x in c["val_acc"][ci, si]]
+    lfr = [float(x) for x in c["log_flip_rate"][ci, si]]
+    subs = [log_flip_rate(float(x)) for x in c["sub_flip_rate"][ci, si]]
+    return val, lfr, [subs[e * P:(e + 1) * P] for e in range(len(val))]
+
+
+def optuna_stop(pruner, val, lfr, subs):
+    """(epoch in which the trial stopped or None, reason) under the replay's reporting protocol."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="maximize", pruner=pruner)
+    trial = study.ask()
+    flat: list[float] = []
+    for e in range(len(val)):
+        for k, x in enumerate(subs[e]):
+            flat.append(x)
+            if e == 0 and k < len(subs[e]) - 1:
+                trial.set_user_attr(SUB_FLIP_RATE_ATTR, list(flat))
+                if trial.should_prune():
+                    return 1, study.trials[0].user_attrs.get(PRUNE_REASON_ATTR, "")
+        trial.set_user_attr(SUB_FLIP_RATE_ATTR, list(flat))
+        trial.set_user_attr(FLIP_RATE_ATTR, lfr[: e + 1])
+        trial.report(val[e], e + 1)
+        if e + 1 < len(val) and trial.should_prune():
+            return e + 1, study.trials[0].user_attrs.get(PRUNE_REASON_ATTR, "")
+    return None, ""
+
+
+def ray_stop(scheduler, val, lfr, subs):
+    trial = SimpleNamespace(trial_id="t0", storage=None)
+    scheduler.set_search_properties("val_acc", "max")
+    scheduler.on_trial_add(None, trial)
+    for e in range(len(val)):
+        result = {"training_iteration": e + 1, "val_acc": val[e], "log_flip_rate": lfr[e],
+                  "sub_log_flip_rate": subs[e]}
+        if e + 1 < len(val) and scheduler.on_trial_result(None, trial, result) == TrialScheduler.STOP:
+            return e + 1, scheduler.stop_reasons.get("t0", "")
+    return None, ""
+
+
+def _cells(table, n=12):
+    """Grid points with different fates: frozen, collapsed and healthy runs, training seed 0."""
+    final = table.final_val()
+    order = sorted(range(len(table.configs)), key=lambda i: final[i])
+    step = max(1, len(order) // n)
+    return [(ci, 0) for ci in order[::step]]
+
+
+def _table():
+    from bnn_tune import hpobench
+
+    return load("bop_digits") if "bop_digits" in hpobench.tasks() else None
+
+
+@pytest.fixture(scope="module")
+def table(synthetic_dir):
+    return _table() or load("bop_digits", data_dir=synthetic_dir)
+
+
+def test_flip_sh_scheduler_matches_flip_sh_pruner(table):
+    E = table.epochs
+    stops = 0
+    for ci, si in _cells(table):
+        val, lfr, subs = _curves(table, ci, si)
+        o = optuna_stop(FlipSHPruner(max_steps=E), val, lfr, subs)
+        r = ray_stop(FlipSHScheduler(ASHAScheduler(max_t=E, grace_period=1, reduction_factor=3), max_t=E),
+                     val, lfr, subs)
+        assert o[0] == r[0], (table.configs[ci], o, r)
+        assert o[1].split(":")[0] == r[1].split(":")[0], (o, r)
+        stops += o[0] is not None
+    assert stops >= 1  # the curves include at least one the rules stop
+
+
+@pytest.mark.xfail(strict=True, reason="issue 13: FlipRatePruner judges at step n_warmup_steps, the Ray rule one "
+                   "report later (epoch off-by-one between plugins/optuna.py and plugins/ray.py); remove this "
+                   "marker when issue 13's fix is merged")
+def test_flip_rate_scheduler_matches_flip_rate_pruner(table):
+    """``FlipRateScheduler(ASHAScheduler)`` (the Ray backend) vs ``FlipRatePruner(SuccessiveHalving, or)``."""
+    E = table.epochs
+    for ci, si in _cells(table):
+        val, lfr, subs = _curves(table, ci, si)
+        o = optuna_stop(FlipRatePruner(optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3),
+                                       combine="or", margin=0.02), val, lfr, subs)
+        r = ray_stop(FlipRateScheduler(ASHAScheduler(max_t=E, grace_period=1, reduction_factor=3), margin=0.02),
+                     val, lfr, subs)
+        assert o[0] == r[0], (table.configs[ci], o, r)
+        assert not math.isnan(val[-1])

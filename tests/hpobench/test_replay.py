@@ -1,0 +1,112 @@
+"""Replay on a synthetic table in the real file format (fast) and on the shipped tables (tiny subsets)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from bnn_tune import hpobench
+from bnn_tune.hpobench._replay import replay, snap
+from bnn_tune.hpobench.table import load
+
+
+def test_snap_uses_the_space_coordinates(synthetic_dir):
+    t = load("bop_digits", data_dir=synthetic_dir)
+    grid = t.meta["grid"]
+
+    def idx(gamma, tau):
+        return grid["gamma"].index(gamma) * len(grid["threshold"]) + grid["threshold"].index(tau)
+
+    # log coordinates: 3e-8 is nearer 1e-8 than 1e-7 (log ratio 1.10 vs 1.20); 0 maps to the recorded 0
+    assert snap(t, {"gamma": 2e-4, "threshold": 3e-8}, {"gamma", "threshold"}) == idx(1e-4, 1e-8)
+    assert snap(t, {"gamma": 4e-4, "threshold": 0.0}, {"gamma", "threshold"}) == idx(1e-3, 0.0)
+    # 4e-5: log-nearest 1e-4 (ratio 2.5 < 4), linear-nearest 1e-5 (the naive space samples tau linearly)
+    assert snap(t, {"gamma": 2e-4, "threshold": 4e-5}, {"gamma", "threshold"}) == idx(1e-4, 1e-4)
+    assert snap(t, {"gamma": 2e-4, "threshold": 4e-5}, {"gamma"}) == idx(1e-4, 1e-5)
+    assert snap(t, {"gamma": 2e-4, "threshold": 6e-4}, {"gamma"}) == idx(1e-4, 1e-3)
+    assert t.configs[idx(1e-4, 1e-8)] == {"gamma": 1e-4, "threshold": 1e-8}
+
+
+def test_replay_result_matches_the_table(synthetic_dir):
+    t = load("bop_digits", data_dir=synthetic_dir)
+    r = replay("bop_digits", pruner="none", sampler="random", seed=3, n_trials=25, data_dir=synthetic_dir)
+    assert set(r) >= {"trials_to_target", "trial_epochs_to_target", "trial_epochs_total", "best_final_val_acc",
+                      "best_test_acc", "best_config_pruned"}
+    assert r["trial_epochs_total"] == 25 * t.epochs  # no pruner: every trial runs every epoch
+    assert r["target"] == pytest.approx(t.best_final_val - 0.005)
+    assert r["best_test_acc"] == pytest.approx(r["best_final_val_acc"] - 0.01, abs=1e-6)  # synthetic test = val - .01
+    assert not r["best_config_pruned"] and r["n_pruned"] == 0
+    if r["trials_to_target"] is not None:
+        assert r["trial_epochs_to_target"] == r["trials_to_target"] * t.epochs
+    # the replay is deterministic in its seed
+    r2 = replay("bop_digits", pruner="none", sampler="random", seed=3, n_trials=25, data_dir=synthetic_dir)
+    assert r2["best_so_far"] == r["best_so_far"]
+
+
+def test_flip_asha_stops_frozen_trials_at_an_eighth_of_an_epoch(synthetic_dir):
+    a = replay("bop_digits", pruner="asha", seed=0, n_trials=30, data_dir=synthetic_dir)
+    f = replay("bop_digits", pruner="flip+asha", seed=0, n_trials=30, data_dir=synthetic_dir)
+    assert f["stop_rules"].get("flip-early", 0) > 0
+    # every flip-early stop costs 1/8 epoch: the total is not a whole number of epochs
+    assert f["trial_epochs_total"] % 1 == pytest.approx(0.125 * f["stop_rules"]["flip-early"] % 1)
+    assert f["trial_epochs_total"] < a["trial_epochs_total"]
+    assert a["stop_rules"] == {"SuccessiveHalvingPruner": a["n_pruned"]}
+
+
+def test_naive_space_reaches_only_what_its_ranges_allow(synthetic_dir):
+    # naive Bop: threshold uniform in [0, 1e-3] snaps linearly to 1e-4 / 1e-3 (frozen in the synthetic table)
+    r = replay("bop_digits", pruner="none", space="naive", seed=0, n_trials=10, data_dir=synthetic_dir)
+    assert r["best_final_val_acc"] == pytest.approx(0.3)
+    assert r["trials_to_target"] is None and r["trial_epochs_to_target"] is None
+
+
+@pytest.mark.parametrize("kw, msg", [({"pruner": "ashaa"}, "Unknown pruner"), ({"space": "odd"}, "Unknown space"),
+                                     ({"n_trials": 0}, "n_trials"), ({"sampler": "grid"}, "Unknown sampler")])
+def test_bad_arguments(synthetic_dir, kw, msg):
+    with pytest.raises(ValueError, match=msg):
+        replay("bop_digits", data_dir=synthetic_dir, **kw)
+
+
+def test_unknown_task():
+    with pytest.raises(ValueError, match="Unknown hpobench task"):
+        hpobench.replay("nope")
+
+
+@pytest.mark.parametrize("task", hpobench.tasks())
+def test_shipped_table_is_complete_and_replays(task):
+    t = load(task)
+    n_c = len(t.configs)
+    assert t.curves["val_acc"].shape == (n_c, t.n_seeds, t.epochs) and t.n_seeds >= 2
+    assert t.curves["sub_flip_rate"].shape == (n_c, t.n_seeds, t.epochs * t.sub_epoch_points)
+    assert {"command", "date", "machine", "wall_seconds"} <= set(t.meta)
+    ok = t.curves["completed"]
+    assert ok.mean() > 0.5
+    v = t.curves["val_acc"][ok]
+    assert np.all((v >= 0) & (v <= 1))
+    # the epoch flip rate is the step-weighted mean of its sub-epoch rates (the same counter, 8 windows)
+    sub = t.curves["sub_flip_rate"][ok].reshape(-1, t.epochs, t.sub_epoch_points).mean(-1)
+    fr = t.curves["flip_rate"][ok]
+    known = np.isfinite(fr)  # BNEW reports no flip rate once its weights are locked
+    assert known.mean() > 0.5
+    assert np.allclose(sub[known], fr[known], rtol=0.35, atol=1e-4)
+    r = replay(task, pruner="flip+asha", seed=0, n_trials=8)
+    assert r["n_trials"] == 8 and math.isfinite(r["trial_epochs_total"])
+
+
+@pytest.mark.skipif("filter_mnist1d" not in hpobench.tasks(), reason="filter_mnist1d not recorded")
+def test_filter_replay_pins_the_recorded_order(monkeypatch):
+    import optuna
+
+    seen = []
+    real = optuna.create_study
+
+    def spy(**kw):
+        study = real(**kw)
+        seen.append(study)
+        return study
+
+    monkeypatch.setattr(optuna, "create_study", spy)
+    replay("filter_mnist1d", pruner="none", seed=1, n_trials=6)
+    assert [t.params["order"] for t in seen[0].trials] == [2] * 6  # only order 2 is recorded
