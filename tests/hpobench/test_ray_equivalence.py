@@ -97,9 +97,6 @@ def test_flip_sh_scheduler_matches_flip_sh_pruner(table):
     assert stops >= 1  # the curves include at least one the rules stop
 
 
-@pytest.mark.xfail(strict=True, reason="issue 13: FlipRatePruner judges at step n_warmup_steps, the Ray rule one "
-                   "report later (epoch off-by-one between plugins/optuna.py and plugins/ray.py); remove this "
-                   "marker when issue 13's fix is merged")
 def test_flip_rate_scheduler_matches_flip_rate_pruner(table):
     """``FlipRateScheduler(ASHAScheduler)`` (the Ray backend) vs ``FlipRatePruner(SuccessiveHalving, or)``."""
     E = table.epochs
