@@ -104,8 +104,13 @@ def test_bad_settings_and_files():
         pm.set_cpu_engine(True, threads=0)
     with pytest.raises(ValueError, match="isa='mmx'"):
         pm.set_cpu_engine(True, isa="mmx")
+    with pytest.raises(ValueError, match=r"of shape \(N, 1, 8, 8\), but got shape \(2, 1, 16, 8\)"):
+        pm.logits(torch.randn(2, 1, 16, 8))  # refused at the entry, naming the expected shape
+    # a file without a stored input shape reaches the engine, which refuses a chain that cannot fit
+    bare = PackedModel(dict(pm.header, model={k: v for k, v in pm.header["model"].items() if k != "input_shape"}),
+                       pm.tensors)
     with pytest.raises(PackedFormatError, match="do not fit an input of shape"):
-        pm.logits(torch.randn(2, 1, 16, 8))  # the flatten no longer matches the first FC
+        bare.logits(torch.randn(2, 1, 16, 8))  # the flatten no longer matches the first FC
     header = dict(pm.header, bit_convention=dict(pm.header["bit_convention"], conv_patch_order="c,kh,kw"))
     with pytest.raises(PackedFormatError, match=r"conv_patch_order='c,kh,kw'.*re-export"):
         PackedModel(header, pm.tensors)
