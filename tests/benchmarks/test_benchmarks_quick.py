@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -94,8 +95,24 @@ def test_pruner_comparison_quick(tmp_path):
 
 @pytest.mark.slow
 def test_space_comparison_quick(tmp_path):
+    # (this used to assert `median_trials["naive"] >= 1`, true whatever the script computes)
     doc = _run("space_comparison", tmp_path, "--spaces", "bop", "--seeds", "1")
-    assert doc["results"]["bop"]["median_trials"]["naive"] >= 1
+    st, res = doc["settings"], doc["results"]["bop"]
+    target, max_trials = st["target"], st["max_trials"]
+    for key, naive in (("reinterpreted", False), ("naive", True)):
+        rows = res["rows"][key]
+        assert len(rows) == st["seeds"] and all(r["naive"] is naive for r in rows)
+        for r in rows:
+            # trials to target: the first trial whose value reaches the target, counted from 1, else censored
+            # at max_trials + 1; the study stopped there
+            hits = [i + 1 for i, v in enumerate(r["values"]) if v is not None and v >= target]
+            assert r["trials_to_target"] == (hits[0] if hits else max_trials + 1), r
+            assert r["censored"] is (not hits)
+            assert len(r["values"]) == (hits[0] if hits else max_trials)
+        assert res["median_trials"][key] == statistics.median(r["trials_to_target"] for r in rows)
+        assert res["censored"][key] == sum(r["censored"] for r in rows)
+    assert res["ratio"] == res["median_trials"]["reinterpreted"] / res["median_trials"]["naive"]
+    assert res["goal_ratio_le_0.6"] is (res["ratio"] <= 0.6)
 
 
 @pytest.mark.slow
