@@ -80,9 +80,21 @@ def test_bop_gamma_tau_quick(tmp_path):
 
 @pytest.mark.slow
 def test_bnew_beta_T_quick(tmp_path):
+    from bnn_tune import optim
+    from bnn_tune.optim._bnew import bnew_phase_steps
+
     doc = _run("bnew_beta_T", tmp_path)
     assert len(doc["per_T"]) == 2
-    assert doc["per_T"][0]["T"] < doc["per_T"][1]["T"]
+    hp = optim.get("bnew").hyperparameters
+    for p in doc["per_T"]:
+        # T is the length of BNEW's annealing phase for the run's step count, and beta*T uses it
+        assert p["total_steps"] == p["epochs"] * 5  # --quick: 5 steps per epoch
+        start, lock = bnew_phase_steps(p["total_steps"], hp["t_start"], hp["t_lock"])
+        assert p["T"] == lock - start > 0, p
+        assert all(r["beta_T"] == r["beta"] * p["T"] for r in p["rows"])
+        best = max(r["median_val_acc"] for r in p["rows"])
+        assert p["best_median_val_acc"] == best and p["best_beta"] in p["near_best_betas"]
+    assert doc["per_T"][0]["T"] < doc["per_T"][1]["T"]  # two different phase lengths to compare
 
 
 def test_pruner_comparison_quick(tmp_path):
