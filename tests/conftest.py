@@ -24,27 +24,43 @@ def ray_test_env() -> dict[str, str]:
     return env
 
 
+def _ray_tmpdir(prefix: str) -> str:
+    """A fresh, short Ray temp root (Ray's socket paths must stay < 108 bytes) with its ``ray`` folder:
+    as ``RAY_TMPDIR`` it takes what Ray would write to ``/tmp/ray`` (``ray.cluster_utils.Cluster`` writes
+    ``ray_current_cluster`` there), so a test neither needs ``/tmp/ray`` nor meets another Ray's files."""
+    root = tempfile.mkdtemp(prefix=prefix)
+    os.mkdir(os.path.join(root, "ray"))
+    return root
+
+
 @pytest.fixture
-def ray_env() -> dict[str, str]:
-    """:func:`ray_test_env` for subprocess drivers (multi-node cluster, killed driver)."""
-    return ray_test_env()
+def ray_env():
+    """:func:`ray_test_env` for subprocess drivers (multi-node cluster, killed driver), with the test's own
+    ``RAY_TMPDIR`` (removed afterwards). Ray picks free ports (GCS, workers) by itself."""
+    root = _ray_tmpdir("bnnr_")
+    try:
+        yield {**ray_test_env(), "RAY_TMPDIR": root}
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
 def ray_session():
-    """One local Ray runtime (2 CPUs) for the whole test session; its temp dir is removed at the end.
+    """One local Ray runtime (2 CPUs) for the whole test session, in its own temp dir (also this process's
+    ``RAY_TMPDIR``), removed at the end.
 
     Yields the temp dir. Tests that need their own cluster (multi-node, driver kill) run it in a
     subprocess instead.
     """
     ray = pytest.importorskip("ray")
     pytest.importorskip("ray.tune")
-    os.environ.update(ray_test_env())
-    temp_dir = tempfile.mkdtemp(prefix="bnnray_")  # short: Ray's socket paths must stay < 108 bytes
+    root = _ray_tmpdir("bnnray_")
+    os.environ.update({**ray_test_env(), "RAY_TMPDIR": root})
+    temp_dir = os.path.join(root, "ray")
     ray.init(num_cpus=2, num_gpus=0, include_dashboard=False, _temp_dir=temp_dir, log_to_driver=False,
              configure_logging=False)
     try:
         yield temp_dir
     finally:
         ray.shutdown()
-        shutil.rmtree(temp_dir, ignore_errors=True)
+        shutil.rmtree(root, ignore_errors=True)

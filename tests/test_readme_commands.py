@@ -45,8 +45,10 @@ def _env() -> dict[str, str]:
     return env
 
 
-def _run(args: list[str], cwd: Path, timeout: int = 400) -> subprocess.CompletedProcess:
-    proc = subprocess.run(args, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=timeout)
+def _run(args: list[str], cwd: Path, ray_env: dict[str, str], timeout: int = 400) -> subprocess.CompletedProcess:
+    # a block that starts Ray writes to the test's own RAY_TMPDIR (the ray_env fixture), not /tmp/ray
+    env = {**_env(), "RAY_TMPDIR": ray_env["RAY_TMPDIR"]}
+    proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, f"{shlex.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     return proc
 
@@ -73,19 +75,19 @@ def test_readme_has_the_promised_sections():
 
 
 @pytest.mark.parametrize("code", [_param(h, c) for h, c in PY_BLOCKS])
-def test_python_block_runs(code, tmp_path):
+def test_python_block_runs(code, tmp_path, ray_env):
     script = tmp_path / "block.py"
     script.write_text(code + "\n")
-    _run([sys.executable, str(script)], tmp_path)
+    _run([sys.executable, str(script)], tmp_path, ray_env)
 
 
 @pytest.mark.slow
-def test_cli_commands_run_in_order(tmp_path):
+def test_cli_commands_run_in_order(tmp_path, ray_env):
     lines = [ln.split("#")[0].strip() for _, code in _blocks("bash") for ln in code.splitlines()]
     commands = [ln for ln in lines if ln.startswith("bnn-tune ")]
     assert any(c.startswith("bnn-tune search") for c in commands)
     for cmd in commands:  # in README order: search, export, bench, report share runs/
-        _run([sys.executable, "-m", "bnn_tune.cli", *shlex.split(cmd)[1:]], tmp_path)
+        _run([sys.executable, "-m", "bnn_tune.cli", *shlex.split(cmd)[1:]], tmp_path, ray_env)
     assert (tmp_path / "runs" / "bop-ray" / "best_config.json").is_file()  # the Ray backend's search
     assert (tmp_path / "runs" / "bop" / "study.db").is_file()
     assert (tmp_path / "runs" / "bop" / "best.json").is_file()
@@ -100,7 +102,7 @@ def test_cli_commands_run_in_order(tmp_path):
 
 @pytest.mark.ray
 @pytest.mark.timeout(400)
-def test_make_run_job_runs(tmp_path):
+def test_make_run_job_runs(tmp_path, ray_env):
     """``make run`` = set-up + the Makefile's ``bnn-tune search`` line (a Ray search on digits); that line
     runs here with a smaller budget (2 trials x 2 short epochs) and writes its results under ``--out``."""
     makefile = (ROOT / "Makefile").read_text()
@@ -110,7 +112,7 @@ def test_make_run_job_runs(tmp_path):
     assert args[0].endswith("bnn-tune") and args[1] == "search", recipe
     assert args[args.index("--optimizer") + 1] == "bop" and args[args.index("--dataset") + 1] == "digits"
     _run([sys.executable, "-m", "bnn_tune.cli", *args[1:], "--samples", "2", "--epochs", "2", "--workers", "2",
-          "-p", "max_steps_per_epoch=5", "-p", "width=0.5"], tmp_path)
+          "-p", "max_steps_per_epoch=5", "-p", "width=0.5"], tmp_path, ray_env)
     out = tmp_path / out_default
     best = json.loads((out / "best_config.json").read_text())
     assert best["optimizer"] == "bop" and best["dataset"] == "digits"

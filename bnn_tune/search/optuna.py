@@ -256,11 +256,16 @@ def _recover_lost_trials(study: Any, settings: SearchSettings) -> None:
 
     from ..objective import objective
 
-    if not getattr(study._storage, "heartbeat_interval", None):  # journal/in-memory: no heartbeat
+    # the study's storage is Optuna's cache around the RDB storage: ask it, not an attribute of the RDB one
+    interval = getattr(study._storage, "get_heartbeat_interval", lambda: None)()
+    if not interval:  # journal/in-memory: no heartbeat
         return
-    deadline = time.monotonic() + settings.grace_period + 3 * settings.heartbeat_interval
+    # a lost trial goes stale grace_period after its last beat; the margin absorbs a loaded machine's slow polls
+    deadline = time.monotonic() + settings.grace_period + max(3 * interval, 10)
     while study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)) and time.monotonic() < deadline:
-        optuna.storages.fail_stale_trials(study)
+        with warnings.catch_warnings():  # experimental in Optuna, and what the heartbeat is for
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)
         time.sleep(min(1.0, settings.heartbeat_interval))  # waiting for the heartbeat to go stale
     waiting = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
     if waiting:

@@ -179,7 +179,12 @@ def run_ray_search(args: Namespace) -> int:
             ``max_failures`` (retries of a crashed trial from its checkpoint, default 1).
 
     Returns:
-        0 when at least one trial finished, 1 when every trial failed, 2 on invalid arguments.
+        0 when at least one trial finished, 1 when every trial failed.
+
+    Raises:
+        ValueError: an invalid argument (``ConfigError`` for the trial config), or ``--gpus-per-trial``
+            on a cluster without that many GPUs (``DeviceUnavailableError``); ``bnn-tune search`` prints
+            it as one ``error: ...`` line on stderr and exits with 2.
 
     Example:
         >>> from argparse import Namespace  # doctest: +SKIP
@@ -188,49 +193,47 @@ def run_ray_search(args: Namespace) -> int:
     from rich.console import Console
 
     from .._imports import require
-    from ..config import ConfigError, TrialConfig
+    from ..config import TrialConfig
 
     console = Console(width=None if sys.stdout.isatty() else 160)
     ray = require("ray", feature="bnn-tune search --backend ray")
     require("optuna", feature="bnn-tune search --backend ray (OptunaSearch)")
     import search_spaces
 
-    try:
-        fixed = _fixed_config(args)
-        optimizer = fixed.pop("optimizer", None) or "bop"
-        space_name = _arg(args, "space", optimizer)
-        space = search_spaces.get(space_name)
-        if space.NAME != optimizer and not _arg(args, "naive", False) and _arg(args, "optimizer") is not None:
-            raise ValueError(f"--optimizer {optimizer!r} does not match --space {space_name!r} "
-                             f"(which searches optimizer {space.NAME!r}).")
-        suggest = space.naive_suggest if _arg(args, "naive", False) else space.suggest
-        fixed.setdefault("dataset", "digits")
-        fixed.setdefault("epochs", DEFAULT_EPOCHS.get(fixed["dataset"], 20))
-        # validate the fixed part now (with a mid-range sample of the space), not inside every trial
-        TrialConfig.from_dict({**suggest(_DefaultTrial()), **fixed})
-        samples = int(_arg(args, "samples", 16))
-        if samples < 1:
-            raise ValueError(f"`samples` must be >= 1, but got samples={samples}.")
-        workers = _arg(args, "workers")
-        if workers is not None and int(workers) < 1:
-            raise ValueError(f"`workers` must be >= 1, but got workers={workers}.")
-        gpus = float(_arg(args, "gpus_per_trial", 0))
-        if not gpus >= 0:
-            raise ValueError(f"`gpus_per_trial` must be >= 0, but got gpus_per_trial={gpus}.")
-        max_failures = int(_arg(args, "max_failures", 1))
-        if max_failures < -1:
-            raise ValueError(f"`max_failures` must be >= 0 (or -1: retry forever), but got max_failures={max_failures}.")
-        pruner = _arg(args, "pruner", "flip")
-        if pruner not in ("flip", "flip+median", "median", "none"):
-            raise ValueError(f"`pruner` must be one of ['flip', 'flip+median', 'median', 'none'], but got {pruner!r}.")
-        given_out = _arg(args, "out")
-        name = _arg(args, "study_name", _arg(args, "study", Path(given_out).name if given_out
-                                             else f"{space_name}-{fixed['dataset']}"))
-        out = Path(given_out or f"runs/{name}").expanduser().resolve()
-        storage = _searcher_storage(_arg(args, "storage"))
-    except (ValueError, ConfigError) as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        return 2
+    # a bad argument raises ValueError/ConfigError here, before Ray starts: `bnn-tune` prints it as one
+    # `error: ...` line on stderr (exit 2), like every other command
+    fixed = _fixed_config(args)
+    optimizer = fixed.pop("optimizer", None) or "bop"
+    space_name = _arg(args, "space", optimizer)
+    space = search_spaces.get(space_name)
+    if space.NAME != optimizer and not _arg(args, "naive", False) and _arg(args, "optimizer") is not None:
+        raise ValueError(f"--optimizer {optimizer!r} does not match --space {space_name!r} "
+                         f"(which searches optimizer {space.NAME!r}).")
+    suggest = space.naive_suggest if _arg(args, "naive", False) else space.suggest
+    fixed.setdefault("dataset", "digits")
+    fixed.setdefault("epochs", DEFAULT_EPOCHS.get(fixed["dataset"], 20))
+    # validate the fixed part now (with a mid-range sample of the space), not inside every trial
+    TrialConfig.from_dict({**suggest(_DefaultTrial()), **fixed})
+    samples = int(_arg(args, "samples", 16))
+    if samples < 1:
+        raise ValueError(f"`samples` must be >= 1, but got samples={samples}.")
+    workers = _arg(args, "workers")
+    if workers is not None and int(workers) < 1:
+        raise ValueError(f"`workers` must be >= 1, but got workers={workers}.")
+    gpus = float(_arg(args, "gpus_per_trial", 0))
+    if not gpus >= 0:
+        raise ValueError(f"`gpus_per_trial` must be >= 0, but got gpus_per_trial={gpus}.")
+    max_failures = int(_arg(args, "max_failures", 1))
+    if max_failures < -1:
+        raise ValueError(f"`max_failures` must be >= 0 (or -1: retry forever), but got max_failures={max_failures}.")
+    pruner = _arg(args, "pruner", "flip")
+    if pruner not in ("flip", "flip+median", "median", "none"):
+        raise ValueError(f"`pruner` must be one of ['flip', 'flip+median', 'median', 'none'], but got {pruner!r}.")
+    given_out = _arg(args, "out")
+    name = _arg(args, "study_name", _arg(args, "study", Path(given_out).name if given_out
+                                         else f"{space_name}-{fixed['dataset']}"))
+    out = Path(given_out or f"runs/{name}").expanduser().resolve()
+    storage = _searcher_storage(_arg(args, "storage"))
     out.mkdir(parents=True, exist_ok=True)
     settings = {"optimizer": optimizer, "space": space_name, "suggest": suggest, "fixed": fixed, "samples": samples,
                 "workers": None if workers is None else int(workers), "pruner": pruner, "name": name, "out": out,
@@ -320,15 +323,16 @@ def _search(ray: Any, console: Any, st: dict[str, Any]) -> int:
     from ray import tune
     from ray.tune.search.optuna import OptunaSearch
 
+    from .._errors import DeviceUnavailableError
     from .._trainable import trainable, with_resources
 
     fixed, epochs, out, name = st["fixed"], int(st["fixed"]["epochs"]), st["out"], st["name"]
     cpus = float(ray.cluster_resources().get("CPU", os.cpu_count() or 1))
     cluster_gpus = float(ray.cluster_resources().get("GPU", 0))
     if st["gpus"] and cluster_gpus < st["gpus"]:  # else every trial would wait forever for a GPU
-        console.print(f"[red]error:[/red] --gpus-per-trial {st['gpus']:g} asks for GPUs, but the Ray cluster has "
-                      f"{cluster_gpus:g}; run on a GPU node (or --address a cluster with GPUs) or drop the flag.")
-        return 2
+        raise DeviceUnavailableError(
+            f"--gpus-per-trial {st['gpus']:g} asks for GPUs, but the Ray cluster has {cluster_gpus:g}; run on a "
+            "GPU node (or --address a cluster with GPUs) or drop the flag.")
     workers = st["workers"] or max(1, int(cpus))
     params = _param_names(st["suggest"])
     searcher = OptunaSearch(space=st["suggest"], metric=_METRIC, mode=_MODE, seed=st["seed"],

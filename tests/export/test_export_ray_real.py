@@ -25,30 +25,24 @@ def _trainable(config):
             tune.report(m.as_dict(), checkpoint=tune.Checkpoint.from_directory(d))
 
 
-def test_export_best_real_ray_experiment(tmp_path):
-    ray = pytest.importorskip("ray")
+def test_export_best_real_ray_experiment(ray_session, tmp_path):
+    import sys
+
+    import ray
     from ray import tune
 
     from bnn_tune.export import export_best, load_packed
 
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    import sys
-
-    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import tests/
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}})
-    try:
-        space = {"dataset": "synthetic", "model": "mlp", "width": 0.125, "epochs": 2, "max_steps_per_epoch": 2,
-                 "seed": tune.grid_search([0, 1])}
-        tuner = tune.Tuner(_trainable, param_space=space,
-                           tune_config=tune.TuneConfig(metric="val_acc", mode="max"),
-                           run_config=tune.RunConfig(name="exp", storage_path=str(tmp_path / "ray")))
-        grid = tuner.fit()
-        best = grid.get_best_result()
-    finally:
-        ray.shutdown()
+    # the session's Ray runtime (its own temp dir; workers import this checkout): tests/ is not importable
+    # by the workers, so this module's trainable travels by value
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    space = {"dataset": "synthetic", "model": "mlp", "width": 0.125, "epochs": 2, "max_steps_per_epoch": 2,
+             "seed": tune.grid_search([0, 1])}
+    tuner = tune.Tuner(_trainable, param_space=space,
+                       tune_config=tune.TuneConfig(metric="val_acc", mode="max"),
+                       run_config=tune.RunConfig(name="exp", storage_path=str(tmp_path / "ray")))
+    grid = tuner.fit()
+    best = grid.get_best_result()
     from_dir = export_best(str(tmp_path / "ray" / "exp"), tmp_path / "out_dir", bench=False)
     from_grid = export_best(grid, tmp_path / "out_grid", bench=False)
     assert from_dir["weights"] == from_grid["weights"] == "checkpoint"

@@ -8,10 +8,9 @@ bounded wait, so a hang fails the test.
 from __future__ import annotations
 
 import json
-import shutil
+import os
 import subprocess
 import sys
-import tempfile
 import textwrap
 
 import pytest
@@ -57,12 +56,10 @@ _DRIVER = textwrap.dedent(
 def test_trials_run_on_both_nodes_of_a_two_node_cluster(ray_env, tmp_path):
     script = tmp_path / "driver.py"
     script.write_text(_DRIVER)
-    temp_dir = tempfile.mkdtemp(prefix="bnn2n_")
-    try:
-        proc = subprocess.run([sys.executable, str(script), str(tmp_path / "storage"), temp_dir], env=ray_env,
-                              capture_output=True, text=True, timeout=240)
-    finally:
-        shutil.rmtree(temp_dir, ignore_errors=True)
+    # the nodes' files and the cluster's ray_current_cluster go to this test's own RAY_TMPDIR, not /tmp/ray
+    temp_dir = os.path.join(ray_env["RAY_TMPDIR"], "ray")
+    proc = subprocess.run([sys.executable, str(script), str(tmp_path / "storage"), temp_dir], env=ray_env,
+                          capture_output=True, text=True, timeout=240)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     assert proc.returncode == 0 and lines, proc.stdout[-3000:] + proc.stderr[-3000:]
     out = json.loads(lines[-1][len("RESULT "):])

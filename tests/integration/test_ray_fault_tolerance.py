@@ -3,7 +3,8 @@
 * a worker killed after a checkpoint is retried by ``FailureConfig(max_failures=1)`` from that checkpoint
   and ends bit-identical to an uninterrupted twin;
 * a driver killed mid-experiment (SIGKILL to its process group) is resumed with ``Tuner.restore``: no
-  trial is lost and interrupted trials continue from their checkpoints.
+  trial is lost, every trial continues from the checkpoint recorded in the experiment state, and the
+  final metrics equal an uninterrupted twin's.
 
 Every wait is bounded, so a hang fails the test instead of stalling CI.
 """
@@ -86,31 +87,41 @@ def test_max_failures_retries_a_killed_worker_from_its_checkpoint(ray_session, t
 
 _DRIVER = textwrap.dedent(
     """
+    import os
     import sys
     import time
     import ray
     from ray import tune
     import bnn_tune
 
+    storage, temp_dir, gate = sys.argv[1], sys.argv[2], sys.argv[3]
 
-    class Pace(tune.Callback):
-        # slows the experiment down from the driver so the kill lands mid-run on any machine: a function
-        # trainable's report() blocks until the driver fetches the result, so a pause here paces every trial
+    def trainable(config):  # named like bnn_tune.trainable, so that Tuner.restore accepts that one
+        \"\"\"bnn_tune.trainable that stays inside its trial after reporting epoch GATE until `gate` exists.\"\"\"
+        from ray import tune as ray_tune
 
-        def on_trial_result(self, iteration, trials, trial, result, **info):
-            time.sleep(0.2)
+        import bnn_tune as bt
 
+        original = ray_tune.report
 
-    storage, temp_dir = sys.argv[1], sys.argv[2]
+        def report(metrics, *, checkpoint=None):
+            original(metrics, checkpoint=checkpoint)  # returns once the driver has the result
+            deadline = time.monotonic() + 240
+            while metrics["epoch"] >= GATE and not os.path.exists(gate) and time.monotonic() < deadline:
+                time.sleep(0.05)  # waiting for a state (the gate file), bounded
+
+        ray_tune.report = report
+        try:
+            bt.trainable(config)
+        finally:
+            ray_tune.report = original
+
     ray.init(num_cpus=2, include_dashboard=False, _temp_dir=temp_dir, log_to_driver=False)
     tuner = tune.Tuner(
-        bnn_tune.trainable,
-        param_space={"dataset": "digits", "optimizer": "bop", "max_steps_per_epoch": 6, "width": 0.5,
-                     "epochs": EPOCHS, "gamma": tune.grid_search([1e-3, 2e-3, 3e-3, 4e-3])},
+        trainable,
+        param_space={**TINY, "epochs": EPOCHS, "gamma": tune.grid_search(GAMMAS)},
         tune_config=tune.TuneConfig(metric="val_acc", mode="max", max_concurrent_trials=2),
-        # every checkpoint kept: with num_to_keep, Ray may delete the checkpoint that the last experiment
-        # snapshot points to just before a SIGKILL (then that trial cannot be restored)
-        run_config=tune.RunConfig(name="killme", storage_path=storage, verbose=0, callbacks=[Pace()]),
+        run_config=tune.RunConfig(name="killme", storage_path=storage, verbose=0),
     )
     tuner.fit()
     print("DRIVER FINISHED")
@@ -118,13 +129,23 @@ _DRIVER = textwrap.dedent(
 )
 
 
-def _checkpointed_epochs(experiment: Path) -> dict[str, int]:
-    """``{trial dir name: latest checkpoint epoch}`` from the checkpoint directories on disk."""
-    out = {}
-    for ckpt in experiment.glob("*/checkpoint_*/checkpoint.pt"):
-        epoch = int(ckpt.parent.name.split("_")[-1]) + 1
-        out[ckpt.parent.parent.name] = max(out.get(ckpt.parent.parent.name, 0), epoch)
-    return out
+def _state_epochs(experiment: Path) -> dict[str, int]:
+    """``{trial id: epoch of its latest checkpoint}`` as the experiment state file records it: the state
+    that ``Tuner.restore`` resumes from (not the checkpoint folders on disk, which may be newer)."""
+    from ray.tune import ExperimentAnalysis
+
+    analysis = ExperimentAnalysis(str(experiment))
+    return {t.trial_id: int(Path(t.checkpoint.path).name.split("_")[-1]) + 1
+            for t in analysis.trials if t.checkpoint is not None}
+
+
+def _state_epochs_or_none(experiment: Path) -> dict[str, int]:
+    if not list(experiment.glob("experiment_state-*.json")):
+        return {}
+    try:
+        return _state_epochs(experiment)
+    except Exception:  # the driver is writing it: read it again at the next poll
+        return {}
 
 
 def _wait_for(predicate, timeout: float, what: str, proc=None):
@@ -140,19 +161,23 @@ def _wait_for(predicate, timeout: float, what: str, proc=None):
 
 
 def test_killed_driver_resumes_with_tuner_restore(ray_session, ray_env, tmp_path):
-    epochs = 20
+    """Every trial stops at epoch ``gate_epoch`` until the driver is killed, so the kill lands mid-run on any
+    machine; the restored trials resume from the checkpoints in the experiment state and end exactly like
+    an uninterrupted twin."""
+    epochs, gate_epoch, gammas = 4, 2, [1e-3, 3e-3]
     storage = tmp_path / "storage"
     temp_dir = tempfile.mkdtemp(prefix="bnnkill_")
+    gate = tmp_path / "gate"
     script = tmp_path / "driver.py"
-    script.write_text(_DRIVER.replace("EPOCHS", str(epochs)))
+    script.write_text(_DRIVER.replace("TINY", repr(TINY)).replace("EPOCHS", str(epochs))
+                      .replace("GATE", str(gate_epoch)).replace("GAMMAS", repr(gammas)))
     env = {**ray_env, "TUNE_GLOBAL_CHECKPOINT_S": "0.5"}
-    proc = subprocess.Popen([sys.executable, str(script), str(storage), temp_dir], env=env,
+    proc = subprocess.Popen([sys.executable, str(script), str(storage), temp_dir, str(gate)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     experiment = storage / "killme"
     try:
-        _wait_for(lambda: list(experiment.glob("experiment_state-*.json")) and any(
-            e >= 3 for e in _checkpointed_epochs(experiment).values()), 180, "a trial to checkpoint 3 epochs", proc)
-        time.sleep(1.0)  # let the driver snapshot the experiment state with these checkpoints
+        _wait_for(lambda: (lambda e: len(e) == 2 and set(e.values()) == {gate_epoch})(
+            _state_epochs_or_none(experiment)), 180, f"the state to record both trials at epoch {gate_epoch}", proc)
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
     finally:
@@ -160,30 +185,32 @@ def test_killed_driver_resumes_with_tuner_restore(ray_session, ray_env, tmp_path
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=30)
         _stop_leftover_ray(temp_dir)
-    at_kill = _checkpointed_epochs(experiment)
     assert "DRIVER FINISHED" not in (proc.stdout.read() if proc.stdout else "")
-    interrupted = {name for name, e in at_kill.items() if e < epochs}
-    assert interrupted, f"no trial was interrupted mid-run: {at_kill}"
+    at_kill = _state_epochs(experiment)  # the driver is dead: this is the state the restore reads
+    assert len(at_kill) == 2 and set(at_kill.values()) == {gate_epoch}, at_kill
 
+    gate.touch()  # (the restore runs bnn_tune.trainable itself; the gate only matters to the killed driver)
     assert tune.Tuner.can_restore(str(experiment))
     restored = tune.Tuner.restore(str(experiment), trainable=bnn_tune.trainable, resume_unfinished=True,
                                   resume_errored=True)
     results = restored.fit()
-    assert len(results) == 4, "a trial was lost"
+    assert len(results) == 2, "a trial was lost"
     assert not results.errors
-    continued = 0
+    twin = tune.run(bnn_tune.trainable, config={**TINY, "epochs": epochs, "gamma": tune.grid_search(gammas)},
+                    storage_path=str(tmp_path / "twin"), name="twin", verbose=0, metric="val_acc", mode="max")
+    twins = {t.config["gamma"]: t.last_result for t in twin.trials}
     for r in results:
-        name = Path(r.path).name
+        trial_id = r.metrics["trial_id"]
         assert r.metrics["epoch"] == epochs and r.metrics["training_iteration"] == epochs
+        # continued from the checkpoint the state recorded, not from scratch nor from a later one
+        assert r.metrics["iterations_since_restore"] == epochs - at_kill[trial_id], trial_id
         # the trainer's own history, saved in the final checkpoint: every epoch exactly once
         state = load_checkpoint_state(r.checkpoint.path)
-        assert [m["epoch"] for m in state["history"]] == list(range(1, epochs + 1)), name
-        if name in interrupted:
-            # continued from a checkpoint taken before the kill, not from scratch
-            resumed_from = epochs - r.metrics["iterations_since_restore"]
-            assert 1 <= resumed_from <= at_kill[name], (name, resumed_from, at_kill[name])
-            continued += 1
-    assert continued == len(interrupted)
+        assert [m["epoch"] for m in state["history"]] == list(range(1, epochs + 1)), trial_id
+        # and exactly where an uninterrupted run of the same config ends
+        expected = twins[r.config["gamma"]]
+        for key in ("epoch", "train_loss", "val_acc", "val_loss", "flip_rate"):
+            assert r.metrics[key] == expected[key], (trial_id, key)
 
 
 def _stop_leftover_ray(temp_dir: str) -> None:

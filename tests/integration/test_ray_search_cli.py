@@ -4,6 +4,8 @@ best_config.json, results under the run directory, nothing written to the home d
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 
@@ -40,12 +42,29 @@ def test_search_cli_ray_backend_runs_contained(ray_env, tmp_path):
     assert [p for p in home.rglob("*")] == [], "the search wrote to the home directory"
 
 
+def _one_error_line(proc: subprocess.CompletedProcess, message: str) -> None:
+    """The answer to a user mistake: exit 2, one ``error: ...`` line on stderr naming it, no traceback."""
+    assert proc.returncode == 2, proc.stdout[-3000:] + proc.stderr[-3000:]
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("error: ")]
+    assert len(errors) == 1 and message in errors[0], proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr and "error:" not in proc.stdout, proc.stdout[-3000:]
+
+
 def test_search_cli_ray_backend_rejects_bad_fixed_config(ray_env, tmp_path):
     cmd = [sys.executable, "-m", "bnn_tune.cli", "search", "--backend", "ray", "--optimizer", "bop",
            "--samples", "2", "-p", "epoch=3", "--out", str(tmp_path / "run")]
     proc = subprocess.run(cmd, env=ray_env, capture_output=True, text=True, timeout=120, cwd=tmp_path)
-    assert proc.returncode == 2
-    assert "Unknown key 'epoch'. Did you mean 'epochs'?" in proc.stdout + proc.stderr
+    _one_error_line(proc, "Unknown key 'epoch'. Did you mean 'epochs'?")
+    assert not (tmp_path / "run").exists()  # refused before anything was started or written
+
+
+def test_search_cli_ray_backend_rejects_bad_counts_before_starting_ray(ray_env, tmp_path):
+    cmd = [sys.executable, "-m", "bnn_tune.cli", "search", "--backend", "ray", "--optimizer", "bop",
+           "--samples", "0", "--out", str(tmp_path / "run")]
+    proc = subprocess.run(cmd, env=ray_env, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    _one_error_line(proc, "`samples` must be >= 1, but got samples=0.")
+    assert not (tmp_path / "run").exists()
 
 
 def test_search_cli_accepts_fractional_gpus_and_says_when_the_cluster_has_none(ray_env, tmp_path):
@@ -58,7 +77,49 @@ def test_search_cli_accepts_fractional_gpus_and_says_when_the_cluster_has_none(r
     cmd = [sys.executable, "-m", "bnn_tune.cli", "search", "--backend", "ray", "--optimizer", "bop",
            "--samples", "1", "--epochs", "1", "--gpus-per-trial", "0.25", "--out", str(tmp_path / "run")]
     proc = subprocess.run(cmd, env=ray_env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
-    log = proc.stdout + proc.stderr
-    assert proc.returncode == 2, log[-3000:]
-    assert "--gpus-per-trial 0.25 asks for GPUs, but the Ray cluster has 0" in log
-    assert "Traceback" not in log
+    _one_error_line(proc, "--gpus-per-trial 0.25 asks for GPUs, but the Ray cluster has 0")
+
+
+def test_search_cli_resume_continues_an_interrupted_search(ray_env, tmp_path):
+    """Ctrl-C (SIGINT) once the first trial has saved a checkpoint, then ``--resume``: the same trials
+    continue from the checkpoints in the experiment state that Ctrl-C saved, and every trial ends at the
+    last epoch."""
+    from ray.tune import ExperimentAnalysis
+
+    from .test_ray_fault_tolerance import _state_epochs, _wait_for
+
+    epochs, out = 4, tmp_path / "run"
+    cmd = [sys.executable, "-m", "bnn_tune.cli", "search", "--backend", "ray", "--optimizer", "bop",
+           "--dataset", "digits", "--samples", "2", "--epochs", str(epochs), "--workers", "1", "--pruner", "none",
+           "-p", "max_steps_per_epoch=3", "-p", "width=0.5", "--out", str(out)]
+    experiment = out / "ray_results" / "run"
+    proc = subprocess.Popen(cmd, env=ray_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            cwd=tmp_path, start_new_session=True)
+    try:
+        # one trial at a time: at the first trial's first checkpoint, 3 of its epochs and the second trial
+        # are still to run
+        _wait_for(lambda: list(experiment.glob("*/checkpoint_000000")), 240, "a first checkpoint", proc)
+        os.kill(proc.pid, signal.SIGINT)  # what Ctrl-C sends: Tune saves the state and stops
+        first_log = proc.communicate(timeout=120)[0]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    at_stop = _state_epochs(experiment)  # what --resume reads
+    assert at_stop, first_log[-3000:]
+    assert min(at_stop.values()) < epochs or len(at_stop) < 2, (at_stop, first_log[-3000:])  # interrupted
+
+    proc2 = subprocess.run([*cmd, "--resume"], env=ray_env, capture_output=True, text=True, timeout=360, cwd=tmp_path)
+    log = proc2.stdout + proc2.stderr
+    assert proc2.returncode == 0, log[-4000:]
+    assert f"resuming the interrupted search in {experiment.resolve()}" in " ".join(log.split())
+    summary = json.loads((out / "summary.json").read_text())
+    assert len(summary["trials"]) == 2, summary["trials"]
+    assert [t["status"] for t in summary["trials"]] == ["completed", "completed"], summary["trials"]
+    assert set(at_stop) <= {t["trial_id"] for t in summary["trials"]}  # the same trials, not new ones
+    final = {t.trial_id: t.last_result for t in ExperimentAnalysis(str(experiment)).trials}
+    for trial_id, epoch in at_stop.items():
+        # an unfinished trial continued from the checkpoint in the state: only the epochs after it ran again
+        assert final[trial_id]["epoch"] == epochs
+        since = epochs - epoch if epoch < epochs else epochs  # (a finished one was not run again)
+        assert final[trial_id]["iterations_since_restore"] == since, (trial_id, epoch, final[trial_id])
