@@ -33,7 +33,11 @@ from dataclasses import dataclass
 
 from plugins._collapse import CollapseDecision, FlipRateCollapseRule
 
-__all__ = ["FlipSHRule", "RuleDecision"]
+__all__ = ["RECOMMENDED", "FlipSHRule", "RuleDecision"]
+
+RECOMMENDED: dict[str, object] = {"band_width": 2.0, "band_protect": True, "band_protect_width": 1.0}
+"""The ``flip+asha`` settings (:class:`FlipSHRule` keyword arguments over its defaults), chosen on hpobench replay
+seeds 40-79 (TPE, 60 trials, all four tasks) among 10 variants; held-out figures in BENCHMARKS.md "BNN-HPO"."""
 
 
 @dataclass(frozen=True)
@@ -75,6 +79,7 @@ class FlipSHRule:
         band_min_ref: completed trials with a flip rate at that epoch needed before the band judges (>= 1).
         band_warmup: first epoch (report) at which ``flip-band`` may stop a run (>= 1).
         band_protect: keep a run successive halving stops when its flip rate is inside the band.
+        band_protect_width: slack (log units, >= 0) around the band for ``band_protect``.
 
     Example:
         >>> rule = FlipSHRule(sub_patience=1)
@@ -101,6 +106,7 @@ class FlipSHRule:
         band_min_ref: int = 3,
         band_warmup: int = 1,
         band_protect: bool = False,
+        band_protect_width: float = 0.0,
     ) -> None:
         self.collapse = FlipRateCollapseRule(n_warmup_steps=0, patience=patience, floor=floor,
                                              relative_drop=relative_drop, min_improvement=min_improvement,
@@ -121,6 +127,11 @@ class FlipSHRule:
         self.band_width = None if band_width is None else float(band_width)
         self.band_top, self.band_min_ref, self.band_warmup = band_top, band_min_ref, band_warmup
         self.band_protect = bool(band_protect)
+        if isinstance(band_protect_width, bool) or not isinstance(band_protect_width, (int, float)) or not (
+                band_protect_width >= 0 and math.isfinite(band_protect_width)):
+            raise ValueError(f"`band_protect_width` must be a finite number >= 0, but got "
+                             f"band_protect_width={band_protect_width!r}.")
+        self.band_protect_width = float(band_protect_width)
         self.floor = float(floor)
         self.sub_patience = sub_patience
         self.window = window
@@ -134,7 +145,8 @@ class FlipSHRule:
         return (f"FlipSHRule(floor={self.floor}, sub_patience={self.sub_patience}, patience={c.patience}, "
                 f"relative_drop={c.relative_drop}, min_improvement={c.min_improvement}, margin={self.margin}, "
                 f"window={self.window}, min_rise={self.min_rise}, band_width={self.band_width}, band_top={self.band_top}, "
-                f"band_min_ref={self.band_min_ref}, band_warmup={self.band_warmup}, band_protect={self.band_protect})")
+                f"band_min_ref={self.band_min_ref}, band_warmup={self.band_warmup}, band_protect={self.band_protect}, "
+                f"band_protect_width={self.band_protect_width})")
 
     # ------------------------------------------------------------------ sub-epoch
     def frozen_early(self, sub_log_flip_rates: Sequence[float]) -> RuleDecision:
@@ -230,7 +242,8 @@ class FlipSHRule:
     def in_band(self, log_flip_rates: Sequence[float], completed: Sequence[tuple[float, Sequence[float]]], *,
                 maximize: bool = True) -> RuleDecision:
         """``band_protect``: ``stop=False`` (rule ``protect``) keeps a run successive halving wants to stop whose
-        latest log flip rate lies inside the best completed trials' band (no slack); ``stop=True`` otherwise."""
+        latest log flip rate lies inside the best completed trials' band +- ``band_protect_width``; ``stop=True``
+        otherwise."""
         if not self.band_protect or self.band_width is None:
             return RuleDecision(True, "asha", "band protection is off")
         step = len(log_flip_rates)
@@ -239,7 +252,8 @@ class FlipSHRule:
         if b is None or not _finite(x):
             return RuleDecision(True, "asha", "no band to compare with")
         lo, hi = b
-        if lo <= x <= hi:
+        w = self.band_protect_width
+        if lo - w <= x <= hi + w:
             return RuleDecision(False, "protect", f"flips like the best completed trials at report {step} "
-                                f"(log flip rate {x:.2f} in [{lo:.2f}, {hi:.2f}])")
+                                f"(log flip rate {x:.2f} in [{lo:.2f}, {hi:.2f}] +- {w:g})")
         return RuleDecision(True, "asha", f"log flip rate {x:.2f} outside the best trials' band [{lo:.2f}, {hi:.2f}]")

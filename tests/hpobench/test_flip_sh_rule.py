@@ -154,10 +154,24 @@ def test_in_band_protection_only_inside_the_band_and_only_when_enabled():
     assert not keep.stop and keep.rule == "protect"
     assert rule.in_band([-3.0, -4.5], refs).stop  # outside the band itself (the slack is only for stopping)
     assert FlipSHRule(band_width=1.0).in_band([-3.0, -5.2], refs).stop  # band_protect off
+    wide = FlipSHRule(band_width=1.0, band_protect=True, band_protect_width=0.5)
+    assert not wide.in_band([-3.0, -4.6], refs).stop  # -4.6 <= -5.0 + 0.5
+    assert wide.in_band([-3.0, -4.4], refs).stop
+    assert not wide.in_band([-3.0, -5.9], refs).stop and wide.in_band([-3.0, -6.1], refs).stop
+
+
+def test_replay_flip_asha_uses_the_recommended_band_settings():
+    from bnn_tune.hpobench._replay import make_pruner
+    from plugins._flip_sh import RECOMMENDED
+
+    rule = make_pruner("flip+asha").rule
+    assert RECOMMENDED["band_protect"] is True
+    assert (rule.band_width, rule.band_protect, rule.band_protect_width) == (
+        RECOMMENDED["band_width"], RECOMMENDED["band_protect"], RECOMMENDED["band_protect_width"])
 
 
 @pytest.mark.parametrize("kw", [{"band_width": -1.0}, {"band_top": 0}, {"band_min_ref": 0}, {"band_warmup": 0},
-                                {"band_width": float("inf")}])
+                                {"band_width": float("inf")}, {"band_protect_width": -0.5}])
 def test_bad_band_arguments_raise(kw):
     with pytest.raises(ValueError, match=next(iter(kw))):
         FlipSHRule(**kw)
