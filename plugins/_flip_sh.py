@@ -37,7 +37,7 @@ __all__ = ["RECOMMENDED", "FlipSHRule", "RuleDecision"]
 
 RECOMMENDED: dict[str, object] = {"band_width": 2.0, "band_protect": True, "band_protect_width": 1.0}
 """The ``flip+asha`` settings (:class:`FlipSHRule` keyword arguments over its defaults), chosen on hpobench replay
-seeds 40-79 (TPE, 60 trials, all four tasks) among 10 variants; held-out figures in BENCHMARKS.md "BNN-HPO"."""
+seeds 40-79 (TPE, 60 trials, all four tasks) among 9 variants tuned on seeds 0-79; held-out figures in BENCHMARKS.md "BNN-HPO"."""
 
 
 @dataclass(frozen=True)
