@@ -50,6 +50,8 @@ class FlipSHPruner(BasePruner):
             last step of a completed trial (or 0 until one completes: no projection limit).
         **rule_kwargs: :class:`FlipSHRule` arguments (``floor``, ``sub_patience``, ``patience``, ``margin``,
             ``window``, ``min_rise``...).
+            ``**plugins._flip_sh.RECOMMENDED`` gives the ``flip+asha`` settings of the hpobench evaluation
+            (the band rule with band protection).
     """
 
     judges_sub_epoch = True

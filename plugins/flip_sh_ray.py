@@ -37,6 +37,7 @@ class FlipSHScheduler(FlipRateScheduler):
         max_t: the trial's last iteration for the late-bloomer projection (default: the wrapped
             scheduler's ``max_t``).
         **rule_kwargs: :class:`FlipSHRule` arguments.
+            ``**plugins._flip_sh.RECOMMENDED`` gives the ``flip+asha`` settings of the hpobench evaluation.
     """
 
     def __init__(self, scheduler: TrialScheduler | None = None, metric: str | None = None, mode: str | None = None,
