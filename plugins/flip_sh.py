@@ -39,9 +39,10 @@ class FlipSHPruner(BasePruner):
     """Successive halving (or Hyperband) with the flip-rate rules of :class:`plugins._flip_sh.FlipSHRule`.
 
     Order of a check: ``flip-early`` (sub-epoch flip rate never above the floor) -> at epoch reports,
-    ``flip-collapse`` -> the wrapped pruner; when it says prune, ``protect`` may keep a late bloomer. A
+    ``flip-collapse`` -> ``flip-band`` -> the wrapped pruner; when it says prune, ``protect`` may keep a late
+    bloomer (rising objective, or with ``band_protect`` a flip rate inside the best trials' band). A
     pruned trial's user attr ``"bnn_tune:prune_reason"`` is ``"<rule>: <reason>"`` with rule ``flip-early``,
-    ``flip-collapse`` or ``asha`` (the wrapped pruner); a protected trial gets ``"bnn_tune:protected"``.
+    ``flip-collapse``, ``flip-band`` or ``asha`` (the wrapped pruner); a protected trial gets ``"bnn_tune:protected"``.
 
     Args:
         wrapped_pruner: default ``SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)``.
@@ -49,6 +50,8 @@ class FlipSHPruner(BasePruner):
             last step of a completed trial (or 0 until one completes: no projection limit).
         **rule_kwargs: :class:`FlipSHRule` arguments (``floor``, ``sub_patience``, ``patience``, ``margin``,
             ``window``, ``min_rise``...).
+            ``**plugins._flip_sh.RECOMMENDED`` gives the ``flip+asha`` settings of the hpobench evaluation
+            (the band rule with band protection).
     """
 
     judges_sub_epoch = True
@@ -86,6 +89,12 @@ class FlipSHPruner(BasePruner):
             d = self.rule.collapsed(series, values, best_value=best_value, maximize=maximize)
             if d.stop:
                 return d
+        refs = [(t.value, list(t.user_attrs.get(FLIP_RATE_ATTR) or [])) for t in completed
+                if t.value is not None and math.isfinite(t.value)]
+        if series:
+            d = self.rule.out_of_band(series, refs, maximize=maximize)
+            if d.stop:
+                return d
         if not self._wrapped.prune(study, trial):
             return RuleDecision(False, "asha", f"{type(self._wrapped).__name__} promotes or continues")
         max_steps = self._max_steps or max((t.last_step or 0 for t in completed), default=0)
@@ -93,6 +102,9 @@ class FlipSHPruner(BasePruner):
                                  maximize=maximize) if series else RuleDecision(True, "asha", "no flip-rate series")
         if not keep.stop:
             return keep
+        band_keep = self.rule.in_band(series, refs, maximize=maximize) if series else keep
+        if not band_keep.stop:
+            return band_keep
         return RuleDecision(True, "asha", f"{type(self._wrapped).__name__} stopped it at step {step} ({keep.reason})")
 
     def prune(self, study: Study, trial: FrozenTrial) -> bool:

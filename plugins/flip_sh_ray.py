@@ -1,8 +1,9 @@
 """Ray Tune adapter of :class:`plugins._flip_sh.FlipSHRule`: :class:`FlipSHScheduler` around ASHA/HyperBand.
 
 Same decisions as :class:`plugins.flip_sh.FlipSHPruner` (``flip-early`` on the sub-epoch log flip rates a
-result carries in ``"sub_log_flip_rate"`` -- a list, the points of that epoch --, ``flip-collapse``, then the
-wrapped scheduler, whose STOP ``protect`` may turn into CONTINUE for a late bloomer). Ray results come once
+result carries in ``"sub_log_flip_rate"`` -- a list, the points of that epoch --, ``flip-collapse``,
+``flip-band`` against the completed trials' series, then the wrapped scheduler, whose STOP ``protect`` may turn
+into CONTINUE for a late bloomer). Ray results come once
 per epoch, so ``flip-early`` stops a frozen trial at its first result (the Optuna objective can stop inside
 the first epoch). Stopped trials say why exactly like :class:`plugins.ray.FlipRateScheduler`
 (``stop_reasons``, ``"stop_reason"`` in the last result, ``bnn_tune_stop_reason.txt``), as
@@ -36,6 +37,7 @@ class FlipSHScheduler(FlipRateScheduler):
         max_t: the trial's last iteration for the late-bloomer projection (default: the wrapped
             scheduler's ``max_t``).
         **rule_kwargs: :class:`FlipSHRule` arguments.
+            ``**plugins._flip_sh.RECOMMENDED`` gives the ``flip+asha`` settings of the hpobench evaluation.
     """
 
     def __init__(self, scheduler: TrialScheduler | None = None, metric: str | None = None, mode: str | None = None,
@@ -47,11 +49,14 @@ class FlipSHScheduler(FlipRateScheduler):
         self._max_t = max_t
         self.protected: dict[str, str] = {}
         self._completed: dict[str, float] = {}  # final value per completed trial, sign-adjusted
+        self._completed_series: dict[str, list[float]] = {}  # its log flip-rate series (for flip-band)
 
     def on_trial_complete(self, tune_controller, trial, result: dict[str, Any]) -> None:
         value = _number((result or {}).get(self.metric)) if self.metric else None
         if value is not None and math.isfinite(value) and trial.trial_id not in self._tracker.stop_reasons:
             self._completed[trial.trial_id] = value if self.mode == "max" else -value
+            series = self._tracker.series.get(trial.trial_id, {})
+            self._completed_series[trial.trial_id] = [series[k][0] for k in sorted(series)]
         super().on_trial_complete(tune_controller, trial, result)
 
     def __repr__(self) -> str:
@@ -88,6 +93,11 @@ class FlipSHScheduler(FlipRateScheduler):
                                               maximize=mode == "max")
             if decision.stop:
                 return self._stop(trial, result, decision.message())
+        refs = [(sign * v, self._completed_series.get(t, [])) for t, v in self._completed.items()]
+        if ordered:
+            band = self.flip_sh.out_of_band([x for x, _ in ordered], refs, maximize=mode == "max")
+            if band.stop:
+                return self._stop(trial, result, band.message())
         action = self._scheduler.on_trial_result(tune_controller, trial, result)
         if action != TrialScheduler.STOP or not ordered:
             return action
@@ -95,6 +105,11 @@ class FlipSHScheduler(FlipRateScheduler):
         keep = self.flip_sh.protect([x for x, _ in ordered], [v for _, v in ordered],
                                     remaining=int(max(max_t - it, 0)) if math.isfinite(max_t) else 0,
                                     best_value=best_value, maximize=mode == "max")
+        if keep.stop:
+            keep_band = self.flip_sh.in_band([x for x, _ in ordered], refs, maximize=mode == "max")
+            if not keep_band.stop:
+                self.protected[tid] = keep_band.message()
+                return TrialScheduler.CONTINUE
         if not keep.stop:
             self.protected[tid] = keep.message()
             return TrialScheduler.CONTINUE

@@ -61,9 +61,10 @@ def _flip_or(inner: Callable[[], optuna.pruners.BasePruner]) -> Callable[[], Any
 
 def _flip_sh(inner: Callable[[], optuna.pruners.BasePruner]) -> Callable[[], Any]:
     def make() -> Any:
+        from plugins._flip_sh import RECOMMENDED
         from plugins.flip_sh import FlipSHPruner
 
-        return FlipSHPruner(inner())
+        return FlipSHPruner(inner(), **RECOMMENDED)  # type: ignore[arg-type]
     return make
 
 

@@ -116,3 +116,88 @@ def test_collapse_waits_for_a_completed_trial_and_can_be_switched_off():
     assert not rule.collapsed(*frozen, best_value=None).stop  # nothing says it is not the best run yet
     assert rule.collapsed(*frozen, best_value=0.9).message().startswith("flip-collapse: ")
     assert not FlipSHRule(use_collapse=False).collapsed(*frozen, best_value=0.9).stop
+
+
+# ---------------------------------------------------------------- flip-band
+WINNERS = [(0.90, [-3.0, -5.0, -6.0]), (0.88, [-3.5, -5.5, -6.5]), (0.87, [-3.2, -5.2, -6.2])]
+LOSER = (0.40, [-1.0, -1.0, -1.0])  # a completed noisy run: must not widen the band (not among band_top)
+
+
+def test_band_spans_the_best_completed_trials_at_the_same_report():
+    rule = FlipSHRule(band_width=1.0, band_top=3, band_min_ref=3)
+    assert rule.band(1, [*WINNERS, LOSER]) == (-3.5, -3.0)
+    assert rule.band(2, [LOSER, *WINNERS]) == (-5.5, -5.0)  # order of the completed list does not matter
+    assert rule.band(1, WINNERS[:2]) is None  # fewer than band_min_ref completed
+    assert rule.band(4, WINNERS) is None  # no completed series that long
+    # minimising: the best trials are the lowest values
+    assert FlipSHRule(band_width=1.0, band_top=1, band_min_ref=1).band(1, [*WINNERS, LOSER], maximize=False) == (-1.0, -1.0)
+
+
+def test_out_of_band_stops_frozen_and_noisy_runs_after_warmup():
+    rule = FlipSHRule(band_width=1.0, band_warmup=2)
+    refs = [*WINNERS, LOSER]
+    noisy = rule.out_of_band([-3.0, -3.9], refs)  # band at report 2: [-5.5, -5.0]; -3.9 > -5.0 + 1
+    assert noisy.stop and noisy.message().startswith("flip-band: ") and "noisy" in noisy.reason
+    frozen = rule.out_of_band([-3.0, -6.6], refs)
+    assert frozen.stop and "frozen" in frozen.reason
+    assert not rule.out_of_band([-3.0, -4.1], refs).stop  # within the slack
+    assert not rule.out_of_band([-3.0, -6.4], refs).stop
+    assert not rule.out_of_band([-9.0], refs).stop  # report 1 < band_warmup
+    assert not rule.out_of_band([-3.0, -1.0], WINNERS[:2]).stop  # no band yet
+    assert not FlipSHRule().out_of_band([-3.0, -1.0], refs).stop  # off by default
+
+
+def test_in_band_protection_only_inside_the_band_and_only_when_enabled():
+    rule = FlipSHRule(band_width=1.0, band_protect=True)
+    refs = [*WINNERS, LOSER]
+    keep = rule.in_band([-3.0, -5.2], refs)
+    assert not keep.stop and keep.rule == "protect"
+    assert rule.in_band([-3.0, -4.5], refs).stop  # outside the band itself (the slack is only for stopping)
+    assert FlipSHRule(band_width=1.0).in_band([-3.0, -5.2], refs).stop  # band_protect off
+    wide = FlipSHRule(band_width=1.0, band_protect=True, band_protect_width=0.5)
+    assert not wide.in_band([-3.0, -4.6], refs).stop  # -4.6 <= -5.0 + 0.5
+    assert wide.in_band([-3.0, -4.4], refs).stop
+    assert not wide.in_band([-3.0, -5.9], refs).stop and wide.in_band([-3.0, -6.1], refs).stop
+
+
+def test_replay_flip_asha_uses_the_recommended_band_settings():
+    from bnn_tune.hpobench._replay import make_pruner
+    from plugins._flip_sh import RECOMMENDED
+
+    rule = make_pruner("flip+asha").rule
+    assert RECOMMENDED["band_protect"] is True
+    assert (rule.band_width, rule.band_protect, rule.band_protect_width) == (
+        RECOMMENDED["band_width"], RECOMMENDED["band_protect"], RECOMMENDED["band_protect_width"])
+
+
+@pytest.mark.parametrize("kw", [{"band_width": -1.0}, {"band_top": 0}, {"band_min_ref": 0}, {"band_warmup": 0},
+                                {"band_width": float("inf")}, {"band_protect_width": -0.5}])
+def test_bad_band_arguments_raise(kw):
+    with pytest.raises(ValueError, match=next(iter(kw))):
+        FlipSHRule(**kw)
+
+
+def test_pruner_band_stops_noisy_trial_asha_promotes_and_keeps_in_band_bloomer():
+    """ASHA promotes a noisy run on early accuracy and stops a slow starter flipping like the winners; the band
+    rule reverses both."""
+    E = 9
+    good = [0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.9, 0.9, 0.9]
+    lfr_good = [-3.0, -5.0, -6.0, -6.0, -6.0, -6.0, -6.0, -6.0, -6.0]
+    noisy = [0.7, 0.75, 0.7, 0.7, 0.7, 0.7, 0.7, 0.7, 0.7]  # best at rungs 1 and 3 by accuracy
+    slow = [0.3, 0.35, 0.4, 0.5, 0.6, 0.75, 0.85, 0.9, 0.95]  # worst early, best at the end
+    fates = {}
+    for name, pruner in (("asha", optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)),
+                         ("band", FlipSHPruner(max_steps=E, min_rise=None, band_width=1.0, band_warmup=2,
+                                               band_protect=True))):
+        study = _study(pruner)
+        for _ in range(3):
+            _run(study, good, lfr_good)
+        fates[name] = (_run(study, noisy, [-1.5] * E), _run(study, slow, lfr_good), study)
+    (n_pruned, _, _), (s_pruned, s_step, _), _ = fates["asha"]
+    assert not n_pruned and s_pruned and s_step == 1
+    (n_pruned, n_step, nn), (s_pruned, s_step, sn), study = fates["band"]
+    assert (n_pruned, n_step) == (True, 2)
+    assert study.trials[nn].user_attrs[PRUNE_REASON_ATTR].startswith("flip-band: ")
+    assert (s_pruned, s_step) == (False, E)
+    assert study.trials[sn].user_attrs[PROTECTED_ATTR].startswith("protect: flips like the best")
+    assert study.best_trial.number == sn

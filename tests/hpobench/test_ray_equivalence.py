@@ -34,22 +34,7 @@ def _curves(table, ci, si):
 def optuna_stop(pruner, val, lfr, subs):
     """(epoch in which the trial stopped or None, reason) under the replay's reporting protocol."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(direction="maximize", pruner=pruner)
-    trial = study.ask()
-    flat: list[float] = []
-    for e in range(len(val)):
-        for k, x in enumerate(subs[e]):
-            flat.append(x)
-            if e == 0 and k < len(subs[e]) - 1:
-                trial.set_user_attr(SUB_FLIP_RATE_ATTR, list(flat))
-                if trial.should_prune():
-                    return 1, study.trials[0].user_attrs.get(PRUNE_REASON_ATTR, "")
-        trial.set_user_attr(SUB_FLIP_RATE_ATTR, list(flat))
-        trial.set_user_attr(FLIP_RATE_ATTR, lfr[: e + 1])
-        trial.report(val[e], e + 1)
-        if e + 1 < len(val) and trial.should_prune():
-            return e + 1, study.trials[0].user_attrs.get(PRUNE_REASON_ATTR, "")
-    return None, ""
+    return optuna_stop_in(optuna.create_study(direction="maximize", pruner=pruner), val, lfr, subs)
 
 
 def ray_stop(scheduler, val, lfr, subs):
@@ -108,3 +93,58 @@ def test_flip_rate_scheduler_matches_flip_rate_pruner(table):
                      val, lfr, subs)
         assert o[0] == r[0], (table.configs[ci], o, r)
         assert not math.isnan(val[-1])
+
+
+def test_flip_band_same_decisions_with_completed_trials(table):
+    """``flip-band`` judges against completed trials: both adapters first see the table's three best configs
+    complete, then each candidate curve; the wrapped scheduler never stops (FIFO / NopPruner), so the band
+    (and flip-early) alone decide, at the same epoch with the same rule."""
+    from ray.tune.schedulers import FIFOScheduler
+
+    E = table.epochs
+    final = table.final_val()
+    best3 = sorted(range(len(table.configs)), key=lambda i: -final[i])[:3]
+    kw = {"band_width": 0.5, "band_warmup": 2, "min_rise": None}
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    stops = 0
+    for ci, si in _cells(table):
+        val, lfr, subs = _curves(table, ci, si)
+        study = optuna.create_study(direction="maximize", pruner=FlipSHPruner(optuna.pruners.NopPruner(),
+                                                                              max_steps=E, **kw))
+        sched = FlipSHScheduler(FIFOScheduler(), max_t=E, **kw)
+        sched.set_search_properties("val_acc", "max")
+        for j, bi in enumerate(best3):
+            bval, blfr, _ = _curves(table, bi, 0)
+            t = study.ask()
+            t.set_user_attr(FLIP_RATE_ATTR, blfr)
+            study.tell(t, bval[-1])
+            rt = SimpleNamespace(trial_id=f"b{j}", storage=None)
+            sched.on_trial_add(None, rt)
+            for e in range(E):
+                sched.on_trial_result(None, rt, {"training_iteration": e + 1, "val_acc": bval[e], "log_flip_rate": blfr[e]})
+            sched.on_trial_complete(None, rt, {"training_iteration": E, "val_acc": bval[-1], "log_flip_rate": blfr[-1]})
+        o = optuna_stop_in(study, val, lfr, subs)
+        r = ray_stop(sched, val, lfr, subs)
+        assert o[0] == r[0], (table.configs[ci], o, r)
+        assert o[1].split(":")[0] == r[1].split(":")[0], (o, r)
+        stops += o[1].startswith("flip-band")
+    assert stops >= 1  # the band stopped at least one of the curves
+
+
+def optuna_stop_in(study, val, lfr, subs):
+    """:func:`optuna_stop` in an existing study (with completed trials)."""
+    trial = study.ask()
+    flat: list[float] = []
+    for e in range(len(val)):
+        flat += subs[e]
+        if e == 0:
+            for k in range(1, len(subs[0])):
+                trial.set_user_attr(SUB_FLIP_RATE_ATTR, list(subs[0][:k]))
+                if trial.should_prune():
+                    return 1, study.trials[trial.number].user_attrs.get(PRUNE_REASON_ATTR, "")
+        trial.set_user_attr(SUB_FLIP_RATE_ATTR, list(flat))
+        trial.set_user_attr(FLIP_RATE_ATTR, lfr[: e + 1])
+        trial.report(val[e], e + 1)
+        if e + 1 < len(val) and trial.should_prune():
+            return e + 1, study.trials[trial.number].user_attrs.get(PRUNE_REASON_ATTR, "")
+    return None, ""
