@@ -112,7 +112,10 @@ def main() -> int:
     ap.add_argument("--n-trials", type=int, default=60, help="trials per replayed search (default 60)")
     ap.add_argument("--no-context", action="store_true", help="only asha vs flip+asha and the spaces")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    ap.add_argument("--quick", action="store_true", help="smoke run (CI): seeds 0-1, context seed 0, 12 trials, 1 worker")
     a = ap.parse_args()
+    if a.quick:
+        a.seeds, a.context_seeds, a.n_trials, a.workers = "0-1", "0", 12, 1
     global N_TRIALS, CONTEXT
     N_TRIALS = a.n_trials
     if a.no_context:

@@ -22,11 +22,17 @@ from bnn_tune.hpobench.tasks import TASKS  # noqa: E402
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--task", required=True, choices=sorted(TASKS))
+    p.add_argument("--task", default=None, choices=sorted(TASKS), help="task to record (required unless --quick)")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--out", default=str(ROOT / "bnn_tune" / "hpobench" / "data"))
     p.add_argument("--limit", type=int, default=None, help="only the first N grid points (a quick check)")
+    p.add_argument("--quick", action="store_true",
+                   help="smoke run (CI): the first 2 grid points of --task (default bop_digits), 1 worker")
     a = p.parse_args()
+    if a.quick:
+        a.task, a.limit, a.workers = a.task or "bop_digits", a.limit or 2, 1
+    elif a.task is None:
+        p.error("--task is required (one of: " + ", ".join(sorted(TASKS)) + ")")
     path = record_task(a.task, a.out, workers=a.workers, limit=a.limit,
                        command=["python", "benchmarks/record_hpobench.py", *sys.argv[1:]])
     print(f"wrote {path} ({path.stat().st_size / 1024:.0f} KiB)")
