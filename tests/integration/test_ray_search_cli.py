@@ -96,9 +96,12 @@ def test_search_cli_resume_continues_an_interrupted_search(ray_env, tmp_path):
     proc = subprocess.Popen(cmd, env=ray_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             cwd=tmp_path, start_new_session=True)
     try:
-        # one trial at a time: at the first trial's first checkpoint, 3 of its epochs and the second trial
-        # are still to run
-        _wait_for(lambda: list(experiment.glob("*/checkpoint_000000")), 240, "a first checkpoint", proc)
+        # one trial at a time. A checkpoint folder on disk is not yet one the driver has registered (CI once
+        # sent Ctrl-C between the two and the saved state held no checkpoint); the trainable's report()
+        # returns only once the driver has taken the result, so when the second checkpoint is being
+        # written the first is in the driver's state. 2 of the first trial's epochs and the second trial
+        # are then still to run.
+        _wait_for(lambda: list(experiment.glob("*/checkpoint_000001")), 240, "a second checkpoint", proc)
         os.kill(proc.pid, signal.SIGINT)  # what Ctrl-C sends: Tune saves the state and stops
         first_log = proc.communicate(timeout=120)[0]
     finally:
