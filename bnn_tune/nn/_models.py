@@ -100,10 +100,7 @@ def _vgg(
         layers.append(nn.BatchNorm2d(o, momentum=bn_momentum))
         layers += _relu(binary)
         c = o
-    if hgt < 1 or wid < 1:
-        raise ValueError(f"input_shape={input_shape} is too small for this model's pooling.")
-    layers.append(nn.Flatten())
-    d = c * hgt * wid
+    d = _flatten(layers, c, hgt, wid, input_shape)
     for f in fc:
         o = _ch(f, width)
         layers += [_linear(d, o, binary=binary, act=activation), nn.BatchNorm1d(o, momentum=bn_momentum)]
@@ -111,6 +108,14 @@ def _vgg(
         d = o
     layers.append(_linear(d, num_classes, binary=binary, act=activation, bias=True, real_weights=True))
     return nn.Sequential(*layers)
+
+
+def _flatten(layers: list[nn.Module], c: int, hgt: int, wid: int, input_shape: tuple[int, ...]) -> int:
+    """Append the flatten after the conv stack; returns the features it yields (checks the map is not empty)."""
+    if hgt < 1 or wid < 1:
+        raise ValueError(f"input_shape={input_shape} is too small for this model's pooling.")
+    layers.append(nn.Flatten())
+    return c * hgt * wid
 
 
 def binarynet(input_shape, num_classes, *, binary=True, width=1.0, depth=2, activation="ste_sign", bn_momentum=0.1):
@@ -172,10 +177,7 @@ def binarynet_paper(input_shape, num_classes, *, binary=True, width=1.0, depth=2
         layers.append(norm(o))
         layers += _relu(binary)
         c = o
-    if hgt < 1 or wid < 1:
-        raise ValueError(f"input_shape={input_shape} is too small for this model's pooling.")
-    layers.append(nn.Flatten())
-    d = c * hgt * wid
+    d = _flatten(layers, c, hgt, wid, input_shape)
     for f in (1024, 1024):
         o = _ch(f, width)
         layers += [_linear(d, o, binary=binary, act=activation), norm(o)]
