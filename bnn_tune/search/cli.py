@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ..cli import add_config_arguments, config_from_args, register_command
+from ._rule import DEFAULT_PRUNER, PRUNERS
 
 __all__ = ["add_search_arguments", "print_ranking", "run_search_command"]
 
@@ -55,8 +56,11 @@ def add_search_arguments(p: argparse.ArgumentParser) -> None:
                    help="ray backend: retries of a crashed trial from its last checkpoint (default 1)")
     p.add_argument("--study", default=None, dest="study_name", help="study name (default: the --out folder name)")
     p.add_argument("--out", default=None, help="output folder (default runs/<study>)")
-    p.add_argument("--pruner", default="flip", choices=("flip", "flip+median", "median", "none"),
-                   help="flip: FlipRatePruner (default); flip+median: either prunes")
+    p.add_argument("--pruner", default=DEFAULT_PRUNER, choices=PRUNERS,
+                   help="flip+hyperband (default): Hyperband with the flip-rate rules (flip-early, flip-band, "
+                        "late-bloomer protection); flip+asha: the same with one successive-halving bracket; "
+                        "hyperband, asha: those alone; flip: the flip-rate collapse rule alone; flip+median: "
+                        "collapse or median rule; median; none")
     p.add_argument("--top", type=int, default=10, help="rows of the final ranking table")
 
 

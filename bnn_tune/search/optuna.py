@@ -36,12 +36,12 @@ from pathlib import Path
 from typing import Any
 
 from .._imports import require
+from ._rule import DEFAULT_PRUNER, MEDIAN_SETTINGS, SH_SETTINGS, check_pruner, flip_rule_settings
 
 __all__ = ["SearchSettings", "make_pruner", "make_storage", "run_optuna_search"]
 
 _logger = logging.getLogger("bnn_tune.search")
 
-PRUNERS = ("flip", "flip+median", "median", "none")
 
 
 def make_storage(url: str | None, *, heartbeat_interval: int | None = None, grace_period: int | None = None,
@@ -96,31 +96,41 @@ def make_storage(url: str | None, *, heartbeat_interval: int | None = None, grac
     )
 
 
-def make_pruner(kind: str = "flip", *, epochs: int | None = None, **flip_kwargs: Any) -> Any:
-    """``"flip"``: :class:`plugins.optuna.FlipRatePruner`; ``"flip+median"``: flip rule OR median;
-    ``"median"``: Optuna's MedianPruner; ``"none"``: no pruning.
+def make_pruner(kind: str = DEFAULT_PRUNER, *, epochs: int | None = None, **flip_kwargs: Any) -> Any:
+    """The Optuna pruner called ``kind`` (one of :data:`bnn_tune.search._rule.PRUNERS`, described there).
 
-    The flip rule takes :func:`bnn_tune.search._rule.flip_rule_settings` for ``epochs`` (the same as the
-    Ray backend's :class:`plugins.ray.FlipRateScheduler`); ``flip_kwargs`` override them.
+    ``flip+hyperband`` (default) / ``flip+asha``: :class:`plugins.flip_sh.FlipSHPruner` around ``HyperbandPruner`` /
+    ``SuccessiveHalvingPruner`` (min resource 1, reduction factor 3) with :data:`plugins._flip_sh.RECOMMENDED`;
+    ``hyperband`` / ``asha``: those alone; ``flip``:
+    :class:`plugins.optuna.FlipRatePruner`; ``flip+median``: flip rule OR median; ``median``: Optuna's
+    MedianPruner; ``none``: no pruning. The collapse rule of ``flip``/``flip+median`` takes
+    :func:`bnn_tune.search._rule.flip_rule_settings` for ``epochs`` (the same as the Ray backend's
+    :class:`plugins.ray.FlipRateScheduler`); ``flip_kwargs`` override them (or, for ``flip+asha``, the
+    :class:`plugins._flip_sh.FlipSHRule` settings of ``flip+hyperband`` / ``flip+asha``).
     """
     optuna = require("optuna", feature="bnn-tune search")
-    from plugins.optuna import FlipRatePruner
+    check_pruner(kind)
+    if kind in ("flip+hyperband", "flip+asha", "hyperband", "asha"):
+        inner = (optuna.pruners.HyperbandPruner(**SH_SETTINGS) if kind.endswith("hyperband")
+                 else optuna.pruners.SuccessiveHalvingPruner(**SH_SETTINGS))
+        if not kind.startswith("flip+"):
+            return inner
+        from plugins._flip_sh import RECOMMENDED
+        from plugins.flip_sh import FlipSHPruner
 
-    from ._rule import flip_rule_settings
+        return FlipSHPruner(inner, **{**RECOMMENDED, **flip_kwargs})  # type: ignore[arg-type]
+    if kind == "median":
+        return optuna.pruners.MedianPruner(**MEDIAN_SETTINGS)
+    if kind == "none":
+        return optuna.pruners.NopPruner()
+    from plugins.optuna import FlipRatePruner
 
     # the objective is validation accuracy: runs within 2 points of the best are contenders (noise of a
     # few hundred validation samples), so converged runs near the top finish instead of being pruned
     flip_kwargs = {**flip_rule_settings(epochs if epochs is not None else 10), **flip_kwargs}
     if kind == "flip":
         return FlipRatePruner(**flip_kwargs)
-    if kind == "flip+median":
-        return FlipRatePruner(optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=2), combine="or",
-                              **flip_kwargs)
-    if kind == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=2)
-    if kind == "none":
-        return optuna.pruners.NopPruner()
-    raise ValueError(f"`pruner` must be one of {list(PRUNERS)}, but got pruner={kind!r}.")
+    return FlipRatePruner(optuna.pruners.MedianPruner(**MEDIAN_SETTINGS), combine="or", **flip_kwargs)
 
 
 @dataclass
@@ -133,7 +143,7 @@ class SearchSettings:
     storage: str | None = None
     study_name: str | None = None
     workers: int = 1
-    pruner: str = "flip"
+    pruner: str = DEFAULT_PRUNER
     seed: int | None = None
     artifact_dir: str | None = None
     naive: bool = False

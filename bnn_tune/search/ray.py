@@ -7,7 +7,8 @@
   ``ray://host:10001``);
 * samples configurations with ``OptunaSearch(space=search_spaces.<optimizer>.suggest)`` (TPE,
   define-by-run), at most ``--workers`` trials at a time (``max_concurrent_trials``);
-* stops bad trials with ASHA and collapsed ones with :class:`plugins.ray.FlipRateScheduler`;
+* stops trials with the ``--pruner`` strategy (:func:`make_scheduler`; default ``flip+hyperband``: asynchronous
+  Hyperband with the flip-rate rules of :class:`plugins.flip_sh_ray.FlipSHScheduler`);
 * prints a live progress table (Ray's ``CLIReporter``) and a final ranking;
 * writes everything under ``--out``: Ray results in ``<out>/ray_results/<name>`` (an absolute
   ``storage_path``), ``<out>/best_config.json`` (the best trial's flat config, usable as
@@ -37,6 +38,8 @@ import time
 from argparse import Namespace
 from pathlib import Path
 from typing import Any
+
+from ._rule import DEFAULT_PRUNER, check_pruner
 
 __all__ = ["DEFAULT_EPOCHS", "run_ray_search"]
 
@@ -172,8 +175,8 @@ def run_ray_search(args: Namespace) -> int:
             ``KEY=VALUE``), ``samples`` (trials, 16), ``out`` (run directory, ``runs/<study>``),
             ``study_name`` (study/experiment name), ``storage`` (Optuna storage URL of the searcher's
             study; default in-memory), ``workers`` (concurrent trials; default all CPUs of the
-            cluster), ``seed`` (sampler seed), ``pruner`` (``flip``/``flip+median``: ASHA + flip-rate
-            rule, ``median``: ASHA, ``none``: run every trial to the end), ``top`` (ranking rows), and
+            cluster), ``seed`` (sampler seed), ``pruner`` (a name of
+            :data:`bnn_tune.search._rule.PRUNERS`, default ``flip+hyperband``: see :func:`make_scheduler`), ``top`` (ranking rows), and
             when present ``address`` (None: embedded local Ray; ``auto`` or ``ray://host:10001``),
             ``resume`` (continue the interrupted search in ``out``), ``gpus_per_trial``,
             ``max_failures`` (retries of a crashed trial from its checkpoint, default 1).
@@ -226,9 +229,7 @@ def run_ray_search(args: Namespace) -> int:
     max_failures = int(_arg(args, "max_failures", 1))
     if max_failures < -1:
         raise ValueError(f"`max_failures` must be >= 0 (or -1: retry forever), but got max_failures={max_failures}.")
-    pruner = _arg(args, "pruner", "flip")
-    if pruner not in ("flip", "flip+median", "median", "none"):
-        raise ValueError(f"`pruner` must be one of ['flip', 'flip+median', 'median', 'none'], but got {pruner!r}.")
+    pruner = check_pruner(_arg(args, "pruner", DEFAULT_PRUNER))
     given_out = _arg(args, "out")
     name = _arg(args, "study_name", _arg(args, "study", Path(given_out).name if given_out
                                          else f"{space_name}-{fixed['dataset']}"))
@@ -300,23 +301,44 @@ class _DefaultTrial:
 
 
 def make_scheduler(pruner: str, epochs: int) -> Any:
-    """The trial scheduler of ``bnn-tune search --backend ray --pruner PRUNER``: ASHA on ``val_acc``, wrapped
-    in :class:`plugins.ray.FlipRateScheduler` (unless ``pruner`` is ``"median"``) with the same rule
-    settings as the Optuna backend's pruner (:func:`bnn_tune.search._rule.flip_rule_settings`); FIFO for
-    ``"none"``."""
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+    """The trial scheduler of ``bnn-tune search --backend ray --pruner PRUNER`` on ``val_acc`` (the names of
+    :data:`bnn_tune.search._rule.PRUNERS`, the same strategies as the Optuna backend's
+    :func:`bnn_tune.search.optuna.make_pruner`): ``flip+hyperband`` (default) is
+    :class:`plugins.flip_sh_ray.FlipSHScheduler` with :data:`plugins._flip_sh.RECOMMENDED` around
+    ``AsyncHyperBandScheduler`` (grace 1 epoch, reduction factor 3, the brackets Optuna's ``HyperbandPruner``
+    derives: :func:`bnn_tune.search._rule.hyperband_brackets`); ``flip+asha`` the same around one bracket
+    (``ASHAScheduler``); ``hyperband`` / ``asha`` those alone; ``flip`` the collapse rule
+    (:class:`plugins.ray.FlipRateScheduler`, :func:`bnn_tune.search._rule.flip_rule_settings`) over FIFO;
+    ``median`` Ray's ``MedianStoppingRule`` (5 trials, 2 epochs of grace); ``flip+median`` the collapse rule
+    over it; ``none`` FIFO."""
+    from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, MedianStoppingRule
 
-    from plugins.ray import FlipRateScheduler
+    from ._rule import MEDIAN_SETTINGS, SH_SETTINGS, flip_rule_settings, hyperband_brackets
 
-    from ._rule import flip_rule_settings
-
+    check_pruner(pruner)
     if pruner == "none":
         return FIFOScheduler()
-    scheduler: Any = ASHAScheduler(time_attr="training_iteration", metric=_METRIC, mode=_MODE, max_t=epochs,
-                              grace_period=max(1, epochs // 4), reduction_factor=2)
-    if pruner != "median":
-        scheduler = FlipRateScheduler(scheduler, **flip_rule_settings(epochs))
-    return scheduler
+    if pruner in ("flip+hyperband", "flip+asha", "hyperband", "asha"):
+        sh = AsyncHyperBandScheduler(time_attr="training_iteration", metric=_METRIC, mode=_MODE, max_t=epochs,
+                                     grace_period=SH_SETTINGS["min_resource"],
+                                     reduction_factor=SH_SETTINGS["reduction_factor"],
+                                     brackets=hyperband_brackets(epochs) if pruner.endswith("hyperband") else 1)
+        if not pruner.startswith("flip+"):
+            return sh
+        from plugins._flip_sh import RECOMMENDED
+        from plugins.flip_sh_ray import FlipSHScheduler
+
+        return FlipSHScheduler(sh, max_t=epochs, **RECOMMENDED)  # type: ignore[arg-type]
+    from plugins.ray import FlipRateScheduler
+
+    inner: Any = FIFOScheduler()
+    if pruner in ("median", "flip+median"):
+        inner = MedianStoppingRule(time_attr="training_iteration", metric=_METRIC, mode=_MODE,
+                                   grace_period=MEDIAN_SETTINGS["n_warmup_steps"],
+                                   min_samples_required=MEDIAN_SETTINGS["n_startup_trials"])
+        if pruner == "median":
+            return inner
+    return FlipRateScheduler(inner, **flip_rule_settings(epochs))
 
 
 def _search(ray: Any, console: Any, st: dict[str, Any]) -> int:

@@ -82,6 +82,41 @@ def test_flip_sh_scheduler_matches_flip_sh_pruner(table):
     assert stops >= 1  # the curves include at least one the rules stop
 
 
+@pytest.mark.parametrize("name", ["flip+hyperband", "flip+asha", "hyperband", "asha", "flip"])
+def test_search_cli_strategies_decide_alike(table, name):
+    """``bnn-tune search --pruner NAME``: the Optuna pruner (``make_pruner``) and the Ray scheduler
+    (``make_scheduler``) the two backends build stop each recorded curve at the same epoch by the same rule."""
+    from bnn_tune.search.optuna import make_pruner
+    from bnn_tune.search.ray import make_scheduler
+
+    E = table.epochs
+    stops = 0
+    for ci, si in _cells(table):
+        val, lfr, subs = _curves(table, ci, si)
+        o = optuna_stop(make_pruner(name, epochs=E), val, lfr, subs)
+        r = ray_stop(make_scheduler(name, E), val, lfr, subs)
+        assert o[0] == r[0], (name, table.configs[ci], o, r)
+        assert o[1].split(":")[0] == r[1].split(":")[0].replace("FlipRateScheduler", "flip"), (o, r)
+        stops += o[0] is not None
+    assert stops >= (1 if name.startswith("flip") else 0)  # a lone trial: successive halving alone promotes it
+
+
+@pytest.mark.parametrize("name", ["flip+hyperband", "flip+asha"])
+def test_search_default_is_the_strategy_the_replay_measures(name):
+    """``bnn-tune search --pruner NAME`` builds the pruner that ``bnn_tune.hpobench.replay(pruner=NAME)`` measured:
+    same wrapped schedule and settings, same flip-rate rule."""
+    from bnn_tune.hpobench._replay import make_pruner as replay_pruner
+    from bnn_tune.search._rule import DEFAULT_PRUNER
+    from bnn_tune.search.optuna import make_pruner
+
+    assert DEFAULT_PRUNER == "flip+hyperband"
+    a, b = make_pruner(name, epochs=10), replay_pruner(name)
+    assert type(a) is type(b) and type(a._wrapped) is type(b._wrapped)
+    assert repr(a.rule) == repr(b.rule)
+    for attr in ("_min_resource", "_reduction_factor", "_max_resource"):
+        assert getattr(a._wrapped, attr, None) == getattr(b._wrapped, attr, None), attr
+
+
 def test_flip_rate_scheduler_matches_flip_rate_pruner(table):
     """``FlipRateScheduler(ASHAScheduler)`` (the Ray backend) vs ``FlipRatePruner(SuccessiveHalving, or)``."""
     E = table.epochs
