@@ -179,7 +179,10 @@ def replay(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             base_sampler = optuna.samplers.PartialFixedSampler(dict(tk.fixed), base_sampler)
-    study = optuna.create_study(direction="maximize", sampler=base_sampler, pruner=make_pruner(pruner))
+    # a fixed study name: HyperbandPruner assigns brackets by crc32(study name, trial number), so a random
+    # name would make hyperband replays differ from run to run
+    study = optuna.create_study(direction="maximize", sampler=base_sampler, pruner=make_pruner(pruner),
+                                study_name=f"hpobench-{task}-{sampler}-{seed}")
     sub_epoch = bool(getattr(study.pruner, "judges_sub_epoch", False))  # as bnn_tune.objective does
     c = table.curves
     P, E = table.sub_epoch_points, table.epochs
