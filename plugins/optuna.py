@@ -197,7 +197,7 @@ class FlipRatePruner(BasePruner):
 
     def prune(self, study: Study, trial: FrozenTrial) -> bool:
         decision = self.decide(study, trial)
-        reason = decision.reason
+        reason = f"flip-collapse: {decision.reason}"  # "<rule>: <why>", as FlipSHPruner (bnn-tune report groups by rule)
         if self._wrapped_pruner is None:
             stop = decision.stop
         elif self._combine == "and":

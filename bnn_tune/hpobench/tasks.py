@@ -61,6 +61,13 @@ TASKS: dict[str, Task] = {
             description="Bop gamma x tau, digits MLP, 15 epochs",
         ),
         Task(
+            "bop_mnist1d", "bop",
+            base={**_MNIST1D, "optimizer": "bop", "epochs": 15},
+            grid={"gamma": (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1),
+                  "threshold": (0.0, 1e-9, 1e-8, 1e-7, 1e-6, 1e-5, 1e-4, 1e-3)},
+            description="Bop gamma x tau, mnist1d MLP, 15 epochs (harder than digits: frozen runs end low)",
+        ),
+        Task(
             "latent_adam_mnist1d", "latent_adam",
             base={**_MNIST1D, "optimizer": "latent_adam", "epochs": 10, "clip_value": 1.0},
             grid={"latent_lr": (1e-4, 1e-3, 1e-2, 1e-1),

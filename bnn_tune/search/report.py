@@ -545,6 +545,51 @@ def _ranking_table(run: SearchRun, top: int) -> str:
     return "\n".join(out)
 
 
+_RULE = re.compile(r"^([A-Za-z][\w+.-]*): ")
+
+
+def stop_rule(note: str) -> str:
+    """The rule named by a stop/prune reason: ``"flip-band: ..."`` -> ``flip-band``, ``"FlipRateStopper: ..."``
+    -> ``FlipRateStopper``, ``"pruned by MedianPruner ..."`` -> ``MedianPruner``; ``"unrecorded"`` when the
+    reason does not name one (a scheduler that records none, e.g. a plain ASHA).
+
+    Example:
+        >>> stop_rule("flip-early: log flip rate <= -8 at all 3 sub-epoch reports"), stop_rule("")
+        ('flip-early', 'unrecorded')
+    """
+    note = (note or "").strip()
+    if note.startswith("pruned by "):
+        return note.split()[2] if len(note.split()) > 2 else "unrecorded"
+    m = _RULE.match(note)
+    return m.group(1) if m else "unrecorded"
+
+
+def stops_by_rule(run: SearchRun) -> dict[str, dict[str, int]]:
+    """``{rule: {"trials", "epochs_trained", "epochs_saved"}}`` over the run's pruned/stopped trials (epochs saved
+    = planned - trained, when the planned number is known)."""
+    out: dict[str, dict[str, int]] = {}
+    for t in run.trials:
+        if t.state != PRUNED:
+            continue
+        row = out.setdefault(stop_rule(t.note), {"trials": 0, "epochs_trained": 0, "epochs_saved": 0})
+        row["trials"] += 1
+        row["epochs_trained"] += t.epochs
+        row["epochs_saved"] += max(0, (t.epochs_planned or t.epochs) - t.epochs)
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]["epochs_saved"]))
+
+
+def _stops_table(run: SearchRun) -> str:
+    rows = stops_by_rule(run)
+    if not rows:
+        return '<p class="muted">No trial was pruned or stopped.</p>'
+    out = ['<table><tr><th class="l">stopped by</th><th>trials</th><th>epochs trained</th><th>epochs saved</th></tr>']
+    for rule, r in rows.items():
+        out.append(f'<tr><td class="l">{html.escape(rule)}</td><td>{r["trials"]}</td><td>{r["epochs_trained"]}</td>'
+                   f'<td>{r["epochs_saved"]}</td></tr>')
+    out.append("</table>")
+    return "\n".join(out)
+
+
 def _bench_table(bench: BenchRun) -> str:
     bases = sorted({b for r in bench.rows for b in (r.get("baseline_ms") or {})})
     head = ["scope", "name", "batch", "packed ms", *[f"{b} ms" for b in bases], *[f"speed-up vs {b}" for b in bases],
@@ -597,6 +642,7 @@ def build_report(searches: Sequence[SearchRun], benches: Sequence[BenchRun], *, 
                           "accuracy curves", images, f"{slug}_accuracy"))
         parts.append("<h3>Pruned vs completed</h3>")
         parts.append(_img(_outcomes(run), "pruned vs completed", images, f"{slug}_outcomes"))
+        parts.append("<h3>What each rule saved</h3>" + _stops_table(run))
         if run.importance:
             parts.append("<h3>Hyperparameter importance</h3>")
             parts.append(_img(_importance_plot(run), "importance", images, f"{slug}_importance"))

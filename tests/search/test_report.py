@@ -125,3 +125,23 @@ def test_default_output_and_errors(run_dir, tmp_path, capsys):
     empty.mkdir()
     assert main(["report", str(empty)]) == 0
     assert "Nothing found" in (empty / "report.html").read_text()
+
+
+def test_report_says_what_each_rule_saved(run_dir, tmp_path):
+    from bnn_tune.search.report import stop_rule, stops_by_rule
+
+    runs, _ = find_runs(run_dir)
+    ray_run = next(r for r in runs if r.kind == "ray")
+    # trial 1: the collapse stopper after epoch 2 of 3; trial 2: an ASHA-style stop after 1 of 3, no reason
+    assert stops_by_rule(ray_run) == {"unrecorded": {"trials": 1, "epochs_trained": 1, "epochs_saved": 2},
+                                      "FlipRateStopper": {"trials": 1, "epochs_trained": 2, "epochs_saved": 1}}
+    optuna_run = next(r for r in runs if r.kind == "optuna")
+    (rule,) = stops_by_rule(optuna_run)
+    assert rule != "unrecorded"  # FlipRatePruner records its reason
+    assert [stop_rule(n) for n in ("asha: SuccessiveHalvingPruner stopped it at step 3", "flip-band: log flip rate",
+                                   "pruned by MedianPruner at step 2", "stopped early")] == [
+        "asha", "flip-band", "MedianPruner", "unrecorded"]
+    out = tmp_path / "r.html"
+    assert main(["report", str(run_dir), "--out", str(out)]) == 0
+    page = out.read_text()
+    assert page.count("What each rule saved") == 2 and "<td class=\"l\">FlipRateStopper</td><td>1</td><td>2</td><td>1</td>" in page
