@@ -32,7 +32,7 @@ from bnn_tune.hpobench import tasks  # noqa: E402
 from bnn_tune.hpobench.evaluate import aggregate, parse_seeds  # noqa: E402
 from bnn_tune.hpobench.tasks import get_task  # noqa: E402
 
-MAIN = ("asha", "flip+asha")
+MAIN = ("asha", "flip+asha", "hyperband", "flip+hyperband")
 
 
 def fixed_init_latent_adam(trial):
@@ -46,7 +46,7 @@ def fixed_init_latent_adam(trial):
 
 
 EXTRA_SPACES = {"latent_adam_mnist1d": {"fixed init 1e-3 (seed-004 candidate)": fixed_init_latent_adam}}
-CONTEXT = ("none", "median", "hyperband", "flip", "flip+median", "flip-or+asha", "flip+hyperband")
+CONTEXT = ("none", "median", "flip", "flip+median", "flip-or+asha")
 
 
 N_TRIALS = 60
@@ -79,24 +79,37 @@ def median_curve(curves, grid):
     return np.nanmedian(np.array(ys), axis=0)
 
 
-def plot(task, by_pruner, target, out):
+def plot(task, by_pruner, target, out, to_target=None):
+    """Left: median best-so-far vs cumulative trial-epochs, zoomed on the last 3 points below the target.
+    Right: the fraction of studies that reached the target within x trial-epochs (the spread of the goal's
+    metric: where a curve crosses 0.5 is its median)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    main = ("asha", "flip+asha", "hyperband", "flip+hyperband", "none")
     xmax = max(c[-1][0] for cs in by_pruner.values() for c in cs)
-    grid = np.linspace(0, xmax, 300)
-    fig, ax = plt.subplots(figsize=(6, 4))
+    grid = np.linspace(0, xmax, 400)
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4))
     for p, cs in by_pruner.items():
-        ax.plot(grid, median_curve(cs, grid), label=p, lw=2 if p in MAIN else 1)
+        style = {"lw": 2} if p in main else {"lw": 0.8, "alpha": 0.6, "ls": "--"}
+        line, = ax.plot(grid, median_curve(cs, grid), label=p, **style)
+        if to_target and p in to_target:
+            xs = np.array([math.inf if v is None else v for v in to_target[p]])
+            bx.plot(grid, [(xs <= g).mean() for g in grid], color=line.get_color(), label=p, **style)
     ax.axhline(target, color="k", ls=":", lw=1, label="target")
     ax.set_xlabel("trial-epochs (cumulative)")
     ax.set_ylabel("best final val acc so far (median over seeds)")
-    ax.set_title(f"hpobench {task}")
-    lo = min(np.nanmin(median_curve(cs, grid[grid > 0])) for cs in by_pruner.values())
-    ax.set_ylim(max(lo - 0.02, 0), target + 0.02)
-    ax.legend(fontsize=7)
+    ax.set_title(f"hpobench {task}: best so far")
+    ax.set_ylim(target - 0.03, target + 0.01)
+    ax.legend(fontsize=7, loc="lower right")
+    bx.set_xlabel("trial-epochs (cumulative)")
+    bx.set_ylabel("fraction of studies at the target")
+    bx.set_title(f"{task}: reached the target within x")
+    bx.set_ylim(0, 1.02)
+    bx.axhline(0.5, color="k", ls=":", lw=0.8)
+    bx.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     plt.close(fig)
@@ -148,6 +161,7 @@ def main() -> int:
         table = load(t)
         rows = {}
         curves = {}
+        to_target = {}
         for p in dict.fromkeys((*MAIN, "none", *CONTEXT)):
             if p not in MAIN and not any(tt == t and pp == p for (tt, pp, _sp, _s, _r) in results):
                 continue
@@ -155,6 +169,7 @@ def main() -> int:
             rs = [r for (tt, pp, sp, s, r) in results if tt == t and pp == p and sp == "reinterpreted" and s in cs]
             rows[p] = aggregate(rs)
             curves[p] = [r["best_so_far"] for r in rs]
+            to_target[p] = [r["trial_epochs_to_target"] for r in rs]
         reint = [r for (tt, pp, sp, s, r) in results if tt == t and pp == "none" and sp == "reinterpreted"]
         spaces = {"reinterpreted": aggregate(reint)} if reint else {}
         for name in ("naive", *EXTRA_SPACES.get(t, {})):
@@ -188,8 +203,10 @@ def main() -> int:
             "paired_ratio_epochs_to_target": list(np.percentile(ratios, [50, 25, 75])) if ratios else None,
             "paired_ratio_epochs_total": list(np.percentile(ratio_total, [50, 25, 75])),
             "relative_pruner_floor": floor, **hb,
+            "median_epochs_to_target_over_asha": {
+                p: (r["trial_epochs_to_target"][0] / aa if math.isfinite(aa) else None) for p, r in rows.items()},
         }
-        plot(t, curves, table.target(), out / f"hpobench_{t}.png")
+        plot(t, curves, table.target(), out / f"hpobench_{t}.png", to_target=to_target)
     for t, s in summary["tasks"].items():
         (out / f"hpobench_{t}.json").write_text(json.dumps({**summary, "tasks": {t: s}}, indent=1, default=float))
     for t, s in summary["tasks"].items():
