@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
 from bnn_tune.kernels import BinaryChain, ChainLayer, available_isas, engine_available
-from bnn_tune.kernels._engine import set_min_parallel_work
+from bnn_tune.kernels._engine import POOLS, set_min_parallel_work, set_thread_pool, thread_pool
 
 pytestmark = pytest.mark.skipif(not engine_available(), reason="no C compiler for the packed engine")
 ISAS = available_isas() if engine_available() else []
@@ -123,6 +126,98 @@ def test_threads_and_channel_split_agree(isa):
         ref = np.rint(_pm1(x >= 0).numpy() @ _pm1(w).numpy().T) >= thr
         for o in outs:
             np.testing.assert_array_equal(o, ref)
+
+
+@pytest.fixture
+def pool_restored():
+    yield
+    set_thread_pool("openmp")
+
+
+@pytest.mark.parametrize("pool", POOLS)
+@pytest.mark.parametrize("isa", ISAS)
+def test_thread_pools_split_exactly(isa, pool, pool_restored):
+    """threads=1, 2, 3 on each pool, right after torch's own parallel calls, on inputs that alternate (a
+    share left undone would leave the other input's result in the buffers): identical to the oracle."""
+    expect = pool if pool == "pthreads" or _torch_backend() == "OpenMP" else "pthreads"
+    assert set_thread_pool(pool) == expect
+    rng = np.random.default_rng(11)
+    n, c, h, w, o = 5, 64, 10, 9, 48
+    xs = [rng.standard_normal((n, c, h, w)).astype(np.float32) for _ in range(2)]
+    wb = rng.random((o, 3, 3, c)) < 0.5
+    refs = [_conv_ref(x >= 0, wb, 1, 1, 1.0) for x in xs]
+    thr = _thresholds(refs[0], rng)
+    big = torch.randn(512, 512)
+    for t in (1, 2, 3):
+        chain = BinaryChain((c, h, w), [ChainLayer("conv", wb, padding=(1, 1))], threads=t, isa=isa)
+        bits = BinaryChain((c, h, w), [ChainLayer("conv", wb, threshold=thr, padding=(1, 1))], threads=t, isa=isa)
+        for i in range(4):
+            big @ big  # torch's workers busy / spinning right before the engine call
+            np.testing.assert_array_equal(chain.run(xs[i % 2]), refs[i % 2])
+            np.testing.assert_array_equal(bits.run(xs[i % 2] >= 0), refs[i % 2] >= thr[:, None, None])
+
+
+def _torch_backend() -> str:
+    info = torch.__config__.parallel_info()
+    return "OpenMP" if "parallel backend: OpenMP" in info else "other"
+
+
+@pytest.mark.skipif(_torch_backend() != "OpenMP", reason="torch does not run on OpenMP here")
+def test_openmp_pool_is_the_runtime_torch_loaded(pool_restored):
+    """The engine's GOMP_parallel lies inside the libgomp torch mapped (not a second copy of the runtime)."""
+    from bnn_tune.kernels._engine import _torch_gomp_parallel
+
+    assert set_thread_pool("openmp") == "openmp" and thread_pool() == "openmp"
+    addr = _torch_gomp_parallel()
+    torch_lib = str(Path(torch.__file__).parent / "lib")
+    spans = []
+    with open("/proc/self/maps") as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) == 6 and "omp" in parts[5] and "x" in parts[1]:
+                lo, hi = (int(v, 16) for v in parts[0].split("-"))
+                spans.append((parts[5], lo, hi))
+    owners = [path for path, lo, hi in spans if lo <= addr < hi]
+    assert len(owners) == 1, spans
+    if any(path.startswith(torch_lib) for path, _, _ in spans):  # a wheel with its bundled runtime
+        assert owners[0].startswith(torch_lib)
+    assert len({path for path, _, _ in spans}) == 1, "more than one OpenMP runtime loaded"
+    assert set_thread_pool("pthreads") == "pthreads" and thread_pool() == "pthreads"
+
+
+def _forked_child_run(chain, x, ref, conn):
+    conn.send((thread_pool(), bool(np.array_equal(chain.run(x), ref))))
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork")
+def test_forked_child_runs_on_pthreads(pool_restored):
+    """libgomp has no threads behind the parent's team in a forked child (a GOMP call there hangs): the
+    engine switches the child to pthreads."""
+    import multiprocessing as mp
+
+    set_thread_pool("openmp")
+    rng = np.random.default_rng(12)
+    wb = rng.random((32, 3, 3, 32)) < 0.5
+    chain = BinaryChain((32, 8, 8), [ChainLayer("conv", wb, padding=(1, 1))], threads=2)
+    x = rng.standard_normal((4, 32, 8, 8)).astype(np.float32)
+    ref = chain.run(x)  # the parent's team exists now
+    recv, send = mp.get_context("fork").Pipe(duplex=False)
+    proc = mp.get_context("fork").Process(target=_forked_child_run, args=(chain, x, ref, send))
+    proc.start()
+    got = recv.poll(120) and recv.recv()
+    proc.join(10)
+    if proc.is_alive():
+        proc.kill()
+        proc.join()
+    assert got == ("pthreads", True)
+
+
+def test_bad_pool_is_refused(monkeypatch):
+    with pytest.raises(ValueError, match=r"pool='tbb'.*one of \['openmp', 'pthreads'\]"):
+        set_thread_pool("tbb")
+    monkeypatch.setenv("BNN_TUNE_CPU_POOL", "tbb")
+    with pytest.raises(ValueError, match=r"BNN_TUNE_CPU_POOL='tbb'"):
+        BinaryChain((4, 2, 2), [ChainLayer("conv", np.ones((4, 1, 1, 4), dtype=bool))])
 
 
 def test_buffers_reused_per_batch_size():

@@ -17,9 +17,14 @@
  *
  * ISAs: 3 = AVX-512 VPOPCNTDQ (4 pixels x 4 channel vectors in registers, tiles of 64 pixels per
  * weight group so the group stays in L1), 2 = AVX2 (vpshufb nibble
- * popcount with byte accumulators widened every 31 words), 1 = portable C. Threads: pthreads, the
- * output pixels (rows) split in contiguous ranges; with fewer pixels than threads (batch-1 linear
- * layers) the output channel blocks are split instead; calls under min_parallel_work stay on one thread.
+ * popcount with byte accumulators widened every 31 words), 1 = portable C. Threads: the output pixels
+ * (rows) split in contiguous ranges; with fewer pixels than threads (batch-1 linear layers) the output
+ * channel blocks are split instead; calls under min_parallel_work stay on one thread. The split runs on
+ * the OpenMP runtime torch uses when bnn_tune/kernels/_engine.py hands over its GOMP_parallel entry
+ * (bnn_engine_set_openmp): torch's workers, still spinning after its last parallel region, take the
+ * engine's shares instead of competing with engine threads for the cores. Otherwise (no OpenMP runtime
+ * found, forced off, or in a child after fork) each call starts pthreads and joins them. The library is
+ * not linked against any OpenMP runtime: the entry is looked up in the process at run time.
  * Built by bnn_tune/kernels/_native.py (-O3 -march=native -ffp-contract=off -pthread).
  */
 #include <pthread.h>
@@ -232,14 +237,12 @@ AVX2_TARGET static void conv_avx2(const conv_args* a, int m0, int m1, int ob0, i
 }
 #endif
 
-static void* conv_worker(void* arg) {
-    const conv_task* t = (const conv_task*)arg;
+static void conv_worker(const conv_task* t) {
 #ifdef BNN_X86
-    if (t->isa == 3) { conv_avx512(t->a, t->m0, t->m1, t->ob0, t->ob1); return NULL; }
-    if (t->isa == 2) { conv_avx2(t->a, t->m0, t->m1, t->ob0, t->ob1); return NULL; }
+    if (t->isa == 3) { conv_avx512(t->a, t->m0, t->m1, t->ob0, t->ob1); return; }
+    if (t->isa == 2) { conv_avx2(t->a, t->m0, t->m1, t->ob0, t->ob1); return; }
 #endif
     conv_portable(t->a, t->m0, t->m1, t->ob0, t->ob1);
-    return NULL;
 }
 
 #define MAX_THREADS 256
@@ -248,16 +251,55 @@ static long long min_parallel_work = 1LL << 17; /* 16-channel vector steps */
 /* Tests set 0 so that small problems exercise the thread splits. */
 void bnn_engine_set_min_parallel_work(long long w) { min_parallel_work = w; }
 
-/* Run tasks[0..n) : tasks 1.. on new threads, task 0 on the caller's. */
-static void run_tasks(conv_task* tasks, int n) {
+/* The tasks of one call; every thread of the team claims the next unclaimed one until none is left, so
+ * a thread that starts late (preempted, or still busy elsewhere) leaves its share to the others. */
+typedef struct {
+    const conv_task* tasks;
+    int n;
+    int next; /* atomic */
+} task_list;
+
+static void claim_tasks(void* arg) {
+    task_list* l = (task_list*)arg;
+    int i;
+    while ((i = __atomic_fetch_add(&l->next, 1, __ATOMIC_RELAXED)) < l->n) conv_worker(&l->tasks[i]);
+}
+
+static void* claim_tasks_thread(void* arg) {
+    claim_tasks(arg);
+    return NULL;
+}
+
+/* libgomp's entry for `#pragma omp parallel num_threads(n)`: fn(data) on a team of n threads (the
+ * caller included), returning after the team's closing barrier. */
+typedef void (*gomp_parallel_fn)(void (*fn)(void*), void* data, unsigned num_threads, unsigned flags);
+static gomp_parallel_fn gomp_parallel = NULL;
+static int atfork_registered = 0;
+
+/* A forked child has no worker threads behind the parent's OpenMP team: it uses pthreads. */
+static void drop_openmp_in_child(void) { gomp_parallel = NULL; }
+
+/* fn: the address of GOMP_parallel in the OpenMP runtime already loaded by torch, or NULL (pthreads). */
+void bnn_engine_set_openmp(void* fn) {
+    if (fn && !atfork_registered) atfork_registered = pthread_atfork(NULL, NULL, drop_openmp_in_child) == 0;
+    gomp_parallel = atfork_registered ? (gomp_parallel_fn)fn : NULL;
+}
+
+/* 1 when the thread split runs on the OpenMP runtime, 0 on pthreads. */
+int bnn_engine_openmp(void) { return gomp_parallel != NULL; }
+
+/* Run tasks[0..n): on an OpenMP team of n threads, or on n - 1 new pthreads and the caller's. */
+static void run_tasks(const conv_task* tasks, int n) {
+    task_list l = {tasks, n, 0};
+    if (n == 1) { conv_worker(&tasks[0]); return; }
+    gomp_parallel_fn par = gomp_parallel;
+    if (par) { par(claim_tasks, &l, (unsigned)n, 0); return; }
     pthread_t th[MAX_THREADS];
     int started[MAX_THREADS];
-    for (int i = 1; i < n; ++i) started[i] = pthread_create(&th[i], NULL, conv_worker, &tasks[i]) == 0;
-    conv_worker(&tasks[0]);
-    for (int i = 1; i < n; ++i) {
+    for (int i = 1; i < n; ++i) started[i] = pthread_create(&th[i], NULL, claim_tasks_thread, &l) == 0;
+    claim_tasks(&l); /* a thread that could not start leaves its tasks to the caller */
+    for (int i = 1; i < n; ++i)
         if (started[i]) pthread_join(th[i], NULL);
-        else conv_worker(&tasks[i]); /* could not start a thread: do its share here */
-    }
 }
 
 int bnn_engine_isa(void) {
