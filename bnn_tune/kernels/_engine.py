@@ -12,13 +12,14 @@ Instruction sets (``isa``): ``"avx512"`` (VPOPCNTDQ), ``"avx2"`` (vpshufb popcou
 (plain C); default: ``$BNN_TUNE_CPU_ISA`` if set, else the best the CPU has. All are exact and give
 identical results. ``threads`` (default: every core this process may use) split the output pixels.
 
-Thread pool (``thread_pool()``): ``"openmp"`` runs a layer's split on the OpenMP runtime torch uses
-(its ``GOMP_parallel``, found among the libraries the process has loaded once torch is imported), so
-torch's workers, which keep spinning for a while after each of torch's own parallel calls, take the
-engine's shares instead of competing with engine threads for the cores (a model's real first/last
-layers run in torch between engine calls). ``"pthreads"``: each call starts its threads and joins them;
-used when torch's parallel backend is not OpenMP, when no such runtime is loaded, in a child after
-``fork``, or when ``$BNN_TUNE_CPU_POOL=pthreads``. Both give identical results.
+Thread pools (:func:`set_thread_pool`, ``$BNN_TUNE_CPU_POOL``; all give identical results):
+``"openmp"`` runs a layer's split on the OpenMP runtime torch uses (its ``GOMP_parallel``, found among
+the libraries the process has loaded once torch is imported), so torch's workers, which keep spinning
+for a while after each of torch's own parallel calls, take the engine's shares instead of competing with
+engine threads for the cores; ``"persistent"``: the engine's own workers, started once, spinning briefly
+after each call and then sleeping; a late worker leaves its share to the caller instead of holding the
+call up; ``"pthreads"``: threads started and joined per call (the fallback: no OpenMP runtime found, or
+a child after ``fork``, where libgomp has no threads behind the parent's team).
 """
 
 from __future__ import annotations
@@ -55,19 +56,19 @@ def _lib() -> ctypes.CDLL | None:
             dll.bnn_engine_maxpool.argtypes = [p, p, p] + [i] * 15
             dll.bnn_engine_pack.argtypes = [p, p, p, p, p] + [i] * 8
             dll.bnn_engine_unpack.argtypes = [p, p] + [i] * 8
-            dll.bnn_engine_set_openmp.argtypes = [p]
-            dll.bnn_engine_openmp.argtypes, dll.bnn_engine_openmp.restype = [], i
-            for f in ("bnn_engine_conv", "bnn_engine_maxpool", "bnn_engine_pack", "bnn_engine_unpack",
-                      "bnn_engine_set_openmp"):
+            dll.bnn_engine_set_pool.argtypes, dll.bnn_engine_set_pool.restype = [i, p], i
+            dll.bnn_engine_pool.argtypes, dll.bnn_engine_pool.restype = [], i
+            for f in ("bnn_engine_conv", "bnn_engine_maxpool", "bnn_engine_pack", "bnn_engine_unpack"):
                 getattr(dll, f).restype = None
             _STATE["lib"] = dll
             env = os.environ.get("BNN_TUNE_CPU_POOL", "").lower()
-            set_thread_pool(env if env in POOLS else "openmp")  # a bad value is refused by BinaryChain
+            set_thread_pool(env if env in POOLS else DEFAULT_POOL)  # a bad value is refused by BinaryChain
         _STATE["lib"] = dll
     return _STATE["lib"]
 
 
-POOLS = ("openmp", "pthreads")
+POOLS = ("pthreads", "persistent", "openmp")  # index: the C side's code
+DEFAULT_POOL = "openmp"
 
 
 def _torch_gomp_parallel() -> int | None:
@@ -106,21 +107,21 @@ def _check_pool(pool: str, where: str) -> None:
 
 
 def set_thread_pool(pool: str) -> str:
-    """Run the engine's thread split on ``"openmp"`` (torch's runtime; falls back to pthreads when it
-    cannot be found) or ``"pthreads"``, for every chain; returns the pool now in use (see :func:`thread_pool`).
-    The default is ``$BNN_TUNE_CPU_POOL``, else ``"openmp"``."""
+    """Run the engine's thread split, for every chain, on ``"openmp"`` (torch's runtime; pthreads when it
+    cannot be found), ``"persistent"`` or ``"pthreads"`` (see the module doc); returns the pool now in use
+    (:func:`thread_pool`). The default is ``$BNN_TUNE_CPU_POOL``, else ``DEFAULT_POOL``."""
     _check_pool(pool, "pool")
     lib = _lib()
     if lib is None:
         return "pthreads"
-    lib.bnn_engine_set_openmp(_torch_gomp_parallel() if pool == "openmp" else None)
-    return thread_pool()
+    fn = _torch_gomp_parallel() if pool == "openmp" else None
+    return POOLS[lib.bnn_engine_set_pool(POOLS.index(pool), fn)]
 
 
 def thread_pool() -> str:
-    """``"openmp"`` when the engine's threads come from torch's OpenMP runtime, else ``"pthreads"``."""
+    """The pool the engine's threads come from now: ``"openmp"``, ``"persistent"`` or ``"pthreads"``."""
     lib = _lib()
-    return "openmp" if lib is not None and lib.bnn_engine_openmp() else "pthreads"
+    return "pthreads" if lib is None else POOLS[lib.bnn_engine_pool()]
 
 
 def engine_available() -> bool:

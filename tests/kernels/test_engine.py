@@ -11,7 +11,13 @@ import torch
 import torch.nn.functional as F
 
 from bnn_tune.kernels import BinaryChain, ChainLayer, available_isas, engine_available
-from bnn_tune.kernels._engine import POOLS, set_min_parallel_work, set_thread_pool, thread_pool
+from bnn_tune.kernels._engine import (
+    DEFAULT_POOL,
+    POOLS,
+    set_min_parallel_work,
+    set_thread_pool,
+    thread_pool,
+)
 
 pytestmark = pytest.mark.skipif(not engine_available(), reason="no C compiler for the packed engine")
 ISAS = available_isas() if engine_available() else []
@@ -131,7 +137,7 @@ def test_threads_and_channel_split_agree(isa):
 @pytest.fixture
 def pool_restored():
     yield
-    set_thread_pool("openmp")
+    set_thread_pool(DEFAULT_POOL)
 
 
 @pytest.mark.parametrize("pool", POOLS)
@@ -139,7 +145,7 @@ def pool_restored():
 def test_thread_pools_split_exactly(isa, pool, pool_restored):
     """threads=1, 2, 3 on each pool, right after torch's own parallel calls, on inputs that alternate (a
     share left undone would leave the other input's result in the buffers): identical to the oracle."""
-    expect = pool if pool == "pthreads" or _torch_backend() == "OpenMP" else "pthreads"
+    expect = pool if pool != "openmp" or _torch_backend() == "OpenMP" else "pthreads"
     assert set_thread_pool(pool) == expect
     rng = np.random.default_rng(11)
     n, c, h, w, o = 5, 64, 10, 9, 48
@@ -190,21 +196,22 @@ def _forked_child_run(chain, x, ref, conn):
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork")
-def test_forked_child_runs_on_pthreads(pool_restored):
-    """libgomp has no threads behind the parent's team in a forked child (a GOMP call there hangs): the
-    engine switches the child to pthreads."""
+@pytest.mark.parametrize("pool", ["openmp", "persistent"])
+def test_forked_child_runs_on_pthreads(pool, pool_restored):
+    """A forked child has no threads behind the parent's OpenMP team (a GOMP call there hangs) nor the
+    parent's pool workers: the engine switches the child to pthreads."""
     import multiprocessing as mp
 
-    set_thread_pool("openmp")
+    set_thread_pool(pool)
     rng = np.random.default_rng(12)
     wb = rng.random((32, 3, 3, 32)) < 0.5
     chain = BinaryChain((32, 8, 8), [ChainLayer("conv", wb, padding=(1, 1))], threads=2)
     x = rng.standard_normal((4, 32, 8, 8)).astype(np.float32)
-    ref = chain.run(x)  # the parent's team exists now
+    ref = chain.run(x)  # the parent's team / workers exist now
     recv, send = mp.get_context("fork").Pipe(duplex=False)
     proc = mp.get_context("fork").Process(target=_forked_child_run, args=(chain, x, ref, send))
     proc.start()
-    got = recv.poll(120) and recv.recv()
+    got = recv.poll(60) and recv.recv()
     proc.join(10)
     if proc.is_alive():
         proc.kill()
@@ -213,7 +220,7 @@ def test_forked_child_runs_on_pthreads(pool_restored):
 
 
 def test_bad_pool_is_refused(monkeypatch):
-    with pytest.raises(ValueError, match=r"pool='tbb'.*one of \['openmp', 'pthreads'\]"):
+    with pytest.raises(ValueError, match=r"pool='tbb'.*one of \['pthreads', 'persistent', 'openmp'\]"):
         set_thread_pool("tbb")
     monkeypatch.setenv("BNN_TUNE_CPU_POOL", "tbb")
     with pytest.raises(ValueError, match=r"BNN_TUNE_CPU_POOL='tbb'"):
@@ -247,16 +254,20 @@ def test_outputs_are_not_views_of_the_buffers():
         np.testing.assert_array_equal(ya, ref)
 
 
-def test_concurrent_runs_agree():
+@pytest.mark.parametrize("pool", POOLS)
+def test_concurrent_runs_agree(pool, pool_restored):
+    """One chain shared by 4 Python threads, and two chains at once (a busy persistent pool runs the
+    second caller's tasks on that caller)."""
     from concurrent.futures import ThreadPoolExecutor
 
+    set_thread_pool(pool)
     rng = np.random.default_rng(5)
     w = rng.random((32, 3, 3, 16)) < 0.5
-    chain = BinaryChain((16, 12, 12), [ChainLayer("conv", w, padding=(1, 1))], threads=1)
+    chains = [BinaryChain((16, 12, 12), [ChainLayer("conv", w, padding=(1, 1))], threads=2) for _ in range(2)]
     xs = [rng.standard_normal((4, 16, 12, 12)).astype(np.float32) for _ in range(8)]
     refs = [_conv_ref(x >= 0, w, 1, 1, 1.0) for x in xs]
-    with ThreadPoolExecutor(4) as pool:
-        outs = list(pool.map(chain.run, xs * 4))
+    with ThreadPoolExecutor(4) as ex:
+        outs = list(ex.map(lambda ix: chains[ix[0] % 2].run(ix[1]), enumerate(xs * 4)))
     for i, y in enumerate(outs):
         np.testing.assert_array_equal(y, refs[i % len(xs)])
 

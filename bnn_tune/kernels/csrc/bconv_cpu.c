@@ -19,12 +19,12 @@
  * weight group so the group stays in L1), 2 = AVX2 (vpshufb nibble
  * popcount with byte accumulators widened every 31 words), 1 = portable C. Threads: the output pixels
  * (rows) split in contiguous ranges; with fewer pixels than threads (batch-1 linear layers) the output
- * channel blocks are split instead; calls under min_parallel_work stay on one thread. The split runs on
- * the OpenMP runtime torch uses when bnn_tune/kernels/_engine.py hands over its GOMP_parallel entry
- * (bnn_engine_set_openmp): torch's workers, still spinning after its last parallel region, take the
- * engine's shares instead of competing with engine threads for the cores. Otherwise (no OpenMP runtime
- * found, forced off, or in a child after fork) each call starts pthreads and joins them. The library is
- * not linked against any OpenMP runtime: the entry is looked up in the process at run time.
+ * channel blocks are split instead; calls under min_parallel_work stay on one thread. Three pools
+ * (bnn_engine_set_pool): the OpenMP runtime torch uses, when bnn_tune/kernels/_engine.py hands over its
+ * GOMP_parallel entry (torch's workers, still spinning after its last parallel region, take the engine's
+ * shares); a persistent pool of the engine's own workers (spin, then futex sleep); pthreads started and
+ * joined per call (also in a child after fork). The library is not linked against any OpenMP runtime:
+ * the entry is looked up in the process at run time.
  * Built by bnn_tune/kernels/_native.py (-O3 -march=native -ffp-contract=off -pthread).
  */
 #include <pthread.h>
@@ -273,27 +273,166 @@ static void* claim_tasks_thread(void* arg) {
 /* libgomp's entry for `#pragma omp parallel num_threads(n)`: fn(data) on a team of n threads (the
  * caller included), returning after the team's closing barrier. */
 typedef void (*gomp_parallel_fn)(void (*fn)(void*), void* data, unsigned num_threads, unsigned flags);
+
+/* ---------------------------------------------------------------- persistent pool
+ * Worker threads started once and kept. A call publishes its tasks under a new generation and wakes the
+ * workers; every thread, the caller included, claims tasks with a compare-and-swap on (generation, next
+ * task), so a worker that wakes late finds the call over and claims nothing: the caller waits only for
+ * tasks actually claimed, never for a worker to show up. After a call a worker spins ~SPIN_NS for the
+ * next one (layers of a chain follow within microseconds), then sleeps on a futex. One call at a time
+ * uses the pool; a concurrent caller runs its tasks itself. */
+#if defined(__linux__)
+#include <linux/futex.h>
+#include <sched.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+#define BNN_POOL 1
+#define SPIN_NS 200000LL
+
+static struct {
+    pthread_mutex_t lock;
+    int nworkers;
+    uint32_t gen;                 /* futex word: bumped once per call */
+    int sleeping;                 /* workers in (or entering) futex wait */
+    uint64_t claim;               /* gen << 32 | next task */
+    const conv_task* tasks;       /* valid while a task of gen is claimed and not done */
+    int n;
+    int done;                     /* tasks of gen finished */
+} pool = {PTHREAD_MUTEX_INITIALIZER, 0, 0, 0, 0, NULL, 0, 0};
+
+static long long now_ns(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (long long)t.tv_sec * 1000000000LL + t.tv_nsec;
+}
+
+static inline void cpu_relax(void) {
+#ifdef BNN_X86
+    __builtin_ia32_pause();
+#endif
+}
+
+/* Claim and run tasks of generation g until none is left. */
+static void pool_claim(uint32_t g) {
+    for (;;) {
+        uint64_t c = __atomic_load_n(&pool.claim, __ATOMIC_ACQUIRE);
+        for (;;) {
+            if ((uint32_t)(c >> 32) != g || (int)(uint32_t)c >= __atomic_load_n(&pool.n, __ATOMIC_RELAXED)) return;
+            if (__atomic_compare_exchange_n(&pool.claim, &c, c + 1, 1, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) break;
+        }
+        conv_worker(&pool.tasks[(uint32_t)c]); /* pool.tasks belongs to g until this task is done */
+        __atomic_fetch_add(&pool.done, 1, __ATOMIC_RELEASE);
+    }
+}
+
+static void* pool_worker(void* arg) {
+    uint32_t seen = (uint32_t)(uintptr_t)arg;
+    for (;;) {
+        uint32_t g = __atomic_load_n(&pool.gen, __ATOMIC_ACQUIRE);
+        if (g == seen) {
+            const long long until = now_ns() + SPIN_NS;
+            int k = 0;
+            while ((g = __atomic_load_n(&pool.gen, __ATOMIC_ACQUIRE)) == seen) {
+                cpu_relax();
+                if (++k % 64 == 0 && now_ns() > until) {
+                    __atomic_fetch_add(&pool.sleeping, 1, __ATOMIC_SEQ_CST);
+                    syscall(SYS_futex, &pool.gen, FUTEX_WAIT_PRIVATE, seen, NULL, NULL, 0);
+                    __atomic_fetch_sub(&pool.sleeping, 1, __ATOMIC_SEQ_CST);
+                }
+            }
+        }
+        seen = g;
+        pool_claim(g);
+    }
+    return NULL;
+}
+
+static void pool_reset_in_child(void) { /* the workers did not survive the fork */
+    pthread_mutex_init(&pool.lock, NULL);
+    pool.nworkers = 0;
+    pool.sleeping = 0;
+}
+
+/* 0 when the tasks ran on the pool (with fewer workers if some could not start); -1 when another
+ * caller holds it. */
+static int pool_run(const conv_task* tasks, int n) {
+    if (pthread_mutex_trylock(&pool.lock) != 0) return -1;
+    while (pool.nworkers < n - 1) {
+        pthread_t th;
+        pthread_attr_t at;
+        pthread_attr_init(&at);
+        pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+        const int ok = pthread_create(&th, &at, pool_worker, (void*)(uintptr_t)pool.gen) == 0;
+        pthread_attr_destroy(&at);
+        if (!ok) break;
+        ++pool.nworkers;
+    }
+    const uint32_t g = pool.gen + 1;
+    pool.tasks = tasks;
+    __atomic_store_n(&pool.n, n, __ATOMIC_RELAXED);
+    __atomic_store_n(&pool.done, 0, __ATOMIC_RELAXED);
+    __atomic_store_n(&pool.claim, (uint64_t)g << 32, __ATOMIC_RELEASE);
+    __atomic_store_n(&pool.gen, g, __ATOMIC_SEQ_CST);
+    if (__atomic_load_n(&pool.sleeping, __ATOMIC_SEQ_CST) > 0)
+        syscall(SYS_futex, &pool.gen, FUTEX_WAKE_PRIVATE, n - 1, NULL, NULL, 0);
+    pool_claim(g);
+    for (int k = 0; __atomic_load_n(&pool.done, __ATOMIC_ACQUIRE) < n; ++k) {
+        if (k < 4096) cpu_relax();
+        else sched_yield(); /* a worker holding a task was preempted */
+    }
+    pthread_mutex_unlock(&pool.lock);
+    return 0;
+}
+#endif
+
+/* Thread pool: 0 = pthreads started and joined per call, 1 = persistent pool, 2 = OpenMP (gomp_parallel). */
+static int pool_kind = 0;
 static gomp_parallel_fn gomp_parallel = NULL;
 static int atfork_registered = 0;
 
-/* A forked child has no worker threads behind the parent's OpenMP team: it uses pthreads. */
-static void drop_openmp_in_child(void) { gomp_parallel = NULL; }
-
-/* fn: the address of GOMP_parallel in the OpenMP runtime already loaded by torch, or NULL (pthreads). */
-void bnn_engine_set_openmp(void* fn) {
-    if (fn && !atfork_registered) atfork_registered = pthread_atfork(NULL, NULL, drop_openmp_in_child) == 0;
-    gomp_parallel = atfork_registered ? (gomp_parallel_fn)fn : NULL;
+/* In a forked child libgomp has no threads behind the parent's team (a GOMP call hangs) and the pool
+ * has no workers: the child starts over on pthreads. */
+static void reset_in_child(void) {
+    gomp_parallel = NULL;
+    pool_kind = 0;
+#ifdef BNN_POOL
+    pool_reset_in_child();
+#endif
 }
 
-/* 1 when the thread split runs on the OpenMP runtime, 0 on pthreads. */
-int bnn_engine_openmp(void) { return gomp_parallel != NULL; }
+/* kind as above; fn: the address of GOMP_parallel in the OpenMP runtime torch loaded (kind 2).
+ * Returns the kind in use (0 when the asked one is unavailable). */
+int bnn_engine_set_pool(int kind, void* fn) {
+    if (!atfork_registered) atfork_registered = pthread_atfork(NULL, NULL, reset_in_child) == 0;
+    gomp_parallel = NULL;
+    pool_kind = 0;
+    if (!atfork_registered) return 0;
+#ifdef BNN_POOL
+    if (kind == 1) pool_kind = 1;
+#endif
+    if (kind == 2 && fn) {
+        gomp_parallel = (gomp_parallel_fn)fn;
+        pool_kind = 2;
+    }
+    return pool_kind;
+}
 
-/* Run tasks[0..n): on an OpenMP team of n threads, or on n - 1 new pthreads and the caller's. */
+int bnn_engine_pool(void) { return pool_kind; }
+
+/* Run tasks[0..n): on the pool in use, or on n - 1 new pthreads and the caller's. */
 static void run_tasks(const conv_task* tasks, int n) {
     task_list l = {tasks, n, 0};
     if (n == 1) { conv_worker(&tasks[0]); return; }
+    const int kind = pool_kind;
     gomp_parallel_fn par = gomp_parallel;
-    if (par) { par(claim_tasks, &l, (unsigned)n, 0); return; }
+    if (kind == 2 && par) { par(claim_tasks, &l, (unsigned)n, 0); return; }
+#ifdef BNN_POOL
+    if (kind == 1) {
+        if (pool_run(tasks, n) != 0) claim_tasks(&l); /* pool busy: run them here */
+        return;
+    }
+#endif
     pthread_t th[MAX_THREADS];
     int started[MAX_THREADS];
     for (int i = 1; i < n; ++i) started[i] = pthread_create(&th[i], NULL, claim_tasks_thread, &l) == 0;
