@@ -68,7 +68,7 @@ def _lib() -> ctypes.CDLL | None:
 
 
 POOLS = ("pthreads", "persistent", "openmp")  # index: the C side's code
-DEFAULT_POOL = "openmp"
+DEFAULT_POOL = "persistent"  # measured: benchmarks/bench_engine_pool.py, BENCHMARKS.md
 
 
 def _torch_gomp_parallel() -> int | None:

@@ -18,8 +18,9 @@
  * ISAs: 3 = AVX-512 VPOPCNTDQ (4 pixels x 4 channel vectors in registers, tiles of 64 pixels per
  * weight group so the group stays in L1), 2 = AVX2 (vpshufb nibble
  * popcount with byte accumulators widened every 31 words), 1 = portable C. Threads: the output pixels
- * (rows) split in contiguous ranges; with fewer pixels than threads (batch-1 linear layers) the output
- * channel blocks are split instead; calls under min_parallel_work stay on one thread. Three pools
+ * (rows) cut in TASKS_PER_THREAD contiguous ranges per thread, each thread claiming the next free range;
+ * with fewer pixels than threads (batch-1 linear layers) the output channel blocks are cut instead;
+ * calls under min_parallel_work stay on one thread. Three pools
  * (bnn_engine_set_pool): the OpenMP runtime torch uses, when bnn_tune/kernels/_engine.py hands over its
  * GOMP_parallel entry (torch's workers, still spinning after its last parallel region, take the engine's
  * shares); a persistent pool of the engine's own workers (spin, then futex sleep); pthreads started and
@@ -246,6 +247,9 @@ static void conv_worker(const conv_task* t) {
 }
 
 #define MAX_THREADS 256
+/* A layer is cut into this many tasks per thread, claimed in turn: a thread that starts late or is
+   preempted leaves more of the work to the others. */
+#define TASKS_PER_THREAD 4
 static long long min_parallel_work = 1LL << 17; /* 16-channel vector steps */
 
 /* Tests set 0 so that small problems exercise the thread splits. */
@@ -356,9 +360,9 @@ static void pool_reset_in_child(void) { /* the workers did not survive the fork 
 
 /* 0 when the tasks ran on the pool (with fewer workers if some could not start); -1 when another
  * caller holds it. */
-static int pool_run(const conv_task* tasks, int n) {
+static int pool_run(const conv_task* tasks, int n, int nthreads) {
     if (pthread_mutex_trylock(&pool.lock) != 0) return -1;
-    while (pool.nworkers < n - 1) {
+    while (pool.nworkers < nthreads - 1) {
         pthread_t th;
         pthread_attr_t at;
         pthread_attr_init(&at);
@@ -375,7 +379,7 @@ static int pool_run(const conv_task* tasks, int n) {
     __atomic_store_n(&pool.claim, (uint64_t)g << 32, __ATOMIC_RELEASE);
     __atomic_store_n(&pool.gen, g, __ATOMIC_SEQ_CST);
     if (__atomic_load_n(&pool.sleeping, __ATOMIC_SEQ_CST) > 0)
-        syscall(SYS_futex, &pool.gen, FUTEX_WAKE_PRIVATE, n - 1, NULL, NULL, 0);
+        syscall(SYS_futex, &pool.gen, FUTEX_WAKE_PRIVATE, nthreads - 1, NULL, NULL, 0);
     pool_claim(g);
     for (int k = 0; __atomic_load_n(&pool.done, __ATOMIC_ACQUIRE) < n; ++k) {
         if (k < 4096) cpu_relax();
@@ -420,24 +424,25 @@ int bnn_engine_set_pool(int kind, void* fn) {
 
 int bnn_engine_pool(void) { return pool_kind; }
 
-/* Run tasks[0..n): on the pool in use, or on n - 1 new pthreads and the caller's. */
-static void run_tasks(const conv_task* tasks, int n) {
+/* Run tasks[0..n) on nthreads threads: the pool in use, or nthreads - 1 new pthreads and the caller's. */
+static void run_tasks(const conv_task* tasks, int n, int nthreads) {
     task_list l = {tasks, n, 0};
-    if (n == 1) { conv_worker(&tasks[0]); return; }
+    if (nthreads > n) nthreads = n;
+    if (nthreads <= 1) { claim_tasks(&l); return; }
     const int kind = pool_kind;
     gomp_parallel_fn par = gomp_parallel;
-    if (kind == 2 && par) { par(claim_tasks, &l, (unsigned)n, 0); return; }
+    if (kind == 2 && par) { par(claim_tasks, &l, (unsigned)nthreads, 0); return; }
 #ifdef BNN_POOL
     if (kind == 1) {
-        if (pool_run(tasks, n) != 0) claim_tasks(&l); /* pool busy: run them here */
+        if (pool_run(tasks, n, nthreads) != 0) claim_tasks(&l); /* pool busy: run them here */
         return;
     }
 #endif
     pthread_t th[MAX_THREADS];
     int started[MAX_THREADS];
-    for (int i = 1; i < n; ++i) started[i] = pthread_create(&th[i], NULL, claim_tasks_thread, &l) == 0;
+    for (int i = 1; i < nthreads; ++i) started[i] = pthread_create(&th[i], NULL, claim_tasks_thread, &l) == 0;
     claim_tasks(&l); /* a thread that could not start leaves its tasks to the caller */
-    for (int i = 1; i < n; ++i)
+    for (int i = 1; i < nthreads; ++i)
         if (started[i]) pthread_join(th[i], NULL);
 }
 
@@ -463,21 +468,22 @@ void bnn_engine_conv(const uint32_t* in, const uint32_t* w, const int32_t* athr,
     /* below ~0.1 ms of work a thread costs more than it saves (and on a busy machine a preempted
        thread stalls the join): stay on the caller's thread */
     if ((long long)M * a.OB * a.kh * a.kw * a.CW < min_parallel_work) threads = 1;
-    conv_task tasks[MAX_THREADS];
+    conv_task tasks[MAX_THREADS * TASKS_PER_THREAD];
+    const int parts = threads > 1 ? threads * TASKS_PER_THREAD : 1;
     int n = 0;
     if (M >= 4 * threads || a.OB < 2 * threads) { /* split output pixels, in multiples of 4 */
-        int step = (M + threads - 1) / threads;
+        int step = (M + parts - 1) / parts;
         step = (step + 3) / 4 * 4;
         for (int m = 0; m < M; m += step)
             tasks[n++] = (conv_task){&a, isa, m, m + step < M ? m + step : M, 0, a.OB};
     } else { /* few pixels, many channel blocks (batch-1 linear): split the channel blocks, by 4 */
-        int step = (a.OB + threads - 1) / threads;
+        int step = (a.OB + parts - 1) / parts;
         step = (step + 3) / 4 * 4;
         for (int ob = 0; ob < a.OB; ob += step)
             tasks[n++] = (conv_task){&a, isa, 0, M, ob, ob + step < a.OB ? ob + step : a.OB};
     }
     if (n == 0) return;
-    run_tasks(tasks, n);
+    run_tasks(tasks, n, threads);
 }
 
 /* Max-pool on bits: in [N][H][W][CW] (no border) -> out interior of [N][Hpo][Wpo][CW] at border bo.
