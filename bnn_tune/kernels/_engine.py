@@ -58,6 +58,7 @@ def _lib() -> ctypes.CDLL | None:
             dll.bnn_engine_unpack.argtypes = [p, p] + [i] * 8
             dll.bnn_engine_set_pool.argtypes, dll.bnn_engine_set_pool.restype = [i, p], i
             dll.bnn_engine_pool.argtypes, dll.bnn_engine_pool.restype = [], i
+            dll.bnn_engine_helper_tasks.argtypes, dll.bnn_engine_helper_tasks.restype = [], ctypes.c_longlong
             for f in ("bnn_engine_conv", "bnn_engine_maxpool", "bnn_engine_pack", "bnn_engine_unpack"):
                 getattr(dll, f).restype = None
             _STATE["lib"] = dll

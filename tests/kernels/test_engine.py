@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from bnn_tune.kernels import BinaryChain, ChainLayer, available_isas, engine_available
+from bnn_tune.kernels import BinaryChain, ChainLayer, _engine, available_isas, engine_available
 from bnn_tune.kernels._engine import (
     DEFAULT_POOL,
     POOLS,
@@ -143,24 +143,32 @@ def pool_restored():
 @pytest.mark.parametrize("pool", POOLS)
 @pytest.mark.parametrize("isa", ISAS)
 def test_thread_pools_split_exactly(isa, pool, pool_restored):
-    """threads=1, 2, 3 on each pool, right after torch's own parallel calls, on inputs that alternate (a
-    share left undone would leave the other input's result in the buffers): identical to the oracle."""
+    """threads=2 and 3 on each pool, sometimes right after torch's own parallel calls, on inputs that
+    alternate (a share left undone, or read before it is finished, would leave the other input's result
+    in the buffers): identical to the oracle, with helper threads provably running some of the tasks."""
     expect = pool if pool != "openmp" or _torch_backend() == "OpenMP" else "pthreads"
     assert set_thread_pool(pool) == expect
+    lib = _engine._lib()
     rng = np.random.default_rng(11)
-    n, c, h, w, o = 5, 64, 10, 9, 48
+    n, c, h, w, o = 16, 64, 16, 15, 48
     xs = [rng.standard_normal((n, c, h, w)).astype(np.float32) for _ in range(2)]
     wb = rng.random((o, 3, 3, c)) < 0.5
     refs = [_conv_ref(x >= 0, wb, 1, 1, 1.0) for x in xs]
     thr = _thresholds(refs[0], rng)
-    big = torch.randn(512, 512)
-    for t in (1, 2, 3):
+    refbits = [r >= thr[:, None, None] for r in refs]
+    big = torch.randn(256, 256)
+    for t in (2, 3):
         chain = BinaryChain((c, h, w), [ChainLayer("conv", wb, padding=(1, 1))], threads=t, isa=isa)
         bits = BinaryChain((c, h, w), [ChainLayer("conv", wb, threshold=thr, padding=(1, 1))], threads=t, isa=isa)
-        for i in range(4):
-            big @ big  # torch's workers busy / spinning right before the engine call
+        helped = lib.bnn_engine_helper_tasks()
+        for i in range(400):  # until a helper thread has run tasks (a loaded machine may delay them)
+            if i % 3 == 0:
+                big @ big  # torch's workers busy / spinning right before the engine call
             np.testing.assert_array_equal(chain.run(xs[i % 2]), refs[i % 2])
-            np.testing.assert_array_equal(bits.run(xs[i % 2] >= 0), refs[i % 2] >= thr[:, None, None])
+            np.testing.assert_array_equal(bits.run(xs[i % 2] >= 0), refbits[i % 2])
+            if i >= 6 and lib.bnn_engine_helper_tasks() > helped:
+                break
+        assert lib.bnn_engine_helper_tasks() > helped, f"no helper thread ran a task in {i + 1} calls"
 
 
 def _torch_backend() -> str:

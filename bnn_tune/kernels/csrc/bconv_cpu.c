@@ -261,12 +261,22 @@ typedef struct {
     const conv_task* tasks;
     int n;
     int next; /* atomic */
+    pthread_t caller;
 } task_list;
+
+/* Tasks run by threads other than the caller, all calls together (tests check the helpers take part). */
+static long long helper_tasks = 0;
+
+long long bnn_engine_helper_tasks(void) { return __atomic_load_n(&helper_tasks, __ATOMIC_RELAXED); }
 
 static void claim_tasks(void* arg) {
     task_list* l = (task_list*)arg;
+    const int helper = !pthread_equal(pthread_self(), l->caller);
     int i;
-    while ((i = __atomic_fetch_add(&l->next, 1, __ATOMIC_RELAXED)) < l->n) conv_worker(&l->tasks[i]);
+    while ((i = __atomic_fetch_add(&l->next, 1, __ATOMIC_RELAXED)) < l->n) {
+        conv_worker(&l->tasks[i]);
+        if (helper) __atomic_fetch_add(&helper_tasks, 1, __ATOMIC_RELAXED);
+    }
 }
 
 static void* claim_tasks_thread(void* arg) {
@@ -318,7 +328,7 @@ static inline void cpu_relax(void) {
 }
 
 /* Claim and run tasks of generation g until none is left. */
-static void pool_claim(uint32_t g) {
+static void pool_claim(uint32_t g, int helper) {
     for (;;) {
         uint64_t c = __atomic_load_n(&pool.claim, __ATOMIC_ACQUIRE);
         for (;;) {
@@ -326,6 +336,7 @@ static void pool_claim(uint32_t g) {
             if (__atomic_compare_exchange_n(&pool.claim, &c, c + 1, 1, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) break;
         }
         conv_worker(&pool.tasks[(uint32_t)c]); /* pool.tasks belongs to g until this task is done */
+        if (helper) __atomic_fetch_add(&helper_tasks, 1, __ATOMIC_RELAXED);
         __atomic_fetch_add(&pool.done, 1, __ATOMIC_RELEASE);
     }
 }
@@ -347,7 +358,7 @@ static void* pool_worker(void* arg) {
             }
         }
         seen = g;
-        pool_claim(g);
+        pool_claim(g, 1);
     }
     return NULL;
 }
@@ -380,7 +391,7 @@ static int pool_run(const conv_task* tasks, int n, int nthreads) {
     __atomic_store_n(&pool.gen, g, __ATOMIC_SEQ_CST);
     if (__atomic_load_n(&pool.sleeping, __ATOMIC_SEQ_CST) > 0)
         syscall(SYS_futex, &pool.gen, FUTEX_WAKE_PRIVATE, nthreads - 1, NULL, NULL, 0);
-    pool_claim(g);
+    pool_claim(g, 0);
     for (int k = 0; __atomic_load_n(&pool.done, __ATOMIC_ACQUIRE) < n; ++k) {
         if (k < 4096) cpu_relax();
         else sched_yield(); /* a worker holding a task was preempted */
@@ -426,7 +437,7 @@ int bnn_engine_pool(void) { return pool_kind; }
 
 /* Run tasks[0..n) on nthreads threads: the pool in use, or nthreads - 1 new pthreads and the caller's. */
 static void run_tasks(const conv_task* tasks, int n, int nthreads) {
-    task_list l = {tasks, n, 0};
+    task_list l = {tasks, n, 0, pthread_self()};
     if (nthreads > n) nthreads = n;
     if (nthreads <= 1) { claim_tasks(&l); return; }
     const int kind = pool_kind;
