@@ -157,7 +157,7 @@ def test_thread_pools_split_exactly(isa, pool, pool_restored):
     thr = _thresholds(refs[0], rng)
     refbits = [r >= thr[:, None, None] for r in refs]
     big = torch.randn(256, 256)
-    for t in (2, 3):
+    for t in (3, 2):  # 2 after 3: a persistent pool holds an extra worker that must stay out
         chain = BinaryChain((c, h, w), [ChainLayer("conv", wb, padding=(1, 1))], threads=t, isa=isa)
         bits = BinaryChain((c, h, w), [ChainLayer("conv", wb, threshold=thr, padding=(1, 1))], threads=t, isa=isa)
         helped = lib.bnn_engine_helper_tasks()

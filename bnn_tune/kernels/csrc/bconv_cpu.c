@@ -313,7 +313,8 @@ static struct {
     const conv_task* tasks;       /* valid while a task of gen is claimed and not done */
     int n;
     int done;                     /* tasks of gen finished */
-} pool = {PTHREAD_MUTEX_INITIALIZER, 0, 0, 0, 0, NULL, 0, 0};
+    int helpers;                  /* workers 0 .. helpers-1 take part in gen (threads - 1) */
+} pool = {PTHREAD_MUTEX_INITIALIZER, 0, 0, 0, 0, NULL, 0, 0, 0};
 
 static long long now_ns(void) {
     struct timespec t;
@@ -342,7 +343,8 @@ static void pool_claim(uint32_t g, int helper) {
 }
 
 static void* pool_worker(void* arg) {
-    uint32_t seen = (uint32_t)(uintptr_t)arg;
+    const int idx = (int)(uintptr_t)arg;
+    uint32_t seen = __atomic_load_n(&pool.gen, __ATOMIC_ACQUIRE);
     for (;;) {
         uint32_t g = __atomic_load_n(&pool.gen, __ATOMIC_ACQUIRE);
         if (g == seen) {
@@ -358,7 +360,7 @@ static void* pool_worker(void* arg) {
             }
         }
         seen = g;
-        pool_claim(g, 1);
+        if (idx < __atomic_load_n(&pool.helpers, __ATOMIC_RELAXED)) pool_claim(g, 1); /* threads= holds */
     }
     return NULL;
 }
@@ -378,7 +380,7 @@ static int pool_run(const conv_task* tasks, int n, int nthreads) {
         pthread_attr_t at;
         pthread_attr_init(&at);
         pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
-        const int ok = pthread_create(&th, &at, pool_worker, (void*)(uintptr_t)pool.gen) == 0;
+        const int ok = pthread_create(&th, &at, pool_worker, (void*)(uintptr_t)pool.nworkers) == 0;
         pthread_attr_destroy(&at);
         if (!ok) break;
         ++pool.nworkers;
@@ -386,11 +388,12 @@ static int pool_run(const conv_task* tasks, int n, int nthreads) {
     const uint32_t g = pool.gen + 1;
     pool.tasks = tasks;
     __atomic_store_n(&pool.n, n, __ATOMIC_RELAXED);
+    __atomic_store_n(&pool.helpers, nthreads - 1, __ATOMIC_RELAXED);
     __atomic_store_n(&pool.done, 0, __ATOMIC_RELAXED);
     __atomic_store_n(&pool.claim, (uint64_t)g << 32, __ATOMIC_RELEASE);
     __atomic_store_n(&pool.gen, g, __ATOMIC_SEQ_CST);
     if (__atomic_load_n(&pool.sleeping, __ATOMIC_SEQ_CST) > 0)
-        syscall(SYS_futex, &pool.gen, FUTEX_WAKE_PRIVATE, nthreads - 1, NULL, NULL, 0);
+        syscall(SYS_futex, &pool.gen, FUTEX_WAKE_PRIVATE, 0x7fffffff, NULL, NULL, 0); /* the right ones among them */
     pool_claim(g, 0);
     for (int k = 0; __atomic_load_n(&pool.done, __ATOMIC_ACQUIRE) < n; ++k) {
         if (k < 4096) cpu_relax();
