@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..kernels._cpu import binary_conv2d, binary_gemm
-from ..kernels._engine import BinaryChain, ChainLayer, engine_available, selected_isa
+from ..kernels._engine import BinaryChain, ChainLayer, engine_available, selected_isa, thread_pool
 from ..kernels._native import native_available
 from ..kernels._packing import pack_bits, padded_k
 from ..nn import build_model
@@ -285,7 +285,7 @@ def _benchmark_model(model, input_shape, num_classes, *, width, depth, device, q
         return {"meta": meta, "rows": cuda_rows}
 
     if engine_available():
-        meta["cpu_engine"] = {"isa": selected_isa(), "threads": torch.get_num_threads()}
+        meta["cpu_engine"] = {"isa": selected_isa(), "threads": torch.get_num_threads(), "pool": thread_pool()}
     rows: list[dict[str, Any]] = []
     for op in binary_ops(packed.header["layers"]):
         for bs in batch_sizes:

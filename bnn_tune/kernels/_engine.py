@@ -11,6 +11,15 @@ file (:class:`bnn_tune.export.PackedModel` builds chains from its op list).
 Instruction sets (``isa``): ``"avx512"`` (VPOPCNTDQ), ``"avx2"`` (vpshufb popcount), ``"portable"``
 (plain C); default: ``$BNN_TUNE_CPU_ISA`` if set, else the best the CPU has. All are exact and give
 identical results. ``threads`` (default: every core this process may use) split the output pixels.
+
+Thread pools (:func:`set_thread_pool`, ``$BNN_TUNE_CPU_POOL``; all give identical results):
+``"openmp"`` runs a layer's split on the OpenMP runtime torch uses (its ``GOMP_parallel``, found among
+the libraries the process has loaded once torch is imported), so torch's workers, which keep spinning
+for a while after each of torch's own parallel calls, take the engine's shares instead of competing with
+engine threads for the cores; ``"persistent"``: the engine's own workers, started once, spinning briefly
+after each call and then sleeping; a late worker leaves its share to the caller instead of holding the
+call up; ``"pthreads"``: threads started and joined per call (the fallback: no OpenMP runtime found, or
+a child after ``fork``, where libgomp has no threads behind the parent's team).
 """
 
 from __future__ import annotations
@@ -27,7 +36,8 @@ import numpy as np
 from ._native import build_library
 from ._packing import pack_bits
 
-__all__ = ["ISAS", "BinaryChain", "ChainLayer", "available_isas", "engine_available", "selected_isa"]
+__all__ = ["ISAS", "POOLS", "BinaryChain", "ChainLayer", "available_isas", "engine_available", "selected_isa",
+           "set_thread_pool", "thread_pool"]
 
 ISAS = ("portable", "avx2", "avx512")  # index + 1 is the C side's code
 _SRC = Path(__file__).parent / "csrc" / "bconv_cpu.c"
@@ -46,10 +56,73 @@ def _lib() -> ctypes.CDLL | None:
             dll.bnn_engine_maxpool.argtypes = [p, p, p] + [i] * 15
             dll.bnn_engine_pack.argtypes = [p, p, p, p, p] + [i] * 8
             dll.bnn_engine_unpack.argtypes = [p, p] + [i] * 8
+            dll.bnn_engine_set_pool.argtypes, dll.bnn_engine_set_pool.restype = [i, p], i
+            dll.bnn_engine_pool.argtypes, dll.bnn_engine_pool.restype = [], i
+            dll.bnn_engine_helper_tasks.argtypes, dll.bnn_engine_helper_tasks.restype = [], ctypes.c_longlong
             for f in ("bnn_engine_conv", "bnn_engine_maxpool", "bnn_engine_pack", "bnn_engine_unpack"):
                 getattr(dll, f).restype = None
+            _STATE["lib"] = dll
+            env = os.environ.get("BNN_TUNE_CPU_POOL", "").lower()
+            set_thread_pool(env if env in POOLS else DEFAULT_POOL)  # a bad value is refused by BinaryChain
         _STATE["lib"] = dll
     return _STATE["lib"]
+
+
+POOLS = ("pthreads", "persistent", "openmp")  # index: the C side's code
+DEFAULT_POOL = "persistent"  # measured: benchmarks/bench_engine_pool.py, BENCHMARKS.md
+
+
+def _torch_gomp_parallel() -> int | None:
+    """Address of ``GOMP_parallel`` in the OpenMP runtime torch runs on, or ``None``.
+
+    Only when torch's parallel backend is OpenMP. The runtime is the one already mapped into the process
+    (``/proc/self/maps``; torch wheels bundle ``torch/lib/libgomp.so.1``), opened again by its path, which
+    hands back the same loaded copy: a second copy would keep its own threads and fix nothing.
+    """
+    import re
+
+    import torch
+
+    if "parallel backend: OpenMP" not in torch.__config__.parallel_info():
+        return None
+    try:
+        with open("/proc/self/maps") as f:
+            paths = {line.split(maxsplit=5)[-1].strip() for line in f if "omp" in line}
+    except OSError:  # not Linux
+        return None
+    torch_lib = str(Path(torch.__file__).parent / "lib")
+    found = sorted((not p.startswith(torch_lib), p) for p in paths
+                   if re.fullmatch(r"lib(gomp|iomp5|omp)\.so[.0-9]*", os.path.basename(p)))
+    for _, path in found:
+        try:
+            fn = ctypes.CDLL(path).GOMP_parallel
+        except (OSError, AttributeError):
+            continue
+        return ctypes.cast(fn, ctypes.c_void_p).value
+    return None
+
+
+def _check_pool(pool: str, where: str) -> None:
+    if pool not in POOLS:
+        raise ValueError(f"{where}={pool!r} is not a thread pool; use one of {list(POOLS)}.")
+
+
+def set_thread_pool(pool: str) -> str:
+    """Run the engine's thread split, for every chain, on ``"openmp"`` (torch's runtime; pthreads when it
+    cannot be found), ``"persistent"`` or ``"pthreads"`` (see the module doc); returns the pool now in use
+    (:func:`thread_pool`). The default is ``$BNN_TUNE_CPU_POOL``, else ``DEFAULT_POOL``."""
+    _check_pool(pool, "pool")
+    lib = _lib()
+    if lib is None:
+        return "pthreads"
+    fn = _torch_gomp_parallel() if pool == "openmp" else None
+    return POOLS[lib.bnn_engine_set_pool(POOLS.index(pool), fn)]
+
+
+def thread_pool() -> str:
+    """The pool the engine's threads come from now: ``"openmp"``, ``"persistent"`` or ``"pthreads"``."""
+    lib = _lib()
+    return "pthreads" if lib is None else POOLS[lib.bnn_engine_pool()]
 
 
 def engine_available() -> bool:
@@ -185,6 +258,8 @@ class BinaryChain:
                                "BNN_TUNE_CPU_KERNEL=numpy).")
         self._lib = lib
         self.isa = ISAS[_resolve_isa(isa) - 1]
+        if os.environ.get("BNN_TUNE_CPU_POOL"):
+            _check_pool(os.environ["BNN_TUNE_CPU_POOL"].lower(), "BNN_TUNE_CPU_POOL")
         self._isa = ISAS.index(self.isa) + 1
         if threads is not None and threads < 1:
             raise ValueError(f"`threads` must be >= 1, but got threads={threads}.")

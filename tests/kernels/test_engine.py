@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-from bnn_tune.kernels import BinaryChain, ChainLayer, available_isas, engine_available
-from bnn_tune.kernels._engine import set_min_parallel_work
+from bnn_tune.kernels import BinaryChain, ChainLayer, _engine, available_isas, engine_available
+from bnn_tune.kernels._engine import (
+    DEFAULT_POOL,
+    POOLS,
+    set_min_parallel_work,
+    set_thread_pool,
+    thread_pool,
+)
 
 pytestmark = pytest.mark.skipif(not engine_available(), reason="no C compiler for the packed engine")
 ISAS = available_isas() if engine_available() else []
@@ -125,6 +134,107 @@ def test_threads_and_channel_split_agree(isa):
             np.testing.assert_array_equal(o, ref)
 
 
+@pytest.fixture
+def pool_restored():
+    yield
+    set_thread_pool(DEFAULT_POOL)
+
+
+@pytest.mark.parametrize("pool", POOLS)
+@pytest.mark.parametrize("isa", ISAS)
+def test_thread_pools_split_exactly(isa, pool, pool_restored):
+    """threads=2 and 3 on each pool, sometimes right after torch's own parallel calls, on inputs that
+    alternate (a share left undone, or read before it is finished, would leave the other input's result
+    in the buffers): identical to the oracle, with helper threads provably running some of the tasks."""
+    expect = pool if pool != "openmp" or _torch_backend() == "OpenMP" else "pthreads"
+    assert set_thread_pool(pool) == expect
+    lib = _engine._lib()
+    rng = np.random.default_rng(11)
+    n, c, h, w, o = 16, 64, 16, 15, 48
+    xs = [rng.standard_normal((n, c, h, w)).astype(np.float32) for _ in range(2)]
+    wb = rng.random((o, 3, 3, c)) < 0.5
+    refs = [_conv_ref(x >= 0, wb, 1, 1, 1.0) for x in xs]
+    thr = _thresholds(refs[0], rng)
+    refbits = [r >= thr[:, None, None] for r in refs]
+    big = torch.randn(256, 256)
+    for t in (3, 2):  # 2 after 3: a persistent pool holds an extra worker that must stay out
+        chain = BinaryChain((c, h, w), [ChainLayer("conv", wb, padding=(1, 1))], threads=t, isa=isa)
+        bits = BinaryChain((c, h, w), [ChainLayer("conv", wb, threshold=thr, padding=(1, 1))], threads=t, isa=isa)
+        helped = lib.bnn_engine_helper_tasks()
+        for i in range(400):  # until a helper thread has run tasks (a loaded machine may delay them)
+            if i % 3 == 0:
+                big @ big  # torch's workers busy / spinning right before the engine call
+            np.testing.assert_array_equal(chain.run(xs[i % 2]), refs[i % 2])
+            np.testing.assert_array_equal(bits.run(xs[i % 2] >= 0), refbits[i % 2])
+            if i >= 6 and lib.bnn_engine_helper_tasks() > helped:
+                break
+        assert lib.bnn_engine_helper_tasks() > helped, f"no helper thread ran a task in {i + 1} calls"
+
+
+def _torch_backend() -> str:
+    info = torch.__config__.parallel_info()
+    return "OpenMP" if "parallel backend: OpenMP" in info else "other"
+
+
+@pytest.mark.skipif(_torch_backend() != "OpenMP", reason="torch does not run on OpenMP here")
+def test_openmp_pool_is_the_runtime_torch_loaded(pool_restored):
+    """The engine's GOMP_parallel lies inside the libgomp torch mapped (not a second copy of the runtime)."""
+    from bnn_tune.kernels._engine import _torch_gomp_parallel
+
+    assert set_thread_pool("openmp") == "openmp" and thread_pool() == "openmp"
+    addr = _torch_gomp_parallel()
+    torch_lib = str(Path(torch.__file__).parent / "lib")
+    spans = []
+    with open("/proc/self/maps") as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) == 6 and "omp" in parts[5] and "x" in parts[1]:
+                lo, hi = (int(v, 16) for v in parts[0].split("-"))
+                spans.append((parts[5], lo, hi))
+    owners = [path for path, lo, hi in spans if lo <= addr < hi]
+    assert len(owners) == 1, spans
+    if any(path.startswith(torch_lib) for path, _, _ in spans):  # a wheel with its bundled runtime
+        assert owners[0].startswith(torch_lib)
+    assert len({path for path, _, _ in spans}) == 1, "more than one OpenMP runtime loaded"
+    assert set_thread_pool("pthreads") == "pthreads" and thread_pool() == "pthreads"
+
+
+def _forked_child_run(chain, x, ref, conn):
+    conn.send((thread_pool(), bool(np.array_equal(chain.run(x), ref))))
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork")
+@pytest.mark.parametrize("pool", ["openmp", "persistent"])
+def test_forked_child_runs_on_pthreads(pool, pool_restored):
+    """A forked child has no threads behind the parent's OpenMP team (a GOMP call there hangs) nor the
+    parent's pool workers: the engine switches the child to pthreads."""
+    import multiprocessing as mp
+
+    set_thread_pool(pool)
+    rng = np.random.default_rng(12)
+    wb = rng.random((32, 3, 3, 32)) < 0.5
+    chain = BinaryChain((32, 8, 8), [ChainLayer("conv", wb, padding=(1, 1))], threads=2)
+    x = rng.standard_normal((4, 32, 8, 8)).astype(np.float32)
+    ref = chain.run(x)  # the parent's team / workers exist now
+    recv, send = mp.get_context("fork").Pipe(duplex=False)
+    proc = mp.get_context("fork").Process(target=_forked_child_run, args=(chain, x, ref, send))
+    proc.start()
+    got = recv.poll(60) and recv.recv()
+    proc.join(10)
+    if proc.is_alive():
+        proc.kill()
+        proc.join()
+    assert got == ("pthreads", True)
+
+
+def test_bad_pool_is_refused(monkeypatch):
+    with pytest.raises(ValueError, match=r"pool='tbb'.*one of \['pthreads', 'persistent', 'openmp'\]"):
+        set_thread_pool("tbb")
+    monkeypatch.setenv("BNN_TUNE_CPU_POOL", "tbb")
+    with pytest.raises(ValueError, match=r"BNN_TUNE_CPU_POOL='tbb'"):
+        BinaryChain((4, 2, 2), [ChainLayer("conv", np.ones((4, 1, 1, 4), dtype=bool))])
+
+
 def test_buffers_reused_per_batch_size():
     rng = np.random.default_rng(0)
     w = rng.random((16, 3, 3, 8)) < 0.5
@@ -152,16 +262,20 @@ def test_outputs_are_not_views_of_the_buffers():
         np.testing.assert_array_equal(ya, ref)
 
 
-def test_concurrent_runs_agree():
+@pytest.mark.parametrize("pool", POOLS)
+def test_concurrent_runs_agree(pool, pool_restored):
+    """One chain shared by 4 Python threads, and two chains at once (a busy persistent pool runs the
+    second caller's tasks on that caller)."""
     from concurrent.futures import ThreadPoolExecutor
 
+    set_thread_pool(pool)
     rng = np.random.default_rng(5)
     w = rng.random((32, 3, 3, 16)) < 0.5
-    chain = BinaryChain((16, 12, 12), [ChainLayer("conv", w, padding=(1, 1))], threads=1)
+    chains = [BinaryChain((16, 12, 12), [ChainLayer("conv", w, padding=(1, 1))], threads=2) for _ in range(2)]
     xs = [rng.standard_normal((4, 16, 12, 12)).astype(np.float32) for _ in range(8)]
     refs = [_conv_ref(x >= 0, w, 1, 1, 1.0) for x in xs]
-    with ThreadPoolExecutor(4) as pool:
-        outs = list(pool.map(chain.run, xs * 4))
+    with ThreadPoolExecutor(4) as ex:
+        outs = list(ex.map(lambda ix: chains[ix[0] % 2].run(ix[1]), enumerate(xs * 4)))
     for i, y in enumerate(outs):
         np.testing.assert_array_equal(y, refs[i % len(xs)])
 

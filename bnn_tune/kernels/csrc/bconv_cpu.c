@@ -17,9 +17,15 @@
  *
  * ISAs: 3 = AVX-512 VPOPCNTDQ (4 pixels x 4 channel vectors in registers, tiles of 64 pixels per
  * weight group so the group stays in L1), 2 = AVX2 (vpshufb nibble
- * popcount with byte accumulators widened every 31 words), 1 = portable C. Threads: pthreads, the
- * output pixels (rows) split in contiguous ranges; with fewer pixels than threads (batch-1 linear
- * layers) the output channel blocks are split instead; calls under min_parallel_work stay on one thread.
+ * popcount with byte accumulators widened every 31 words), 1 = portable C. Threads: the output pixels
+ * (rows) cut in TASKS_PER_THREAD contiguous ranges per thread, each thread claiming the next free range;
+ * with fewer pixels than threads (batch-1 linear layers) the output channel blocks are cut instead;
+ * calls under min_parallel_work stay on one thread. Three pools
+ * (bnn_engine_set_pool): the OpenMP runtime torch uses, when bnn_tune/kernels/_engine.py hands over its
+ * GOMP_parallel entry (torch's workers, still spinning after its last parallel region, take the engine's
+ * shares); a persistent pool of the engine's own workers (spin, then futex sleep); pthreads started and
+ * joined per call (also in a child after fork). The library is not linked against any OpenMP runtime:
+ * the entry is looked up in the process at run time.
  * Built by bnn_tune/kernels/_native.py (-O3 -march=native -ffp-contract=off -pthread).
  */
 #include <pthread.h>
@@ -232,32 +238,226 @@ AVX2_TARGET static void conv_avx2(const conv_args* a, int m0, int m1, int ob0, i
 }
 #endif
 
-static void* conv_worker(void* arg) {
-    const conv_task* t = (const conv_task*)arg;
+static void conv_worker(const conv_task* t) {
 #ifdef BNN_X86
-    if (t->isa == 3) { conv_avx512(t->a, t->m0, t->m1, t->ob0, t->ob1); return NULL; }
-    if (t->isa == 2) { conv_avx2(t->a, t->m0, t->m1, t->ob0, t->ob1); return NULL; }
+    if (t->isa == 3) { conv_avx512(t->a, t->m0, t->m1, t->ob0, t->ob1); return; }
+    if (t->isa == 2) { conv_avx2(t->a, t->m0, t->m1, t->ob0, t->ob1); return; }
 #endif
     conv_portable(t->a, t->m0, t->m1, t->ob0, t->ob1);
-    return NULL;
 }
 
 #define MAX_THREADS 256
+/* A layer is cut into this many tasks per thread, claimed in turn: a thread that starts late or is
+   preempted leaves more of the work to the others. */
+#define TASKS_PER_THREAD 4
 static long long min_parallel_work = 1LL << 17; /* 16-channel vector steps */
 
 /* Tests set 0 so that small problems exercise the thread splits. */
 void bnn_engine_set_min_parallel_work(long long w) { min_parallel_work = w; }
 
-/* Run tasks[0..n) : tasks 1.. on new threads, task 0 on the caller's. */
-static void run_tasks(conv_task* tasks, int n) {
+/* The tasks of one call; every thread of the team claims the next unclaimed one until none is left, so
+ * a thread that starts late (preempted, or still busy elsewhere) leaves its share to the others. */
+typedef struct {
+    const conv_task* tasks;
+    int n;
+    int next; /* atomic */
+    pthread_t caller;
+} task_list;
+
+/* Tasks run by threads other than the caller, all calls together (tests check the helpers take part). */
+static long long helper_tasks = 0;
+
+long long bnn_engine_helper_tasks(void) { return __atomic_load_n(&helper_tasks, __ATOMIC_RELAXED); }
+
+static void claim_tasks(void* arg) {
+    task_list* l = (task_list*)arg;
+    const int helper = !pthread_equal(pthread_self(), l->caller);
+    int i;
+    while ((i = __atomic_fetch_add(&l->next, 1, __ATOMIC_RELAXED)) < l->n) {
+        conv_worker(&l->tasks[i]);
+        if (helper) __atomic_fetch_add(&helper_tasks, 1, __ATOMIC_RELAXED);
+    }
+}
+
+static void* claim_tasks_thread(void* arg) {
+    claim_tasks(arg);
+    return NULL;
+}
+
+/* libgomp's entry for `#pragma omp parallel num_threads(n)`: fn(data) on a team of n threads (the
+ * caller included), returning after the team's closing barrier. */
+typedef void (*gomp_parallel_fn)(void (*fn)(void*), void* data, unsigned num_threads, unsigned flags);
+
+/* ---------------------------------------------------------------- persistent pool
+ * Worker threads started once and kept. A call publishes its tasks under a new generation and wakes the
+ * workers; every thread, the caller included, claims tasks with a compare-and-swap on (generation, next
+ * task), so a worker that wakes late finds the call over and claims nothing: the caller waits only for
+ * tasks actually claimed, never for a worker to show up. After a call a worker spins ~SPIN_NS for the
+ * next one (layers of a chain follow within microseconds), then sleeps on a futex. One call at a time
+ * uses the pool; a concurrent caller runs its tasks itself. */
+#if defined(__linux__)
+#include <linux/futex.h>
+#include <sched.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+#define BNN_POOL 1
+#define SPIN_NS 200000LL
+
+static struct {
+    pthread_mutex_t lock;
+    int nworkers;
+    uint32_t gen;                 /* futex word: bumped once per call */
+    int sleeping;                 /* workers in (or entering) futex wait */
+    uint64_t claim;               /* gen << 32 | next task */
+    const conv_task* tasks;       /* valid while a task of gen is claimed and not done */
+    int n;
+    int done;                     /* tasks of gen finished */
+    int helpers;                  /* workers 0 .. helpers-1 take part in gen (threads - 1) */
+} pool = {PTHREAD_MUTEX_INITIALIZER, 0, 0, 0, 0, NULL, 0, 0, 0};
+
+static long long now_ns(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (long long)t.tv_sec * 1000000000LL + t.tv_nsec;
+}
+
+static inline void cpu_relax(void) {
+#ifdef BNN_X86
+    __builtin_ia32_pause();
+#endif
+}
+
+/* Claim and run tasks of generation g until none is left. */
+static void pool_claim(uint32_t g, int helper) {
+    for (;;) {
+        uint64_t c = __atomic_load_n(&pool.claim, __ATOMIC_ACQUIRE);
+        for (;;) {
+            if ((uint32_t)(c >> 32) != g || (int)(uint32_t)c >= __atomic_load_n(&pool.n, __ATOMIC_RELAXED)) return;
+            if (__atomic_compare_exchange_n(&pool.claim, &c, c + 1, 1, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) break;
+        }
+        conv_worker(&pool.tasks[(uint32_t)c]); /* pool.tasks belongs to g until this task is done */
+        if (helper) __atomic_fetch_add(&helper_tasks, 1, __ATOMIC_RELAXED);
+        __atomic_fetch_add(&pool.done, 1, __ATOMIC_RELEASE);
+    }
+}
+
+static void* pool_worker(void* arg) {
+    const int idx = (int)(uintptr_t)arg;
+    uint32_t seen = __atomic_load_n(&pool.gen, __ATOMIC_ACQUIRE);
+    for (;;) {
+        uint32_t g = __atomic_load_n(&pool.gen, __ATOMIC_ACQUIRE);
+        if (g == seen) {
+            const long long until = now_ns() + SPIN_NS;
+            int k = 0;
+            while ((g = __atomic_load_n(&pool.gen, __ATOMIC_ACQUIRE)) == seen) {
+                cpu_relax();
+                if (++k % 64 == 0 && now_ns() > until) {
+                    __atomic_fetch_add(&pool.sleeping, 1, __ATOMIC_SEQ_CST);
+                    syscall(SYS_futex, &pool.gen, FUTEX_WAIT_PRIVATE, seen, NULL, NULL, 0);
+                    __atomic_fetch_sub(&pool.sleeping, 1, __ATOMIC_SEQ_CST);
+                }
+            }
+        }
+        seen = g;
+        if (idx < __atomic_load_n(&pool.helpers, __ATOMIC_RELAXED)) pool_claim(g, 1); /* threads= holds */
+    }
+    return NULL;
+}
+
+static void pool_reset_in_child(void) { /* the workers did not survive the fork */
+    pthread_mutex_init(&pool.lock, NULL);
+    pool.nworkers = 0;
+    pool.sleeping = 0;
+}
+
+/* 0 when the tasks ran on the pool (with fewer workers if some could not start); -1 when another
+ * caller holds it. */
+static int pool_run(const conv_task* tasks, int n, int nthreads) {
+    if (pthread_mutex_trylock(&pool.lock) != 0) return -1;
+    while (pool.nworkers < nthreads - 1) {
+        pthread_t th;
+        pthread_attr_t at;
+        pthread_attr_init(&at);
+        pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+        const int ok = pthread_create(&th, &at, pool_worker, (void*)(uintptr_t)pool.nworkers) == 0;
+        pthread_attr_destroy(&at);
+        if (!ok) break;
+        ++pool.nworkers;
+    }
+    const uint32_t g = pool.gen + 1;
+    pool.tasks = tasks;
+    __atomic_store_n(&pool.n, n, __ATOMIC_RELAXED);
+    __atomic_store_n(&pool.helpers, nthreads - 1, __ATOMIC_RELAXED);
+    __atomic_store_n(&pool.done, 0, __ATOMIC_RELAXED);
+    __atomic_store_n(&pool.claim, (uint64_t)g << 32, __ATOMIC_RELEASE);
+    __atomic_store_n(&pool.gen, g, __ATOMIC_SEQ_CST);
+    if (__atomic_load_n(&pool.sleeping, __ATOMIC_SEQ_CST) > 0)
+        syscall(SYS_futex, &pool.gen, FUTEX_WAKE_PRIVATE, 0x7fffffff, NULL, NULL, 0); /* the right ones among them */
+    pool_claim(g, 0);
+    for (int k = 0; __atomic_load_n(&pool.done, __ATOMIC_ACQUIRE) < n; ++k) {
+        if (k < 4096) cpu_relax();
+        else sched_yield(); /* a worker holding a task was preempted */
+    }
+    pthread_mutex_unlock(&pool.lock);
+    return 0;
+}
+#endif
+
+/* Thread pool: 0 = pthreads started and joined per call, 1 = persistent pool, 2 = OpenMP (gomp_parallel). */
+static int pool_kind = 0;
+static gomp_parallel_fn gomp_parallel = NULL;
+static int atfork_registered = 0;
+
+/* In a forked child libgomp has no threads behind the parent's team (a GOMP call hangs) and the pool
+ * has no workers: the child starts over on pthreads. */
+static void reset_in_child(void) {
+    gomp_parallel = NULL;
+    pool_kind = 0;
+#ifdef BNN_POOL
+    pool_reset_in_child();
+#endif
+}
+
+/* kind as above; fn: the address of GOMP_parallel in the OpenMP runtime torch loaded (kind 2).
+ * Returns the kind in use (0 when the asked one is unavailable). */
+int bnn_engine_set_pool(int kind, void* fn) {
+    if (!atfork_registered) atfork_registered = pthread_atfork(NULL, NULL, reset_in_child) == 0;
+    gomp_parallel = NULL;
+    pool_kind = 0;
+    if (!atfork_registered) return 0;
+#ifdef BNN_POOL
+    if (kind == 1) pool_kind = 1;
+#endif
+    if (kind == 2 && fn) {
+        gomp_parallel = (gomp_parallel_fn)fn;
+        pool_kind = 2;
+    }
+    return pool_kind;
+}
+
+int bnn_engine_pool(void) { return pool_kind; }
+
+/* Run tasks[0..n) on nthreads threads: the pool in use, or nthreads - 1 new pthreads and the caller's. */
+static void run_tasks(const conv_task* tasks, int n, int nthreads) {
+    task_list l = {tasks, n, 0, pthread_self()};
+    if (nthreads > n) nthreads = n;
+    if (nthreads <= 1) { claim_tasks(&l); return; }
+    const int kind = pool_kind;
+    gomp_parallel_fn par = gomp_parallel;
+    if (kind == 2 && par) { par(claim_tasks, &l, (unsigned)nthreads, 0); return; }
+#ifdef BNN_POOL
+    if (kind == 1) {
+        if (pool_run(tasks, n, nthreads) != 0) claim_tasks(&l); /* pool busy: run them here */
+        return;
+    }
+#endif
     pthread_t th[MAX_THREADS];
     int started[MAX_THREADS];
-    for (int i = 1; i < n; ++i) started[i] = pthread_create(&th[i], NULL, conv_worker, &tasks[i]) == 0;
-    conv_worker(&tasks[0]);
-    for (int i = 1; i < n; ++i) {
+    for (int i = 1; i < nthreads; ++i) started[i] = pthread_create(&th[i], NULL, claim_tasks_thread, &l) == 0;
+    claim_tasks(&l); /* a thread that could not start leaves its tasks to the caller */
+    for (int i = 1; i < nthreads; ++i)
         if (started[i]) pthread_join(th[i], NULL);
-        else conv_worker(&tasks[i]); /* could not start a thread: do its share here */
-    }
 }
 
 int bnn_engine_isa(void) {
@@ -282,21 +482,22 @@ void bnn_engine_conv(const uint32_t* in, const uint32_t* w, const int32_t* athr,
     /* below ~0.1 ms of work a thread costs more than it saves (and on a busy machine a preempted
        thread stalls the join): stay on the caller's thread */
     if ((long long)M * a.OB * a.kh * a.kw * a.CW < min_parallel_work) threads = 1;
-    conv_task tasks[MAX_THREADS];
+    conv_task tasks[MAX_THREADS * TASKS_PER_THREAD];
+    const int parts = threads > 1 ? threads * TASKS_PER_THREAD : 1;
     int n = 0;
     if (M >= 4 * threads || a.OB < 2 * threads) { /* split output pixels, in multiples of 4 */
-        int step = (M + threads - 1) / threads;
+        int step = (M + parts - 1) / parts;
         step = (step + 3) / 4 * 4;
         for (int m = 0; m < M; m += step)
             tasks[n++] = (conv_task){&a, isa, m, m + step < M ? m + step : M, 0, a.OB};
     } else { /* few pixels, many channel blocks (batch-1 linear): split the channel blocks, by 4 */
-        int step = (a.OB + threads - 1) / threads;
+        int step = (a.OB + parts - 1) / parts;
         step = (step + 3) / 4 * 4;
         for (int ob = 0; ob < a.OB; ob += step)
             tasks[n++] = (conv_task){&a, isa, 0, M, ob, ob + step < a.OB ? ob + step : a.OB};
     }
     if (n == 0) return;
-    run_tasks(tasks, n);
+    run_tasks(tasks, n, threads);
 }
 
 /* Max-pool on bits: in [N][H][W][CW] (no border) -> out interior of [N][Hpo][Wpo][CW] at border bo.
