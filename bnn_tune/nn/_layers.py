@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._quantizers import SteSign, get_quantizer, ste_sign
+from ._quantizers import SteSign, get_quantizer, padded_sign, ste_sign
 
 __all__ = [
     "BinaryConv2d",
@@ -225,10 +225,13 @@ class BinaryConv2d(_BinaryMixin, nn.Conv2d):
         w = self.quantized_weight()
         if self.input_quantizer is None:
             return F.conv2d(x, w, self.bias, self.stride, self.padding)
-        xq = self.input_quantizer(x)
-        ph, pw = self.padding  # type: ignore[misc,str-unpack]
-        if ph or pw:
-            xq = F.pad(xq, (int(pw), int(pw), int(ph), int(ph)), value=self.pad_value)
+        ph, pw = (int(v) for v in self.padding)  # type: ignore[union-attr]
+        if ph or pw:  # sign and +-1 padding in one buffer when the quantizer allows it
+            xq = padded_sign(x, ph, pw, self.pad_value, self.input_quantizer)
+            if xq is None:
+                xq = F.pad(self.input_quantizer(x), (pw, pw, ph, ph), value=self.pad_value)
+        else:
+            xq = self.input_quantizer(x)
         return F.conv2d(xq, w, self.bias, self.stride, 0)
 
     def extra_repr(self) -> str:

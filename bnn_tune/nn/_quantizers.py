@@ -36,19 +36,50 @@ __all__ = [
 ]
 
 
+def _sign_constants(dtype: torch.dtype) -> tuple[float, float]:
+    """``(S, C)`` for :func:`binarize`: ``S = 2^(maxexp - 2)`` and ``C`` half the smallest nonzero ``|x| S S``."""
+    fi = torch.finfo(dtype)
+    scale = 2.0 ** (math.frexp(fi.max)[1] - 2)  # max = (1 - eps) 2^maxexp
+    return scale, fi.smallest_normal * fi.eps * scale * scale / 2.0  # smallest subnormal * S * S / 2
+
+
+_SIGN_CONSTANTS = {dt: _sign_constants(dt) for dt in (torch.float16, torch.bfloat16, torch.float32, torch.float64)}
+
+
 def binarize(x: torch.Tensor) -> torch.Tensor:
     """Return ``sign(x)`` with ``sign(0) = +1``, in x's dtype (no gradient).
 
     NaN stays NaN, so a diverged network shows a NaN loss instead of silently binarizing NaN to -1.
-    ``-0.0`` gives +1 like ``+0.0``. Two element-wise kernels and one output buffer: ``clamp(x, -1, -1)``
-    is -1 everywhere except at NaN (clamp propagates NaN), then +1 is written in place where ``x >= 0``
-    (``torch.sign`` cannot be used: it maps NaN to 0).
+    ``-0.0`` gives +1 like ``+0.0`` (``torch.sign`` cannot be used: it maps NaN and 0 to 0). Four
+    vectorised element-wise passes over one output buffer, ``clamp(x * S * S + C, -1, 1)`` with ``S`` a
+    power of two and ``C = (smallest subnormal) S^2 / 2``: both products are exact or overflow to
+    +-inf, so a nonzero ``x`` becomes at least ``2C`` in magnitude with its sign and adding ``C`` keeps
+    that sign, while both zeros become ``+C >= 1``; the clamp maps everything but NaN (which every step
+    propagates) to +-1. The same numbers as ``x.clamp(-1, -1).masked_fill_(x >= 0, 1)`` at ~1/20 of its
+    cost on CPU (``masked_fill_`` and ``where`` are not vectorised there).
     """
-    return x.clamp(-1.0, -1.0).masked_fill_(x >= 0, 1.0)
+    consts = _SIGN_CONSTANTS.get(x.dtype)
+    if consts is None:  # integer or complex input: the plain formula
+        return x.clamp(-1, -1).masked_fill_(x >= 0, 1)
+    scale, offset = consts
+    return x.mul(scale).mul_(scale).add_(offset).clamp_(-1.0, 1.0)
 
 
 def _needs_grad(x: torch.Tensor) -> bool:
     return torch.is_grad_enabled() and x.requires_grad
+
+
+def _ste_grad(x: torch.Tensor, grad: torch.Tensor, clip_value: float) -> torch.Tensor:
+    """``grad * 1[|x| <= clip_value]``: 1.0 where ``|x| <= clip``, else 0.0, multiplied into the gradient
+    in place (one buffer); ``grad`` itself when the clip is infinite."""
+    if math.isinf(clip_value):
+        return grad
+    return x.abs().le_(clip_value).mul_(grad)
+
+
+def _approx_grad(x: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    """``grad * max(2 - 2|x|, 0)`` in one buffer; ``-2|x| + 2`` rounds exactly as ``2 - 2|x|`` (2|x| is exact)."""
+    return x.abs().mul_(-2.0).add_(2.0).clamp_min_(0.0).mul_(grad)
 
 
 class _SteSignFn(torch.autograd.Function):
@@ -61,10 +92,7 @@ class _SteSignFn(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
         (x,) = ctx.saved_tensors
-        if math.isinf(ctx.clip_value):
-            return grad, None
-        # 1.0 where |x| <= clip, else 0.0, multiplied into the gradient in place: one buffer
-        return x.abs().le_(ctx.clip_value).mul_(grad), None
+        return _ste_grad(x, grad, ctx.clip_value), None
 
 
 class _ApproxSignFn(torch.autograd.Function):
@@ -76,8 +104,7 @@ class _ApproxSignFn(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
         (x,) = ctx.saved_tensors
-        # max(2 - 2|x|, 0) * grad in one buffer; -2|x| + 2 rounds exactly as 2 - 2|x| (2|x| is exact)
-        return x.abs().mul_(-2.0).add_(2.0).clamp_min_(0.0).mul_(grad)
+        return _approx_grad(x, grad)
 
 
 class _SwishSignFn(torch.autograd.Function):
@@ -131,6 +158,76 @@ def swish_sign(x: torch.Tensor, beta: float = 5.0) -> torch.Tensor:
     if not _needs_grad(x):
         return binarize(x)
     return _SwishSignFn.apply(x, float(beta))
+
+
+def _memory_format(t: torch.Tensor) -> torch.memory_format:
+    """ATen's ``suggest_memory_format`` (which ``F.pad`` uses for its output) for a 4-d tensor."""
+    if t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous():
+        return torch.channels_last
+    return torch.contiguous_format
+
+
+def _binarize_padded(x: torch.Tensor, ph: int, pw: int, value: float) -> torch.Tensor:
+    """``F.pad(binarize(x), (pw, pw, ph, ph), value=value)`` for ``value`` +-1 in one buffer (no pad copy).
+
+    ``x * S`` is written into the interior of the padded buffer, the border is filled with ``value``, and
+    the rest of :func:`binarize` runs in place over the whole buffer: it maps +-1 to itself, so the
+    border keeps ``value`` and the interior gets exactly ``binarize(x)``. The memory format is the one
+    ``F.pad`` gives (:func:`_memory_format`).
+    """
+    n, c, h, w = x.shape
+    out = torch.empty((n, c, h + 2 * ph, w + 2 * pw), dtype=x.dtype, device=x.device, memory_format=_memory_format(x))
+    scale, offset = _SIGN_CONSTANTS[x.dtype]
+    torch.mul(x, scale, out=out[:, :, ph:ph + h, pw:pw + w])
+    if ph:
+        out[:, :, :ph].fill_(value)
+        out[:, :, ph + h:].fill_(value)
+    if pw:
+        out[:, :, ph:ph + h, :pw].fill_(value)
+        out[:, :, ph:ph + h, pw + w:].fill_(value)
+    return out.mul_(scale).add_(offset).clamp_(-1.0, 1.0)
+
+
+class _PaddedSignFn(torch.autograd.Function):
+    """Sign of ``x`` padded with +-1, with the ``ste_sign`` (``clip_value`` a number) or ``approx_sign``
+    (``clip_value`` None) pseudo-gradient; backward = the quantizer's backward of the unpadded slice."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, ph: int, pw: int, value: float,  # type: ignore[override]
+                clip_value: float | None) -> torch.Tensor:
+        ctx.save_for_backward(x)
+        ctx.pad, ctx.clip_value = (ph, pw), clip_value
+        return _binarize_padded(x, ph, pw, value)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+        (x,) = ctx.saved_tensors
+        (ph, pw), h, w = ctx.pad, x.shape[2], x.shape[3]
+        inner = grad[:, :, ph:ph + h, pw:pw + w]
+        if ctx.clip_value is None:
+            gx = _approx_grad(x, inner)
+        elif math.isinf(ctx.clip_value):  # what F.pad's backward hands the quantizer: a copy of the slice
+            gx = inner.clone(memory_format=_memory_format(grad))
+        else:
+            gx = _ste_grad(x, inner, ctx.clip_value)
+        return gx, None, None, None, None
+
+
+def padded_sign(x: torch.Tensor, ph: int, pw: int, value: float, quantizer: nn.Module) -> torch.Tensor | None:
+    """``F.pad(quantizer(x), (pw, pw, ph, ph), value=value)`` without the pad copy, or ``None`` when no
+    fused form applies (a quantizer other than ``SteSign``/``ApproxSign``, a pad value other than +-1, a
+    dtype :func:`binarize` has no constants for, not a 4-d input). Same numbers forward and backward."""
+    if value not in (1.0, -1.0) or x.dim() != 4 or x.dtype not in _SIGN_CONSTANTS:
+        return None
+    if type(quantizer) is SteSign:
+        clip: float | None = math.inf if quantizer.clip_value is None else float(quantizer.clip_value)
+    elif type(quantizer) is ApproxSign:
+        clip = None
+    else:
+        return None
+    if not _needs_grad(x):
+        return _binarize_padded(x, ph, pw, value)
+    return _PaddedSignFn.apply(x, ph, pw, value, clip)
 
 
 class SteSign(nn.Module):

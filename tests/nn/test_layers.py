@@ -68,3 +68,41 @@ def test_flag_survives_to_deepcopy_and_pickle():
     import pickle
 
     assert is_binary_parameter(pickle.loads(pickle.dumps(layer)).weight)
+
+
+def _bits(t: torch.Tensor) -> torch.Tensor:
+    return t.contiguous().view(torch.int32) if t.dtype == torch.float32 else t.contiguous().view(torch.int64)
+
+
+@pytest.mark.parametrize("quantizer", ["ste", "ste_unclipped", "ste_0.5", "approx"])
+@pytest.mark.parametrize("pad_value", [1.0, -1.0])
+@pytest.mark.parametrize("fmt", [torch.contiguous_format, torch.channels_last])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_fused_sign_and_padding_gives_the_bits_of_sign_then_pad(quantizer, pad_value, fmt, dtype):
+    # BinaryConv2d writes sign(x) into a +-1-padded buffer (issue 14); forward, input gradient and weight
+    # gradient must be the bits of quantizer(x) -> F.pad -> conv, for asymmetric padding, NaN, +-0 and |x| > 1
+    from bnn_tune.nn import ApproxSign, SteSign
+    q = {"ste": SteSign(), "ste_unclipped": SteSign(None), "ste_0.5": SteSign(0.5), "approx": ApproxSign()}[quantizer]
+    torch.manual_seed(2)
+    conv = BinaryConv2d(4, 6, 3, stride=2, padding=(2, 1), pad_value=pad_value, input_quantizer=q).to(dtype)
+    x0 = torch.randn(3, 4, 9, 8, dtype=dtype) * 1.5
+    x0.view(-1)[:4] = torch.tensor([0.0, -0.0, float("nan"), 1.0], dtype=dtype)
+    x0 = x0.contiguous(memory_format=fmt)
+    g = torch.randn(3, 6, 6, 4, dtype=dtype)
+    out = []
+    for fused in (True, False):
+        x = x0.clone(memory_format=torch.preserve_format).requires_grad_()
+        conv.weight.grad = None
+        if fused:
+            y = conv(x)
+            assert "_PaddedSignFn" in str(y.grad_fn.next_functions)  # the fused path ran
+        else:
+            xq = F.pad(q(x), (1, 1, 2, 2), value=pad_value)
+            y = F.conv2d(xq, conv.quantized_weight(), None, 2, 0)
+        y.backward(g)
+        out.append((y.detach(), x.grad, conv.weight.grad))
+    for a, b in zip(*out):
+        assert a.stride() == b.stride() and torch.equal(_bits(a), _bits(b))
+    assert bool(out[0][0].isnan().any()) and bool(out[0][1].isfinite().any())
+    with torch.no_grad():  # and without a graph (evaluation)
+        assert torch.equal(_bits(conv(x0)), _bits(out[0][0]))

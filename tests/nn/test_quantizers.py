@@ -98,6 +98,27 @@ def test_binarize_matches_the_chained_where_reference(dtype):
     assert torch.equal(out.nan_to_num(7.0), ref.nan_to_num(7.0))
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
+def test_binarize_is_exact_at_the_ends_of_the_range(dtype):
+    # binarize computes clamp(x S S + C, -1, 1): the smallest subnormals (where x S S is smallest, a wrong C
+    # would flip their sign or turn -tiny into +1), the largest finite values (x S overflows), every binade
+    fi = torch.finfo(dtype)
+    tiny = fi.smallest_normal * fi.eps
+    mags = [tiny, 2 * tiny, 3 * tiny, fi.smallest_normal, fi.max, fi.max / 2, 1.0 - fi.eps / 2, 1.0 + fi.eps]
+    mags += [2.0**e for e in range(math.frexp(fi.smallest_normal)[1] - 1, math.frexp(fi.max)[1])]
+    x = torch.tensor(mags, dtype=torch.float64).to(dtype)
+    assert bool((x != 0).all()) and bool(x.isfinite().all())  # every magnitude is representable in dtype
+    x = torch.cat([x, -x, SPECIAL.to(dtype)])
+    one = torch.ones((), dtype=dtype)
+    ref = torch.where(x >= 0, one, torch.where(x < 0, -one, x))
+    out = binarize(x)
+    assert out.dtype == dtype and torch.equal(out.isnan(), ref.isnan())
+    assert torch.equal(out.nan_to_num(7.0), ref.nan_to_num(7.0))
+    # a view keeps its strides and the input is untouched
+    t = x.reshape(1, -1).expand(3, -1).t()
+    assert torch.equal(binarize(t).nan_to_num(7.0), ref.reshape(-1, 1).expand(-1, 3).nan_to_num(7.0))
+
+
 def test_ste_and_approx_backward_are_bitwise_the_plain_formulas():
     # gradient with NaN, inf, signed zeros: mask * grad must give the same bits as grad * mask (NaN * 0 = NaN,
     # -g * 0 = -0.0), the contract of the unfused versions.
