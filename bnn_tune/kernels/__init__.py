@@ -7,7 +7,8 @@
 * :class:`BinaryChain`: the packed CPU inference engine (``csrc/bconv_cpu.c``): bit-packed NHWC
   activations through a chain of direct binary convolutions / linears, thresholds and bit pools, on
   AVX-512 VPOPCNTDQ, AVX2 or portable C (:func:`available_isas`, ``$BNN_TUNE_CPU_ISA``), threaded
-  (a persistent worker pool; ``$BNN_TUNE_CPU_POOL`` picks torch's OpenMP workers or per-call pthreads).
+  (by default on torch's OpenMP team; ``$BNN_TUNE_CPU_POOL`` picks the engine's own persistent workers or
+  per-call pthreads).
 * :mod:`bnn_tune.kernels.cuda`: the CUDA kernels (``csrc/*.cu``: batch 1..16 GEMV on CUDA cores,
   tensor-core ``mma ... .b1 .and.popc`` GEMM, sign+pack), compiled with NVRTC (nvcc optional) on first use when a GPU is
   visible; :mod:`bnn_tune.kernels._mirror`: a numpy re-enactment of their indexing for CPU tests.

@@ -13,7 +13,7 @@ Instruction sets (``isa``): ``"avx512"`` (VPOPCNTDQ), ``"avx2"`` (vpshufb popcou
 identical results. ``threads`` (default: every core this process may use) split the output pixels.
 
 Thread pools (:func:`set_thread_pool`, ``$BNN_TUNE_CPU_POOL``; all give identical results):
-``"openmp"`` runs a layer's split on the OpenMP runtime torch uses (its ``GOMP_parallel``, found among
+``"openmp"`` (the default: the only one that scaled next to torch on a quiet machine) runs a layer's split on the OpenMP runtime torch uses (its ``GOMP_parallel``, found among
 the libraries the process has loaded once torch is imported), so torch's workers, which keep spinning
 for a while after each of torch's own parallel calls, take the engine's shares instead of competing with
 engine threads for the cores; ``"persistent"``: the engine's own workers, started once, spinning briefly
@@ -69,7 +69,7 @@ def _lib() -> ctypes.CDLL | None:
 
 
 POOLS = ("pthreads", "persistent", "openmp")  # index: the C side's code
-DEFAULT_POOL = "persistent"  # measured: benchmarks/bench_engine_pool.py, BENCHMARKS.md
+DEFAULT_POOL = "openmp"  # measured on the quiet VM: benchmarks/bench_engine_pool.py, BENCHMARKS.md ("Thread pools")
 
 
 def _torch_gomp_parallel() -> int | None:
@@ -155,7 +155,8 @@ def _resolve_isa(isa: str | None) -> int:
 
 def set_min_parallel_work(steps: int) -> None:
     """Below ``steps`` vector steps (output pixels x 16-channel blocks x K words) a layer runs on one
-    thread (default ``2**17``, about 0.1 ms); tests set 0 to exercise the thread splits on small layers."""
+    thread (default ``2**17``, about 0.1 ms; an eighth of it on the ``openmp`` pool, whose team is already
+    running); tests set 0 to exercise the thread splits on small layers."""
     lib = _lib()
     if lib is not None:
         lib.bnn_engine_set_min_parallel_work(int(steps))

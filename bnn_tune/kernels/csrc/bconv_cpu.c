@@ -481,7 +481,10 @@ void bnn_engine_conv(const uint32_t* in, const uint32_t* w, const int32_t* athr,
     if (threads > MAX_THREADS) threads = MAX_THREADS;
     /* below ~0.1 ms of work a thread costs more than it saves (and on a busy machine a preempted
        thread stalls the join): stay on the caller's thread */
-    if ((long long)M * a.OB * a.kh * a.kw * a.CW < min_parallel_work) threads = 1;
+    /* on the openmp pool the team already runs (torch's workers spin or wake within microseconds), so an
+       eighth of that work already pays: batch-1 layers of 25-50 us split there (bench_kernels.py, 2 threads) */
+    const long long min_work = pool_kind == 2 ? min_parallel_work / 8 : min_parallel_work;
+    if ((long long)M * a.OB * a.kh * a.kw * a.CW < min_work) threads = 1;
     conv_task tasks[MAX_THREADS * TASKS_PER_THREAD];
     const int parts = threads > 1 ? threads * TASKS_PER_THREAD : 1;
     int n = 0;
