@@ -198,7 +198,8 @@ def test_openmp_pool_is_the_runtime_torch_loaded(pool_restored):
     assert len(owners) == 1, spans
     if any(path.startswith(torch_lib) for path, _, _ in spans):  # a wheel with its bundled runtime
         assert owners[0].startswith(torch_lib)
-    assert len({path for path, _, _ in spans}) == 1, "more than one OpenMP runtime loaded"
+    else:  # torch on the system's runtime: not another package's vendored copy (scikit-learn ships one)
+        assert ".libs/" not in owners[0], owners
     assert set_thread_pool("pthreads") == "pthreads" and thread_pool() == "pthreads"
 
 
