@@ -338,7 +338,8 @@ def make_scheduler(pruner: str, epochs: int) -> Any:
                                    min_samples_required=MEDIAN_SETTINGS["n_startup_trials"])
         if pruner == "median":
             return inner
-    return FlipRateScheduler(inner, **flip_rule_settings(epochs))
+    # the metric goes on the wrapper: the driver's TuneConfig sets none, and FIFO has none to lend it
+    return FlipRateScheduler(inner, _METRIC, _MODE, **flip_rule_settings(epochs))
 
 
 def _search(ray: Any, console: Any, st: dict[str, Any]) -> int:

@@ -101,7 +101,19 @@ def test_search_cli_strategies_decide_alike(table, name):
         else:
             assert o[1].split(":")[0] == r[1].split(":")[0], (o, r)
         stops += o[0] is not None
-    assert stops >= (1 if name.startswith("flip") else 0)  # a lone trial: successive halving alone promotes it
+    assert stops >= (1 if name.startswith("flip") else 0)  # a lone trial: successive halving (or median) alone keeps it
+
+
+def test_every_ray_scheduler_carries_the_metric():
+    """The search driver's TuneConfig passes no metric: each scheduler must carry val_acc/max itself, or a
+    flip-rate wrapper around FIFO would never judge anything."""
+    from bnn_tune.search._rule import PRUNERS
+    from bnn_tune.search.ray import make_scheduler
+
+    for name in PRUNERS:
+        if name != "none":
+            built = make_scheduler(name, 10)
+            assert built.metric == "val_acc" and (getattr(built, "mode", None) or built._mode) == "max", (name, built)
 
 
 @pytest.mark.parametrize("name", ["flip+hyperband", "flip+asha"])
