@@ -43,7 +43,6 @@ __all__ = ["SearchSettings", "make_pruner", "make_storage", "run_optuna_search"]
 _logger = logging.getLogger("bnn_tune.search")
 
 
-
 def make_storage(url: str | None, *, heartbeat_interval: int | None = None, grace_period: int | None = None,
                  max_retry: int = 2) -> Any:
     """An Optuna storage object (or None for in-memory) from a URL or path (see module docstring).
