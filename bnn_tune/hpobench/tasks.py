@@ -48,6 +48,8 @@ class Task:
 
 
 _MNIST1D = {"dataset": "mnist1d", "model": "mlp", "batch_size": 128, "lr": 1e-3}
+_BOP_GRID = {"gamma": (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1),
+             "threshold": (0.0, 1e-9, 1e-8, 1e-7, 1e-6, 1e-5, 1e-4, 1e-3)}
 
 TASKS: dict[str, Task] = {
     t.name: t
@@ -56,15 +58,13 @@ TASKS: dict[str, Task] = {
             "bop_digits", "bop",
             base={"dataset": "digits", "model": "mlp", "optimizer": "bop", "epochs": 15, "batch_size": 64,
                   "lr": 1e-3},
-            grid={"gamma": (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1),
-                  "threshold": (0.0, 1e-9, 1e-8, 1e-7, 1e-6, 1e-5, 1e-4, 1e-3)},
+            grid=_BOP_GRID,
             description="Bop gamma x tau, digits MLP, 15 epochs",
         ),
         Task(
             "bop_mnist1d", "bop",
             base={**_MNIST1D, "optimizer": "bop", "epochs": 15},
-            grid={"gamma": (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1),
-                  "threshold": (0.0, 1e-9, 1e-8, 1e-7, 1e-6, 1e-5, 1e-4, 1e-3)},
+            grid=_BOP_GRID,
             description="Bop gamma x tau, mnist1d MLP, 15 epochs (harder than digits: frozen runs end low)",
         ),
         Task(
