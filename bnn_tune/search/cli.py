@@ -125,6 +125,29 @@ def _write_best(study: Any, out: Path) -> dict[str, Any] | None:
     return doc
 
 
+def _why_none_completed(study: Any, args: argparse.Namespace) -> str:
+    """One line for a search that ended without a completed trial: what ended the trials and what to change."""
+    from collections import Counter
+
+    from ..objective import PRUNE_REASON_ATTR
+    from .report import stop_rule
+
+    trials = study.get_trials(deepcopy=False)
+    states = Counter(t.state.name.lower() for t in trials)
+    rules = Counter(stop_rule(t.user_attrs.get(PRUNE_REASON_ATTR, "")) for t in trials if t.state.name == "PRUNED")
+    parts = ", ".join(f"{n} {state}" for state, n in states.most_common()) or "no trials"
+    why = f" ({', '.join(f'{rule}: {n}' for rule, n in rules.most_common())})" if rules else ""
+    hint = ""
+    if rules:
+        hint = (f"; the pruner ({args.pruner}) stopped every trial: run more --samples (or another --seed), or "
+                f"--pruner none to train every trial to the end")
+        if "flip-early" in rules:
+            hint += "; flip-early means the sampled optimizer settings never flipped a binary weight"
+    elif states.get("fail"):
+        hint = "; every trial failed: see the errors above"
+    return f"no trial completed: {parts}{why}{hint}"
+
+
 def run_search_command(args: argparse.Namespace) -> int:
     from rich.console import Console
 
@@ -179,7 +202,7 @@ def run_search_command(args: argparse.Namespace) -> int:
     print_ranking(study, top=args.top, console=console)
     best = _write_best(study, out)
     if best is None:
-        console.print("[yellow]no trial completed[/yellow]")
+        console.print(f"[yellow]{_why_none_completed(study, args)}[/yellow]")
         return 1
     console.print(f"best: trial {best['trial']} val_acc={best['value']:.4f} -> {out / 'best.json'}")
     if storage.startswith("sqlite:///"):
