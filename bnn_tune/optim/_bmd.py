@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..kernels._tanh import scaled_tanh
 from ..nn import binarize, is_binary_parameter
 from ._common import adam_update_, check_betas, check_in_range, gather_adam_group, use_foreach
 
@@ -22,6 +23,10 @@ class _MirrorTanhFn(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, w: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        if w.device.type == "cpu":  # the C tanh: same bits on every CPU, ~5x faster than MKL's on AMD
+            y = scaled_tanh(w, float(beta.to(w.dtype)))
+            if y is not None:
+                return y
         return torch.tanh(w * beta.to(w.dtype))
 
     @staticmethod

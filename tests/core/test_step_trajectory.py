@@ -23,15 +23,19 @@ import math
 import pytest
 import torch
 
+from bnn_tune.kernels._tanh import tanh_kernel_available
 from bnn_tune.nn import _layers, _quantizers
 from bnn_tune.train import Trainer
 
 RECORDED_ON = "e565dd56d8b4a022"  # machine_canary() where REFERENCE was recorded (AMD EPYC, AVX-512)
 
+# (**) BMD's forward weight tanh(beta w~) is computed by bnn_tune's C tanh since issue 14 (the same bits on every
+# CPU; torch.tanh is MKL's vsTanh here, scalar on AMD and CPU-dependent in its last bit); recorded with it.
+# The hash recorded before, with torch.tanh, is BMD_TORCH_TANH: the test below restores torch.tanh and gets it.
 # (*) issue 12 changed BNEW's semantics and Bop2ndOrder's defaults after the recording; these two were
 # re-recorded on the merged code with the pre-issue-14 formulas restored (as in the last test below).
 REFERENCE = [
-    (dict(optimizer="bmd", model="mlp", dataset="digits"), "762c8278dc20a730"),
+    (dict(optimizer="bmd", model="mlp", dataset="digits"), "800be12aa7cfd55a"),  # the C tanh (**)
     (dict(optimizer="bnew", model="mlp", dataset="digits"), "4639dff4430cfc25"),  # issue 12 semantics (*)
     (dict(optimizer="bop", model="mlp", dataset="digits"), "6fedc302c73e1295"),
     (dict(optimizer="bop2", model="mlp", dataset="digits"), "0fe1573ac195432b"),  # issue 12 defaults (*)
@@ -81,6 +85,8 @@ def machine_canary() -> str:
     return h.hexdigest()[:16]
 
 
+BMD_TORCH_TANH = "762c8278dc20a730"
+
 IDS = ["-".join(str(v) for v in c.values()) for c, _ in REFERENCE]
 
 
@@ -88,7 +94,24 @@ IDS = ["-".join(str(v) for v in c.values()) for c, _ in REFERENCE]
 def test_training_trajectory_is_bit_identical_to_the_recorded_reference(config, expected):
     if machine_canary() != RECORDED_ON:
         pytest.skip("float kernels round differently on this CPU; the in-process comparison below still runs")
+    if config["optimizer"] == "bmd" and not tanh_kernel_available():
+        expected = BMD_TORCH_TANH  # no C compiler: BMD falls back to torch.tanh
     assert trajectory_fingerprint(config) == expected
+
+
+def test_bmd_trajectory_with_torch_tanh_is_the_one_recorded_before_the_c_tanh(monkeypatch):
+    """The C tanh is the only change to BMD's numbers: with ``torch.tanh`` restored, the old hash comes back."""
+    if machine_canary() != RECORDED_ON:
+        pytest.skip("float kernels round differently on this CPU")
+    from bnn_tune.optim import _bmd
+
+    config = dict(optimizer="bmd", model="mlp", dataset="digits")
+    with_c = trajectory_fingerprint(config)
+    monkeypatch.setattr(_bmd, "scaled_tanh", lambda w, beta: None)
+    with_torch = trajectory_fingerprint(config)
+    assert with_torch == BMD_TORCH_TANH
+    if tanh_kernel_available():
+        assert with_c != with_torch, "BMD trained alike with the C tanh and with torch.tanh: the C tanh was not used"
 
 
 def _plain_binarize(x):

@@ -1,0 +1,109 @@
+"""The C tanh (``csrc/tanh_cpu.c``, BMD's forward weight): the correctly rounded tanh almost everywhere, the
+special values of ``torch.tanh``, the same bits whatever the build flags and thread split."""
+
+from __future__ import annotations
+
+import ctypes
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+import torch
+
+from bnn_tune.kernels import _tanh
+from bnn_tune.kernels._native import native_available
+from bnn_tune.kernels._tanh import scaled_tanh, tanh_kernel_available
+
+pytestmark = pytest.mark.skipif(not tanh_kernel_available(), reason="no C compiler (BMD then uses torch.tanh)")
+
+
+def _sample(n: int, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    bits = torch.randint(-(2**31), 2**31 - 1, (n,), dtype=torch.int64, generator=g).to(torch.int32).view(torch.float32)
+    return torch.cat([bits, torch.randn(n, generator=g) * 2, torch.randn(n // 4, generator=g) * 1e-3,
+                      torch.linspace(-12, 12, n // 4)])
+
+
+def _ulps(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    def ordered(t):
+        i = t.view(torch.int32).long()
+        return torch.where(i < 0, -(2**31) - i, i)
+    return (ordered(a) - ordered(b)).abs()
+
+
+def test_it_is_the_float64_tanh_rounded_to_float():
+    x = _sample(500_000, seed=0)
+    x = x[torch.isfinite(x)]
+    ref = torch.from_numpy(np.tanh(x.numpy().astype(np.float64)).astype(np.float32))
+    y = scaled_tanh(x, 1.0)
+    # numpy's float64 tanh is itself within an ulp of double: a double-rounding mismatch is ~1e-8 per element
+    assert int((y != ref).sum()) <= 2
+    assert int(_ulps(y, ref).max()) <= 1
+    assert int(_ulps(y, torch.tanh(x)).max()) <= 1  # MKL's / Sleef's tanh are within an ulp as well
+
+
+def test_special_values_are_torch_tanh_s():
+    x = torch.tensor([0.0, -0.0, float("inf"), float("-inf"), 1e-45, -1e-45, 1e-38, 9.0, 9.02, -20.0, 25.0, 3e38,
+                      -3e38, 1e-4])
+    y = scaled_tanh(x, 1.0)
+    assert torch.equal(y.view(torch.int32), torch.tanh(x).view(torch.int32))  # signed zeros and +-1 included
+    nan = scaled_tanh(torch.tensor([float("nan"), 1.0]), 1.0)
+    assert torch.isnan(nan[0]) and nan[1] == np.float32(np.tanh(1.0))
+
+
+def test_beta_scales_in_float_first():
+    g = torch.Generator().manual_seed(1)
+    w = torch.randn(10_000, generator=g)
+    for beta in (1.0, 3.7, 0.1, 250.0):
+        z = w * torch.tensor(beta)  # the float32 product torch.tanh(w * beta) would see
+        assert torch.equal(scaled_tanh(w, beta), scaled_tanh(z, 1.0))
+    assert torch.equal(scaled_tanh(w, 0.0), torch.zeros_like(w).copysign(w))  # +-0 * 0
+
+
+def test_threaded_split_gives_the_single_thread_bits(monkeypatch):
+    x = _sample(300_001, seed=2)  # odd length: the last part is short and unaligned
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = scaled_tanh(x, 1.5)
+        torch.set_num_threads(3)
+        monkeypatch.setattr(_tanh, "_MIN_SPLIT", 1000)
+        split = scaled_tanh(x, 1.5)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(one.view(torch.int32), split.view(torch.int32))
+
+
+def test_declines_what_it_cannot_do():
+    assert scaled_tanh(torch.ones(4, dtype=torch.float64), 1.0) is None
+    assert scaled_tanh(torch.ones(4, 4).t()[0], 1.0) is None  # not contiguous
+    assert scaled_tanh(torch.ones(4, dtype=torch.bfloat16), 1.0) is None
+    assert scaled_tanh(torch.ones(0), 1.0).numel() == 0
+
+
+@pytest.mark.skipif(not native_available() or shutil.which("cc") is None, reason="needs cc")
+def test_same_bits_without_march_native_and_without_vectorization(tmp_path):
+    """The claim behind "the same bits on every CPU": other instruction sets and a scalar loop agree."""
+    x = _sample(100_000, seed=3)
+    want = scaled_tanh(x, 1.25)
+    for flags in (["-O3"], ["-O2", "-fno-tree-vectorize"], ["-O3", "-mavx2", "-mfma"]):
+        lib = tmp_path / f"t{len(list(tmp_path.iterdir()))}.so"
+        subprocess.run(["cc", *flags, "-ffp-contract=off", "-fPIC", "-shared", str(_tanh._SRC), "-o", str(lib)],
+                       check=True, capture_output=True)
+        dll = ctypes.CDLL(str(lib))
+        dll.bnn_tanh_scaled_f32.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_float]
+        y = torch.empty_like(x)
+        dll.bnn_tanh_scaled_f32(x.data_ptr(), y.data_ptr(), x.numel(), 1.25)
+        assert torch.equal(y.view(torch.int32), want.view(torch.int32)), flags
+
+
+def test_bmd_trains_with_it():
+    from bnn_tune.optim import TanhSign
+
+    q = TanhSign(beta=2.5).train()
+    w = torch.randn(1000, requires_grad=True)
+    y = q(w)
+    assert torch.equal(y.detach(), scaled_tanh(w.detach(), 2.5))
+    y.sum().backward()
+    assert torch.equal(w.grad, torch.ones_like(w))  # mirror descent: the gradient passes unchanged
