@@ -54,8 +54,8 @@ def main(argv: list[str] | None = None) -> int:
         beta = torch.tensor(args.beta)
         for threads in args.threads:
             torch.set_num_threads(threads)
-            t_torch = _median_ms(lambda: torch.tanh(w * beta), args.repeats)
-            t_c = _median_ms(lambda: scaled_tanh(w, args.beta), args.repeats)
+            t_torch = _median_ms(lambda w=w, beta=beta: torch.tanh(w * beta), args.repeats)
+            t_c = _median_ms(lambda w=w: scaled_tanh(w, args.beta), args.repeats)
             rows.append({"n": n, "threads": threads, "torch_ms": t_torch, "c_ms": t_c, "speedup": t_torch / t_c})
     x = torch.randn(2_000_000, generator=g) * 2
     ref = torch.from_numpy(np.tanh(x.numpy().astype(np.float64)).astype(np.float32))

@@ -30,14 +30,14 @@ __all__ = ["scaled_tanh", "tanh_kernel_available"]
 _SRC = Path(__file__).parent / "csrc" / "tanh_cpu.c"
 _STATE: dict[str, Any] = {}
 _LOCK = threading.Lock()
-_MIN_SPLIT = 1 << 18  # elements per thread below which one thread does it all (a thread hand-off costs ~20 us)
+_MIN_SPLIT = 1 << 16  # elements per thread below which one thread does it all (a thread hand-off costs ~20 us)
 
 
 def _lib() -> ctypes.CDLL | None:
     if "lib" not in _STATE:
         with _LOCK:
             if "lib" not in _STATE:
-                dll = build_library(_SRC, "libbnn_tune_tanh", ("-ffp-contract=off",))
+                dll = build_library(_SRC, "libbnn_tune_tanh", ("-ffp-contract=off", "-fno-trapping-math"))
                 if dll is not None:
                     dll.bnn_tanh_scaled_f32.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64,
                                                         ctypes.c_float]
