@@ -9,15 +9,15 @@ CPUs (5-8 ns per element here, against about 1 ns for the C loop; ``benchmarks/b
 
 :func:`scaled_tanh` returns ``None`` where the kernel does not apply (no C compiler,
 ``BNN_TUNE_CPU_KERNEL=numpy``, a tensor that is not a contiguous CPU float32 tensor); the caller then
-uses ``torch.tanh``. Large tensors are split over ``torch.get_num_threads()`` threads (the C call
-releases the GIL).
+uses ``torch.tanh``. Large tensors are split over ``torch.get_num_threads()`` threads of torch's own
+OpenMP team (one thread where torch does not run on OpenMP, and in a forked child).
 """
 
 from __future__ import annotations
 
 import ctypes
+import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,9 @@ def _lib() -> ctypes.CDLL | None:
                     dll.bnn_tanh_scaled_f32.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64,
                                                         ctypes.c_float]
                     dll.bnn_tanh_scaled_f32.restype = None
+                    dll.bnn_tanh_scaled_f32_team.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64,
+                                                             ctypes.c_float, ctypes.c_int, ctypes.c_void_p]
+                    dll.bnn_tanh_scaled_f32_team.restype = None
                 _STATE["lib"] = dll
     return _STATE["lib"]
 
@@ -51,15 +54,18 @@ def tanh_kernel_available() -> bool:
     return _lib() is not None
 
 
-def _pool(workers: int) -> ThreadPoolExecutor:
-    pool = _STATE.get("pool")
-    if pool is None or pool._max_workers < workers:  # noqa: SLF001 - the executor exposes no size
-        with _LOCK:
-            pool = _STATE.get("pool")
-            if pool is None or pool._max_workers < workers:  # noqa: SLF001
-                pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="bnn-tune-tanh")
-                _STATE["pool"] = pool
-    return pool
+_HOME_PID = os.getpid()  # a forked child has no OpenMP team behind the parent's (a GOMP call there hangs)
+
+
+def _team() -> int | None:
+    """``GOMP_parallel`` of torch's OpenMP runtime, or ``None`` (not OpenMP, or a forked child)."""
+    if os.getpid() != _HOME_PID:
+        return None
+    if "team" not in _STATE:
+        from ._engine import _torch_gomp_parallel
+
+        _STATE["team"] = _torch_gomp_parallel()
+    return _STATE["team"]
 
 
 def scaled_tanh(x: torch.Tensor, beta: float) -> torch.Tensor | None:
@@ -83,18 +89,9 @@ def scaled_tanh(x: torch.Tensor, beta: float) -> torch.Tensor | None:
         return None
     y = torch.empty_like(x)
     n = x.numel()
-    xp, yp, b = x.data_ptr(), y.data_ptr(), float(beta)
     parts = min(max(1, torch.get_num_threads()), n // _MIN_SPLIT)
     if parts <= 1:
-        lib.bnn_tanh_scaled_f32(xp, yp, n, b)
-        return y
-    step = -(-n // parts)
-    step += (-step) % 16  # whole 64-byte lines per thread
-    bounds = [(s, min(n, s + step)) for s in range(0, n, step)]
-    futures = [_pool(len(bounds) - 1).submit(lib.bnn_tanh_scaled_f32, xp + 4 * s, yp + 4 * s, e - s, b)
-               for s, e in bounds[1:]]
-    s, e = bounds[0]
-    lib.bnn_tanh_scaled_f32(xp + 4 * s, yp + 4 * s, e - s, b)
-    for f in futures:
-        f.result()
+        lib.bnn_tanh_scaled_f32(x.data_ptr(), y.data_ptr(), n, float(beta))
+    else:
+        lib.bnn_tanh_scaled_f32_team(x.data_ptr(), y.data_ptr(), n, float(beta), parts, _team())
     return y

@@ -67,3 +67,46 @@ def test_changes_between_steps_are_not_counted_as_flips():
     w.grad = torch.tensor([-2.0, 0.0])  # w[0]: -1 -> +1
     opt.step()
     assert counter.summary()["flips"] == 1
+
+
+def _sgd_flips(monkeypatch, packed: bool) -> dict:
+    from bnn_tune import metrics
+
+    if not packed:
+        monkeypatch.setattr(metrics, "sign_kernel_applies", lambda p: False)
+    g = torch.Generator().manual_seed(0)
+    ws = [torch.nn.Parameter(torch.randn(n, generator=g)) for n in (130, 64, 7)]
+    ws.append(torch.nn.Parameter(torch.randn(33, generator=g, dtype=torch.float64)))  # always the bool path
+    opt = torch.optim.SGD(ws, lr=1.0)
+    counter = FlipCounter([(f"w{i}", w) for i, w in enumerate(ws)]).attach(opt)
+    for step in range(6):
+        for w in ws:
+            w.grad = torch.randn(w.shape, generator=g, dtype=w.dtype) * 0.7
+            if step == 3:
+                w.grad[0] = w.detach()[0]  # lands on exactly +0.0 (counts as +)
+        opt.step()
+        if step == 2:
+            with torch.no_grad():
+                ws[0][5] = float("nan")  # outside the optimizer: retaken before the next step, NaN counts as -
+    return counter.summary()
+
+
+def test_packed_sign_path_counts_what_the_bool_path_counts(monkeypatch):
+    from bnn_tune.kernels._signs import sign_kernel_applies
+
+    if not sign_kernel_applies(torch.zeros(1)):
+        pytest.skip("no C compiler: only the bool path exists")
+    packed = _sgd_flips(monkeypatch, packed=True)
+    monkeypatch.undo()
+    plain = _sgd_flips(monkeypatch, packed=False)
+    assert packed == plain and packed["flips"] > 0
+
+
+def test_a_parameter_that_changes_dtype_moves_to_the_bool_path():
+    w = torch.nn.Parameter(torch.tensor([1.0, -1.0, 0.5]))
+    opt = torch.optim.SGD([w], lr=1.0)
+    counter = FlipCounter([("w", w)]).attach(opt)
+    w.data = w.data.double()
+    w.grad = torch.tensor([2.0, -2.0, 0.0], dtype=torch.float64)  # w[0], w[1] flip
+    opt.step()
+    assert counter.summary()["flips"] == 2

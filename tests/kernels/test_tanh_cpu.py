@@ -107,3 +107,33 @@ def test_bmd_trains_with_it():
     assert torch.equal(y.detach(), scaled_tanh(w.detach(), 2.5))
     y.sum().backward()
     assert torch.equal(w.grad, torch.ones_like(w))  # mirror descent: the gradient passes unchanged
+
+
+def _child_tanh(x, want, q):
+    torch.set_num_threads(2)
+    y = scaled_tanh(x, 1.5)
+    # compared in numpy: torch's own parallel ops hang in a child forked after the parent used its OpenMP team
+    q.put(bool(np.array_equal(y.numpy().view(np.int32), want.numpy().view(np.int32))))
+
+
+def test_a_forked_child_computes_it_on_one_thread_without_hanging(monkeypatch):
+    """The parent ran the split on torch's OpenMP team; a fork has no team behind it (a GOMP call would hang)."""
+    import multiprocessing as mp
+
+    monkeypatch.setattr(_tanh, "_MIN_SPLIT", 1000)
+    x = _sample(50_000, seed=4)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        want = scaled_tanh(x, 1.5)
+    finally:
+        torch.set_num_threads(threads)
+    ctx = mp.get_context("fork")
+    q = ctx.Queue()
+    p = ctx.Process(target=_child_tanh, args=(x, want, q))
+    p.start()
+    p.join(60)
+    if p.is_alive():
+        p.kill()
+        pytest.fail("the forked child hung in scaled_tanh")
+    assert p.exitcode == 0 and q.get(timeout=10) is True

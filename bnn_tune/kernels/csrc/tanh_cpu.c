@@ -72,3 +72,38 @@ void bnn_tanh_scaled_f32(const float *restrict x, float *restrict y, int64_t n, 
         memcpy(&y[i], &obits, sizeof obits);
     }
 }
+
+/* The same on `parts` threads of the OpenMP team torch runs on: `gomp` is the address of GOMP_parallel in
+ * torch's OpenMP runtime (bnn_tune.kernels._engine finds it). Its workers, still spinning after torch's
+ * last parallel region, take the parts; threads of our own would compete with them for the cores. The
+ * result does not depend on the split (each element is computed alone). NULL or parts <= 1: this thread. */
+typedef void (*gomp_parallel_fn)(void (*fn)(void *), void *data, unsigned num_threads, unsigned flags);
+
+typedef struct {
+    const float *x;
+    float *y;
+    int64_t n, chunk;
+    float beta;
+    int parts, next;
+} tanh_job;
+
+static void tanh_parts(void *data) {
+    tanh_job *j = (tanh_job *)data;
+    int p;
+    while ((p = __atomic_fetch_add(&j->next, 1, __ATOMIC_RELAXED)) < j->parts) {
+        int64_t s = (int64_t)p * j->chunk, e = s + j->chunk < j->n ? s + j->chunk : j->n;
+        if (s < e) bnn_tanh_scaled_f32(j->x + s, j->y + s, e - s, j->beta);
+    }
+}
+
+void bnn_tanh_scaled_f32_team(const float *x, float *y, int64_t n, float beta, int parts, void *gomp) {
+    if (parts < 1) parts = 1;
+    int64_t chunk = (n + parts - 1) / parts;
+    chunk = (chunk + 15) / 16 * 16; /* whole 64-byte lines per part */
+    tanh_job j = {x, y, n, chunk, beta, parts, 0};
+    if (parts == 1 || gomp == 0) {
+        tanh_parts(&j);
+        return;
+    }
+    ((gomp_parallel_fn)gomp)(tanh_parts, &j, (unsigned)parts, 0);
+}
