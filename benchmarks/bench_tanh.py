@@ -3,7 +3,7 @@
 Times both on float32 weights (median of ``--repeats`` calls, 1 and 2 threads) and counts where each differs
 from the float64 tanh rounded to float32 (the correctly rounded value, up to numpy's float64 tanh).
 
-    python benchmarks/bench_tanh.py [--sizes 65536 2097152] [--threads 1 2] [--repeats 30] [--out FILE]
+    python benchmarks/bench_tanh.py [--quick] [--sizes 65536 2097152] [--threads 1 2] [--repeats 30] [--out FILE]
 
 Writes ``benchmarks/results/tanh.json`` and prints a Markdown table.
 """
@@ -38,12 +38,17 @@ def _median_ms(fn, repeats: int) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="tiny budget (CI): small sizes, 5 repeats")
     p.add_argument("--sizes", nargs="*", type=int, default=[65536, 2_097_152])
     p.add_argument("--threads", nargs="*", type=int, default=[1, 2])
     p.add_argument("--repeats", type=int, default=30)
     p.add_argument("--beta", type=float, default=1.0)
-    p.add_argument("--out", default=str(RESULTS / "tanh.json"))
+    p.add_argument("--out", default=None, help="JSON file (default results/tanh.json, --quick: results/quick/)")
     args = p.parse_args(argv)
+    if args.quick:
+        args.sizes, args.repeats = [65536, 262144], 5
+    if args.out is None:
+        args.out = str(RESULTS / ("quick" if args.quick else "") / "tanh.json")
     if not tanh_kernel_available():
         print("error: the C tanh is not available (no C compiler, or BNN_TUNE_CPU_KERNEL=numpy)", file=sys.stderr)
         return 2
@@ -57,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
             t_torch = _median_ms(lambda w=w, beta=beta: torch.tanh(w * beta), args.repeats)
             t_c = _median_ms(lambda w=w: scaled_tanh(w, args.beta), args.repeats)
             rows.append({"n": n, "threads": threads, "torch_ms": t_torch, "c_ms": t_c, "speedup": t_torch / t_c})
-    x = torch.randn(2_000_000, generator=g) * 2
+    x = torch.randn(200_000 if args.quick else 2_000_000, generator=g) * 2
     ref = torch.from_numpy(np.tanh(x.numpy().astype(np.float64)).astype(np.float32))
     accuracy = {"elements": x.numel(), "torch_differs_from_rounded_float64": int((torch.tanh(x) != ref).sum()),
                 "c_differs_from_rounded_float64": int((scaled_tanh(x, 1.0) != ref).sum())}
