@@ -1,7 +1,8 @@
 """FlipCounter overhead: training-step time with and without the flip counter attached.
 
-Goal (issue 2): overhead <= 5% of a training step. Interleaves the two variants so machine noise
-hits both equally; reports medians over repeats.
+Goal (issue 2): overhead <= 5% of a training step. Interleaves three variants (no counter, the counter
+with packed signs counted in C, the counter with bool tensors: ``FlipCounter(packed=False)``) so machine
+noise hits all equally; reports medians over repeats.
 
     python benchmarks/bench_flip_counter.py [--quick] [--out benchmarks/results/flip_counter.json]
 """
@@ -40,18 +41,35 @@ def bench(name: str, shape: tuple[int, ...], width: float, batch: int, repeats: 
     cfg = TrialConfig.from_dict({"model": name, "optimizer": "latent_adam"})
     opt = optim.build(model, cfg)
     x, y = torch.randn(batch, *shape), torch.randint(0, 10, (batch,))
-    counter = FlipCounter(model)
+    counter = FlipCounter(model)  # packed signs, counted in C (where the kernel is built)
+    bool_counter = FlipCounter(model, packed=False)  # bool tensors, torch.ge / ne / count_nonzero
     step_time(model, opt, x, y, 3)  # warm-up
-    plain, counted = [], []
+    plain, counted, counted_bool = [], [], []
     for _ in range(repeats):
         plain.append(step_time(model, opt, x, y, steps))
-        counter.attach(opt)
-        counted.append(step_time(model, opt, x, y, steps))
-        counter.detach()
-    p, c = statistics.median(plain), statistics.median(counted)
+        for c, out in ((counter, counted), (bool_counter, counted_bool)):
+            c.attach(opt)
+            out.append(step_time(model, opt, x, y, steps))
+            c.detach()
+    p, c, cb = statistics.median(plain), statistics.median(counted), statistics.median(counted_bool)
+    alone = {name: statistics.median(counter_alone(k, steps) for _ in range(repeats))
+             for name, k in (("packed", counter), ("bool", bool_counter))}
     n_binary = sum(counter.sizes)
     return {"model": name, "input_shape": list(shape), "width": width, "batch": batch, "binary_weights": n_binary,
-            "step_ms": p * 1e3, "step_ms_with_counter": c * 1e3, "overhead": c / p - 1}
+            "step_ms": p * 1e3, "step_ms_with_counter": c * 1e3, "overhead": c / p - 1,
+            "packed": any(counter._packed), "step_ms_with_bool_counter": cb * 1e3, "overhead_bool": cb / p - 1,
+            "counter_us": alone["packed"] * 1e6, "bool_counter_us": alone["bool"] * 1e6}
+
+
+def counter_alone(counter: FlipCounter, steps: int) -> float:
+    """Seconds per step of the counter's own hooks (signs before, count after), no training around them."""
+    counter.before_step()
+    counter.after_step()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        counter.before_step()
+        counter.after_step()
+    return (time.perf_counter() - t0) / steps
 
 
 def main() -> None:
@@ -65,10 +83,12 @@ def main() -> None:
     repeats, steps = (3, 5) if args.quick else (15, 20)
     cases = [("mlp", (1, 8, 8), 1.0, 64), ("mlp", (40,), 4.0, 128), ("binarynet", (3, 32, 32), 0.25, 64)]
     rows = [bench(*c, repeats=repeats, steps=steps) for c in cases]
-    print(f"{'model':10} {'width':>5} {'batch':>5} {'binary w':>9} {'step ms':>8} {'+counter':>9} {'overhead':>9}")
+    print(f"{'model':10} {'width':>5} {'batch':>5} {'binary w':>9} {'step ms':>8} {'+counter':>9} {'overhead':>9} "
+          f"{'+bool':>8} {'overhead':>9} {'counter us':>11} {'bool us':>8}")
     for r in rows:
         print(f"{r['model']:10} {r['width']:5} {r['batch']:5} {r['binary_weights']:9d} {r['step_ms']:8.2f} "
-              f"{r['step_ms_with_counter']:9.2f} {100 * r['overhead']:8.1f}%")
+              f"{r['step_ms_with_counter']:9.2f} {100 * r['overhead']:8.1f}% {r['step_ms_with_bool_counter']:8.2f} "
+              f"{100 * r['overhead_bool']:8.1f}% {r['counter_us']:11.0f} {r['bool_counter_us']:8.0f}")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"torch": torch.__version__, "machine": platform.processor() or platform.machine(),

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .kernels._signs import packed_sign_words, sign_bits, sign_kernel_applies
+from .kernels._signs import packed_sign_words, raw_sign_bits, sign_kernel_applies
 from .nn import binary_parameters
 
 __all__ = ["LOG_FLIP_RATE_EPS", "FlipCounter", "SubEpochFlipRates", "accuracy", "log_flip_rate"]
@@ -44,6 +44,9 @@ class FlipCounter:
 
     Args:
         params: a model (its binary parameters are used) or ``(name, parameter)`` pairs.
+        packed: keep the signs of contiguous CPU float32 parameters packed 64 to a word and count changes in C
+            (``True``, the default where the kernel is built) or in bool tensors with ``torch.ge`` / ``torch.ne``
+            (``False``); both count the same flips.
 
     Example:
         >>> w = torch.nn.Parameter(torch.tensor([0.5, -0.5, 0.1, -0.1]))
@@ -54,7 +57,7 @@ class FlipCounter:
         0.5
     """
 
-    def __init__(self, params: nn.Module | Iterable[tuple[str, torch.Tensor]]) -> None:
+    def __init__(self, params: nn.Module | Iterable[tuple[str, torch.Tensor]], *, packed: bool = True) -> None:
         named = binary_parameters(params) if isinstance(params, nn.Module) else list(params)
         if not named:
             raise ValueError("FlipCounter got no binary parameters to watch.")
@@ -63,7 +66,8 @@ class FlipCounter:
         self.sizes = [p.numel() for p in self.params]
         # contiguous CPU float32 parameters keep their signs packed 64 to a word and are counted by one C pass
         # (csrc/signs_cpu.c: ~10x cheaper than ge + ne + count_nonzero); others keep bool tensors
-        self._packed = [sign_kernel_applies(p) for p in self.params]
+        self._packed = [bool(packed) and sign_kernel_applies(p) for p in self.params]
+        self._sign_bits = raw_sign_bits()  # (x_ptr, words_ptr, n, count) -> changed signs; words sized here
         self._signs = [packed_sign_words(p) if packed else torch.empty_like(p, dtype=torch.bool)
                        for p, packed in zip(self.params, self._packed)]
         self._scratch = [None if packed else torch.empty_like(p, dtype=torch.bool)
@@ -86,6 +90,7 @@ class FlipCounter:
     def reset(self) -> None:
         """Start a new counting window (an epoch)."""
         self._flips = [torch.zeros((), dtype=torch.int64, device=p.device) for p in self.params]
+        self._packed_flips = [0] * len(self.params)  # counts of the packed (C) path, Python ints
         self.steps = 0
 
     @torch.no_grad()
@@ -93,14 +98,15 @@ class FlipCounter:
         # The signs saved after the previous step are still valid unless the parameter was modified
         # in between (its version counter moved): then take them again.
         for i, p in enumerate(self.params):
-            if self._packed[i] and not sign_kernel_applies(p):  # moved to another device or dtype since
-                self._packed[i] = False
+            if self._packed[i] and not (p.dtype is torch.float32 and p.device.type == "cpu" and p.is_contiguous()
+                                        and p.numel() == self.sizes[i]):
+                self._packed[i] = False  # moved to another device, dtype or size since construction
                 self._signs[i] = torch.empty_like(p, dtype=torch.bool)
                 self._scratch[i] = torch.empty_like(p, dtype=torch.bool)
                 self._versions[i] = None
             if self._versions[i] != p._version:
                 if self._packed[i]:
-                    sign_bits(p, self._signs[i], count=False)
+                    self._sign_bits(p.data_ptr(), self._signs[i].data_ptr(), self.sizes[i], 0)
                 else:
                     torch.ge(p, 0, out=self._signs[i])
 
@@ -108,7 +114,7 @@ class FlipCounter:
     def after_step(self) -> None:
         for i, p in enumerate(self.params):
             if self._packed[i]:
-                self._flips[i].add_(sign_bits(p, self._signs[i], count=True))
+                self._packed_flips[i] += self._sign_bits(p.data_ptr(), self._signs[i].data_ptr(), self.sizes[i], 1)
                 self._versions[i] = p._version
                 continue
             new, old = self._scratch[i], self._signs[i]
@@ -127,7 +133,7 @@ class FlipCounter:
             ``{"flips": int, "steps": int, "flip_rate": float, "log_flip_rate": float,
             "layers": {name: flip_rate}}``; rates are 0.0 before the first step.
         """
-        flips = [int(f.item()) for f in self._flips]
+        flips = [int(f.item()) + c for f, c in zip(self._flips, self._packed_flips)]
         steps = max(self.steps, 1)
         total = sum(flips)
         rate = total / (sum(self.sizes) * steps)

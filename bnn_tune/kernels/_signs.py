@@ -17,7 +17,7 @@ import torch
 
 from ._native import build_library
 
-__all__ = ["packed_sign_words", "sign_bits", "sign_kernel_applies"]
+__all__ = ["packed_sign_words", "raw_sign_bits", "sign_bits", "sign_kernel_applies"]
 
 _SRC = Path(__file__).parent / "csrc" / "signs_cpu.c"
 _STATE: dict[str, Any] = {}
@@ -39,6 +39,13 @@ def _lib() -> ctypes.CDLL | None:
 def sign_kernel_applies(x: torch.Tensor) -> bool:
     """True for a contiguous CPU float32 tensor when the C kernel is built."""
     return x.dtype == torch.float32 and x.device.type == "cpu" and x.is_contiguous() and _lib() is not None
+
+
+def raw_sign_bits() -> Any:
+    """The C function ``(x_ptr, words_ptr, n, count) -> int`` without :func:`sign_bits`' checks (a per-step
+    caller that checked its tensors once), or ``None`` when it is not built."""
+    lib = _lib()
+    return None if lib is None else lib.bnn_sign_bits_f32
 
 
 def packed_sign_words(x: torch.Tensor) -> torch.Tensor:

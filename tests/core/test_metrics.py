@@ -69,16 +69,13 @@ def test_changes_between_steps_are_not_counted_as_flips():
     assert counter.summary()["flips"] == 1
 
 
-def _sgd_flips(monkeypatch, packed: bool) -> dict:
-    from bnn_tune import metrics
-
-    if not packed:
-        monkeypatch.setattr(metrics, "sign_kernel_applies", lambda p: False)
+def _sgd_flips(packed: bool) -> dict:
     g = torch.Generator().manual_seed(0)
     ws = [torch.nn.Parameter(torch.randn(n, generator=g)) for n in (130, 64, 7)]
     ws.append(torch.nn.Parameter(torch.randn(33, generator=g, dtype=torch.float64)))  # always the bool path
     opt = torch.optim.SGD(ws, lr=1.0)
-    counter = FlipCounter([(f"w{i}", w) for i, w in enumerate(ws)]).attach(opt)
+    counter = FlipCounter([(f"w{i}", w) for i, w in enumerate(ws)], packed=packed).attach(opt)
+    assert counter._packed == [packed] * 3 + [False]
     for step in range(6):
         for w in ws:
             w.grad = torch.randn(w.shape, generator=g, dtype=w.dtype) * 0.7
@@ -91,14 +88,13 @@ def _sgd_flips(monkeypatch, packed: bool) -> dict:
     return counter.summary()
 
 
-def test_packed_sign_path_counts_what_the_bool_path_counts(monkeypatch):
+def test_packed_sign_path_counts_what_the_bool_path_counts():
     from bnn_tune.kernels._signs import sign_kernel_applies
 
     if not sign_kernel_applies(torch.zeros(1)):
         pytest.skip("no C compiler: only the bool path exists")
-    packed = _sgd_flips(monkeypatch, packed=True)
-    monkeypatch.undo()
-    plain = _sgd_flips(monkeypatch, packed=False)
+    packed = _sgd_flips(packed=True)
+    plain = _sgd_flips(packed=False)
     assert packed == plain and packed["flips"] > 0
 
 
