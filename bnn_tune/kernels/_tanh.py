@@ -5,7 +5,8 @@ correctly rounded tanh except within about 1e-15 of a midpoint between two float
 operations compiled with ``-ffp-contract=off``, so any build of it on any x86 CPU returns the same bits.
 ``torch.tanh`` on an MKL build calls MKL's ``vsTanh``, whose last bit depends on the code path MKL picks
 for the CPU (it agrees with the correctly rounded value to 1 ulp) and which runs as scalar code on AMD
-CPUs (5-8 ns per element here, against about 1 ns for the C loop; ``benchmarks/bench_tanh.py``).
+CPUs (3-6 ns per element here depending on the magnitude, against about 1 ns for the C loop;
+``benchmarks/bench_tanh.py``).
 
 :func:`scaled_tanh` returns ``None`` where the kernel does not apply (no C compiler,
 ``BNN_TUNE_CPU_KERNEL=numpy``, a tensor that is not a contiguous CPU float32 tensor); the caller then
