@@ -126,6 +126,10 @@ class FlipCounter:
             self._versions[i] = p._version
         self.steps += 1
 
+    def layer_flips(self) -> list[int]:
+        """Flips per parameter in the window so far (one host sync per tensor-held count)."""
+        return [int(f.item()) + c for f, c in zip(self._flips, self._packed_flips)]
+
     def summary(self, *, reset: bool = False) -> dict[str, Any]:
         """Flip rates of the window so far.
 
@@ -133,7 +137,7 @@ class FlipCounter:
             ``{"flips": int, "steps": int, "flip_rate": float, "log_flip_rate": float,
             "layers": {name: flip_rate}}``; rates are 0.0 before the first step.
         """
-        flips = [int(f.item()) + c for f, c in zip(self._flips, self._packed_flips)]
+        flips = self.layer_flips()
         steps = max(self.steps, 1)
         total = sum(flips)
         rate = total / (sum(self.sizes) * steps)
@@ -186,7 +190,7 @@ class SubEpochFlipRates:
         if n < self._steps:  # the counter was reset: a new epoch
             self._steps, self._flips = 0, 0
         if n in self.bounds and n != self._steps:
-            total = sum(int(f.item()) for f in self.counter._flips)
+            total = sum(self.counter.layer_flips())
             self.rates.append((total - self._flips) / (sum(self.counter.sizes) * (n - self._steps)))
             self._steps, self._flips = n, total
             if self.on_point is not None:

@@ -98,6 +98,21 @@ def test_packed_sign_path_counts_what_the_bool_path_counts():
     assert packed == plain and packed["flips"] > 0
 
 
+@pytest.mark.parametrize("packed", [True, False])
+def test_sub_epoch_rates_see_the_flips_of_either_path(packed):
+    from bnn_tune.metrics import SubEpochFlipRates
+
+    w = torch.nn.Parameter(torch.tensor([0.5, -0.5, 0.25, -0.25]))
+    opt = torch.optim.SGD([w], lr=1.0)
+    counter = FlipCounter([("w", w)], packed=packed).attach(opt)
+    sub = SubEpochFlipRates(counter, steps_per_epoch=2, points=2).attach(opt)
+    for grad in ([1.0, 0.0, 0.0, 0.0], [0.0, -1.0, 1.0, 0.0]):  # one flip, then two
+        w.grad = torch.tensor(grad)
+        opt.step()
+    assert sub.rates == [0.25, 0.5]
+    assert counter.layer_flips() == [3]
+
+
 def test_a_parameter_that_changes_dtype_moves_to_the_bool_path():
     w = torch.nn.Parameter(torch.tensor([1.0, -1.0, 0.5]))
     opt = torch.optim.SGD([w], lr=1.0)
