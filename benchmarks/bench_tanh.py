@@ -70,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
                        "capability": torch.backends.cpu.get_cpu_capability(), "mkl": torch.backends.mkl.is_available()},
            "rows": rows, "accuracy": accuracy}
     out = Path(args.out)
+    if out.is_dir():  # a results directory, as run_all hands some scripts
+        out = out / "tanh.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(doc, indent=2) + "\n")
     print("| elements | threads | torch.tanh(w * beta) ms | C tanh ms | speed-up |")
