@@ -68,10 +68,11 @@ class FlipCounter:
         # (csrc/signs_cpu.c: ~10x cheaper than ge + ne + count_nonzero); others keep bool tensors
         self._packed = [bool(packed) and sign_kernel_applies(p) for p in self.params]
         self._sign_bits = raw_sign_bits()  # (x_ptr, words_ptr, n, count) -> changed signs; words sized here
-        self._signs = [packed_sign_words(p) if packed else torch.empty_like(p, dtype=torch.bool)
-                       for p, packed in zip(self.params, self._packed)]
-        self._scratch = [None if packed else torch.empty_like(p, dtype=torch.bool)
-                         for p, packed in zip(self.params, self._packed)]
+        self._signs = [packed_sign_words(p) if use else torch.empty_like(p, dtype=torch.bool)
+                       for p, use in zip(self.params, self._packed)]
+        # the bool path's second buffer (an empty placeholder for packed parameters)
+        self._scratch = [torch.empty(0, dtype=torch.bool) if use else torch.empty_like(p, dtype=torch.bool)
+                         for p, use in zip(self.params, self._packed)]
         self._versions: list[int | None] = [None] * len(self.params)
         self._handles: list[Any] = []
         self.reset()
