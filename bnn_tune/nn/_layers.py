@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._quantizers import SteSign, get_quantizer, padded_sign, ste_sign
+from ._quantizers import SteSign, get_quantizer, padded_sign, padded_sign_conv2d, ste_sign
 
 __all__ = [
     "BinaryConv2d",
@@ -226,7 +226,11 @@ class BinaryConv2d(_BinaryMixin, nn.Conv2d):
         if self.input_quantizer is None:
             return F.conv2d(x, w, self.bias, self.stride, self.padding)
         ph, pw = (int(v) for v in self.padding)  # type: ignore[union-attr]
-        if ph or pw:  # sign and +-1 padding in one buffer when the quantizer allows it
+        if ph or pw:  # sign, +-1 padding and the convolution in one autograd node when the quantizer allows it
+            y = padded_sign_conv2d(x, w, self.bias, self.stride, ph, pw, self.pad_value,  # type: ignore[arg-type]
+                                   self.input_quantizer)
+            if y is not None:
+                return y
             xq = padded_sign(x, ph, pw, self.pad_value, self.input_quantizer)
             if xq is None:
                 xq = F.pad(self.input_quantizer(x), (pw, pw, ph, ph), value=self.pad_value)

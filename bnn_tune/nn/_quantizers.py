@@ -213,21 +213,82 @@ class _PaddedSignFn(torch.autograd.Function):
         return gx, None, None, None, None
 
 
+def _fused_clip(x: torch.Tensor, value: float, quantizer: nn.Module) -> tuple[bool, float | None]:
+    """``(True, clip)`` when sign + +-1 padding can run fused for ``quantizer`` (``clip`` None: ``approx_sign``,
+    ``inf``: the unclipped STE), else ``(False, None)``."""
+    if value not in (1.0, -1.0) or x.dim() != 4 or x.dtype not in _SIGN_CONSTANTS:
+        return False, None
+    if type(quantizer) is SteSign:
+        return True, math.inf if quantizer.clip_value is None else float(quantizer.clip_value)
+    if type(quantizer) is ApproxSign:
+        return True, None
+    return False, None
+
+
 def padded_sign(x: torch.Tensor, ph: int, pw: int, value: float, quantizer: nn.Module) -> torch.Tensor | None:
     """``F.pad(quantizer(x), (pw, pw, ph, ph), value=value)`` without the pad copy, or ``None`` when no
     fused form applies (a quantizer other than ``SteSign``/``ApproxSign``, a pad value other than +-1, a
     dtype :func:`binarize` has no constants for, not a 4-d input). Same numbers forward and backward."""
-    if value not in (1.0, -1.0) or x.dim() != 4 or x.dtype not in _SIGN_CONSTANTS:
-        return None
-    if type(quantizer) is SteSign:
-        clip: float | None = math.inf if quantizer.clip_value is None else float(quantizer.clip_value)
-    elif type(quantizer) is ApproxSign:
-        clip = None
-    else:
+    ok, clip = _fused_clip(x, value, quantizer)
+    if not ok:
         return None
     if not _needs_grad(x):
         return _binarize_padded(x, ph, pw, value)
     return _PaddedSignFn.apply(x, ph, pw, value, clip)
+
+
+class _PaddedSignConvFn(torch.autograd.Function):
+    """``conv2d(F.pad(quantizer(x), value), w, b, stride)`` whose backward never forms the border's gradient.
+
+    The forward is the convolution of the +-1-padded sign buffer (:func:`_binarize_padded`). Backward, the
+    input gradient is the one of a convolution with its own ``(ph, pw)`` zero padding on the unpadded input
+    (the gradient of the padded buffer's interior, the only part the quantizer passes on), so the
+    border's gradient is neither computed nor sliced away; the weight and bias gradients come from the
+    padded buffer as before. Both are separate ``convolution_backward`` calls, as autograd's own backward
+    of the convolution makes them, and give the same bits on CPU (``tests/nn/test_layers.py``,
+    ``tests/core/test_step_trajectory.py``).
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,  # type: ignore[override]
+                stride: tuple[int, int], ph: int, pw: int, value: float, clip_value: float | None) -> torch.Tensor:
+        xq = _binarize_padded(x, ph, pw, value)
+        ctx.save_for_backward(x, xq, weight)
+        ctx.conf = (list(stride), [ph, pw], clip_value, None if bias is None else [bias.shape[0]])
+        return torch.nn.functional.conv2d(xq, weight, bias, stride, 0)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+        x, xq, weight = ctx.saved_tensors
+        stride, pad, clip_value, bias_sizes = ctx.conf
+        need_x, need_w, need_b = ctx.needs_input_grad[:3]
+        conv_backward = torch.ops.aten.convolution_backward
+        gx = gw = gb = None
+        if need_w or need_b:
+            _, gw, gb = conv_backward(grad, xq, weight, bias_sizes, stride, [0, 0], [1, 1], False, [0, 0], 1,
+                                      [False, need_w, need_b])
+        if need_x:
+            gi = conv_backward(grad, x, weight, None, stride, pad, [1, 1], False, [0, 0], 1, [True, False, False])[0]
+            if clip_value is None:
+                gx = _approx_grad(x, gi)
+            else:
+                gx = _ste_grad(x, gi, clip_value)
+        return gx, gw, gb, None, None, None, None, None
+
+
+def padded_sign_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride: tuple[int, int],
+                       ph: int, pw: int, value: float, quantizer: nn.Module) -> torch.Tensor | None:
+    """``F.conv2d(F.pad(quantizer(x), (pw, pw, ph, ph), value=value), weight, bias, stride)`` in one autograd
+    node (:class:`_PaddedSignConvFn`), or ``None`` where :func:`padded_sign` has no fused form or autocast
+    is on (the node would save and differentiate the un-cast tensors). Same numbers forward and backward."""
+    ok, clip = _fused_clip(x, value, quantizer)
+    if not ok or torch.is_autocast_enabled(x.device.type):
+        return None
+    if not torch.is_grad_enabled() or not (x.requires_grad or weight.requires_grad
+                                           or (bias is not None and bias.requires_grad)):
+        return torch.nn.functional.conv2d(_binarize_padded(x, ph, pw, value), weight, bias, stride, 0)
+    return _PaddedSignConvFn.apply(x, weight, bias, tuple(stride), ph, pw, value, clip)
 
 
 class SteSign(nn.Module):
