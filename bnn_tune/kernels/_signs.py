@@ -68,5 +68,9 @@ def sign_bits(x: torch.Tensor, words: torch.Tensor, *, count: bool) -> int:
         raise ValueError(f"`words` must be a contiguous int64 tensor of {(x.numel() + 63) // 64} words, but got "
                          f"{words.dtype} of {words.numel()}.")
     lib = _lib()
-    assert lib is not None and sign_kernel_applies(x), "call sign_bits only where sign_kernel_applies(x)"
+    if lib is None or not sign_kernel_applies(x):
+        why = ("the C kernel is not built" if lib is None else
+               f"`x` must be a contiguous CPU float32 tensor, but got {x.dtype} on {x.device.type}"
+               f"{'' if x.is_contiguous() else ', not contiguous'}")
+        raise ValueError(f"sign_bits: {why}; check sign_kernel_applies(x) first and count with torch otherwise.")
     return int(lib.bnn_sign_bits_f32(x.data_ptr(), words.data_ptr(), x.numel(), 1 if count else 0))

@@ -45,6 +45,11 @@ def test_bad_words_are_refused():
         sign_bits(x, torch.zeros(1, dtype=torch.int64), count=True)
     assert not sign_kernel_applies(torch.zeros(4, dtype=torch.float64))
     assert not sign_kernel_applies(torch.zeros(4, 4).t())
+    # a tensor the kernel cannot read is refused with a ValueError (not an assert, which -O strips)
+    with pytest.raises(ValueError, match="float64"):
+        sign_bits(torch.zeros(4, dtype=torch.float64), torch.zeros(1, dtype=torch.int64), count=True)
+    with pytest.raises(ValueError, match="not contiguous"):
+        sign_bits(torch.zeros(4, 4).t(), torch.zeros(1, dtype=torch.int64), count=True)
 
 
 @pytest.mark.skipif(shutil.which("cc") is None, reason="needs cc")
