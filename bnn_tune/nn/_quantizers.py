@@ -244,9 +244,13 @@ class _PaddedSignConvFn(torch.autograd.Function):
     input gradient is the one of a convolution with its own ``(ph, pw)`` zero padding on the unpadded input
     (the gradient of the padded buffer's interior, the only part the quantizer passes on), so the
     border's gradient is neither computed nor sliced away; the weight and bias gradients come from the
-    padded buffer as before. Both are separate ``convolution_backward`` calls, as autograd's own backward
-    of the convolution makes them, and give the same bits on CPU (``tests/nn/test_layers.py``,
-    ``tests/core/test_step_trajectory.py``).
+    padded buffer as before, with the same call autograd's own backward of the convolution makes.
+
+    Bits: the forward and the weight and bias gradients are the same calls as before. The input gradient is
+    the same sum, but oneDNN picks a kernel per shape: on the zoo's layouts (NCHW, square padding) it adds
+    in the same order and training keeps its bits (``tests/nn/test_layers.py``,
+    ``tests/core/test_step_trajectory.py``); on some others (channels_last stride 1, stride 2 with few
+    channels) the last bits differ.
     """
 
     @staticmethod
@@ -281,7 +285,8 @@ def padded_sign_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
                        ph: int, pw: int, value: float, quantizer: nn.Module) -> torch.Tensor | None:
     """``F.conv2d(F.pad(quantizer(x), (pw, pw, ph, ph), value=value), weight, bias, stride)`` in one autograd
     node (:class:`_PaddedSignConvFn`), or ``None`` where :func:`padded_sign` has no fused form or autocast
-    is on (the node would save and differentiate the un-cast tensors). Same numbers forward and backward."""
+    is on (the node would save and differentiate the un-cast tensors). Same numbers forward and backward, up
+    to the order in which oneDNN adds the input gradient (see :class:`_PaddedSignConvFn`)."""
     ok, clip = _fused_clip(x, value, quantizer)
     if not ok or torch.is_autocast_enabled(x.device.type):
         return None
