@@ -38,8 +38,8 @@ MAIN = ("asha", "flip+asha", "hyperband", "flip+hyperband")
 def fixed_init_latent_adam(trial):
     """The candidate redesign from seed 004 (init scale a transient: fixed at 1e-3; latent_lr and weight decay
     searched as the filter's step and decay), measured against the tied space that ships."""
-    from search_spaces._common import suggest_log
-    from search_spaces.latent_adam import LATENT_LR, WEIGHT_DECAY
+    from bnn_tune.search_spaces._common import suggest_log
+    from bnn_tune.search_spaces.latent_adam import LATENT_LR, WEIGHT_DECAY
 
     return {"optimizer": "latent_adam", "latent_lr": suggest_log(trial, "latent_lr", LATENT_LR), "init_scale": 1e-3,
             "weight_decay": suggest_log(trial, "weight_decay", WEIGHT_DECAY)}

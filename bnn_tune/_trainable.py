@@ -245,7 +245,7 @@ def trainable(config: Mapping[str, Any]) -> None:
             )
         metrics: dict[str, Any] = {**m.as_dict(), **_optimizer_metrics(trainer), "node_id": node_id,
                                    "device": str(trainer.device),
-                                   # this epoch's log flip rate every 1/8 epoch (plugins.flip_sh_ray reads it)
+                                   # this epoch's log flip rate every 1/8 epoch (bnn_tune.plugins.flip_sh_ray reads it)
                                    "sub_log_flip_rate": [log_flip_rate(r) for r in subs.rates[seen:]]}
         with tempfile.TemporaryDirectory(prefix="bnn_tune_ckpt_") as directory:
             torch.save(trainer.state_dict(), os.path.join(directory, CHECKPOINT_FILE))

@@ -4,7 +4,7 @@
 config from the space, merges it over ``base_config``, trains with :class:`bnn_tune.Trainer` (the loop of
 :func:`bnn_tune.fit`) and after every epoch
 
-* appends to the user attrs ``"bnn_tune:log_flip_rate"`` (the series :class:`plugins.optuna.FlipRatePruner`
+* appends to the user attrs ``"bnn_tune:log_flip_rate"`` (the series :class:`bnn_tune.plugins.optuna.FlipRatePruner`
   reads), ``"bnn_tune:val_acc"`` and ``"bnn_tune:layer_log_flip_rate"`` (``{layer: [...]}``),
 * calls ``trial.report(val_acc, trial_epochs)`` (``trial_epochs`` = the epoch, plus the real-valued
   twin's epochs when the config trains one: :mod:`bnn_tune.recipes`) and raises :class:`optuna.TrialPruned` when
@@ -77,7 +77,7 @@ def resolve_space(space: SpaceLike, *, naive: bool = False) -> Callable[[Any], M
         naive: use the module's ``naive_suggest`` instead (names and modules only).
     """
     if isinstance(space, str):
-        import search_spaces
+        from bnn_tune import search_spaces
 
         space = search_spaces.get(space)
     if isinstance(space, ModuleType):
@@ -190,7 +190,7 @@ class Objective:
 
         def on_sub_point(rates: list[float]) -> None:
             # the sub-epoch log flip rates (every 1/8 epoch); inside the first epoch a pruner with
-            # ``judges_sub_epoch = True`` (plugins.flip_sh.FlipSHPruner) is asked after each point, so a
+            # ``judges_sub_epoch = True`` (bnn_tune.plugins.flip_sh.FlipSHPruner) is asked after each point, so a
             # frozen run stops before a whole epoch
             trial.set_user_attr(SUB_FLIP_RATE_ATTR, [_log_fr(r) for r in rates])
             # only a pruner that says it judges sub-epoch reports is asked before the first trial.report
@@ -256,7 +256,7 @@ def objective(
 
     Example:
         >>> import optuna, bnn_tune
-        >>> from plugins.optuna import FlipRatePruner
+        >>> from bnn_tune.plugins.optuna import FlipRatePruner
         >>> study = optuna.create_study(direction="maximize", pruner=FlipRatePruner())
         >>> study.optimize(bnn_tune.objective("latent_adam", base_config={"epochs": 2,
         ...     "max_steps_per_epoch": 5}), n_trials=2)  # doctest: +SKIP

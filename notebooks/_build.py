@@ -53,9 +53,9 @@ low `tau` make it noisy.
 
 This notebook
 
-1. runs an Optuna study over the `bop` search space (`search_spaces.bop.suggest`: `gamma`, `threshold`
+1. runs an Optuna study over the `bop` search space (`bnn_tune.search_spaces.bop.suggest`: `gamma`, `threshold`
    (= tau), a `gamma` schedule and Adam's `lr` for the real-valued parameters),
-2. prunes runs whose flip rate **collapses** before they learned (`plugins.optuna.FlipRatePruner`),
+2. prunes runs whose flip rate **collapses** before they learned (`bnn_tune.plugins.optuna.FlipRatePruner`),
 3. plots accuracy and flip rate of every trial, and the hyperparameter importance,
 4. writes the HTML report (`bnn-tune report`).
 
@@ -69,7 +69,7 @@ For a real search raise `EPOCHS`, `N_TRIALS` and `width`, or use the CLI:
 import optuna
 import bnn_tune
 from bnn_tune import viz
-from plugins.optuna import FlipRatePruner
+from bnn_tune.plugins.optuna import FlipRatePruner
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 EPOCHS, N_TRIALS = 5, 8
@@ -156,9 +156,9 @@ epoch and resumes from `tune.get_checkpoint()` (so PBT and fault tolerance work)
 Here:
 
 * **search algorithm**: `OptunaSearch` (TPE) over the same define-by-run space the Optuna examples use
-  (`search_spaces.bop.suggest`);
+  (`bnn_tune.search_spaces.bop.suggest`);
 * **scheduler**: ASHA stops poorly ranked trials early at rungs 1, 2, 4... epochs;
-* **stopper**: `plugins.ray.FlipRateStopper` stops trials whose flip rate collapsed (never the best one).
+* **stopper**: `bnn_tune.plugins.ray.FlipRateStopper` stops trials whose flip rate collapsed (never the best one).
 
 Small settings (8 trials x at most 4 epochs, 2 at a time): about a minute on a laptop CPU.
 """),
@@ -170,8 +170,8 @@ from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.optuna import OptunaSearch
 
 import bnn_tune
-from plugins.ray import FlipRateStopper
-from search_spaces import bop
+from bnn_tune.plugins.ray import FlipRateStopper
+from bnn_tune.search_spaces import bop
 
 # Local runtime with 2 CPUs. On a cluster, start Ray there (`ray start --head` on one node,
 # `ray start --address=HEAD_IP:6379` on the others) and connect instead:
@@ -305,7 +305,7 @@ signs, hence the network, are the same. With the usual clip at 1 the invariance 
 `C * w~` reaches the clip, and so it does without the clip once latents leave [-1, 1]: the
 straight-through estimator `ste_sign` passes the gradient only where `|w~| <= 1`, a clip in disguise
 (the theorem assumes a magnitude-independent pseudo-gradient). Inside that region `latent_lr` and
-`init_scale` are one coordinate; this is why `search_spaces.latent_adam` ties `init_scale` to
+`init_scale` are one coordinate; this is why `bnn_tune.search_spaces.latent_adam` ties `init_scale` to
 `latent_lr` instead of searching both.
 """),
     code('''
@@ -357,7 +357,7 @@ import bnn_tune.optim as bopt
 from bnn_tune.optim._bnew import bnew_phase_steps   # the phase rule BNEW itself uses
 hp = bopt.get("bnew").hyperparameters
 print("BNEW hyperparameters:", dict(hp))
-beta_Ts = [1e-4, 1e-3, 1e-2, 1e-1, 1.0]              # inside search_spaces.bnew.BETA_T = log [1e-6, 1]
+beta_Ts = [1e-4, 1e-3, 1e-2, 1e-1, 1.0]              # inside bnn_tune.search_spaces.bnew.BETA_T = log [1e-6, 1]
 lengths = {"3 epochs": 3, "6 epochs": 6}
 res = {name: [run(optimizer="bnew", beta_T=bt, epochs=ep) for bt in beta_Ts] for name, ep in lengths.items()}
 

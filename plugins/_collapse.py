@@ -6,7 +6,7 @@ eq. 7): a very low adaptivity rate gamma or a very high threshold tau gives a ne
 extremely slow learning. Such a run wastes its budget and should be stopped early. A flip rate that
 decays *late* while the accuracy keeps improving (gamma decayed by a schedule, a converging run) is
 normal and must be left alone. :class:`FlipRateCollapseRule` tells the two apart; the Optuna pruner
-(:class:`plugins.optuna.FlipRatePruner`) and the Ray stopper/scheduler (``plugins.ray``) are thin
+(:class:`bnn_tune.plugins.optuna.FlipRatePruner`) and the Ray stopper/scheduler (``bnn_tune.plugins.ray``) are thin
 adapters around it.
 """
 

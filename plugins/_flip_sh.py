@@ -8,7 +8,7 @@ name and a one-sentence reason so a report can say what each rule saved:
   pi = -9 after an eighth of an epoch does not recover: Helwegen et al. 2019, Fig. 1) -- stop it before
   it spends a whole epoch on successive halving's first rung. A run that was ever active is never
   judged here, so a late, legitimate decay (gamma schedule, BNEW's lock) is left to the other rules.
-* ``flip-collapse`` (epoch): :class:`plugins.FlipRateCollapseRule` (collapsed for ``patience`` reports while
+* ``flip-collapse`` (epoch): :class:`bnn_tune.plugins.FlipRateCollapseRule` (collapsed for ``patience`` reports while
   the objective does not improve, and not within ``margin`` of the best completed trial; never before a
   trial completed).
 * ``protect`` (epoch): when successive halving wants to stop a run, keep it if it is a late bloomer: its
@@ -31,7 +31,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from plugins._collapse import CollapseDecision, FlipRateCollapseRule
+from bnn_tune.plugins._collapse import CollapseDecision, FlipRateCollapseRule
 
 __all__ = ["RECOMMENDED", "FlipSHRule", "RuleDecision"]
 

@@ -1,4 +1,4 @@
-"""Optuna adapter of :class:`plugins._flip_sh.FlipSHRule`: :class:`FlipSHPruner`, flip rate + successive halving.
+"""Optuna adapter of :class:`bnn_tune.plugins._flip_sh.FlipSHRule`: :class:`FlipSHPruner`, flip rate + successive halving.
 
 The objective (:func:`bnn_tune.objective`, the hpobench replay) stores the log flip rate of every epoch in
 ``trial.user_attrs["bnn_tune:log_flip_rate"]`` and, between epochs, the sub-epoch log flip rates (every
@@ -20,8 +20,8 @@ from optuna.pruners import BasePruner
 from optuna.study import StudyDirection
 from optuna.trial import TrialState
 
-from plugins._flip_sh import FlipSHRule, RuleDecision
-from plugins.optuna import FLIP_RATE_ATTR, PRUNE_REASON_ATTR, record_user_attr
+from bnn_tune.plugins._flip_sh import FlipSHRule, RuleDecision
+from bnn_tune.plugins.optuna import FLIP_RATE_ATTR, PRUNE_REASON_ATTR, record_user_attr
 
 if TYPE_CHECKING:
     from optuna.study import Study
@@ -36,7 +36,7 @@ _logger = logging.getLogger("bnn_tune.pruner")
 
 
 class FlipSHPruner(BasePruner):
-    """Successive halving (or Hyperband) with the flip-rate rules of :class:`plugins._flip_sh.FlipSHRule`.
+    """Successive halving (or Hyperband) with the flip-rate rules of :class:`bnn_tune.plugins._flip_sh.FlipSHRule`.
 
     Order of a check: ``flip-early`` (sub-epoch flip rate never above the floor) -> at epoch reports,
     ``flip-collapse`` -> ``flip-band`` -> the wrapped pruner; when it says prune, ``protect`` may keep a late
@@ -50,7 +50,7 @@ class FlipSHPruner(BasePruner):
             last step of a completed trial (or 0 until one completes: no projection limit).
         **rule_kwargs: :class:`FlipSHRule` arguments (``floor``, ``sub_patience``, ``patience``, ``margin``,
             ``window``, ``min_rise``...).
-            ``**plugins._flip_sh.RECOMMENDED`` gives the ``flip+asha`` settings of the hpobench evaluation
+            ``**bnn_tune.plugins._flip_sh.RECOMMENDED`` gives the ``flip+asha`` settings of the hpobench evaluation
             (the band rule with band protection).
     """
 

@@ -1,11 +1,11 @@
-"""Ray Tune adapter of :class:`plugins._flip_sh.FlipSHRule`: :class:`FlipSHScheduler` around ASHA/HyperBand.
+"""Ray Tune adapter of :class:`bnn_tune.plugins._flip_sh.FlipSHRule`: :class:`FlipSHScheduler` around ASHA/HyperBand.
 
-Same decisions as :class:`plugins.flip_sh.FlipSHPruner` (``flip-early`` on the sub-epoch log flip rates a
+Same decisions as :class:`bnn_tune.plugins.flip_sh.FlipSHPruner` (``flip-early`` on the sub-epoch log flip rates a
 result carries in ``"sub_log_flip_rate"`` -- a list, the points of that epoch --, ``flip-collapse``,
 ``flip-band`` against the completed trials' series, then the wrapped scheduler, whose STOP ``protect`` may turn
 into CONTINUE for a late bloomer). Ray results come once
 per epoch, so ``flip-early`` stops a frozen trial at its first result (the Optuna objective can stop inside
-the first epoch). Stopped trials say why exactly like :class:`plugins.ray.FlipRateScheduler`
+the first epoch). Stopped trials say why exactly like :class:`bnn_tune.plugins.ray.FlipRateScheduler`
 (``stop_reasons``, ``"stop_reason"`` in the last result, ``bnn_tune_stop_reason.txt``), as
 ``"<rule>: <reason>"``.
 """
@@ -18,8 +18,8 @@ from typing import Any
 
 from ray.tune.schedulers import TrialScheduler
 
-from plugins._flip_sh import FlipSHRule
-from plugins.ray import FlipRateScheduler, _FlipRateTracker, _number, _write_reason_file
+from bnn_tune.plugins._flip_sh import FlipSHRule
+from bnn_tune.plugins.ray import FlipRateScheduler, _FlipRateTracker, _number, _write_reason_file
 
 __all__ = ["SUB_FLIP_RATE_KEY", "FlipSHScheduler"]
 
@@ -29,15 +29,15 @@ _logger = logging.getLogger("bnn_tune.ray")
 
 
 class FlipSHScheduler(FlipRateScheduler):
-    """ASHA (or any scheduler) with the flip-rate rules of :class:`plugins._flip_sh.FlipSHRule`.
+    """ASHA (or any scheduler) with the flip-rate rules of :class:`bnn_tune.plugins._flip_sh.FlipSHRule`.
 
     Args:
         scheduler: the wrapped scheduler, e.g. ``ASHAScheduler(max_t=E, grace_period=1, reduction_factor=3)``.
-        metric, mode: as in :class:`plugins.ray.FlipRateScheduler`.
+        metric, mode: as in :class:`bnn_tune.plugins.ray.FlipRateScheduler`.
         max_t: the trial's last iteration for the late-bloomer projection (default: the wrapped
             scheduler's ``max_t``).
         **rule_kwargs: :class:`FlipSHRule` arguments.
-            ``**plugins._flip_sh.RECOMMENDED`` gives the ``flip+asha`` settings of the hpobench evaluation.
+            ``**bnn_tune.plugins._flip_sh.RECOMMENDED`` gives the ``flip+asha`` settings of the hpobench evaluation.
     """
 
     def __init__(self, scheduler: TrialScheduler | None = None, metric: str | None = None, mode: str | None = None,

@@ -1,6 +1,6 @@
 """Optuna adapters: :class:`FlipRatePruner`, the flip-rate collapse rule as an Optuna pruner.
 
-The rule itself lives in :mod:`plugins._collapse` (no framework import); this module only reads the
+The rule itself lives in :mod:`bnn_tune.plugins._collapse` (no framework import); this module only reads the
 series from an Optuna trial and records the decision. The objective (:func:`bnn_tune.objective`) stores
 the log flip rate of every epoch in ``trial.user_attrs["bnn_tune:log_flip_rate"]`` (a list, one entry
 per reported step) and reports the validation accuracy with ``trial.report(val_acc, epoch)``.
@@ -16,7 +16,7 @@ from optuna.pruners import BasePruner
 from optuna.study import StudyDirection
 from optuna.trial import TrialState
 
-from plugins._collapse import CollapseDecision, FlipRateCollapseRule
+from bnn_tune.plugins._collapse import CollapseDecision, FlipRateCollapseRule
 
 if TYPE_CHECKING:
     from optuna.study import Study
@@ -60,7 +60,7 @@ def _is_check_step(step: int, steps: Any, n_warmup_steps: int, interval_steps: i
 class FlipRatePruner(BasePruner):
     """Prune trials whose flip rate collapsed before they learned.
 
-    The decision is :class:`plugins.FlipRateCollapseRule`'s: after warm-up, a trial is pruned when its
+    The decision is :class:`bnn_tune.plugins.FlipRateCollapseRule`'s: after warm-up, a trial is pruned when its
     log flip rate stayed at or below ``floor`` (or ``relative_drop`` below its own peak) for
     ``patience`` consecutive reports while its intermediate value did not improve by more than
     ``min_improvement``; a trial whose flip rate never rose above the floor is pruned even if its
@@ -82,7 +82,7 @@ class FlipRatePruner(BasePruner):
         n_startup_trials: pruning is disabled until this many trials completed in the study.
         n_warmup_steps: pruning is disabled while the trial's last step is below this value, and for its
             first ``n_warmup_steps`` reports (steps counted from 1, like epochs, or from 0, the first
-            judged report is number ``n_warmup_steps + 1``, as in :class:`plugins.ray.FlipRateStopper`).
+            judged report is number ``n_warmup_steps + 1``, as in :class:`bnn_tune.plugins.ray.FlipRateStopper`).
         interval_steps: interval in steps between pruning checks, offset by the warm-up steps.
         patience: consecutive collapsed reports needed to prune.
         floor: log flip rate (``log(flip_rate + e^-9)``, in ``(-9, 0]``) at or below which the binary
@@ -99,7 +99,7 @@ class FlipRatePruner(BasePruner):
 
     Example:
         >>> import optuna
-        >>> from plugins.optuna import FlipRatePruner
+        >>> from bnn_tune.plugins.optuna import FlipRatePruner
         >>> study = optuna.create_study(direction="maximize", pruner=FlipRatePruner(n_warmup_steps=1))
         >>> trial = study.ask()
         >>> for epoch in (1, 2, 3):
@@ -143,7 +143,7 @@ class FlipRatePruner(BasePruner):
         # the rule validates patience, floor, relative_drop, min_improvement. Warm-up is checked twice: as
         # Optuna's step value (step < n_warmup_steps) and by the rule as a count of reports, so the first
         # n_warmup_steps reports are never judged whether steps count from 0 or, as bnn_tune.objective's
-        # epochs, from 1 -- the decision falls at the same epoch as plugins.ray's FlipRateStopper.
+        # epochs, from 1 -- the decision falls at the same epoch as bnn_tune.plugins.ray's FlipRateStopper.
         self._rule = FlipRateCollapseRule(
             n_warmup_steps=n_warmup_steps, patience=patience, floor=floor, relative_drop=relative_drop,
             min_improvement=min_improvement, margin=margin,

@@ -1,6 +1,6 @@
 """Ray Tune adapters of the flip-rate collapse rule: :class:`FlipRateStopper` and :class:`FlipRateScheduler`.
 
-The rule itself is :class:`plugins.FlipRateCollapseRule` (no framework import); the adapters only keep
+The rule itself is :class:`bnn_tune.plugins.FlipRateCollapseRule` (no framework import); the adapters only keep
 each trial's series of ``log_flip_rate`` and of the objective metric (as reported by
 :func:`bnn_tune.trainable`, one entry per ``training_iteration``) and ask the rule after every result.
 The best value reported by the *other* trials so far is the rule's ``best_value``, so the best trial of a
@@ -20,7 +20,7 @@ has it too) and, for the scheduler, a file ``bnn_tune_stop_reason.txt`` in the t
 Example:
     >>> from ray import tune
     >>> from ray.tune.schedulers import ASHAScheduler
-    >>> from plugins.ray import FlipRateScheduler, FlipRateStopper
+    >>> from bnn_tune.plugins.ray import FlipRateScheduler, FlipRateStopper
     >>> scheduler = FlipRateScheduler(ASHAScheduler(max_t=20, grace_period=2), n_warmup_steps=2)
     >>> stopper = FlipRateStopper(metric="val_acc", mode="max", patience=3)
 
@@ -41,7 +41,7 @@ from ray.tune.result import DEFAULT_METRIC
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from ray.tune.stopper import Stopper
 
-from plugins._collapse import CollapseDecision, FlipRateCollapseRule
+from bnn_tune.plugins._collapse import CollapseDecision, FlipRateCollapseRule
 
 __all__ = [
     "FLIP_RATE_KEY",
@@ -111,7 +111,7 @@ class FlipRateStopper(Stopper):
     """Stop Ray Tune trials whose flip rate collapsed before they learned.
 
     After every result, the trial's ``log_flip_rate`` series and ``metric`` series go to
-    :class:`plugins.FlipRateCollapseRule`: after ``n_warmup_steps`` results, a trial is stopped when its
+    :class:`bnn_tune.plugins.FlipRateCollapseRule`: after ``n_warmup_steps`` results, a trial is stopped when its
     log flip rate stayed at or below ``floor`` (or ``relative_drop`` below its own peak) for ``patience``
     consecutive results while ``metric`` did not improve by more than ``min_improvement``; a trial whose
     flip rate never rose above the floor is stopped even if the metric creeps up (only its real-valued
@@ -203,7 +203,7 @@ class FlipRateStopper(Stopper):
 class FlipRateScheduler(TrialScheduler):
     """A trial scheduler that stops collapsed trials, then defers to another scheduler.
 
-    Every result first goes to :class:`plugins.FlipRateCollapseRule` (same rule and arguments as
+    Every result first goes to :class:`bnn_tune.plugins.FlipRateCollapseRule` (same rule and arguments as
     :class:`FlipRateStopper`); a collapsed trial is stopped, every other decision (continue, stop,
     pause) and every other hook is the wrapped scheduler's. ``metric``/``mode`` come from the
     arguments, from ``tune.run(metric=..., mode=...)``/``TuneConfig`` (passed on to the wrapped

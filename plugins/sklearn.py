@@ -19,7 +19,7 @@ takes no ``sample_weight``, and sklearn itself skips the array-API check unless
 
 Example:
     >>> from sklearn.datasets import load_digits
-    >>> from plugins.sklearn import BNNClassifier
+    >>> from bnn_tune.plugins.sklearn import BNNClassifier
     >>> X, y = load_digits(return_X_y=True)
     >>> clf = BNNClassifier(epochs=2, width=0.25).fit(X[:400], y[:400])
     >>> clf.predict(X[:3]).shape

@@ -11,7 +11,7 @@ One module per optimizer (``bop``, ``bop2``, ``latent_adam``, ``bmd``, ``bnew``,
 
 The reinterpretation is the point: Bop is searched in gamma/tau, BNEW in beta*T, latent-weight methods as
 gradient filters -- never learning rate and init scale as independent dimensions (Bop paper, Theorem 1).
-:mod:`search_spaces.presets` stores tuned configurations with their provenance.
+:mod:`bnn_tune.search_spaces.presets` stores tuned configurations with their provenance.
 
 Example:
     >>> import search_spaces

@@ -68,7 +68,7 @@ def ray_space(**overrides: Any) -> dict[str, Any]:
     """The same space as Ray Tune domains; ``overrides`` replace or add keys."""
     from bnn_tune._imports import require
 
-    tune = require("ray.tune", feature="search_spaces.bnew.ray_space()")
+    tune = require("ray.tune", feature="bnn_tune.search_spaces.bnew.ray_space()")
     space = {
         "optimizer": NAME,
         "beta_T": ray_distribution(BETA_T),

@@ -10,7 +10,7 @@ Optimization", NeurIPS 2019 (Algorithm 2, Sec. 5).
 
 Example:
     >>> import optuna
-    >>> from search_spaces import bop
+    >>> from bnn_tune.search_spaces import bop
     >>> study = optuna.create_study()
     >>> cfg = bop.suggest(study.ask())
     >>> cfg["optimizer"], 1e-6 <= cfg["gamma"] <= 1e-1
@@ -93,7 +93,7 @@ def ray_space(**overrides: Any) -> dict[str, Any]:
     """
     from bnn_tune._imports import require
 
-    tune = require("ray.tune", feature="search_spaces.bop.ray_space()")
+    tune = require("ray.tune", feature="bnn_tune.search_spaces.bop.ray_space()")
     space = {
         "optimizer": NAME,
         "gamma": ray_distribution(GAMMA),

@@ -54,7 +54,7 @@ def suggest(trial: Any) -> dict[str, Any]:
 
 def naive_suggest(trial: Any) -> dict[str, Any]:
     """The latent-weight search the filter view replaces: lr, weight decay, init scale independently
-    (:func:`search_spaces.latent_adam.naive_suggest`)."""
+    (:func:`bnn_tune.search_spaces.latent_adam.naive_suggest`)."""
     return latent_adam.naive_suggest(trial)
 
 
@@ -63,7 +63,7 @@ def ray_space(**overrides: Any) -> dict[str, Any]:
     ``OptunaSearch(space=suggest)`` for both orders, or ``ray_space(order=1, threshold=...)``)."""
     from bnn_tune._imports import require
 
-    tune = require("ray.tune", feature="search_spaces.filters.ray_space()")
+    tune = require("ray.tune", feature="bnn_tune.search_spaces.filters.ray_space()")
     space = {
         "optimizer": NAME,
         "order": 2,

@@ -78,7 +78,7 @@ def ray_space(**overrides: Any) -> dict[str, Any]:
     """The same space as Ray Tune domains (``init_scale`` derived with ``tune.sample_from``)."""
     from bnn_tune._imports import require
 
-    tune = require("ray.tune", feature="search_spaces.latent_adam.ray_space()")
+    tune = require("ray.tune", feature="bnn_tune.search_spaces.latent_adam.ray_space()")
     space = {
         "optimizer": NAME,
         "latent_lr": ray_distribution(LATENT_LR),

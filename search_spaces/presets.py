@@ -7,7 +7,7 @@ its ``provenance``: the exact sweep ``command``, the ``date`` (ISO 8601), the ``
 the benchmark scripts that produce them); :func:`get` and :func:`list` read them.
 
 Example:
-    >>> from search_spaces import presets
+    >>> from bnn_tune.search_spaces import presets
     >>> isinstance(presets.list(), list)
     True
 """

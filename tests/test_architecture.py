@@ -10,7 +10,9 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("bnn_tune", "plugins", "search_spaces")
+# the folders and the packages they install as: plugins/ and search_spaces/ stay at the repository's top level
+# and are installed inside bnn_tune's namespace (bnn_tune/plugins and bnn_tune/search_spaces link to them)
+PACKAGES = {"bnn_tune": "bnn_tune", "plugins": "bnn_tune.plugins", "search_spaces": "bnn_tune.search_spaces"}
 
 # low -> high; a unit is a top-level package or a direct child of bnn_tune
 STAGES: list[tuple[str, ...]] = [
@@ -24,7 +26,7 @@ STAGES: list[tuple[str, ...]] = [
     ("bnn_tune.recipes",),
     ("bnn_tune.train",),
     ("bnn_tune.cli",),
-    ("search_spaces", "plugins"),
+    ("bnn_tune.search_spaces", "bnn_tune.plugins"),
     ("bnn_tune.objective", "bnn_tune._trainable"),
     ("bnn_tune.export",),
     ("bnn_tune.viz",),
@@ -35,9 +37,9 @@ RANK = {unit: i for i, units in enumerate(STAGES) for unit in units}
 
 def _modules() -> dict[str, Path]:
     out = {}
-    for pkg in PACKAGES:
-        for path in (ROOT / pkg).rglob("*.py"):
-            parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    for folder, package in PACKAGES.items():
+        for path in (ROOT / folder).rglob("*.py"):  # rglob does not follow the links inside bnn_tune/
+            parts = [package, *path.relative_to(ROOT / folder).with_suffix("").parts]
             if parts[-1] == "__init__":
                 parts.pop()
             out[".".join(parts)] = path
@@ -146,3 +148,22 @@ def test_search_drivers_live_in_the_search_package():
         assert not (ROOT / "bnn_tune" / old).exists(), old
     for new in ("cli.py", "ray.py", "optuna.py", "report.py"):
         assert (ROOT / "bnn_tune" / "search" / new).exists(), new
+
+
+def test_plugins_and_spaces_are_imported_only_inside_the_bnn_tune_namespace():
+    # a bare `import plugins` would load a second copy of every module (and collide with an application's own
+    # `plugins` package once installed): the repository uses one import style, bnn_tune.plugins / bnn_tune.search_spaces
+    bare = []
+    for path in [*ROOT.glob("*.md"), *(ROOT / "notebooks").glob("*.ipynb"), *(p for folder in
+                 ("bnn_tune", "plugins", "search_spaces", "tests", "benchmarks", "notebooks") for p in (ROOT / folder).rglob("*.py"))]:
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            stripped = line.strip().strip('"').lstrip()
+            if stripped.startswith(("import plugins", "import search_spaces", "from plugins", "from search_spaces")):
+                bare.append(f"{path.relative_to(ROOT)}:{n}: {line.strip()}")
+    assert bare == []
+
+
+def test_the_namespace_links_point_at_the_top_level_folders():
+    for name in ("plugins", "search_spaces"):
+        link = ROOT / "bnn_tune" / name
+        assert link.is_symlink() and link.resolve() == (ROOT / name).resolve(), link

@@ -148,7 +148,7 @@ def test_optimizer_table_matches_registry():
 def test_search_space_table_matches_spaces():
     import optuna
 
-    import search_spaces
+    from bnn_tune import search_spaces
 
     rows = {re.sub(r"`", "", r[0]): r for r in _table_rows("## Search-space coordinates")}
     assert sorted(rows) == search_spaces.list_spaces()

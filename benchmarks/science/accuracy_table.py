@@ -125,7 +125,7 @@ def main() -> None:
                   f"failed {r['failed']} wall {r['wall_s']:.1f}s")
 
     if args.record_presets and not args.quick:
-        from search_spaces import presets
+        from bnn_tune.search_spaces import presets
 
         for ds, rows in table.items():
             for name, r in rows.items():

@@ -43,7 +43,7 @@ def gamma_tau_space(trial):
 def pruners():
     import optuna
 
-    from plugins.optuna import FlipRatePruner
+    from bnn_tune.plugins.optuna import FlipRatePruner
 
     return {
         "none": optuna.pruners.NopPruner(),

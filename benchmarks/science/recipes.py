@@ -127,7 +127,7 @@ def twin_accuracy(base: Mapping[str, Any], budget: int) -> tuple[float, float]:
 
 def run_dataset(ds: str, optimizers: list[str], seeds: list[int], budget: int, *, quick: bool,
                 cache_dir: str, twin_fraction: float = 0.5, recipes: list[str] = RECIPES) -> dict[str, Any]:
-    import search_spaces.presets as presets
+    from bnn_tune.search_spaces import presets
 
     table: dict[str, dict[str, Any]] = {}
     twin_tests, twin_vals = [], []

@@ -1,7 +1,7 @@
 """Replay a search on a recorded table: a real Optuna study whose objective reads recorded curves.
 
-The sampler and the pruner are Optuna's own (or bnn-tune's pruners from :mod:`plugins.optuna` /
-:mod:`plugins.flip_sh`); only the training is replaced. Each trial samples a configuration with the task's
+The sampler and the pruner are Optuna's own (or bnn-tune's pruners from :mod:`bnn_tune.plugins.optuna` /
+:mod:`bnn_tune.plugins.flip_sh`); only the training is replaced. Each trial samples a configuration with the task's
 search space (``suggest`` or ``naive_suggest``), snaps every grid key to the nearest recorded value in the
 space's own coordinate (log distance for a log-sampled parameter, linear otherwise), picks one recorded
 training seed from ``(seed, trial number)`` and reports the recorded validation accuracy epoch by epoch
@@ -46,14 +46,14 @@ def _median() -> optuna.pruners.BasePruner:
 
 
 def _flip() -> Any:
-    from plugins.optuna import FlipRatePruner
+    from bnn_tune.plugins.optuna import FlipRatePruner
 
     return FlipRatePruner(margin=0.02)
 
 
 def _flip_or(inner: Callable[[], optuna.pruners.BasePruner]) -> Callable[[], Any]:
     def make() -> Any:
-        from plugins.optuna import FlipRatePruner
+        from bnn_tune.plugins.optuna import FlipRatePruner
 
         return FlipRatePruner(inner(), combine="or", margin=0.02)
     return make
@@ -61,8 +61,8 @@ def _flip_or(inner: Callable[[], optuna.pruners.BasePruner]) -> Callable[[], Any
 
 def _flip_sh(inner: Callable[[], optuna.pruners.BasePruner]) -> Callable[[], Any]:
     def make() -> Any:
-        from plugins._flip_sh import RECOMMENDED
-        from plugins.flip_sh import FlipSHPruner
+        from bnn_tune.plugins._flip_sh import RECOMMENDED
+        from bnn_tune.plugins.flip_sh import FlipSHPruner
 
         return FlipSHPruner(inner(), **RECOMMENDED)  # type: ignore[arg-type]
     return make
@@ -83,7 +83,7 @@ PRUNERS: dict[str, Callable[[], Any]] = {
     "flip+median": _flip_or(_median),
     "flip-or+asha": _flip_or(_asha),
 }
-"""Pruner names: ``flip+asha`` / ``flip+hyperband`` are :class:`plugins.flip_sh.FlipSHPruner` around ASHA /
+"""Pruner names: ``flip+asha`` / ``flip+hyperband`` are :class:`bnn_tune.plugins.flip_sh.FlipSHPruner` around ASHA /
 Hyperband (the recommended strategy); ``flip-or+asha`` and ``flip+median`` are the older composition
 ``FlipRatePruner(inner, combine="or")``."""
 
@@ -155,7 +155,7 @@ def replay(
         ``stop_rules`` (``{rule: count}`` of who pruned), ``target``, ``best_so_far`` (per trial:
         cumulative trial-epochs and best completed value so far).
     """
-    import search_spaces
+    from bnn_tune import search_spaces
 
     tk = get_task(task)
     table = load(task, data_dir=data_dir)

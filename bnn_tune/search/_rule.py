@@ -4,16 +4,16 @@
 
 * ``flip+hyperband`` (default): Hyperband -- successive halving in :func:`hyperband_brackets` brackets whose
   first rungs are 1, 3, 9... epochs (reduction factor 3) -- with the flip-rate rules of
-  :class:`plugins._flip_sh.FlipSHRule` at their :data:`plugins._flip_sh.RECOMMENDED` settings
-  (:class:`plugins.flip_sh.FlipSHPruner` around ``HyperbandPruner`` / :class:`plugins.flip_sh_ray.FlipSHScheduler`
+  :class:`bnn_tune.plugins._flip_sh.FlipSHRule` at their :data:`bnn_tune.plugins._flip_sh.RECOMMENDED` settings
+  (:class:`bnn_tune.plugins.flip_sh.FlipSHPruner` around ``HyperbandPruner`` / :class:`bnn_tune.plugins.flip_sh_ray.FlipSHScheduler`
   around ``AsyncHyperBandScheduler``): the strategy that reached the hpobench target soonest, median over
   held-out sampler seeds (BENCHMARKS.md, "BNN-HPO").
 * ``flip+asha``: the same rules around one successive-halving bracket (min resource 1 epoch, reduction
   factor 3).
 * ``hyperband``, ``asha``: those schedules alone (``HyperbandPruner`` / ``SuccessiveHalvingPruner``; Ray:
   ``AsyncHyperBandScheduler`` with the brackets / ``ASHAScheduler``).
-* ``flip``: the flip-rate collapse rule alone (:class:`plugins.optuna.FlipRatePruner` /
-  :class:`plugins.ray.FlipRateScheduler` over FIFO), with :func:`flip_rule_settings`.
+* ``flip``: the flip-rate collapse rule alone (:class:`bnn_tune.plugins.optuna.FlipRatePruner` /
+  :class:`bnn_tune.plugins.ray.FlipRateScheduler` over FIFO), with :func:`flip_rule_settings`.
 * ``flip+median``: the collapse rule or the median rule, whichever stops first.
 * ``median``: Optuna's ``MedianPruner`` (5 startup trials, 2 warm-up epochs) / Ray's ``MedianStoppingRule``
   (5 trials, 2 epochs of grace).
@@ -60,7 +60,7 @@ def check_pruner(name: Any) -> str:
 
 
 def flip_rule_settings(epochs: int) -> dict[str, Any]:
-    """Arguments of :class:`plugins.optuna.FlipRatePruner` and :class:`plugins.ray.FlipRateScheduler` for a
+    """Arguments of :class:`bnn_tune.plugins.optuna.FlipRatePruner` and :class:`bnn_tune.plugins.ray.FlipRateScheduler` for a
     search of ``epochs``-epoch trials: the first ``max(2, epochs // 5)`` epochs are never judged, two
     collapsed epochs in a row stop a trial, and a trial within 0.02 validation accuracy of the best is a
     contender (the noise of a few hundred validation samples) and finishes.

@@ -175,7 +175,7 @@ def run_search_command(args: argparse.Namespace) -> int:
     if args.workers < 1:
         raise ValueError(f"--workers must be >= 1, but got {args.workers}.")
 
-    import search_spaces
+    from bnn_tune import search_spaces
 
     from .optuna import SearchSettings, run_optuna_search
 

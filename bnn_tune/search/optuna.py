@@ -98,14 +98,14 @@ def make_storage(url: str | None, *, heartbeat_interval: int | None = None, grac
 def make_pruner(kind: str = DEFAULT_PRUNER, *, epochs: int | None = None, **flip_kwargs: Any) -> Any:
     """The Optuna pruner called ``kind`` (one of :data:`bnn_tune.search._rule.PRUNERS`, described there).
 
-    ``flip+hyperband`` (default) / ``flip+asha``: :class:`plugins.flip_sh.FlipSHPruner` around ``HyperbandPruner`` /
-    ``SuccessiveHalvingPruner`` (min resource 1, reduction factor 3) with :data:`plugins._flip_sh.RECOMMENDED`;
+    ``flip+hyperband`` (default) / ``flip+asha``: :class:`bnn_tune.plugins.flip_sh.FlipSHPruner` around ``HyperbandPruner`` /
+    ``SuccessiveHalvingPruner`` (min resource 1, reduction factor 3) with :data:`bnn_tune.plugins._flip_sh.RECOMMENDED`;
     ``hyperband`` / ``asha``: those alone; ``flip``:
-    :class:`plugins.optuna.FlipRatePruner`; ``flip+median``: flip rule OR median; ``median``: Optuna's
+    :class:`bnn_tune.plugins.optuna.FlipRatePruner`; ``flip+median``: flip rule OR median; ``median``: Optuna's
     MedianPruner; ``none``: no pruning. The collapse rule of ``flip``/``flip+median`` takes
     :func:`bnn_tune.search._rule.flip_rule_settings` for ``epochs`` (the same as the Ray backend's
-    :class:`plugins.ray.FlipRateScheduler`); ``flip_kwargs`` override them (or, for ``flip+asha``, the
-    :class:`plugins._flip_sh.FlipSHRule` settings of ``flip+hyperband`` / ``flip+asha``).
+    :class:`bnn_tune.plugins.ray.FlipRateScheduler`); ``flip_kwargs`` override them (or, for ``flip+asha``, the
+    :class:`bnn_tune.plugins._flip_sh.FlipSHRule` settings of ``flip+hyperband`` / ``flip+asha``).
     """
     optuna = require("optuna", feature="bnn-tune search")
     check_pruner(kind)
@@ -114,15 +114,15 @@ def make_pruner(kind: str = DEFAULT_PRUNER, *, epochs: int | None = None, **flip
                  else optuna.pruners.SuccessiveHalvingPruner(**SH_SETTINGS))
         if not kind.startswith("flip+"):
             return inner
-        from plugins._flip_sh import RECOMMENDED
-        from plugins.flip_sh import FlipSHPruner
+        from bnn_tune.plugins._flip_sh import RECOMMENDED
+        from bnn_tune.plugins.flip_sh import FlipSHPruner
 
         return FlipSHPruner(inner, **{**RECOMMENDED, **flip_kwargs})  # type: ignore[arg-type]
     if kind == "median":
         return optuna.pruners.MedianPruner(**MEDIAN_SETTINGS)
     if kind == "none":
         return optuna.pruners.NopPruner()
-    from plugins.optuna import FlipRatePruner
+    from bnn_tune.plugins.optuna import FlipRatePruner
 
     # the objective is validation accuracy: runs within 2 points of the best are contenders (noise of a
     # few hundred validation samples), so converged runs near the top finish instead of being pruned

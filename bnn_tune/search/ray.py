@@ -8,7 +8,7 @@
 * samples configurations with ``OptunaSearch(space=search_spaces.<optimizer>.suggest)`` (TPE,
   define-by-run), at most ``--workers`` trials at a time (``max_concurrent_trials``);
 * stops trials with the ``--pruner`` strategy (:func:`make_scheduler`; default ``flip+hyperband``: asynchronous
-  Hyperband with the flip-rate rules of :class:`plugins.flip_sh_ray.FlipSHScheduler`);
+  Hyperband with the flip-rate rules of :class:`bnn_tune.plugins.flip_sh_ray.FlipSHScheduler`);
 * prints a live progress table (Ray's ``CLIReporter``) and a final ranking;
 * writes everything under ``--out``: Ray results in ``<out>/ray_results/<name>`` (an absolute
   ``storage_path``), ``<out>/best_config.json`` (the best trial's flat config, usable as
@@ -117,7 +117,7 @@ def _status(result: Any, epochs: int, stop_reason: str | None) -> str:
 
 
 def _ranking(results: Any, epochs: int, params: list[str]) -> list[dict[str, Any]]:
-    from plugins.ray import read_stop_reason
+    from bnn_tune.plugins.ray import read_stop_reason
 
     rows: list[dict[str, Any]] = []
     for r in results:
@@ -201,7 +201,7 @@ def run_ray_search(args: Namespace) -> int:
     console = Console(width=None if sys.stdout.isatty() else 160)
     ray = require("ray", feature="bnn-tune search --backend ray")
     require("optuna", feature="bnn-tune search --backend ray (OptunaSearch)")
-    import search_spaces
+    from bnn_tune import search_spaces
 
     # a bad argument raises ValueError/ConfigError here, before Ray starts: `bnn-tune` prints it as one
     # `error: ...` line on stderr (exit 2), like every other command
@@ -304,11 +304,11 @@ def make_scheduler(pruner: str, epochs: int) -> Any:
     """The trial scheduler of ``bnn-tune search --backend ray --pruner PRUNER`` on ``val_acc`` (the names of
     :data:`bnn_tune.search._rule.PRUNERS`, the same strategies as the Optuna backend's
     :func:`bnn_tune.search.optuna.make_pruner`): ``flip+hyperband`` (default) is
-    :class:`plugins.flip_sh_ray.FlipSHScheduler` with :data:`plugins._flip_sh.RECOMMENDED` around
+    :class:`bnn_tune.plugins.flip_sh_ray.FlipSHScheduler` with :data:`bnn_tune.plugins._flip_sh.RECOMMENDED` around
     ``AsyncHyperBandScheduler`` (grace 1 epoch, reduction factor 3, the brackets Optuna's ``HyperbandPruner``
     derives: :func:`bnn_tune.search._rule.hyperband_brackets`); ``flip+asha`` the same around one bracket
     (``ASHAScheduler``); ``hyperband`` / ``asha`` those alone; ``flip`` the collapse rule
-    (:class:`plugins.ray.FlipRateScheduler`, :func:`bnn_tune.search._rule.flip_rule_settings`) over FIFO;
+    (:class:`bnn_tune.plugins.ray.FlipRateScheduler`, :func:`bnn_tune.search._rule.flip_rule_settings`) over FIFO;
     ``median`` Ray's ``MedianStoppingRule`` (5 trials, 2 epochs of grace); ``flip+median`` the collapse rule
     over it; ``none`` FIFO."""
     from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, MedianStoppingRule
@@ -325,11 +325,11 @@ def make_scheduler(pruner: str, epochs: int) -> Any:
                                      brackets=hyperband_brackets(epochs) if pruner.endswith("hyperband") else 1)
         if not pruner.startswith("flip+"):
             return sh
-        from plugins._flip_sh import RECOMMENDED
-        from plugins.flip_sh_ray import FlipSHScheduler
+        from bnn_tune.plugins._flip_sh import RECOMMENDED
+        from bnn_tune.plugins.flip_sh_ray import FlipSHScheduler
 
         return FlipSHScheduler(sh, max_t=epochs, **RECOMMENDED)  # type: ignore[arg-type]
-    from plugins.ray import FlipRateScheduler
+    from bnn_tune.plugins.ray import FlipRateScheduler
 
     inner: Any = FIFOScheduler()
     if pruner in ("median", "flip+median"):

@@ -25,7 +25,7 @@ What is read (no Ray import; Optuna only for Optuna storages):
 * Ray Tune: every experiment directory below ``RUN_DIR`` (e.g. ``RUN_DIR/ray_results/<experiment>/``)
   whose trial directories hold ``params.json`` and ``result.json`` (one JSON line per epoch report of
   :func:`bnn_tune.trainable`). A trial with ``error.txt`` failed; one that reported fewer epochs than its ``epochs`` was pruned
-  (stopped early; the ``stop_reason`` written by ``plugins.ray.FlipRateStopper``/``FlipRateScheduler``
+  (stopped early; the ``stop_reason`` written by ``bnn_tune.plugins.ray.FlipRateStopper``/``FlipRateScheduler``
   says why when it was the collapse rule); the others completed.
 * ``bench.json`` anywhere below ``RUN_DIR`` (e.g. ``RUN_DIR/export/bench.json``).
 

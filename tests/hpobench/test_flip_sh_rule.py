@@ -5,9 +5,9 @@ from __future__ import annotations
 import optuna
 import pytest
 
-from plugins._flip_sh import FlipSHRule
-from plugins.flip_sh import PROTECTED_ATTR, SUB_FLIP_RATE_ATTR, FlipSHPruner
-from plugins.optuna import FLIP_RATE_ATTR, PRUNE_REASON_ATTR
+from bnn_tune.plugins._flip_sh import FlipSHRule
+from bnn_tune.plugins.flip_sh import PROTECTED_ATTR, SUB_FLIP_RATE_ATTR, FlipSHPruner
+from bnn_tune.plugins.optuna import FLIP_RATE_ATTR, PRUNE_REASON_ATTR
 
 
 def test_frozen_early_needs_sub_patience_and_never_active():
@@ -162,7 +162,7 @@ def test_in_band_protection_only_inside_the_band_and_only_when_enabled():
 
 def test_replay_flip_asha_uses_the_recommended_band_settings():
     from bnn_tune.hpobench._replay import make_pruner
-    from plugins._flip_sh import RECOMMENDED
+    from bnn_tune.plugins._flip_sh import RECOMMENDED
 
     rule = make_pruner("flip+asha").rule
     assert RECOMMENDED["band_protect"] is True

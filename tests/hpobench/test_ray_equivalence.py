@@ -16,10 +16,10 @@ pytest.importorskip("ray.tune")
 
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler  # noqa: E402
 
-from plugins.flip_sh import SUB_FLIP_RATE_ATTR, FlipSHPruner  # noqa: E402
-from plugins.flip_sh_ray import FlipSHScheduler  # noqa: E402
-from plugins.optuna import FLIP_RATE_ATTR, PRUNE_REASON_ATTR, FlipRatePruner  # noqa: E402
-from plugins.ray import FlipRateScheduler  # noqa: E402
+from bnn_tune.plugins.flip_sh import SUB_FLIP_RATE_ATTR, FlipSHPruner  # noqa: E402
+from bnn_tune.plugins.flip_sh_ray import FlipSHScheduler  # noqa: E402
+from bnn_tune.plugins.optuna import FLIP_RATE_ATTR, PRUNE_REASON_ATTR, FlipRatePruner  # noqa: E402
+from bnn_tune.plugins.ray import FlipRateScheduler  # noqa: E402
 
 
 def _curves(table, ci, si):

@@ -13,8 +13,8 @@ from bnn_tune import objective
 from bnn_tune.hpobench.record import grid_configs, record_run
 from bnn_tune.hpobench.tasks import SUB_EPOCH_POINTS, get_task
 from bnn_tune.objective import SUB_FLIP_RATE_ATTR
-from plugins.flip_sh import FlipSHPruner
-from plugins.optuna import PRUNE_REASON_ATTR
+from bnn_tune.plugins.flip_sh import FlipSHPruner
+from bnn_tune.plugins.optuna import PRUNE_REASON_ATTR
 
 
 def test_record_run_curves_and_sub_epoch_rates():

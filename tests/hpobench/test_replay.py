@@ -64,7 +64,7 @@ def test_flip_asha_stops_frozen_trials_at_an_eighth_of_an_epoch(synthetic_dir):
     # make the search cheaper than ASHA alone
     import optuna
 
-    from plugins.flip_sh import FlipSHPruner
+    from bnn_tune.plugins.flip_sh import FlipSHPruner
 
     f0 = replay("bop_digits", pruner=lambda: FlipSHPruner(optuna.pruners.SuccessiveHalvingPruner(
         min_resource=1, reduction_factor=3)), seed=0, n_trials=30, data_dir=synthetic_dir)

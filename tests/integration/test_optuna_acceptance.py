@@ -1,4 +1,4 @@
-"""Acceptance: a real Optuna study on digits with search_spaces.bop.suggest and FlipRatePruner.
+"""Acceptance: a real Optuna study on digits with bnn_tune.search_spaces.bop.suggest and FlipRatePruner.
 
 24 trials of Bop on a small binary MLP, including enqueued settings whose flip rate collapses (very low
 gamma, very high threshold: the binary weights never flip). The collapsed trials must be pruned within a
@@ -14,8 +14,8 @@ import torch
 
 import bnn_tune
 from bnn_tune.data import load_dataset
-from plugins.optuna import FlipRatePruner
-from search_spaces import bop
+from bnn_tune.plugins.optuna import FlipRatePruner
+from bnn_tune.search_spaces import bop
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

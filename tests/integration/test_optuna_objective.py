@@ -12,7 +12,7 @@ import torch
 
 import bnn_tune
 from bnn_tune.data import load_dataset
-from plugins.optuna import FlipRatePruner
+from bnn_tune.plugins.optuna import FlipRatePruner
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -113,7 +113,7 @@ def test_objective_is_picklable_and_reachable_as_attribute():
     assert clone.base_config == {"epochs": 2} and clone.suggest.__name__ == "suggest"
     import bnn_tune.objective as module
 
-    assert callable(module) and bnn_tune.objective("latent_adam").suggest.__module__ == "search_spaces.latent_adam"
+    assert callable(module) and bnn_tune.objective("latent_adam").suggest.__module__ == "bnn_tune.search_spaces.latent_adam"
 
 
 def test_bad_space_arguments():

@@ -28,9 +28,9 @@ def test_make_storage_parses_urls(tmp_path):
 
 
 def test_make_pruner_kinds():
-    from plugins._flip_sh import RECOMMENDED
-    from plugins.flip_sh import FlipSHPruner
-    from plugins.optuna import FlipRatePruner
+    from bnn_tune.plugins._flip_sh import RECOMMENDED
+    from bnn_tune.plugins.flip_sh import FlipSHPruner
+    from bnn_tune.plugins.optuna import FlipRatePruner
 
     default = make_pruner()  # bnn-tune search's default strategy: flip+hyperband
     assert isinstance(default, FlipSHPruner)

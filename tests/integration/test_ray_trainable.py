@@ -153,15 +153,15 @@ def test_pbt_mutates_gamma_and_threshold_through_checkpoints(ray_session, tmp_pa
 
 
 def test_acceptance_tune_run_bop_space_with_flip_rate_scheduler(ray_session, tmp_path):
-    """The issue's acceptance: tune.run over search_spaces.bop.ray_space() on digits with the flip-rate
+    """The issue's acceptance: tune.run over bnn_tune.search_spaces.bop.ray_space() on digits with the flip-rate
     scheduler (wrapping ASHA) completes and its best trial reaches >= 0.90 validation accuracy."""
     import random
 
     import numpy as np
     from ray.tune.schedulers import ASHAScheduler
 
-    from plugins.ray import FlipRateScheduler
-    from search_spaces import bop
+    from bnn_tune.plugins.ray import FlipRateScheduler
+    from bnn_tune.search_spaces import bop
 
     random.seed(0)
     np.random.seed(0)
@@ -188,7 +188,7 @@ def test_collapsing_config_is_stopped_with_its_reason(ray_session, tmp_path):
     frozen run goes first (one trial at a time): alone, ASHA has no rung to compare it with, so the stop
     is the flip rule's."""
     from bnn_tune.search.ray import make_scheduler
-    from plugins.ray import read_stop_reason
+    from bnn_tune.plugins.ray import read_stop_reason
 
     epochs = 6  # warm-up max(2, 6 // 5) = 2 epochs: the frozen run is judged first at epoch 3
     scheduler = make_scheduler("flip", epochs)

@@ -210,7 +210,7 @@ def test_bnew_validation_is_the_sign_network_and_relaxed_is_reported(digits):
 
 
 def test_flip_rule_does_not_stop_bnew_after_the_lock(digits):
-    from plugins._collapse import FlipRateCollapseRule
+    from bnn_tune.plugins._collapse import FlipRateCollapseRule
 
     r = fit({**BASE, "optimizer": "bnew", "epochs": 5, "t_start": 0.1, "t_lock": 0.3, "max_steps_per_epoch": 4},
             data=digits)

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from plugins import CollapseDecision, FlipRateCollapseRule
+from bnn_tune.plugins import CollapseDecision, FlipRateCollapseRule
 
 FROZEN = -9.0  # log(0 + e^-9): no flips at all
 HEALTHY = -5.0  # about 0.7% of the binary weights flip per step
@@ -160,7 +160,7 @@ def test_pickle_round_trip_and_equality():
 
 
 def test_module_imports_no_framework():
-    code = "import sys, plugins, plugins._collapse; assert 'optuna' not in sys.modules and 'ray' not in sys.modules"
+    code = "import sys, plugins, bnn_tune.plugins._collapse; assert 'optuna' not in sys.modules and 'ray' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
 
 

@@ -8,7 +8,7 @@ import pickle
 import optuna
 import pytest
 
-from plugins.optuna import FLIP_RATE_ATTR, PRUNE_REASON_ATTR, FlipRatePruner
+from bnn_tune.plugins.optuna import FLIP_RATE_ATTR, PRUNE_REASON_ATTR, FlipRatePruner
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

@@ -12,8 +12,8 @@ pytest.importorskip("ray.tune")
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler  # noqa: E402
 from ray.tune.stopper import CombinedStopper, MaximumIterationStopper  # noqa: E402
 
-from plugins import FlipRateCollapseRule  # noqa: E402
-from plugins.ray import (  # noqa: E402
+from bnn_tune.plugins import FlipRateCollapseRule  # noqa: E402
+from bnn_tune.plugins.ray import (  # noqa: E402
     STOP_REASON_KEY,
     FlipRateScheduler,
     FlipRateStopper,
@@ -240,6 +240,6 @@ def test_import_plugins_does_not_import_ray():
     import subprocess
     import sys
 
-    code = "import sys, plugins; assert 'ray' not in sys.modules; import plugins.ray; print('ok')"
+    code = "import sys, plugins; assert 'ray' not in sys.modules; import bnn_tune.plugins.ray; print('ok')"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr

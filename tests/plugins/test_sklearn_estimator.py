@@ -1,4 +1,4 @@
-"""plugins.sklearn.BNNClassifier: the sklearn estimator contract, label encoding, errors, search."""
+"""bnn_tune.plugins.sklearn.BNNClassifier: the sklearn estimator contract, label encoding, errors, search."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from sklearn.preprocessing import MinMaxScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from bnn_tune import ConfigError
-from plugins.sklearn import BNNClassifier, _effective_batch_size, arrays_to_splits
+from bnn_tune.plugins.sklearn import BNNClassifier, _effective_batch_size, arrays_to_splits
 
 # Small settings keep the ~55 sklearn checks at ~20 s; check_classifiers_train still demands
 # > 83% training accuracy on blobs, which the binary MLP reaches in 5 epochs.

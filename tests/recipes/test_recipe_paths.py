@@ -86,9 +86,9 @@ def test_pruned_trial_with_a_teacher_is_pruned_at_its_trial_epoch(tmp_path):
 @pytest.mark.parametrize("name", ["bop", "bop2", "latent_adam", "bmd", "bnew", "filters"])
 def test_with_recipes_samples_valid_configs_and_defaults_stay_recipe_free(name):
     optuna = pytest.importorskip("optuna")
-    import search_spaces
+    from bnn_tune import search_spaces
     from bnn_tune.config import TWO_STEP_OPTIMIZERS, TrialConfig
-    from search_spaces._common import with_recipes
+    from bnn_tune.search_spaces._common import with_recipes
 
     space = search_spaces.get(name)
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))

@@ -26,7 +26,7 @@ def _space(trial):
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     import bnn_tune
-    from plugins.optuna import FlipRatePruner
+    from bnn_tune.plugins.optuna import FlipRatePruner
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     d = tmp_path_factory.mktemp("run")

@@ -1,4 +1,4 @@
-"""search_spaces.presets: storage with provenance, lookup errors, the shipped file validates."""
+"""bnn_tune.search_spaces.presets: storage with provenance, lookup errors, the shipped file validates."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 import pytest
 
 from bnn_tune.config import ConfigError, TrialConfig
-from search_spaces import presets
+from bnn_tune.search_spaces import presets
 
 
 def test_record_get_list_round_trip(tmp_path):

@@ -7,7 +7,7 @@ import math
 import optuna
 import pytest
 
-import search_spaces
+from bnn_tune import search_spaces
 from bnn_tune import optim
 from bnn_tune.config import TrialConfig
 
@@ -105,7 +105,7 @@ def test_sampled_configs_validate(name, fn):
 
 
 def test_bop_ranges_and_paper_settings():
-    from search_spaces import bop
+    from bnn_tune.search_spaces import bop
 
     assert (bop.GAMMA.low, bop.GAMMA.high) == (1e-6, 1e-1)
     assert (bop.THRESHOLD.low, bop.THRESHOLD.high) == (1e-9, 1e-3)
@@ -125,7 +125,7 @@ def test_bop_ranges_and_paper_settings():
 
 
 def test_bop_threshold_zero_option_is_explicit():
-    from search_spaces import bop
+    from bnn_tune.search_spaces import bop
 
     fixed = optuna.trial.FixedTrial({"gamma": 1e-3, "threshold": 5e-10, "gamma_schedule": "constant", "lr": 1e-3})
     assert bop.suggest(fixed)["threshold"] == 0.0
@@ -154,7 +154,7 @@ def test_paper_settings_lie_inside_every_space():
 @pytest.mark.parametrize("name", ["bmd", "bnew", "bop", "bop2", "filters"])
 def test_every_paper_setting_is_inside_its_space_and_cites_its_file(name):
     """Every key of every reference setting (schedules and the real-valued lr included) can be sampled."""
-    from search_spaces._common import outside_space
+    from bnn_tune.search_spaces._common import outside_space
 
     mod = search_spaces.get(name)
     assert mod.PAPER_SETTINGS
@@ -164,8 +164,8 @@ def test_every_paper_setting_is_inside_its_space_and_cites_its_file(name):
 
 
 def test_reference_settings_the_issue_names_are_covered():
-    from search_spaces import bmd, bnew, bop, bop2, filters
-    from search_spaces._common import outside_space
+    from bnn_tune.search_spaces import bmd, bnew, bop, bop2, filters
+    from bnn_tune.search_spaces._common import outside_space
 
     assert outside_space(bop, {"gamma": 1e-4, "threshold": 1e-8, "gamma_schedule": "step:every=100,factor=0.1"}) == []
     assert outside_space(bop, {"gamma": 1e-4, "threshold": 1e-8, "gamma_schedule": "linear:end_factor=0.01"}) == []
@@ -188,14 +188,14 @@ def test_bop2_defaults_agree_with_the_authors():
         assert spec.hyperparameters[key] == sig[key].default, key
     assert {k: spec.hyperparameters[k] for k in ("gamma", "sigma", "threshold")} == {
         "gamma": 1e-6, "sigma": 1e-2, "threshold": 1e-6}
-    from search_spaces import bop2
+    from bnn_tune.search_spaces import bop2
 
     assert {"gamma": 1e-6, "sigma": 1e-2, "threshold": 1e-6} == {
         k: bop2.PAPER_SETTINGS[0][k] for k in ("gamma", "sigma", "threshold")}
 
 
 def test_latent_adam_ties_init_scale_to_the_learning_rate():
-    from search_spaces import latent_adam
+    from bnn_tune.search_spaces import latent_adam
 
     for params, cfg in _samples(latent_adam.suggest, n=30):
         assert "init_scale" not in params  # never an independent dimension (Theorem 1)
@@ -206,7 +206,7 @@ def test_latent_adam_ties_init_scale_to_the_learning_rate():
 
 
 def test_filters_are_searched_in_filter_coordinates():
-    from search_spaces import filters
+    from bnn_tune.search_spaces import filters
 
     orders = set()
     for params, cfg in _samples(filters.suggest, n=40):
@@ -218,7 +218,7 @@ def test_filters_are_searched_in_filter_coordinates():
 
 
 def test_bnew_searches_the_product_beta_T():
-    from search_spaces import bnew
+    from bnn_tune.search_spaces import bnew
 
     for params, cfg in _samples(bnew.suggest, n=10):
         assert "beta_T" in params and "beta" not in cfg
@@ -245,7 +245,7 @@ def test_ray_space_domains_sample_inside_the_ranges(name):
 
 def test_ray_space_rejects_unknown_keys():
     pytest.importorskip("ray")
-    from search_spaces import bop
+    from bnn_tune.search_spaces import bop
 
     with pytest.raises(ValueError, match=r"Unknown key 'gama' for a 'bop' space\. Did you mean 'gamma'\?"):
         bop.ray_space(gama=1e-3)
