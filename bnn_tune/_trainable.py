@@ -59,6 +59,7 @@ import torch
 from ._imports import require
 from .config import TrialConfig
 from .metrics import SubEpochFlipRates, log_flip_rate
+from .plugins._outcome import SUB_FLIP_RATE_KEY
 from .train import Trainer
 
 __all__ = ["CHECKPOINT_FILE", "load_checkpoint_state", "restore_trainer", "trainable", "with_resources"]
@@ -246,7 +247,7 @@ def trainable(config: Mapping[str, Any]) -> None:
         metrics: dict[str, Any] = {**m.as_dict(), **_optimizer_metrics(trainer), "node_id": node_id,
                                    "device": str(trainer.device),
                                    # this epoch's log flip rate every 1/8 epoch (bnn_tune.plugins.flip_sh_ray reads it)
-                                   "sub_log_flip_rate": [log_flip_rate(r) for r in subs.rates[seen:]]}
+                                   SUB_FLIP_RATE_KEY: [log_flip_rate(r) for r in subs.rates[seen:]]}
         with tempfile.TemporaryDirectory(prefix="bnn_tune_ckpt_") as directory:
             torch.save(trainer.state_dict(), os.path.join(directory, CHECKPOINT_FILE))
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))

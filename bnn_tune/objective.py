@@ -53,16 +53,18 @@ __all__ = [
     "resolve_space",
 ]
 
-FLIP_RATE_ATTR = "bnn_tune:log_flip_rate"
-LAYER_FLIP_RATE_ATTR = "bnn_tune:layer_log_flip_rate"
-VAL_ACC_ATTR = "bnn_tune:val_acc"
-CONFIG_ATTR = "bnn_tune:config"
-CHECKPOINT_ATTR = "bnn_tune:checkpoint"
-FAIL_REASON_ATTR = "bnn_tune:fail_reason"
-PRUNE_REASON_ATTR = "bnn_tune:prune_reason"
-SUB_FLIP_RATE_ATTR = "bnn_tune:sub_log_flip_rate"
-SUB_EPOCH_POINTS = 8
-TEST_ACC_ATTR = "bnn_tune:test_acc"
+from .plugins._outcome import (  # the keys live in one module; re-exported here for the objective's users
+    CHECKPOINT_ATTR,
+    CONFIG_ATTR,
+    FAIL_REASON_ATTR,
+    FLIP_RATE_ATTR,
+    LAYER_FLIP_RATE_ATTR,
+    PRUNE_REASON_ATTR,
+    SUB_EPOCH_POINTS,
+    SUB_FLIP_RATE_ATTR,
+    TEST_ACC_ATTR,
+    VAL_ACC_ATTR,
+)
 
 _logger = logging.getLogger("bnn_tune.objective")
 

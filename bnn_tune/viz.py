@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ._imports import require
+from .plugins._outcome import FLIP_RATE_ATTR
 
 __all__ = ["plot_accuracy", "plot_flip_rates", "plot_optimization_history", "plot_param_importances", "save_figures"]
 
@@ -29,7 +30,7 @@ def _optuna_mpl() -> Any:
     return optuna.visualization.matplotlib
 
 
-def plot_flip_rates(study: Any, *, ax: Any = None, key: str = "bnn_tune:log_flip_rate", best_first: bool = True) -> Any:
+def plot_flip_rates(study: Any, *, ax: Any = None, key: str = FLIP_RATE_ATTR, best_first: bool = True) -> Any:
     """Log flip rate per epoch of every trial (complete: blue, pruned: red, failed: grey; best: bold).
 
     Args:

@@ -29,8 +29,7 @@ if TYPE_CHECKING:
 
 __all__ = ["PROTECTED_ATTR", "SUB_FLIP_RATE_ATTR", "FlipSHPruner"]
 
-SUB_FLIP_RATE_ATTR = "bnn_tune:sub_log_flip_rate"
-PROTECTED_ATTR = "bnn_tune:protected"
+from bnn_tune.plugins._outcome import PROTECTED_ATTR, SUB_FLIP_RATE_ATTR  # noqa: E402
 
 _logger = logging.getLogger("bnn_tune.pruner")
 

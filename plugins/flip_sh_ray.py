@@ -23,7 +23,7 @@ from bnn_tune.plugins.ray import FlipRateScheduler, _FlipRateTracker, _number, _
 
 __all__ = ["SUB_FLIP_RATE_KEY", "FlipSHScheduler"]
 
-SUB_FLIP_RATE_KEY = "sub_log_flip_rate"
+from bnn_tune.plugins._outcome import SUB_FLIP_RATE_KEY  # noqa: E402
 
 _logger = logging.getLogger("bnn_tune.ray")
 

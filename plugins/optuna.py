@@ -24,8 +24,7 @@ if TYPE_CHECKING:
 
 __all__ = ["FLIP_RATE_ATTR", "PRUNE_REASON_ATTR", "FlipRatePruner", "record_user_attr"]
 
-FLIP_RATE_ATTR = "bnn_tune:log_flip_rate"
-PRUNE_REASON_ATTR = "bnn_tune:prune_reason"
+from bnn_tune.plugins._outcome import FLIP_RATE_ATTR, PRUNE_REASON_ATTR  # noqa: E402
 
 _logger = logging.getLogger("bnn_tune.pruner")
 

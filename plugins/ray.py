@@ -52,9 +52,7 @@ __all__ = [
     "read_stop_reason",
 ]
 
-FLIP_RATE_KEY = "log_flip_rate"
-STOP_REASON_KEY = "stop_reason"
-STOP_REASON_FILE = "bnn_tune_stop_reason.txt"
+from bnn_tune.plugins._outcome import FLIP_RATE_KEY, STOP_REASON_FILE, STOP_REASON_KEY  # noqa: E402
 
 _logger = logging.getLogger("bnn_tune.ray")
 

@@ -8,7 +8,7 @@ the benchmark scripts that produce them); :func:`get` and :func:`list` read them
 
 Example:
     >>> from bnn_tune.search_spaces import presets
-    >>> isinstance(presets.list(), list)
+    >>> all(isinstance(p, presets.Preset) for p in presets.list())
     True
 """
 

@@ -46,8 +46,7 @@ __all__ = ["BestTrial", "export_best", "find_best"]
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_FILE = "checkpoint.pt"
-CONFIG_ATTR = "bnn_tune:config"
-CHECKPOINT_ATTR = "bnn_tune:checkpoint"
+from ..plugins._outcome import CHECKPOINT_ATTR, CONFIG_ATTR  # noqa: E402
 
 
 @dataclass

@@ -30,9 +30,7 @@ from .tasks import get_task
 
 __all__ = ["PRUNERS", "SPACES", "make_pruner", "replay", "snap"]
 
-FLIP_RATE_ATTR = "bnn_tune:log_flip_rate"
-SUB_FLIP_RATE_ATTR = "bnn_tune:sub_log_flip_rate"
-PRUNE_REASON_ATTR = "bnn_tune:prune_reason"
+from ..plugins._outcome import FLIP_RATE_ATTR, PRUNE_REASON_ATTR, SUB_FLIP_RATE_ATTR, TEST_ACC_ATTR  # noqa: E402
 
 SPACES = ("reinterpreted", "naive")
 
@@ -224,7 +222,7 @@ def replay(
                     raise optuna.TrialPruned(trial.user_attrs.get(PRUNE_REASON_ATTR, ""))
         finally:
             used.append(spent)
-        trial.set_user_attr("bnn_tune:test_acc", float(test[ci, si, -1]))
+        trial.set_user_attr(TEST_ACC_ATTR, float(test[ci, si, -1]))
         return float(val[ci, si, -1])
 
     study.optimize(objective, n_trials=n_trials, catch=())
@@ -250,7 +248,7 @@ def summarize(study: optuna.Study, table: Table, used: list[float], cells: list[
         spent += cost
         if t.state == TrialState.COMPLETE and t.value is not None and math.isfinite(t.value):
             if t.value > best:
-                best, best_test = t.value, float(t.user_attrs.get("bnn_tune:test_acc", math.nan))
+                best, best_test = t.value, float(t.user_attrs.get(TEST_ACC_ATTR, math.nan))
             if to_target is None and t.value >= target:
                 to_target, epochs_to_target = t.number + 1, spent
         if t.state == TrialState.PRUNED:

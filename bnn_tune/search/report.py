@@ -56,6 +56,7 @@ from typing import Any
 
 from .._imports import require
 from ..cli import register_command
+from ..plugins._outcome import CONFIG_ATTR
 
 __all__ = [
     "BenchRun",
@@ -221,7 +222,7 @@ def load_optuna_runs(path: str | os.PathLike, *, study_name: str | None = None) 
             val = _finite_list(t.user_attrs.get(VAL_ACC_ATTR))
             if not val and t.intermediate_values:
                 val = [float(t.intermediate_values[k]) for k in sorted(t.intermediate_values)]
-            config = t.user_attrs.get("bnn_tune:config") or {}
+            config = t.user_attrs.get(CONFIG_ATTR) or {}
             note = ""
             if state == PRUNED:
                 note = str(t.user_attrs.get(PRUNE_REASON_ATTR) or "pruned by the study's pruner")

@@ -187,8 +187,8 @@ def test_collapsing_config_is_stopped_with_its_reason(ray_session, tmp_path):
     stopped right after the warm-up, and its result, its trial directory and the scheduler say why. The
     frozen run goes first (one trial at a time): alone, ASHA has no rung to compare it with, so the stop
     is the flip rule's."""
-    from bnn_tune.search.ray import make_scheduler
     from bnn_tune.plugins.ray import read_stop_reason
+    from bnn_tune.search.ray import make_scheduler
 
     epochs = 6  # warm-up max(2, 6 // 5) = 2 epochs: the frozen run is judged first at epoch 3
     scheduler = make_scheduler("flip", epochs)

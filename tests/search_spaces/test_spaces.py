@@ -7,8 +7,7 @@ import math
 import optuna
 import pytest
 
-from bnn_tune import search_spaces
-from bnn_tune import optim
+from bnn_tune import optim, search_spaces
 from bnn_tune.config import TrialConfig
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
