@@ -160,6 +160,8 @@ def find_best(source: Any, *, study_name: str | None = None, metric: str = "val_
         raise ValueError(f"`mode` must be 'max' or 'min', but got mode={mode!r}.")
     if scope not in ("last", "all"):
         raise ValueError(f"`scope` must be 'last' or 'all', but got scope={scope!r}.")
+    if isinstance(source, BestTrial):  # chosen by the caller (``bnn-tune search`` exports its ranking's best)
+        return source
     if hasattr(source, "best_trial") and hasattr(source, "study_name"):
         return _optuna(source, metric)
     if hasattr(source, "get_best_result"):

@@ -1,46 +1,73 @@
-"""Run an Optuna study of BNN trainings: storage from a URL, N worker processes on one storage.
+"""The Optuna backend of ``bnn-tune search``: N worker processes on one storage, the study in ``--out``.
 
-Storage URLs (``storage=``):
+:func:`run_optuna_search` takes the :class:`bnn_tune.search.settings.SearchSettings` both backends take. The
+study lives in ``settings.storage`` (default ``sqlite:///<out>/study.db``; any URL
+:func:`bnn_tune.search._storage.make_storage` reads), checkpoints of completed trials in
+``<out>/trial_<number>/checkpoint.pt``. With ``workers > 1`` the study is created once, then ``workers``
+processes (multiprocessing, spawn) each load it and run ``study.optimize`` on their share of the trials still
+missing; worker ``i`` samples with TPE seeded by ``settings.sampler_seeds()[i]``. Optuna's storage hands every
+trial number to exactly one process, so no trial is lost or duplicated. The driver follows the study in the
+storage and feeds the live view (:class:`bnn_tune.search._rows.LiveView`).
 
-* ``None`` or ``":memory:"``: in-memory (one process only);
-* an RDB URL (``sqlite:///runs/NAME/study.db``, ``postgresql://...``, ``mysql://...``): Optuna's
-  :class:`~optuna.storages.RDBStorage` (SQLite gets a 60 s lock timeout so several processes can share it);
-* ``journal:///abs/path/study.log`` (``journal://relative/path.log`` is relative), or any path ending in
-  ``.log`` / ``.journal``: :class:`~optuna.storages.JournalStorage` with a file backend (append-only,
-  safe for several processes on one machine or on NFS).
-
-With ``workers > 1`` the study is created once, then ``workers`` processes (multiprocessing, spawn) each
-load it and run ``study.optimize`` on their share of ``n_trials``; Optuna's storage hands every trial number
-to exactly one process, so no trial is lost or duplicated. The storage is readable by optuna-dashboard
-(``optuna-dashboard sqlite:///runs/NAME/study.db``).
+Resuming (``resume=True``): the trials already finished count towards ``n_trials``; a trial that Ctrl-C
+interrupted is run again with the same parameters. Without ``resume`` a storage that already holds the study
+is refused (one ``ValueError``), so two searches never mix by accident.
 
 Killed workers: with an RDB storage every running trial writes a heartbeat every ``heartbeat_interval``
 seconds; a trial whose heartbeat is older than ``grace_period`` (its worker was killed, its machine lost)
-is marked FAIL by the next trial any worker starts, and Optuna's ``RetryHeartbeatStaleTrialCallback`` (the
-``RetryFailedTrialCallback`` of earlier versions) enqueues it
-again with the same parameters (``max_retry`` times). When the workers are done, the driver fails the stale
+is marked FAIL by the next trial any worker starts, and Optuna's ``RetryHeartbeatStaleTrialCallback`` enqueues
+it again with the same parameters (``max_retry`` times). When the workers are done, the driver fails the stale
 trials that are left and runs their retries itself, so no trial stays RUNNING forever. (Optuna's
 ``JournalStorage`` has no heartbeat: a journal study keeps a killed worker's trial RUNNING.)
+
+Ctrl-C: the workers ignore SIGINT; the driver stops them with SIGTERM, which each turns into a
+``KeyboardInterrupt`` inside its trial (Optuna marks the trial FAIL, and it is recorded as interrupted so
+``--resume`` runs it again), and raises :class:`SearchInterrupted` once they have exited.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import multiprocessing as mp
-import os
+import multiprocessing.connection
+import signal
+import sys
 import time
 import warnings
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from .._imports import require
+from ..plugins._outcome import (
+    CHECKPOINT_ATTR,
+    CONFIG_ATTR,
+    FAIL_REASON_ATTR,
+    FLIP_RATE_ATTR,
+    PRUNE_REASON_ATTR,
+    SUB_EPOCH_POINTS,
+    SUB_FLIP_RATE_ATTR,
+    TEST_ACC_ATTR,
+    trial_status,
+)
+from ._rows import LiveView, TrialRow
 from ._rule import DEFAULT_PRUNER, MEDIAN_SETTINGS, SH_SETTINGS, check_pruner, flip_rule_settings
 from ._storage import make_storage
+from .settings import SearchSettings
 
-__all__ = ["SearchSettings", "make_pruner", "make_storage", "run_optuna_search"]
+__all__ = ["INTERRUPTED", "SearchInterrupted", "SearchSettings", "make_pruner", "make_storage", "row_of_trial",
+           "run_optuna_search"]
 
 _logger = logging.getLogger("bnn_tune.search")
+
+INTERRUPTED = "interrupted (Ctrl-C or SIGTERM): --resume runs it again"
+"""The fail reason of a trial that Ctrl-C stopped."""
+_RETRY_OF_ATTR = "bnn_tune:retry_of"
+
+
+class SearchInterrupted(KeyboardInterrupt):
+    """Ctrl-C ended the search; the study is consistent and ``--resume`` continues it."""
 
 
 def make_pruner(kind: str = DEFAULT_PRUNER, *, epochs: int | None = None, **flip_kwargs: Any) -> Any:
@@ -80,25 +107,43 @@ def make_pruner(kind: str = DEFAULT_PRUNER, *, epochs: int | None = None, **flip
     return FlipRatePruner(optuna.pruners.MedianPruner(**MEDIAN_SETTINGS), combine="or", **flip_kwargs)
 
 
-@dataclass
-class SearchSettings:
-    """Everything a worker process needs (plain data, picklable under spawn)."""
 
-    space: Any
-    base_config: dict[str, Any]
-    n_trials: int
-    storage: str | None = None
-    study_name: str | None = None
-    workers: int = 1
-    pruner: str = DEFAULT_PRUNER
-    seed: int | None = None
-    artifact_dir: str | None = None
-    naive: bool = False
-    enqueue: Sequence[Mapping[str, Any]] = field(default_factory=list)
-    verbose: bool = True
-    heartbeat_interval: int = 10
-    grace_period: int = 30
-    max_retry: int = 2
+
+def _schedule_rule(pruner: str) -> str | None:
+    if "hyperband" in pruner:
+        return "hyperband"
+    if "asha" in pruner:
+        return "asha"
+    if "median" in pruner:
+        return "median"
+    return None
+
+
+def row_of_trial(trial: Any, *, pruner: str = DEFAULT_PRUNER) -> TrialRow:
+    """The :class:`TrialRow` of an Optuna ``FrozenTrial``."""
+    state = trial.state.name
+    iv = trial.intermediate_values
+    values = [iv[s] for s in sorted(iv)]
+    finite = [v for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
+    subs = trial.user_attrs.get(SUB_FLIP_RATE_ATTR) or []
+    epochs: float = float(trial.last_step) if trial.last_step is not None else len(subs) / SUB_EPOCH_POINTS
+    reason = trial.user_attrs.get(PRUNE_REASON_ATTR) if state == "PRUNED" else None
+    fail = trial.user_attrs.get(FAIL_REASON_ATTR) if state == "FAIL" else None
+    if state in ("RUNNING", "WAITING"):
+        status = "running"
+    else:
+        status = trial_status(failed=state == "FAIL", stop_reason=reason, stopped=state == "PRUNED",
+                              schedule_rule=_schedule_rule(pruner))
+    value = trial.value if state == "COMPLETE" else (values[-1] if values else None)
+    config = trial.user_attrs.get(CONFIG_ATTR)
+    used = {**trial.params, **{k: v for k, v in (config or {}).items() if k in trial.params}}
+    lfr = trial.user_attrs.get(FLIP_RATE_ATTR) or []
+    return TrialRow(
+        trial=str(trial.number), status=status, val_acc=value, best_val_acc=max(finite) if finite else None,
+        epochs=int(epochs) if float(epochs).is_integer() else epochs, params=used, config=config,
+        note=reason or fail or ("pruned (no reason recorded)" if state == "PRUNED" else ""),
+        log_flip_rate=lfr[-1] if lfr else None, test_acc=trial.user_attrs.get(TEST_ACC_ATTR),
+        checkpoint=trial.user_attrs.get(CHECKPOINT_ATTR))
 
 
 def _storage(settings: SearchSettings) -> Any:
@@ -106,112 +151,191 @@ def _storage(settings: SearchSettings) -> Any:
                         grace_period=settings.grace_period, max_retry=settings.max_retry)
 
 
-def _report_trial(study: Any, trial: Any) -> None:
-    from ..objective import FAIL_REASON_ATTR, PRUNE_REASON_ATTR
+class _Interruptible:
+    """The objective, recording a Ctrl-C (or SIGTERM) that ends a trial so that ``--resume`` runs it again."""
 
-    state = trial.state.name
-    value = "" if trial.value is None else f" val_acc={trial.value:.4f}"
-    params = " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in trial.params.items())
-    why = trial.user_attrs.get(PRUNE_REASON_ATTR) if state == "PRUNED" else trial.user_attrs.get(FAIL_REASON_ATTR)
-    steps = "" if trial.last_step is None else f" epochs={trial.last_step}"
-    print(f"[trial {trial.number:>3}] {state:<8}{value}{steps} {params}" + (f" -- {why}" if why else ""),
-          flush=True)
+    def __init__(self, objective: Callable[[Any], float]) -> None:
+        self.objective = objective
+
+    def __call__(self, trial: Any) -> float:
+        try:
+            return self.objective(trial)
+        except KeyboardInterrupt:
+            try:
+                trial.set_user_attr(FAIL_REASON_ATTR, INTERRUPTED)
+            except Exception:  # noqa: BLE001 - the storage may be gone too; the trial still fails
+                pass
+            raise
+
+
+def _objective(settings: SearchSettings) -> _Interruptible:
+    from ..objective import objective
+
+    return _Interruptible(objective(settings.space, base_config=settings.base_config,
+                                    artifact_dir=str(settings.out), naive=settings.naive))
+
+
+def _sigterm_is_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
 
 
 def _worker(settings: SearchSettings, n_trials: int, index: int) -> None:
-    optuna = require("optuna", feature="bnn-tune search")
-    import torch
-
-    from ..objective import objective
-
-    threads = max(1, (os.cpu_count() or 1) // max(1, settings.workers))
-    torch.set_num_threads(threads)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    seed = None if settings.seed is None else settings.seed + index
-    study = optuna.load_study(study_name=settings.study_name, storage=_storage(settings),
-                              sampler=optuna.samplers.TPESampler(seed=seed),
-                              pruner=make_pruner(settings.pruner, epochs=_epochs(settings)))
-    obj = objective(settings.space, base_config=settings.base_config, artifact_dir=settings.artifact_dir,
-                    naive=settings.naive)
-    study.optimize(obj, n_trials=n_trials, callbacks=[_report_trial] if settings.verbose else None)
-
-
-def _epochs(settings: SearchSettings) -> int:
-    from ..config import TrialConfig
-
-    return int(settings.base_config.get("epochs", TrialConfig.epochs))
+    # SIGINT is ignored (inherited from the driver); the driver's SIGTERM interrupts the running trial cleanly
+    signal.signal(signal.SIGTERM, _sigterm_is_interrupt)
+    try:
+        optuna = require("optuna", feature="bnn-tune search")
+        optuna.logging.set_verbosity(optuna.logging.ERROR)
+        study = optuna.load_study(study_name=settings.study_name, storage=_storage(settings),
+                                  sampler=optuna.samplers.TPESampler(seed=settings.sampler_seeds()[index]),
+                                  pruner=make_pruner(settings.pruner, epochs=settings.epochs))
+        study.optimize(_objective(settings), n_trials=n_trials)
+    except KeyboardInterrupt:
+        sys.exit(130)
 
 
 def _shares(n: int, workers: int) -> list[int]:
     return [n // workers + (1 if i < n % workers else 0) for i in range(workers)]
 
 
-def run_optuna_search(settings: SearchSettings, *, on_trial: Callable[[Any, Any], None] | None = None) -> Any:
-    """Create (or resume) the study and run ``settings.n_trials`` trials on ``settings.workers`` processes.
+def _existing_study(settings: SearchSettings) -> bool:
+    """Whether the storage already holds ``settings.study_name`` (without creating a database file)."""
+    optuna = require("optuna", feature="bnn-tune search")
+    url = settings.storage
+    if url in (None, "", ":memory:"):
+        return False
+    for prefix in ("sqlite:///", "journal://"):
+        if url.startswith(prefix) and not Path(url[len(prefix):]).exists():  # type: ignore[union-attr]
+            return False
+    if "://" not in url and url.endswith((".log", ".journal")) and not Path(url).exists():  # type: ignore[operator]
+        return False
+    names = optuna.study.get_all_study_names(storage=make_storage(url))
+    return settings.study_name in names
+
+
+def _prepare(settings: SearchSettings) -> tuple[Any, int]:
+    """Create or (with ``resume``) load the study; returns it and the number of trials still to run."""
+    optuna = require("optuna", feature="bnn-tune search")
+    from optuna.trial import TrialState
+
+    exists = _existing_study(settings)
+    if exists and not settings.resume:
+        raise ValueError(f"the storage {settings.storage} already holds the study {settings.study_name!r}; pass "
+                         "--resume to continue it, or choose another --out / --study.")
+    if settings.resume and not exists:
+        raise ValueError(f"--resume: there is no study {settings.study_name!r} in {settings.storage} to continue; "
+                         "drop --resume to start it.")
+    storage = _storage(settings)
+    study = optuna.create_study(study_name=settings.study_name, storage=storage, direction="maximize",
+                                load_if_exists=True,
+                                sampler=optuna.samplers.TPESampler(seed=settings.sampler_seeds()[0]),
+                                pruner=make_pruner(settings.pruner, epochs=settings.epochs))
+    trials = study.get_trials(deepcopy=False)
+    retried = {t.user_attrs.get(_RETRY_OF_ATTR) for t in trials}
+    interrupted = [t for t in trials if t.state == TrialState.FAIL
+                   and t.user_attrs.get(FAIL_REASON_ATTR) == INTERRUPTED and t.number not in retried]
+    for t in interrupted:  # run again with the same parameters
+        study.enqueue_trial(dict(t.params), user_attrs={_RETRY_OF_ATTR: t.number})
+    for params in settings.enqueue:
+        study.enqueue_trial(dict(params), skip_if_exists=True)
+    done = sum(1 for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)
+               or (t.state == TrialState.FAIL and t.user_attrs.get(FAIL_REASON_ATTR) != INTERRUPTED))
+    return study, max(0, settings.n_trials - done)
+
+
+def run_optuna_search(settings: SearchSettings, *, view: LiveView | None = None,
+                      on_trial: Callable[[Any, Any], None] | None = None) -> Any:
+    """Create (or resume) the study and run the trials still missing of ``settings.n_trials`` on
+    ``settings.workers`` processes.
 
     Args:
-        settings: what to search and where to store it.
+        settings: what to search and where to store it (validated when it was made).
+        view: the live view to feed (a line per finished trial).
         on_trial: extra ``callback(study, frozen_trial)`` (single-process runs only).
 
     Returns:
         The ``optuna.Study`` (reloaded from the storage after multi-process runs).
 
     Raises:
-        ValueError: ``workers > 1`` with in-memory storage, or bad counts.
+        ValueError: the storage already holds the study and ``resume`` is off (or the reverse).
+        SearchInterrupted: Ctrl-C; the trials it interrupted are recorded and ``resume`` runs them again.
     """
     optuna = require("optuna", feature="bnn-tune search")
-    if isinstance(settings.n_trials, bool) or not isinstance(settings.n_trials, int) or settings.n_trials < 1:
-        raise ValueError(f"`n_trials` must be an integer >= 1, but got n_trials={settings.n_trials!r}.")
-    if isinstance(settings.workers, bool) or not isinstance(settings.workers, int) or settings.workers < 1:
-        raise ValueError(f"`workers` must be an integer >= 1, but got workers={settings.workers!r}.")
-    storage = _storage(settings)
-    if settings.workers > 1 and storage is None:
-        raise ValueError("`workers` > 1 needs a shared storage (an RDB URL or a journal file), but got the "
-                         "in-memory storage; pass storage='sqlite:///path/study.db' or 'journal:///path/study.log'.")
-    study = optuna.create_study(
-        study_name=settings.study_name, storage=storage, direction="maximize", load_if_exists=True,
-        sampler=optuna.samplers.TPESampler(seed=settings.seed),
-        pruner=make_pruner(settings.pruner, epochs=_epochs(settings)),
-    )
-    settings.study_name = study.study_name
-    for params in settings.enqueue:
-        study.enqueue_trial(dict(params), skip_if_exists=True)
-    if settings.workers == 1:
-        from ..objective import objective
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # failures are reported once, by the objective and the view
+    study, remaining = _prepare(settings)
+    if remaining == 0:
+        return study
+    workers = min(settings.workers or 1, remaining)
+    if workers == 1:
+        def report(study: Any, trial: Any) -> None:
+            if view is not None:
+                view.finished(row_of_trial(trial, pruner=settings.pruner))
+            if on_trial is not None:
+                on_trial(study, trial)
 
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
-        obj = objective(settings.space, base_config=settings.base_config, artifact_dir=settings.artifact_dir,
-                        naive=settings.naive)
-        callbacks = [cb for cb in (_report_trial if settings.verbose else None, on_trial) if cb is not None]
-        study.optimize(obj, n_trials=settings.n_trials, callbacks=callbacks)
+        try:
+            study.optimize(_objective(settings), n_trials=remaining, callbacks=[report])
+        except KeyboardInterrupt:
+            raise SearchInterrupted from None
         return study
     ctx = mp.get_context("spawn")
     procs = [ctx.Process(target=_worker, args=(settings, n, i), name=f"bnn-tune-worker-{i}")
-             for i, n in enumerate(_shares(settings.n_trials, settings.workers)) if n > 0]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join()
+             for i, n in enumerate(_shares(remaining, workers)) if n > 0]
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # the workers inherit "ignore Ctrl-C"
+    try:
+        for p in procs:
+            p.start()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    try:
+        _follow(study, procs, view, settings)
+    except KeyboardInterrupt:
+        for p in procs:
+            if p.is_alive():
+                p.terminate()  # SIGTERM: the worker interrupts its trial and exits
+        for p in procs:
+            p.join(timeout=60)
+            if p.is_alive():
+                p.kill()
+        raise SearchInterrupted from None
     study = optuna.load_study(study_name=settings.study_name, storage=_storage(settings),
-                              sampler=optuna.samplers.TPESampler(seed=settings.seed),
-                              pruner=make_pruner(settings.pruner, epochs=_epochs(settings)))
+                              sampler=optuna.samplers.TPESampler(seed=settings.sampler_seeds()[0]),
+                              pruner=make_pruner(settings.pruner, epochs=settings.epochs))
     killed = [p.name for p in procs if p.exitcode is not None and p.exitcode < 0]
     if killed:
         _logger.warning("search workers %s were killed; failing and retrying their trials", killed)
-        _recover_lost_trials(study, settings)
+        _recover_lost_trials(study, settings, view)
     failed = [p.name for p in procs if p.exitcode is not None and p.exitcode > 0]
     if failed:
         raise RuntimeError(f"search workers {failed} exited with errors (exit codes "
                            f"{[p.exitcode for p in procs]}); the storage keeps every finished trial.")
+    _follow(study, [], view, settings)  # the trials the last poll missed
     return study
 
 
-def _recover_lost_trials(study: Any, settings: SearchSettings) -> None:
+def _follow(study: Any, procs: list[Any], view: LiveView | None, settings: SearchSettings) -> None:
+    """Wait for the workers, feeding the live view from the storage once a second."""
+    from optuna.trial import TrialState
+
+    seen: set[int] = set()
+    while True:
+        alive = any(p.is_alive() for p in procs)
+        if view is not None:
+            for t in study.get_trials(deepcopy=False):
+                if t.state == TrialState.RUNNING:
+                    view.started(str(t.number))
+                elif t.state.is_finished() and t.number not in seen:
+                    seen.add(t.number)
+                    view.finished(row_of_trial(t, pruner=settings.pruner))
+        if not alive:
+            return
+        # until a worker exits, or a second (the poll interval of the live view)
+        mp.connection.wait([p.sentinel for p in procs if p.is_alive()], timeout=1.0)
+
+
+def _recover_lost_trials(study: Any, settings: SearchSettings, view: LiveView | None) -> None:
     """After killed workers: fail their trials once the heartbeat is stale, then run the retries here."""
     optuna = require("optuna", feature="bnn-tune search")
     from optuna.trial import TrialState
-
-    from ..objective import objective
 
     # the study's storage is Optuna's cache around the RDB storage: ask it, not an attribute of the RDB one
     interval = getattr(study._storage, "get_heartbeat_interval", lambda: None)()
@@ -226,6 +350,4 @@ def _recover_lost_trials(study: Any, settings: SearchSettings) -> None:
         time.sleep(min(1.0, settings.heartbeat_interval))  # waiting for the heartbeat to go stale
     waiting = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
     if waiting:
-        obj = objective(settings.space, base_config=settings.base_config, artifact_dir=settings.artifact_dir,
-                        naive=settings.naive)
-        study.optimize(obj, n_trials=waiting, callbacks=[_report_trial] if settings.verbose else None)
+        study.optimize(_objective(settings), n_trials=waiting)

@@ -53,14 +53,14 @@ def test_make_pruner_kinds():
 
 def test_settings_validation():
     with pytest.raises(ValueError, match="`n_trials` must be an integer >= 1, but got n_trials=0"):
-        run_optuna_search(SearchSettings(space="latent_adam", base_config=TINY, n_trials=0))
+        SearchSettings(space="latent_adam", base_config=TINY, n_trials=0, storage=":memory:")
     with pytest.raises(ValueError, match="`workers` > 1 needs a shared storage"):
-        run_optuna_search(SearchSettings(space="latent_adam", base_config=TINY, n_trials=2, workers=2))
+        SearchSettings(space="latent_adam", base_config=TINY, n_trials=2, workers=2, storage=":memory:")
 
 
 def test_in_memory_single_process(tmp_path):
     study = run_optuna_search(SearchSettings(space="latent_adam", base_config=TINY, n_trials=2, seed=0,
-                                             artifact_dir=str(tmp_path), verbose=False, pruner="none"))
+                                             out=tmp_path, storage=":memory:", verbose=False, pruner="none"))
     assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"]
     assert (tmp_path / "trial_1" / "checkpoint.pt").exists()
 
@@ -70,19 +70,21 @@ def test_two_workers_share_one_storage_without_losing_or_duplicating_trials(tmp_
     url = f"journal://{tmp_path}/study.log" if kind == "journal" else f"sqlite:///{tmp_path}/study.db"
     n = 5
     settings = SearchSettings(space="latent_adam", base_config=TINY, n_trials=n, storage=url, study_name="s",
-                              workers=2, seed=0, artifact_dir=str(tmp_path / "art"), verbose=False, pruner="none")
+                              workers=2, seed=0, out=tmp_path / "art", verbose=False, pruner="none")
     study = run_optuna_search(settings)
     trials = optuna.load_study(study_name="s", storage=make_storage(url)).trials
     assert sorted(t.number for t in trials) == list(range(n))  # none lost, none duplicated
     assert len({t._trial_id for t in trials}) == n
     assert all(t.state.name == "COMPLETE" for t in trials), [t.state.name for t in trials]
     assert all(len(t.user_attrs["bnn_tune:log_flip_rate"]) == 2 for t in trials)
-    assert sorted(p.name for p in (tmp_path / "art").iterdir()) == sorted(f"trial_{i}" for i in range(n))
+    assert sorted(p.name for p in (tmp_path / "art").glob("trial_*")) == sorted(f"trial_{i}" for i in range(n))
     assert len(study.trials) == n
-    # resuming the same study adds trials after the existing ones
-    settings.n_trials, settings.workers = 1, 1
-    again = run_optuna_search(settings)
+    # the same study again is refused without --resume; resumed, --samples is the total: one more trial
+    with pytest.raises(ValueError, match="already holds the study 's'; pass --resume"):
+        run_optuna_search(settings)
+    again = run_optuna_search(settings.replace(n_trials=n + 1, workers=1, resume=True))
     assert sorted(t.number for t in again.trials) == list(range(n + 1))
+    assert len(run_optuna_search(settings.replace(n_trials=n + 1, resume=True)).trials) == n + 1  # nothing missing
 
 
 def test_cli_search_writes_study_best_json_and_ranking(tmp_path, capsys):
@@ -94,15 +96,19 @@ def test_cli_search_writes_study_best_json_and_ranking(tmp_path, capsys):
     assert rc == 0
     text = capsys.readouterr().out
     # the default strategy (flip+asha) may prune the later trials of this tiny study: 3 trials in all
-    counts = {k: int(v) for v, k in re.findall(r"(\d+) (complete|pruned|fail)", text.split("study 'run': ", 1)[1][:60])}
-    assert counts.get("complete", 0) >= 1 and counts.get("complete", 0) + counts.get("pruned", 0) == 3, text
+    summary = json.loads((out / "summary.json").read_text())
+    counts = summary["counts"]  # the same counts the live line and the ranking's title print
+    assert counts.get("completed", 0) >= 1 and sum(counts.values()) == 3, text
+    assert "run (optuna): 3 trials in" in text and ", ".join(f"{n} {s}" for s, n in counts.items()) in text
     assert "rank" in text
     assert f"optuna-dashboard sqlite:///{out / 'study.db'}" in text
-    best = json.loads((out / "best.json").read_text())
-    assert best["config"]["optimizer"] == "latent_adam" and best["config"]["epochs"] == 2
+    summary = json.loads((out / "summary.json").read_text())
+    best = summary["best"]
+    config = json.loads((out / "best_config.json").read_text())
+    assert config["optimizer"] == "latent_adam" and config["epochs"] == 2
     assert best["checkpoint"].endswith(f"trial_{best['trial']}/checkpoint.pt")
     study = optuna.load_study(study_name="run", storage=f"sqlite:///{out / 'study.db'}")
-    assert len(study.trials) == 3 and study.best_value == best["value"]
+    assert len(study.trials) == 3 and study.best_value == best["val_acc"] and str(study.best_trial.number) == best["trial"]
 
 
 def test_cli_search_errors(tmp_path, capsys):
@@ -110,13 +116,12 @@ def test_cli_search_errors(tmp_path, capsys):
 
     assert main(["search", "--backend", "optuna", "--optimizer", "bopp", "--out", str(tmp_path / "x")]) == 2
     assert "Unknown search space 'bopp'" in capsys.readouterr().err
-    assert main(["search", "--backend", "optuna", "--out", str(tmp_path / "x")]) == 2
-    assert "give --optimizer" in capsys.readouterr().err
     assert main(["search", "--backend", "optuna", "--optimizer", "latent_adam", "--space", "bop",
                  "--out", str(tmp_path / "x")]) == 2
     assert "does not match" in capsys.readouterr().err
     assert main(["search", "--backend", "optuna", "--optimizer", "bop", "--resume", "--out", str(tmp_path / "x")]) == 2
-    assert "--resume only apply to --backend ray" in capsys.readouterr().err
+    assert "--resume: there is no study 'x'" in capsys.readouterr().err
     assert main(["search", "--backend", "optuna", "--optimizer", "bop", "--workers", "0",
                  "--out", str(tmp_path / "x")]) == 2
-    assert "--workers must be >= 1, but got 0" in capsys.readouterr().err
+    assert "`workers` must be an integer >= 1, but got workers=0" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()  # nothing written by a refused command

@@ -23,27 +23,16 @@ def test_unreachable_storage_is_one_clear_error(kind, tmp_path, capsys):
         make_storage(url)
 
 
-def test_a_search_with_no_completed_trial_says_which_rule_stopped_them_and_what_to_change(tmp_path, capsys):
-    """Every trial frozen (gamma 1e-9 cannot flip a weight): exit 1 and one line counting the trials by the rule
-    that stopped them, with the fix (more samples, another seed, or --pruner none)."""
-    import argparse
+def test_a_search_with_no_completed_trial_says_which_rule_stopped_them_and_what_to_change():
+    """Every trial stopped or failed: one line counting the trials by the status the deciding rule gave them, with
+    the fix (more samples, another seed, or --pruner none)."""
+    from bnn_tune.search._rows import TrialRow, why_none_completed
 
-    import optuna
-
-    from bnn_tune.objective import PRUNE_REASON_ATTR
-    from bnn_tune.search.cli import _why_none_completed
-
-    study = optuna.create_study(direction="maximize")
-    for reason in ("flip-early: log flip rate <= -8 at all 1 sub-epoch reports", "flip-early: ...", "asha: rung 1"):
-        t = study.ask()
-        t.set_user_attr(PRUNE_REASON_ATTR, reason)
-        study.tell(t, state=optuna.trial.TrialState.PRUNED)
-    t = study.ask()
-    study.tell(t, state=optuna.trial.TrialState.FAIL)
-    line = _why_none_completed(study, argparse.Namespace(pruner="flip+hyperband"))
-    assert line.startswith("no trial completed: 3 pruned, 1 fail (flip-early: 2, asha: 1)"), line
+    rows = [TrialRow("0", "flip-early"), TrialRow("1", "flip-early"), TrialRow("2", "pruned: hyperband"),
+            TrialRow("3", "failed")]
+    line = why_none_completed(rows, "flip+hyperband")
+    assert line.startswith("no trial completed: 1 pruned: hyperband, 2 flip-early, 1 failed;"), line
     assert "--pruner none" in line and "--samples" in line and "never flipped" in line
-    failed = optuna.create_study(direction="maximize")
-    failed.tell(failed.ask(), state=optuna.trial.TrialState.FAIL)
-    assert _why_none_completed(failed, argparse.Namespace(pruner="asha")) == (
-        "no trial completed: 1 fail; every trial failed: see the errors above")
+    assert why_none_completed([TrialRow("0", "failed")], "asha") == (
+        "no trial completed: 1 failed; every trial failed: see the errors above (the note of each trial in "
+        "summary.json)")

@@ -55,7 +55,7 @@ def _samples(fn, n=40):
 def test_list_and_get():
     assert NAMES == ["bmd", "bnew", "bop", "bop2", "filters", "latent_adam"]
     for name in NAMES:
-        assert search_spaces.get(name).__name__ == f"search_spaces.{name}"
+        assert search_spaces.get(name).__name__ == f"bnn_tune.search_spaces.{name}"
     assert search_spaces.get("filter") is search_spaces.get("filters")  # the optimizer's registry name
 
 
