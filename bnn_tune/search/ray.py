@@ -242,6 +242,8 @@ def _search(ray: Any, settings: SearchSettings, storage: Any, ray_storage: str, 
     tune_logger.setLevel(logging.ERROR)  # Ray's "stop signal received" / "experiment interrupted" lines
     try:
         if settings.resume:
+            if view is not None and view.enabled:
+                view.console.print(f"resuming the interrupted search in {experiment}", soft_wrap=True)
             tuner = tune.Tuner.restore(experiment, trainable=fn, resume_unfinished=True, resume_errored=True)
         else:
             tuner = tune.Tuner(

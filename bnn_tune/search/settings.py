@@ -63,10 +63,15 @@ def sampler_seeds(seed: int, workers: int) -> list[int]:
     return [int(s.generate_state(1)[0]) for s in np.random.SeedSequence(int(seed)).spawn(int(workers))]
 
 
+_FLAGS = {"n_trials": "--samples", "workers": "--workers", "seed": "--seed", "top": "--top",
+          "max_failures": "--max-failures"}
+
+
 def _int(name: str, value: Any, low: int, high: int | None = None) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
         bound = f">= {low}" if high is None else f"in [{low}, {high}]"
-        raise ValueError(f"`{name}` must be an integer {bound}, but got {name}={value!r}.")
+        flag = f" ({_FLAGS[name]} on the command line)" if name in _FLAGS else ""
+        raise ValueError(f"`{name}` must be an integer {bound}, but got {name}={value!r}{flag}.")
     return int(value)
 
 
@@ -175,7 +180,7 @@ class SearchSettings:
         base.setdefault("dataset", "digits")
         base.setdefault("epochs", DEFAULT_EPOCHS.get(str(base["dataset"]), 20))
         # counts and names
-        _int("n_trials", self.n_trials, 1)
+        _int("n_trials", self.n_trials, 1)  # --samples
         get_strategy(self.pruner)  # unknown strategy: ValueError with the list
         cpus = os.cpu_count() or 1
         set_(self, "cpus", cpus)

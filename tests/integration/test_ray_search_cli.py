@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -14,6 +15,13 @@ import pytest
 pytest.importorskip("ray.tune")
 pytest.importorskip("optuna")
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(400)]
+
+# summary.json has one schema for both backends (tests/search/test_one_search_command.py checks the Optuna side)
+SUMMARY_KEYS = {"format_version", "backend", "study", "space", "naive", "pruner", "seed", "samples", "workers",
+                "epochs", "fixed", "metric", "mode", "storage", "experiment_path", "elapsed_s", "counts", "best",
+                "trials"}
+ROW_KEYS = {"trial", "status", "val_acc", "best_val_acc", "epochs", "params", "config", "note", "log_flip_rate",
+            "test_acc", "checkpoint"}
 
 
 def test_search_cli_ray_backend_runs_contained(ray_env, tmp_path):
@@ -27,15 +35,19 @@ def test_search_cli_ray_backend_runs_contained(ray_env, tmp_path):
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=360, cwd=tmp_path)
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-4000:]
-    assert "bop on digits: 3 trials" in log  # the final ranking
-    assert "== Status ==" in log  # the live progress table
+    assert "run (ray): 3 trials in" in log  # the final ranking
+    assert "== Status ==" not in log and "Result logdir" not in log  # Ray's own status blocks are off
+    assert len(re.findall(r"^trial \w+: (completed|pruned: \w+|flip-\w+|failed), val_acc", log, re.M)) == 3, log
+    assert re.search(r"^trials: 0 running, 3 of 3 done", log, re.M), log  # the live view's last status line
     best = json.loads((out / "best_config.json").read_text())
     assert best["optimizer"] == "bop" and best["dataset"] == "digits" and best["max_steps_per_epoch"] == 5
     from bnn_tune.config import TrialConfig
 
     TrialConfig.from_dict(best)  # usable as `bnn-tune fit --config best_config.json`
     summary = json.loads((out / "summary.json").read_text())
-    assert len(summary["trials"]) == 3
+    assert len(summary["trials"]) == 3 and summary["backend"] == "ray"
+    assert sum(summary["counts"].values()) == 3
+    assert set(summary) == SUMMARY_KEYS and set(summary["trials"][0]) == ROW_KEYS  # the Optuna backend's schema
     assert summary["experiment_path"] == str(out.resolve() / "ray_results" / "run")
     assert (out / "ray_results" / "run").is_dir()
     assert not (out / "ray_tmp").exists()  # Ray's temp dir lived in the run directory and was removed
@@ -63,7 +75,7 @@ def test_search_cli_ray_backend_rejects_bad_counts_before_starting_ray(ray_env, 
     cmd = [sys.executable, "-m", "bnn_tune.cli", "search", "--backend", "ray", "--optimizer", "bop",
            "--samples", "0", "--out", str(tmp_path / "run")]
     proc = subprocess.run(cmd, env=ray_env, capture_output=True, text=True, timeout=120, cwd=tmp_path)
-    _one_error_line(proc, "`samples` must be >= 1, but got samples=0.")
+    _one_error_line(proc, "`n_trials` must be an integer >= 1, but got n_trials=0 (--samples on the command line).")
     assert not (tmp_path / "run").exists()
 
 
@@ -104,6 +116,9 @@ def test_search_cli_resume_continues_an_interrupted_search(ray_env, tmp_path):
         _wait_for(lambda: list(experiment.glob("*/checkpoint_000001")), 240, "a second checkpoint", proc)
         os.kill(proc.pid, signal.SIGINT)  # what Ctrl-C sends: Tune saves the state and stops
         first_log = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 130, first_log[-3000:]  # one line says how to continue
+    assert "interrupted: the search is saved in" in first_log and "--resume" in first_log
+    assert "Traceback" not in first_log, first_log[-3000:]
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
@@ -119,7 +134,7 @@ def test_search_cli_resume_continues_an_interrupted_search(ray_env, tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert len(summary["trials"]) == 2, summary["trials"]
     assert [t["status"] for t in summary["trials"]] == ["completed", "completed"], summary["trials"]
-    assert set(at_stop) <= {t["trial_id"] for t in summary["trials"]}  # the same trials, not new ones
+    assert set(at_stop) <= {t["trial"] for t in summary["trials"]}  # the same trials, not new ones
     final = {t.trial_id: t.last_result for t in ExperimentAnalysis(str(experiment)).trials}
     for trial_id, epoch in at_stop.items():
         # an unfinished trial continued from the checkpoint in the state: only the epochs after it ran again
