@@ -116,13 +116,13 @@ def test_search_cli_resume_continues_an_interrupted_search(ray_env, tmp_path):
         _wait_for(lambda: list(experiment.glob("*/checkpoint_000001")), 240, "a second checkpoint", proc)
         os.kill(proc.pid, signal.SIGINT)  # what Ctrl-C sends: Tune saves the state and stops
         first_log = proc.communicate(timeout=120)[0]
-    assert proc.returncode == 130, first_log[-3000:]  # one line says how to continue
-    assert "interrupted: the search is saved in" in first_log and "--resume" in first_log
-    assert "Traceback" not in first_log, first_log[-3000:]
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+    assert proc.returncode == 130, first_log[-3000:]  # one line says how to continue
+    assert "interrupted: the search is saved in" in first_log and "--resume" in first_log
+    assert "Traceback" not in first_log, first_log[-3000:]
     at_stop = _state_epochs(experiment)  # what --resume reads
     assert at_stop, first_log[-3000:]
     assert min(at_stop.values()) < epochs or len(at_stop) < 2, (at_stop, first_log[-3000:])  # interrupted
