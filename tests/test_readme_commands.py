@@ -90,7 +90,8 @@ def test_cli_commands_run_in_order(tmp_path, ray_env):
         _run([sys.executable, "-m", "bnn_tune.cli", *shlex.split(cmd)[1:]], tmp_path, ray_env)
     assert (tmp_path / "runs" / "bop-ray" / "best_config.json").is_file()  # the Ray backend's search
     assert (tmp_path / "runs" / "bop" / "study.db").is_file()
-    assert (tmp_path / "runs" / "bop" / "best.json").is_file()
+    assert (tmp_path / "runs" / "bop" / "best_config.json").is_file()
+    assert json.loads((tmp_path / "runs" / "bop" / "summary.json").read_text())["backend"] == "optuna"
     assert (tmp_path / "runs" / "bop" / "export" / "model.bnn.safetensors").is_file()
     report = (tmp_path / "runs" / "bop" / "report.html").read_text()
     assert "Kernel benchmark" in report and "Flip-rate curves" in report

@@ -10,8 +10,10 @@ trial number to exactly one process, so no trial is lost or duplicated. The driv
 storage and feeds the live view (:class:`bnn_tune.search._rows.LiveView`).
 
 Resuming (``resume=True``): the trials already finished count towards ``n_trials``; a trial that Ctrl-C
-interrupted is run again with the same parameters. Without ``resume`` a storage that already holds the study
-is refused (one ``ValueError``), so two searches never mix by accident.
+interrupted is run again with the same parameters; with nothing to resume the study starts (so every machine of
+a distributed search runs the same command with ``--resume``). Workers stop once the study holds ``n_trials``
+finished trials (Optuna's ``MaxTrialsCallback``), however many machines share it. Without ``resume`` a storage
+that already holds the study is refused (one ``ValueError``), so two searches never mix by accident.
 
 Killed workers: with an RDB storage every running trial writes a heartbeat every ``heartbeat_interval``
 seconds; a trial whose heartbeat is older than ``grace_period`` (its worker was killed, its machine lost)
@@ -188,9 +190,17 @@ def _worker(settings: SearchSettings, n_trials: int, index: int) -> None:
         study = optuna.load_study(study_name=settings.study_name, storage=_storage(settings),
                                   sampler=optuna.samplers.TPESampler(seed=settings.sampler_seeds()[index]),
                                   pruner=make_pruner(settings.pruner, epochs=settings.epochs))
-        study.optimize(_objective(settings), n_trials=n_trials)
+        study.optimize(_objective(settings), n_trials=n_trials, callbacks=[_enough(settings)])
     except KeyboardInterrupt:
         sys.exit(130)
+
+
+def _enough(settings: SearchSettings) -> Any:
+    """Stops a worker once the study holds ``n_trials`` finished trials (other workers and machines count)."""
+    from optuna.study import MaxTrialsCallback
+    from optuna.trial import TrialState
+
+    return MaxTrialsCallback(settings.n_trials, states=(TrialState.COMPLETE, TrialState.PRUNED))
 
 
 def _shares(n: int, workers: int) -> list[int]:
@@ -221,9 +231,6 @@ def _prepare(settings: SearchSettings) -> tuple[Any, int]:
     if exists and not settings.resume:
         raise ValueError(f"the storage {settings.storage} already holds the study {settings.study_name!r}; pass "
                          "--resume to continue it, or choose another --out / --study.")
-    if settings.resume and not exists:
-        raise ValueError(f"--resume: there is no study {settings.study_name!r} in {settings.storage} to continue; "
-                         "drop --resume to start it.")
     storage = _storage(settings)
     study = optuna.create_study(study_name=settings.study_name, storage=storage, direction="maximize",
                                 load_if_exists=True,
@@ -273,7 +280,7 @@ def run_optuna_search(settings: SearchSettings, *, view: LiveView | None = None,
                 on_trial(study, trial)
 
         try:
-            study.optimize(_objective(settings), n_trials=remaining, callbacks=[report])
+            study.optimize(_objective(settings), n_trials=remaining, callbacks=[report, _enough(settings)])
         except KeyboardInterrupt:
             raise SearchInterrupted from None
         return study

@@ -128,9 +128,8 @@ def run_ray_search(settings: SearchSettings, *, view: LiveView | None = None) ->
     if exists and not settings.resume:
         raise ValueError(f"{experiment} already holds the search {settings.study_name!r}; pass --resume to continue "
                          "it, or choose another --out / --study.")
-    if settings.resume and not exists:
-        raise ValueError(f"--resume: there is no Ray experiment to continue in {experiment}; drop --resume to "
-                         "start it.")
+    if settings.resume and not exists:  # nothing to resume: start it
+        settings = settings.replace(resume=False)
     storage = None
     if settings.storage:
         from ._storage import make_storage

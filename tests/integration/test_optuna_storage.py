@@ -118,8 +118,6 @@ def test_cli_search_errors(tmp_path, capsys):
     assert main(["search", "--backend", "optuna", "--optimizer", "latent_adam", "--space", "bop",
                  "--out", str(tmp_path / "x")]) == 2
     assert "does not match" in capsys.readouterr().err
-    assert main(["search", "--backend", "optuna", "--optimizer", "bop", "--resume", "--out", str(tmp_path / "x")]) == 2
-    assert "--resume: there is no study 'x'" in capsys.readouterr().err
     assert main(["search", "--backend", "optuna", "--optimizer", "bop", "--workers", "0",
                  "--out", str(tmp_path / "x")]) == 2
     assert "`workers` must be an integer >= 1, but got workers=0" in capsys.readouterr().err

@@ -99,18 +99,17 @@ def test_a_bad_dataset_is_refused_once_before_any_trial(tmp_path, capsys):
     assert not out.exists()
 
 
-def test_resume_is_refused_where_there_is_nothing_to_resume_and_required_where_there_is(tmp_path, capsys):
+def test_resume_is_required_to_continue_a_study_and_starts_one_where_there_is_none(tmp_path, capsys):
     out = tmp_path / "run"
     args = ["search", "--backend", "optuna", "--optimizer", "bop", "--samples", "1", "--epochs", "1", "--seed", "0",
             "--pruner", "none", *TINY, "--out", str(out)]
-    assert main([*args, "--resume"]) == 2
-    assert "--resume: there is no study 'run'" in capsys.readouterr().err
-    assert not out.exists()
-    assert main(args) == 0
+    assert main([*args, "--resume"]) == 0  # nothing to resume: it starts (every machine runs the same command)
     assert main(args) == 2
     assert "already holds the study 'run'; pass --resume" in capsys.readouterr().err
     assert main([*args, "--resume"]) == 0  # 1 trial asked, 1 done: nothing more runs
     assert len(json.loads((out / "summary.json").read_text())["trials"]) == 1
+    assert main([*args[:6], "2", *args[7:], "--resume"]) == 0  # --samples 2 in all: one more
+    assert len(json.loads((out / "summary.json").read_text())["trials"]) == 2
 
 
 def _wait(pred, timeout: float, proc: subprocess.Popen) -> None:
