@@ -105,6 +105,19 @@ def _tree(root) -> list[str]:
     return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
 
 
+def test_bench_of_a_model_without_packed_form_is_refused_before_anything_is_written(capsys, tmp_path):
+    """binarynet_paper (zero padding of binarized inputs, batch norm without scale) has no packed form."""
+    from bnn_tune.export import randomize_model
+    from bnn_tune.nn import build_model
+
+    model = randomize_model(build_model("binarynet_paper", (3, 16, 16), 4, width=0.0625))  # BN weight is None
+    assert not model.training
+    line = _error_line(capsys, ["bench", "--model", "binarynet_paper", "--quick", "--out", str(tmp_path / "b")])
+    assert "Model 'binarynet_paper' has no packed form, so there is nothing to benchmark" in line
+    assert "zeros" in line and "'binarynet'" in line
+    assert _tree(tmp_path) == []  # no --out folder, no bench.json
+
+
 def test_export_of_an_unknown_study_names_the_studies(capsys, tmp_path):
     optuna = pytest.importorskip("optuna")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
