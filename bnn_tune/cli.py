@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-__all__ = ["main", "parse_assignments", "register_command"]
+__all__ = ["main", "make_console", "parse_assignments", "register_command"]
 
 _COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {}
 
@@ -17,6 +17,22 @@ def register_command(name: str, add_arguments: Callable[[argparse.ArgumentParser
                      run: Callable[[argparse.Namespace], int]) -> None:
     """Add a subcommand (used by the optional modules: search, export, bench, report)."""
     _COMMANDS[name] = (add_arguments, run)
+
+
+PIPED_WIDTH = 1000
+"""Columns of a console that is not a terminal (a pipe, a log file, CI): wide enough that no value is cut."""
+
+
+def make_console(*, stderr: bool = False) -> Any:
+    """A rich console for a command's output: the terminal's width on a terminal; piped, ``PIPED_WIDTH``
+    columns, so tables print their full values (rich would squeeze them into 80 columns, ``train_…``)
+    and a line never wraps mid-value. Tables are as wide as their content, not the console."""
+    from rich.console import Console
+
+    console = Console(stderr=stderr)
+    if not console.is_terminal:
+        console = Console(stderr=stderr, width=PIPED_WIDTH)
+    return console
 
 
 def _value(text: str) -> Any:
@@ -71,13 +87,12 @@ def _fit_args(p: argparse.ArgumentParser) -> None:
 
 
 def _run_fit(args: argparse.Namespace) -> int:
-    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
 
     from .train import Trainer
 
-    console = Console(stderr=args.json)
+    console = make_console(stderr=args.json)
     trainer = Trainer(config_from_args(args))  # a bad config: ConfigError, answered by main()
     cfg = trainer.config
     console.print(f"bnn-tune fit: optimizer={cfg.optimizer} model={cfg.model} dataset={cfg.dataset} "
@@ -116,7 +131,7 @@ register_command("fit", _fit_args, _run_fit)
 def _load_optional_commands() -> None:
     import importlib
 
-    for mod in ("bnn_tune.search.cli", "bnn_tune.export.cli", "bnn_tune.export.bench_cli", "bnn_tune.search.report",
+    for mod in ("bnn_tune.search.cli", "bnn_tune.search.export_cli", "bnn_tune.export.bench_cli", "bnn_tune.search.report",
                 "bnn_tune.hpobench.cli"):
         try:
             importlib.import_module(mod)

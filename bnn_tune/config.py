@@ -142,6 +142,10 @@ class TrialConfig:
             the trained twin's (their signs for the latent-free optimizers).
         teacher_cache_dir: folder where trained twins are cached by config hash (``None``: in memory
             only; the objective and trainable fill in their run folder).
+        threads: torch's CPU thread count (``torch.set_num_threads``) while the trial builds, trains and
+            evaluates, restored afterwards; ``None`` leaves the process's setting. CPU results depend on it
+            (reductions split over threads add in another order), so a run repeats a trial exactly only
+            with the trial's ``threads``.
         optimizer_params: the binary optimizer's hyperparameters (defaults filled in).
         schedules: ``{hyperparameter: schedule spec}`` from ``<name>_schedule`` keys.
     """
@@ -176,6 +180,7 @@ class TrialConfig:
     step1_weight_decay: float | None = None
     init_from: str | None = None
     teacher_cache_dir: str | None = None
+    threads: int | None = None
     optimizer_params: Mapping[str, Any] = field(default_factory=dict)
     schedules: Mapping[str, Any] = field(default_factory=dict)
 
@@ -211,7 +216,7 @@ class TrialConfig:
         kwargs = {k: config[k] for k in common if k in config}
         hparams = {k: config.get(k, spec.hyperparameters[k]) for k in spec.hyperparameters}
         schedules = {k[: -len("_schedule")]: v for k, v in config.items() if k in sched_keys and v is not None}
-        for int_key in ("epochs", "batch_size", "seed", "depth", "max_steps_per_epoch", "teacher_epochs"):
+        for int_key in ("epochs", "batch_size", "seed", "depth", "max_steps_per_epoch", "teacher_epochs", "threads"):
             if int_key in kwargs and isinstance(kwargs[int_key], float) and kwargs[int_key].is_integer():
                 kwargs[int_key] = int(kwargs[int_key])
         self = cls(**kwargs, optimizer_params=hparams, schedules=schedules)
@@ -236,6 +241,8 @@ class TrialConfig:
         _check_range("bn_momentum", self.bn_momentum, 0, 1)
         _check_range("val_fraction", self.val_fraction, 0, 1, low_open=True, high_open=True)
         _check_range("max_steps_per_epoch", self.max_steps_per_epoch, 0, None, integer=True)
+        if self.threads is not None:
+            _check_range("threads", self.threads, 1, None, integer=True)
         _choice("activation", self.activation, [*nn.list_quantizers(), "none"])
         for key in ("augment", "download", "amp", "channels_last", "compile"):
             if not isinstance(getattr(self, key), bool):

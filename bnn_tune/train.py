@@ -6,7 +6,7 @@ import contextlib
 import math
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -23,7 +23,7 @@ from .metrics import FlipCounter
 from .nn import build_model
 from .recipes import Recipe
 
-__all__ = ["EpochMetrics", "FitResult", "Trainer", "fit", "resolve_device"]
+__all__ = ["EpochMetrics", "FitResult", "Trainer", "fit", "resolve_device", "torch_threads"]
 
 
 @dataclass
@@ -100,6 +100,30 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
+@contextlib.contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """Run the block with ``torch.set_num_threads(threads)``, then restore the previous count (also on error);
+    ``None`` leaves the setting alone.
+
+    Example:
+        >>> before = torch.get_num_threads()
+        >>> with torch_threads(1):
+        ...     torch.get_num_threads()
+        1
+        >>> torch.get_num_threads() == before
+        True
+    """
+    if threads is None:
+        yield
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(int(threads))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -122,6 +146,10 @@ class Trainer:
 
     def __init__(self, config: Mapping[str, Any] | TrialConfig, *, data: DataSplits | None = None) -> None:
         self.config = config if isinstance(config, TrialConfig) else TrialConfig.from_dict(config)
+        with torch_threads(self.config.threads):  # the twin of a recipe trains here
+            self._build(data)
+
+    def _build(self, data: DataSplits | None) -> None:
         cfg = self.config
         self.device = resolve_device(cfg.device)
         seed_everything(cfg.seed)
@@ -195,7 +223,11 @@ class Trainer:
         return loss.detach(), logits.detach()
 
     def train_epoch(self) -> EpochMetrics:
-        """Run one epoch, evaluate on the validation split, return its metrics."""
+        """Run one epoch, evaluate on the validation split, return its metrics (with the config's ``threads``)."""
+        with torch_threads(self.config.threads):
+            return self._train_epoch()
+
+    def _train_epoch(self) -> EpochMetrics:
         t0 = time.perf_counter()
         self.recipe.start_epoch(self.epoch)
         self.model.train()
@@ -248,6 +280,10 @@ class Trainer:
         """
         if split not in ("train", "val", "test"):
             raise ValueError(f"`split` must be 'train', 'val' or 'test', but got split={split!r}.")
+        with torch_threads(self.config.threads):
+            return self._evaluate(split, batch_size, relaxed)
+
+    def _evaluate(self, split: str, batch_size: int, relaxed: bool) -> tuple[float, float]:
         x, y = getattr(self.data, f"x_{split}"), getattr(self.data, f"y_{split}")
         was_training = self.model.training
         self.model.eval()
@@ -307,7 +343,14 @@ class Trainer:
 
     # ------------------------------------------------------------------ loop
     def run(self, callback: Callable[[EpochMetrics, Trainer], bool | None] | None = None) -> FitResult:
-        """Train the remaining epochs. ``callback(metrics, trainer)`` returning True stops the run."""
+        """Train the remaining epochs. ``callback(metrics, trainer)`` returning True stops the run.
+
+        The whole run, callbacks included, uses the config's ``threads`` (the previous count is restored).
+        """
+        with torch_threads(self.config.threads):
+            return self._run(callback)
+
+    def _run(self, callback: Callable[[EpochMetrics, Trainer], bool | None] | None) -> FitResult:
         status, message = "completed", ""
         while self.epoch < self.config.epochs:
             m = self.train_epoch()

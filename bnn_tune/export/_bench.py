@@ -97,8 +97,10 @@ def randomize_model(model: nn.Module, seed: int = 0) -> nn.Module:
                 assert m.running_mean is not None and m.running_var is not None
                 m.running_mean.copy_(torch.randn(c, generator=g))
                 m.running_var.copy_(torch.rand(c, generator=g) + 0.5)
-                m.weight.copy_(torch.randn(c, generator=g))
-                m.bias.copy_(torch.randn(c, generator=g))
+                if m.weight is not None:  # None: a batch norm without scale (BatchNormNoScale)
+                    m.weight.copy_(torch.randn(c, generator=g))
+                if m.bias is not None:
+                    m.bias.copy_(torch.randn(c, generator=g))
     return model.eval()
 
 
@@ -261,8 +263,11 @@ def _benchmark_model(model, input_shape, num_classes, *, width, depth, device, q
     twin = build_model(model, input_shape, num_classes, binary=False, width=width, depth=depth).eval()
     if packed is None:
         binary = randomize_model(build_model(model, input_shape, num_classes, width=width, depth=depth), seed)
-        packed = pack_model(binary, {"model": model, "width": width, "depth": depth}, input_shape=input_shape,
-                            num_classes=num_classes)
+        try:
+            packed = pack_model(binary, {"model": model, "width": width, "depth": depth}, input_shape=input_shape,
+                                num_classes=num_classes)
+        except ValueError as exc:  # e.g. binarynet_paper's zero padding: no packed form, nothing to time
+            raise ValueError(f"Model {model!r} has no packed form, so there is nothing to benchmark: {exc}") from exc
     elif "input_shape" not in packed.header["layers"][0]:
 
         _trace(packed, packed.header["layers"], torch.zeros((1, *input_shape)))

@@ -153,6 +153,25 @@ def _optuna(study: Any, metric: str) -> BestTrial:
                      f"optuna:{study.study_name}", notes)
 
 
+def _load_study(url: str, study_name: str | None) -> Any:
+    """A study of an existing storage given by URL, opened for reading (nothing is created)."""
+    from .._imports import require
+
+    # the CLI opens storages with bnn_tune.search's make_storage(create=False); this API keeps Optuna's own URL
+    # reading, but a SQLite URL whose file is missing must not leave an empty new database behind
+    if url.startswith("sqlite:///") and url[len("sqlite:///"):] not in ("", ":memory:") and not os.path.isfile(
+            url[len("sqlite:///"):].split("?")[0]):
+        raise PathNotFoundError(f"No Optuna storage file at {url[len('sqlite:///'):]!r} (storage={url!r}); check "
+                                "the path.")
+    optuna = require("optuna", feature="export_best from an Optuna study")
+    names = sorted(optuna.get_all_study_names(storage=url))
+    if study_name is None:
+        raise ValueError(f"An Optuna storage URL ({url!r}) needs `study_name` (CLI: --study); studies in it: {names}.")
+    if study_name not in names:
+        raise ValueError(f"No study named {study_name!r} in {url!r}. Available: {names}; choose one with --study.")
+    return optuna.load_study(study_name=study_name, storage=url)
+
+
 def find_best(source: Any, *, study_name: str | None = None, metric: str = "val_acc", mode: str = "max",
               scope: str = "last") -> BestTrial:
     """Locate the best trial of ``source`` (see :func:`export_best`)."""
@@ -169,13 +188,12 @@ def find_best(source: Any, *, study_name: str | None = None, metric: str = "val_
     if isinstance(source, (str, os.PathLike)):
         s = os.fspath(source)
         if study_name is not None or "://" in s:
-            if study_name is None:
-                raise ValueError(f"An Optuna storage URL ({s!r}) needs `study_name`.")
-            from .._imports import require
-
-            optuna = require("optuna", feature="export_best from an Optuna study")
-            return _optuna(optuna.load_study(study_name=study_name, storage=s), metric)
+            return _optuna(_load_study(s, study_name), metric)
         if os.path.isdir(s):
+            if not glob.glob(os.path.join(s, "*", "params.json")) and any(
+                    os.path.exists(os.path.join(s, f)) for f in ("summary.json", "study.db", "ray_results")):
+                raise ValueError(f"{s!r} is the --out folder of a search, not a Ray experiment folder: export it with "
+                                 f"`bnn-tune export {s}`.")
             return _ray_dir(s, metric, mode, scope)
         raise PathNotFoundError(f"No Ray Tune experiment directory at {s!r}; give the experiment directory "
                                 "(<storage_path>/<name>) or an Optuna storage URL with study_name (CLI: --study).")

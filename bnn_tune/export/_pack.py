@@ -158,7 +158,7 @@ class _Compiler:
             return self.real_layer(m, name, input_sign=m.input_quantizer is not None)
         if m.input_quantizer is not None and getattr(m, "pad_value", 1.0) == 0.0 and any(_pair(m.padding)):
             raise ValueError(
-                f"Cannot export {name}: it pads its binarized input with zeros (pad_value=0.0, the Bop paper's "
+                f"Cannot export layer {name!r}: it pads its binarized input with zeros (pad_value=0.0, the Bop paper's "
                 "BinaryNet, model 'binarynet_paper'), which has no bit-packed form; packed kernels pad with +1 or "
                 "-1. Train model 'binarynet' (one padding) to export."
             )

@@ -6,7 +6,7 @@ import argparse
 import json
 import os
 
-from ..cli import register_command
+from ..cli import make_console, register_command
 
 
 def _shape(text: str) -> tuple[int, ...]:
@@ -19,9 +19,21 @@ def _shape(text: str) -> tuple[int, ...]:
     return shape
 
 
+def _check_writable(folder: str) -> None:
+    """Raise ``ValueError`` unless ``folder`` is, or can be created as, a writable folder (nothing is created)."""
+    path = os.path.abspath(folder)
+    probe = path
+    while not os.path.exists(probe):
+        probe = os.path.dirname(probe)
+    if not os.path.isdir(probe) or not os.access(probe, os.W_OK | os.X_OK) or (probe == path and not os.path.isdir(path)):
+        raise ValueError(f"Cannot write to the output folder {folder!r} ({probe!r} is not a writable folder); "
+                         "choose a folder you can write to (--out).")
+
+
 def _add(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    p.add_argument("--model", default="vgg_small", help="zoo model (mlp, binarynet, vgg_small, birealnet18)")
+    p.add_argument("--model", default="vgg_small",
+                   help="zoo model with a packed form (mlp, binarynet, vgg_small, birealnet18)")
     p.add_argument("--packed", default=None, help="benchmark this packed model file instead of a random zoo model")
     p.add_argument("--input-shape", type=_shape, default=None, dest="input_shape",
                    help="input shape, e.g. 3,32,32 (default: 3,32,32 for images, 1,8,8 for mlp)")
@@ -38,11 +50,9 @@ def _add(p: argparse.ArgumentParser) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
     from ._bench import benchmark_model, format_table, plot_results
 
-    console = Console()
+    console = make_console()
     packed = None
     model, shape, width, depth, ncls = args.model, args.input_shape, args.width, args.depth, args.num_classes
     if args.packed:
@@ -57,7 +67,7 @@ def _run(args: argparse.Namespace) -> int:
         ncls = info.get("num_classes") or ncls
     if not shape:
         shape = (1, 8, 8) if model == "mlp" else (3, 32, 32)
-    os.makedirs(args.out, exist_ok=True)  # an unwritable --out fails before the benchmark runs
+    _check_writable(args.out)  # an unwritable --out fails before the benchmark runs; it is created after
     # user errors (no GPU for --device cuda, bad shapes) are answered by bnn_tune.cli.main
     res = benchmark_model(model, tuple(shape), ncls, width=width, depth=depth, device=args.device,
                           quick=args.quick, packed=packed, batch_sizes=tuple(args.batch_sizes or (1, 256)),
@@ -67,6 +77,7 @@ def _run(args: argparse.Namespace) -> int:
         from ._cuda_bench import summary
 
         print(summary(res))
+    os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "bench.json"), "w") as f:
         json.dump(res, f, indent=2)
     plot_results(res, os.path.join(args.out, "bench.png"))

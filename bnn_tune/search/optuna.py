@@ -38,7 +38,6 @@ import sys
 import time
 import warnings
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from .._imports import require
@@ -210,13 +209,13 @@ def _shares(n: int, workers: int) -> list[int]:
 def _existing_study(settings: SearchSettings) -> bool:
     """Whether the storage already holds ``settings.study_name`` (without creating a database file)."""
     optuna = require("optuna", feature="bnn-tune search")
+    from ._storage import storage_file
+
     url = settings.storage
     if url in (None, "", ":memory:"):
         return False
-    for prefix in ("sqlite:///", "journal://"):
-        if url.startswith(prefix) and not Path(url[len(prefix):]).exists():  # type: ignore[union-attr]
-            return False
-    if "://" not in url and url.endswith((".log", ".journal")) and not Path(url).exists():  # type: ignore[operator]
+    local = storage_file(url)  # type: ignore[arg-type]
+    if local is not None and not local[1].exists():
         return False
     names = optuna.study.get_all_study_names(storage=make_storage(url))
     return settings.study_name in names

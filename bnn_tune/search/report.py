@@ -17,6 +17,9 @@ a table of the rows and the speed-up of the packed kernels over the float baseli
 
 What is read (no Ray import; Optuna only for Optuna storages):
 
+* the search that ``RUN_DIR`` is the ``--out`` folder of, either backend
+  (:func:`bnn_tune.search._outdir.resolve_search_dir`: ``summary.json``'s storage or Ray experiment, also
+  when it lies outside ``RUN_DIR``), and besides it:
 * Optuna: ``study.db`` (SQLite) or ``study.log`` / ``*.journal`` (journal file) directly in ``RUN_DIR``
   (``bnn-tune search --out RUN_DIR`` writes ``study.db``); every study in the storage, or ``--study``.
   Series come from the user attrs ``bnn_tune:val_acc`` and ``bnn_tune:log_flip_rate`` that
@@ -57,6 +60,8 @@ from typing import Any
 from .._imports import require
 from ..cli import register_command
 from ..plugins._outcome import CONFIG_ATTR
+from ._outdir import LOOKED_FOR, resolve_search_dir, storage_url
+from ._storage import make_storage, storage_file
 
 __all__ = [
     "BenchRun",
@@ -179,11 +184,7 @@ def _optuna_storage_paths(run_dir: Path) -> list[Path]:
 
 
 def _storage_for(path: Path) -> Any:
-    from .optuna import make_storage
-
-    if path.suffix == ".db":
-        return make_storage(f"sqlite:///{path.resolve()}")
-    return make_storage(f"journal://{path.resolve()}")
+    return make_storage(storage_url(path), create=False)
 
 
 def _importance(study: Any) -> dict[str, float] | None:
@@ -200,17 +201,19 @@ def _importance(study: Any) -> dict[str, float] | None:
 
 
 def load_optuna_runs(path: str | os.PathLike, *, study_name: str | None = None) -> list[SearchRun]:
-    """The studies in an Optuna SQLite (``.db``) or journal (``.log``/``.journal``) file."""
+    """The studies in an Optuna SQLite (``.db``) or journal (``.log``/``.journal``) file, or a storage URL."""
     optuna = require("optuna", feature="bnn-tune report on an Optuna study")
 
     from ..objective import FAIL_REASON_ATTR, FLIP_RATE_ATTR, PRUNE_REASON_ATTR, VAL_ACC_ATTR
 
-    path = Path(path)
-    storage = _storage_for(path)
+    if isinstance(path, str) and ("://" in path or path.startswith("journal:")):
+        storage, label = make_storage(path, create=False), path  # a storage URL (summary.json's "storage")
+    else:
+        storage, label = _storage_for(Path(path)), str(path)
     names = [s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)]
     if study_name is not None:
         if study_name not in names:
-            raise ValueError(f"No study named {study_name!r} in {str(path)!r}. Available: {sorted(names)}.")
+            raise ValueError(f"No study named {study_name!r} in {label!r}. Available: {sorted(names)}.")
         names = [study_name]
     runs = []
     for name in names:
@@ -234,7 +237,7 @@ def load_optuna_runs(path: str | os.PathLike, *, study_name: str | None = None) 
                 log_flip_rate=_finite_list(t.user_attrs.get(FLIP_RATE_ATTR)), note=note,
                 epochs_planned=config.get("epochs") if isinstance(config, dict) else None,
             ))
-        runs.append(SearchRun("optuna", name, str(path), trials, importance=_importance(study)))
+        runs.append(SearchRun("optuna", name, label, trials, importance=_importance(study)))
     return runs
 
 
@@ -290,13 +293,16 @@ def _ray_trial(tdir: Path, params: dict[str, Any]) -> TrialRecord:
     return TrialRecord(short.group(1) if short else tdir.name, state, value, params, val, lfr, note, planned)
 
 
-def load_ray_runs(run_dir: str | os.PathLike) -> list[SearchRun]:
-    """Ray Tune experiments below ``run_dir`` (directories whose subdirectories hold ``params.json``)."""
+def load_ray_runs(run_dir: str | os.PathLike, *, also: Sequence[Path] = ()) -> list[SearchRun]:
+    """Ray Tune experiments below ``run_dir`` (directories whose subdirectories hold ``params.json``), and the
+    experiment folders ``also`` (a summary.json's ``experiment_path`` outside ``run_dir``)."""
     run_dir = Path(run_dir)
     experiments: dict[Path, list[Path]] = {}
-    for params in sorted(run_dir.rglob("params.json")):
+    seen: set[Path] = set()
+    for params in [*sorted(run_dir.rglob("params.json")), *(p for d in also for p in sorted(Path(d).glob("*/params.json")))]:
         tdir = params.parent
-        if (tdir / "result.json").is_file():
+        if (tdir / "result.json").is_file() and tdir.resolve() not in seen:
+            seen.add(tdir.resolve())
             experiments.setdefault(tdir.parent, []).append(tdir)
     runs = []
     for exp, tdirs in sorted(experiments.items()):
@@ -325,15 +331,26 @@ def load_bench(run_dir: str | os.PathLike) -> list[BenchRun]:
     return out
 
 
+def _is_local(storage: str, files: Sequence[Path]) -> bool:
+    named = storage_file(storage)
+    return named is not None and named[1].resolve() in {f.resolve() for f in files}
+
+
 def find_runs(run_dir: str | os.PathLike, *, study_name: str | None = None) -> tuple[list[SearchRun], list[BenchRun]]:
     """All searches and benchmarks under ``run_dir`` (see the module docstring for the layouts)."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise FileNotFoundError(f"RUN_DIR {str(run_dir)!r} is not a directory.")
+    found = resolve_search_dir(run_dir)  # the --out folder of either backend (summary.json first)
     searches: list[SearchRun] = []
-    for path in _optuna_storage_paths(run_dir):
+    local = _optuna_storage_paths(run_dir)
+    if found is not None and found.backend == "optuna" and not _is_local(found.storage or "", local):
+        searches += load_optuna_runs(found.storage or "", study_name=study_name)  # a storage outside the folder
+    for path in local:
         searches += load_optuna_runs(path, study_name=study_name)
-    searches += load_ray_runs(run_dir)
+    outside = [e for e in (found.experiments if found is not None else ()) if not e.resolve().is_relative_to(
+        run_dir.resolve())]
+    searches += load_ray_runs(run_dir, also=outside)
     return searches, load_bench(run_dir)
 
 
@@ -662,8 +679,12 @@ def build_report(searches: Sequence[SearchRun], benches: Sequence[BenchRun], *, 
 
 
 def render_html(run_dir: str | os.PathLike, *, study_name: str | None = None, top: int = 30) -> tuple[str, dict[str, bytes]]:
-    """Find everything under ``run_dir`` and build the page (see :func:`build_report`)."""
+    """Find everything under ``run_dir`` and build the page (see :func:`build_report`); a folder with nothing to
+    report raises ``ValueError`` naming what was looked for (nothing is written)."""
     searches, benches = find_runs(run_dir, study_name=study_name)
+    if not searches and not benches:
+        raise ValueError(f"Nothing to report in {str(run_dir)!r}: looked for {LOOKED_FOR} and bench.json. Give the "
+                         "--out folder of bnn-tune search or bench.")
     return build_report(searches, benches, title=f"bnn-tune report: {Path(run_dir).resolve().name}", top=top)
 
 

@@ -39,10 +39,9 @@ class SearchResult:
 
 def console_for_output() -> Any:
     """A rich console that never cuts a line to 80 columns when piped (logs, CI, ``| tee``)."""
-    from rich.console import Console
+    from ..cli import make_console
 
-    console = Console()
-    return console if console.is_terminal else Console(width=200, soft_wrap=True)
+    return make_console()
 
 
 def run_search(settings: SearchSettings, *, console: Any = None, export: bool = True) -> SearchResult:

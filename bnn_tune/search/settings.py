@@ -213,6 +213,10 @@ class SearchSettings:
         set_(self, "out", Path(self.out or Path("runs") / name).expanduser().resolve())
         if self.storage is None and self.backend == "optuna":
             set_(self, "storage", f"sqlite:///{self.out / 'study.db'}")
+        if isinstance(self.storage, str):
+            from ._storage import storage_file
+
+            storage_file(self.storage)  # a malformed URL (journal:/x.log) is refused here, before anything is made
         workers = self.workers
         if workers is None:
             workers = 1 if (self.backend == "optuna" and self.storage in (None, "", ":memory:")) else cpus
@@ -220,8 +224,7 @@ class SearchSettings:
             raise ValueError(f"`workers` > 1 needs a shared storage, but got workers={workers} with the in-memory "
                              "storage; pass storage='sqlite:///path/study.db' or 'journal:///path/study.log'.")
         set_(self, "workers", int(workers))
-        if "threads" in {f.name for f in dataclasses.fields(TrialConfig)}:
-            base.setdefault("threads", max(1, cpus // int(workers)))
+        base.setdefault("threads", max(1, cpus // int(workers)))
         set_(self, "enqueue", tuple(dict(p) for p in self.enqueue))
         # the fixed part of every trial's config, validated now with a mid-range sample of the space
         suggest = self.suggest
@@ -267,7 +270,7 @@ class SearchSettings:
         seed = f"seed={self.seed}" + (" (drawn; rerun with --seed to repeat the draws)" if self.seed_drawn else "")
         return (f"bnn-tune search ({self.backend}): space={self.space_name}{' (naive)' if self.naive else ''} "
                 f"dataset={self.dataset} epochs={self.epochs} trials={self.n_trials} workers={self.workers} "
-                f"threads/trial={self.base_config.get('threads', 'default')} pruner={self.pruner} {seed} out={self.out}"
+                f"threads/trial={self.base_config['threads']} pruner={self.pruner} {seed} out={self.out}"
                 + (f" storage={self.storage}" if self.storage else ""))
 
     # ------------------------------------------------------------------ CLI

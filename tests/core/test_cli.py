@@ -26,3 +26,16 @@ def test_fit_command_reports_config_errors(capsys):
     captured = capsys.readouterr()
     assert code == 2
     assert "Unknown key 'gama'" in captured.out + captured.err
+
+
+def test_fit_table_is_not_squeezed_when_piped(capsys, monkeypatch):
+    """Piped (capsys is not a terminal) rich would fit the table into 80 columns: ``train_…``, ``9.139e-…``."""
+    monkeypatch.setenv("COLUMNS", "80")
+    code = main(["fit", "--dataset", "synthetic", "--epochs", "1", "-p", "max_steps_per_epoch=2", "-p", "width=0.25"])
+    out = capsys.readouterr().out
+    assert code == 0 and "…" not in out
+    header = next(line for line in out.splitlines() if "train_loss" in line)
+    for col in ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "flip_rate", "log_flip_rate", "time_s"):
+        assert f" {col} " in header, header
+    row = next(line for line in out.splitlines() if line.lstrip("│┃ ").startswith("1 "))
+    assert "e-" in row or "e+" in row  # the flip rate in full, e.g. 2.861e-02

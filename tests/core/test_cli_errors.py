@@ -87,7 +87,7 @@ def test_export_source_missing(capsys, tmp_path):
 
     src = tmp_path / "no-such-run"
     line = _error_line(capsys, ["export", str(src), "--out", str(tmp_path / "out")])
-    assert f"No Ray Tune experiment directory at '{src}'" in line and "--study" in line
+    assert f"No such folder '{src}'; give the --out folder of bnn-tune search" in line and "--study" in line
     with pytest.raises(ValueError, match="No Ray Tune experiment directory"):
         export_best(str(src), tmp_path / "out")
 
@@ -99,3 +99,58 @@ def test_unwritable_output_folder(capsys, tmp_path):
     assert f"'{blocker / 'sub'}'" in line and "choose a folder you can write to" in line
     line = _error_line(capsys, ["report", str(tmp_path / "missing")])
     assert "is not a directory" in line
+
+
+def _tree(root) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+
+
+def test_bench_of_a_model_without_packed_form_is_refused_before_anything_is_written(capsys, tmp_path):
+    """binarynet_paper (zero padding of binarized inputs, batch norm without scale) has no packed form."""
+    from bnn_tune.export import randomize_model
+    from bnn_tune.nn import build_model
+
+    model = randomize_model(build_model("binarynet_paper", (3, 16, 16), 4, width=0.0625))  # BN weight is None
+    assert not model.training
+    line = _error_line(capsys, ["bench", "--model", "binarynet_paper", "--quick", "--out", str(tmp_path / "b")])
+    assert "Model 'binarynet_paper' has no packed form, so there is nothing to benchmark" in line
+    assert "zeros" in line and "'binarynet'" in line
+    assert _tree(tmp_path) == []  # no --out folder, no bench.json
+
+
+def test_export_of_an_unknown_study_names_the_studies(capsys, tmp_path):
+    optuna = pytest.importorskip("optuna")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    optuna.create_study(study_name="bop", storage=url)
+    line = _error_line(capsys, ["export", url, "--study", "nope", "--out", str(tmp_path / "out")])
+    assert line == f"error: No study named 'nope' in '{url}'. Available: ['bop']; choose one with --study."
+    assert not (tmp_path / "out").exists()
+    from bnn_tune.export import export_best
+
+    with pytest.raises(ValueError, match=r"No study named 'nope'.*Available: \['bop'\]"):
+        export_best(url, tmp_path / "out", study_name="nope")
+
+
+def test_export_of_a_missing_database_creates_nothing(capsys, tmp_path, monkeypatch):
+    pytest.importorskip("optuna")
+    from bnn_tune.export import export_best
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").mkdir()
+    line = _error_line(capsys, ["export", "sqlite:///runs/nothere.db", "--study", "x", "--out", "out"])
+    assert "No Optuna storage file at 'runs/nothere.db'" in line
+    with pytest.raises(ValueError, match="No Optuna storage file at 'runs/nothere.db'"):
+        export_best("sqlite:///runs/nothere.db", "out", study_name="x")
+    assert _tree(tmp_path) == ["runs"]  # no empty nothere.db, no out/
+
+
+def test_export_and_report_of_a_folder_without_a_search_say_what_they_looked_for(capsys, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    line = _error_line(capsys, ["report", str(empty)])
+    assert line.startswith(f"error: Nothing to report in '{empty}': looked for summary.json, study.db")
+    assert "ray_results" in line and "bench.json" in line
+    line = _error_line(capsys, ["export", str(empty)])
+    assert line.startswith(f"error: Nothing to export in '{empty}': looked for summary.json, study.db")
+    assert _tree(tmp_path) == ["empty"]  # no report.html, no export/

@@ -199,7 +199,13 @@ def test_export_cli(tmp_path, capsys, fake_ray):
     exp, _ = fake_ray
     rc = main(["export", exp, "--out", str(tmp_path / "cli"), "--no-bench"])
     assert rc == 0
-    assert "trial_b" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "trial_b" in out
+    # every printed number is labelled (it was an unlabelled {"binary": 8192, "real": 41256})
+    size = json.loads((tmp_path / "cli" / "export.json").read_text())["weight_bytes"]
+    assert (f"packed model size: {size['binary']} bytes of binary weights (1 bit each), {size['real']} bytes of the "
+            f"rest (real-valued layers, batch-norm, thresholds), {size['binary'] + size['real']} bytes in all") in out
+    assert '"binary"' not in out and "{" not in out
     assert (tmp_path / "cli" / "model.bnn.safetensors").is_file()
     assert main(["export", str(tmp_path / "missing"), "--out", str(tmp_path / "x")]) == 2
 

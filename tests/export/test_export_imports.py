@@ -1,4 +1,5 @@
-"""Import hygiene: export/kernels never pull in ray or optuna; the CLI has `export` and `bench`."""
+"""Import hygiene: export/kernels never pull in ray or optuna; the CLI has `export` and `bench` (the `export`
+command reads search folders and storage URLs, so it lives in bnn_tune.search.export_cli)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import sys
 
 
 def test_no_heavy_imports():
-    code = ("import sys, bnn_tune.export, bnn_tune.kernels, bnn_tune.export.cli, bnn_tune.export.bench_cli; "
+    code = ("import sys, bnn_tune.export, bnn_tune.kernels, bnn_tune.export.bench_cli, bnn_tune.search.export_cli; "
             "print(sorted(m for m in ('ray', 'optuna', 'matplotlib') if m in sys.modules))")
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     env = {**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}

@@ -123,8 +123,8 @@ def test_default_output_and_errors(run_dir, tmp_path, capsys):
     assert "No study named 'nope'" in capsys.readouterr().err
     empty = tmp_path / "empty"
     empty.mkdir()
-    assert main(["report", str(empty)]) == 0
-    assert "Nothing found" in (empty / "report.html").read_text()
+    assert main(["report", str(empty)]) == 2  # nothing to report is an error, and nothing is written
+    assert "Nothing to report in" in capsys.readouterr().err and list(empty.iterdir()) == []
 
 
 def test_report_says_what_each_rule_saved(run_dir, tmp_path):

@@ -36,3 +36,35 @@ def test_a_search_with_no_completed_trial_says_which_rule_stopped_them_and_what_
     assert why_none_completed([TrialRow("0", "failed")], "asha") == (
         "no trial completed: 1 failed; every trial failed: see the errors above (the note of each trial in "
         "summary.json)")
+
+
+@pytest.mark.parametrize("url, why", [
+    ("journal:/runs/j.log", "a journal URL starts with 'journal://'"),
+    ("journal:runs/j.log", "a journal URL starts with 'journal://'"),
+    ("journal://", "no file path after 'journal://'"),
+    ("sqlite:/runs/s.db", "a SQLite URL starts with 'sqlite:///'"),
+    ("runs/study.db", ""),
+])
+def test_malformed_storage_url_is_refused_before_anything_is_written(url, why, tmp_path, capsys, monkeypatch):
+    """``journal:/runs/j.log`` used to be read as a relative path ending in .log: a folder named ``journal:``."""
+    monkeypatch.chdir(tmp_path)
+    code = main(["search", "--backend", "optuna", "--optimizer", "bop", "--samples", "1", "--epochs", "1",
+                 "--storage", url, "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert err[0].startswith("error: `storage` must be ':memory:', an RDB URL (sqlite:///path.db") and "journal:///" in err[0]
+    assert f"but got storage={url!r}" in err[0] and why in err[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no journal: folder, no run/
+    with pytest.raises(ValueError, match="`storage` must be"):
+        make_storage(url)
+
+
+def test_reading_a_missing_storage_file_creates_nothing(tmp_path):
+    from bnn_tune._errors import PathNotFoundError
+
+    for url in (f"sqlite:///{tmp_path / 'a' / 'nothere.db'}", f"journal://{tmp_path / 'b' / 'nothere.log'}"):
+        with pytest.raises(PathNotFoundError, match="No Optuna storage file at"):
+            make_storage(url, create=False)
+    assert list(tmp_path.iterdir()) == []
+    assert make_storage(f"journal://{tmp_path / 'c' / 'ok.log'}") is not None  # writing creates it, as before
+    assert (tmp_path / "c").is_dir()
