@@ -87,7 +87,20 @@ def test_the_optuna_backend_writes_what_the_ray_backend_writes(tmp_path, capsys)
     assert best["optimizer"] == "bop" and best["epochs"] == 2
     assert (out / "export" / "model.bnn.safetensors").is_file()
     assert json.loads((out / "export" / "export.json").read_text())["trial"] == summary["best"]["trial"]
-    assert main(["fit", "--config", str(out / "best_config.json")]) == 0  # usable as it is
+    capsys.readouterr()
+    # usable as it is, and it reproduces the search trial exactly: its thread count is part of the config
+    assert best["threads"] == (os.cpu_count() or 1)
+    import optuna
+
+    study = optuna.load_study(study_name="run", storage=summary["storage"])
+    trial = study.trials[int(summary["best"]["trial"])]
+    import torch
+
+    torch.set_num_threads(1 if best["threads"] > 1 else 2)  # the refit must not depend on the process's count
+    assert main(["fit", "--config", str(out / "best_config.json"), "--json"]) == 0
+    refit = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert [m["val_acc"] for m in refit["history"]] == trial.user_attrs["bnn_tune:val_acc"]
+    assert refit["history"][-1]["val_acc"] == trial.value == summary["best"]["val_acc"]
 
 
 def test_a_bad_dataset_is_refused_once_before_any_trial(tmp_path, capsys):
