@@ -1,7 +1,7 @@
 """Ray Tune function trainable (``bnn_tune.trainable``) around :class:`bnn_tune.train.Trainer`.
 
 :func:`trainable` trains one configuration epoch by epoch and, after every epoch, calls
-``ray.tune.report(metrics, checkpoint=...)``. The metrics are :meth:`EpochMetrics.as_dict`
+``ray.tune.report(metrics, checkpoint=...)`` with ``training_iteration`` = the epoch. The metrics are :meth:`EpochMetrics.as_dict`
 (``val_acc``, ``val_loss``, ``train_acc``, ``train_loss``, ``flip_rate``, ``log_flip_rate``,
 ``flip_rate/<layer>``, ``epoch``, ``epoch_time``, ``trial_epochs``, ``hp/<scheduled key>``) plus ``sub_log_flip_rate``
 (a list: the epoch's log flip rate every 1/8 epoch) and ``hp/<key>`` for every
@@ -9,6 +9,22 @@ numeric hyperparameter the binary optimizer is actually using, ``node_id`` (the 
 ran on) and ``device`` (where it trained). The checkpoint is a directory holding ``checkpoint.pt`` = :meth:`Trainer.state_dict` (model,
 optimizer, schedulers, RNG states, epoch, history and the flat ``"config"``), readable with
 ``torch.load(..., weights_only=True)``.
+
+Sub-epoch results: inside the first epoch of a trial (not of a resumed one) the trainable also reports after
+each of the first 7 of the epoch's 8 sub-epoch points a small result without a checkpoint:
+``sub_epoch_point`` (1..7; :func:`bnn_tune.plugins._outcome.is_sub_epoch_result` tells such a result apart),
+``sub_log_flip_rate`` (the epoch's log flip rates so far), ``epoch`` = ``training_iteration`` = 0, and NaN for
+``val_acc``, ``val_loss``, ``train_acc``, ``train_loss`` (not measured inside an epoch; present because Tune
+refuses a result without the experiment's metric). A scheduler's ``flip-early`` rule
+(:class:`bnn_tune.plugins.flip_sh_ray.FlipSHScheduler`) can so stop a frozen trial after as many sub-epoch points
+as the Optuna objective's pruner. Because every epoch result sets ``training_iteration`` to its epoch,
+iteration-based schedules count epochs: ASHA/Hyperband with ``time_attr="training_iteration"`` and grace >= 1
+ignore the sub-epoch results (iteration 0, below every rung), a ``time_attr="trial_epochs"`` schedule ignores
+them (they lack the key), and bnn-tune's Ray schedulers (:mod:`bnn_tune.plugins.ray`) never hand them to the
+scheduler they wrap. Ray's plain ``MedianStoppingRule`` would count their NaN values: wrap it in
+:class:`bnn_tune.plugins.ray.EpochScheduler` (``--pruner median`` does). Readers of ``result.json`` skip them
+(rankings, reports); ``progress.csv`` takes its columns from the first result, so it holds only the sub-epoch
+columns -- read ``result.json``.
 
 Resuming: when Ray hands the trial a checkpoint (``ray.tune.get_checkpoint()``: a restored
 experiment, a retried failure, a paused trial, or a PBT exploit), the trainer continues exactly where
@@ -59,7 +75,7 @@ import torch
 from ._imports import require
 from .config import TrialConfig
 from .metrics import SubEpochFlipRates, log_flip_rate
-from .plugins._outcome import SUB_FLIP_RATE_KEY
+from .plugins._outcome import SUB_EPOCH_KEY, SUB_EPOCH_POINTS, SUB_FLIP_RATE_KEY
 from .train import Trainer
 
 __all__ = ["CHECKPOINT_FILE", "load_checkpoint_state", "restore_trainer", "trainable", "with_resources"]
@@ -68,6 +84,9 @@ logger = logging.getLogger(__name__)
 
 CHECKPOINT_FILE = "checkpoint.pt"
 """Name of the file inside every checkpoint directory the trainable reports."""
+
+_NOT_MEASURED = {"val_acc": math.nan, "val_loss": math.nan, "train_acc": math.nan, "train_loss": math.nan}
+"""The epoch metrics of a sub-epoch result: not measured inside an epoch (present for Tune's metric check)."""
 
 
 def _trial_device(requested: Any) -> str:
@@ -235,9 +254,20 @@ def trainable(config: Mapping[str, Any]) -> None:
         node_id = ray.get_runtime_context().get_node_id()
     except Exception:
         node_id = ""
-    subs = SubEpochFlipRates(trainer.flips, trainer.steps_per_epoch, 8).attach(trainer.optimizer)
+    seen = [0]  # sub-epoch points before the epoch in progress
+
+    def on_sub_point(rates: list[float]) -> None:
+        # inside the first epoch, a sub-epoch result after each of its first 7 points, so that a scheduler's
+        # flip-early rule can stop a frozen trial there, as the Optuna objective's pruner does
+        k = len(rates) - seen[0]
+        if trainer.epoch == 0 and k < SUB_EPOCH_POINTS:
+            tune.report({SUB_EPOCH_KEY: k, SUB_FLIP_RATE_KEY: [log_flip_rate(r) for r in rates[seen[0]:]],
+                         "epoch": 0, "training_iteration": 0, **_NOT_MEASURED})
+
+    subs = SubEpochFlipRates(trainer.flips, trainer.steps_per_epoch, SUB_EPOCH_POINTS,
+                             on_sub_point).attach(trainer.optimizer)
     while trainer.epoch < trainer.config.epochs:
-        seen = len(subs.rates)
+        seen[0] = len(subs.rates)
         m = trainer.train_epoch()
         if not (math.isfinite(m.train_loss) and math.isfinite(m.val_loss)):
             raise FloatingPointError(
@@ -246,8 +276,10 @@ def trainable(config: Mapping[str, Any]) -> None:
             )
         metrics: dict[str, Any] = {**m.as_dict(), **_optimizer_metrics(trainer), "node_id": node_id,
                                    "device": str(trainer.device),
+                                   # training_iteration counts epochs, whatever sub-epoch results came before
+                                   "training_iteration": m.epoch,
                                    # this epoch's log flip rate every 1/8 epoch (bnn_tune.plugins.flip_sh_ray reads it)
-                                   SUB_FLIP_RATE_KEY: [log_flip_rate(r) for r in subs.rates[seen:]]}
+                                   SUB_FLIP_RATE_KEY: [log_flip_rate(r) for r in subs.rates[seen[0]:]]}
         with tempfile.TemporaryDirectory(prefix="bnn_tune_ckpt_") as directory:
             torch.save(trainer.state_dict(), os.path.join(directory, CHECKPOINT_FILE))
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))

@@ -16,6 +16,8 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from bnn_tune._validate import check_range
+
 __all__ = ["CollapseDecision", "FlipRateCollapseRule"]
 
 
@@ -39,6 +41,7 @@ def _finite(x: float) -> bool:
     return isinstance(x, (int, float)) and math.isfinite(x)
 
 
+@dataclass(frozen=True, kw_only=True)
 class FlipRateCollapseRule:
     """Decide whether a run's flip rate collapsed before the run learned.
 
@@ -68,6 +71,9 @@ class FlipRateCollapseRule:
     a NaN objective value never counts as an improvement. Only the common prefix of the two series is
     used when their lengths differ.
 
+    A frozen dataclass: the settings are its fields (keyword-only), checked in ``__post_init__``; equal
+    settings compare equal.
+
     Args:
         n_warmup_steps: number of reports that are never judged (>= 0).
         patience: number of consecutive collapsed reports needed to stop (>= 1).
@@ -78,7 +84,7 @@ class FlipRateCollapseRule:
             count as collapsed even above the floor (0.99 = a hundredfold drop); ``None`` disables it.
         min_improvement: improvement of the objective (in its own units) over the patience window
             that counts as "still learning" (>= 0).
-        margin: keyword-only; a run whose best value is within ``margin`` (objective units, >= 0) of
+        margin: a run whose best value is within ``margin`` (objective units, >= 0) of
             ``best_value`` counts as a contender and is not stopped -- the best-of-sweep guard widened by
             the metric's noise, so converged runs near the top (e.g. a decayed gamma schedule) finish.
 
@@ -95,65 +101,24 @@ class FlipRateCollapseRule:
         extremely slow learning).
     """
 
-    def __init__(
-        self,
-        *,
-        n_warmup_steps: int = 2,
-        patience: int = 2,
-        floor: float = -8.0,
-        relative_drop: float | None = 0.99,
-        min_improvement: float = 0.0,
-        margin: float = 0.0,
-    ) -> None:
-        if isinstance(n_warmup_steps, bool) or not isinstance(n_warmup_steps, int) or n_warmup_steps < 0:
-            raise ValueError(
-                f"`n_warmup_steps` must be an integer >= 0, but got n_warmup_steps={n_warmup_steps!r}."
-            )
-        if isinstance(patience, bool) or not isinstance(patience, int) or patience < 1:
-            raise ValueError(f"`patience` must be an integer >= 1, but got patience={patience!r}.")
-        if isinstance(floor, bool) or not isinstance(floor, (int, float)) or not (-9.0 < floor <= 0.0):
-            raise ValueError(
-                f"`floor` must be a log flip rate in (-9, 0], but got floor={floor!r}."
-            )
-        if relative_drop is not None and (
-            isinstance(relative_drop, bool)
-            or not isinstance(relative_drop, (int, float))
-            or not (0.0 < relative_drop < 1.0)
-        ):
-            raise ValueError(
-                f"`relative_drop` must be in (0, 1) or None, but got relative_drop={relative_drop!r}."
-            )
-        if (
-            isinstance(min_improvement, bool)
-            or not isinstance(min_improvement, (int, float))
-            or not (min_improvement >= 0.0 and math.isfinite(min_improvement))
-        ):
-            raise ValueError(
-                f"`min_improvement` must be a finite number >= 0, but got min_improvement={min_improvement!r}."
-            )
-        if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not (
-            margin >= 0.0 and math.isfinite(margin)
-        ):
-            raise ValueError(f"`margin` must be a finite number >= 0, but got margin={margin!r}.")
-        self.margin = float(margin)
-        self.n_warmup_steps = n_warmup_steps
-        self.patience = patience
-        self.floor = float(floor)
-        self.relative_drop = None if relative_drop is None else float(relative_drop)
-        self.min_improvement = float(min_improvement)
+    n_warmup_steps: int = 2
+    patience: int = 2
+    floor: float = -8.0
+    relative_drop: float | None = 0.99
+    min_improvement: float = 0.0
+    margin: float = 0.0
 
-    def __repr__(self) -> str:
-        return (
-            f"{type(self).__name__}(n_warmup_steps={self.n_warmup_steps}, patience={self.patience}, "
-            f"floor={self.floor}, relative_drop={self.relative_drop}, min_improvement={self.min_improvement}, "
-            f"margin={self.margin})"
-        )
-
-    def __eq__(self, other: object) -> bool:
-        return type(other) is type(self) and vars(other) == vars(self)
-
-    def __hash__(self) -> int:
-        return hash(tuple(sorted(vars(self).items())))
+    def __post_init__(self) -> None:
+        check_range("n_warmup_steps", self.n_warmup_steps, 0, integer=True)
+        check_range("patience", self.patience, 1, integer=True)
+        check_range("floor", self.floor, -9.0, 0.0, low_open=True, what="a log flip rate")
+        check_range("relative_drop", self.relative_drop, 0.0, 1.0, low_open=True, high_open=True, none_ok=True)
+        check_range("min_improvement", self.min_improvement, 0.0)
+        check_range("margin", self.margin, 0.0)
+        for name in ("floor", "min_improvement", "margin"):  # ints given for floats compare and print as floats
+            object.__setattr__(self, name, float(getattr(self, name)))
+        if self.relative_drop is not None:
+            object.__setattr__(self, "relative_drop", float(self.relative_drop))
 
     # ------------------------------------------------------------------ the rule
     def _collapsed(self, lfr: Sequence[float]) -> list[bool | None]:

@@ -15,29 +15,32 @@ name and a one-sentence reason so a report can say what each rule saved:
   flip rate is healthy (above ``floor`` and not ``relative_drop`` below its own peak) *and* its objective
   rose by at least ``min_rise`` per report over the last ``window`` reports *and* that slope, carried over
   the remaining reports, would reach the best completed value minus ``margin``.
-* ``flip-band`` (epoch, off unless ``band_width`` is set): once ``band_min_ref`` trials completed, the log
-  flip rate a run shows at epoch ``e`` is compared with the flip rates the ``band_top`` best completed
-  trials showed at the same epoch; a run more than ``band_width`` below that band (frozen) or above it
+* ``flip-band`` (epoch, off unless a :class:`Band` is given): once ``band.min_ref`` trials completed, the log
+  flip rate a run shows at epoch ``e`` is compared with the flip rates the ``band.top`` best completed
+  trials showed at the same epoch; a run more than ``band.width`` below that band (frozen) or above it
   (noisy plateau: Helwegen et al. 2019, Fig. 1 -- too high a flip rate never settles) is stopped, from
-  epoch ``band_warmup`` on. With ``band_protect`` a run *inside* the band is also kept when successive
+  epoch ``band.warmup`` on. With ``band.protect`` a run *inside* the band is also kept when successive
   halving would stop it (it flips like the winners did at that epoch: a late bloomer on this task).
 
-Every other decision is successive halving's (``asha``).
+Every other decision is the wrapped scheduler's, named by its rule (``asha``, ``hyperband``, ``median``).
+:meth:`FlipSHRule.decide` owns the order of the checks and takes the wrapped scheduler's verdict as an
+argument; the Optuna adapter (:class:`bnn_tune.plugins.flip_sh.FlipSHPruner`) and the Ray adapter
+(:class:`bnn_tune.plugins.flip_sh_ray.FlipSHScheduler`) only read their framework's data into a
+:class:`TrialView` and write the decision back.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
+from bnn_tune._validate import check_range
 from bnn_tune.plugins._collapse import CollapseDecision, FlipRateCollapseRule
+from bnn_tune.plugins._outcome import SCHEDULE_RULES
 
-__all__ = ["RECOMMENDED", "FlipSHRule", "RuleDecision"]
-
-RECOMMENDED: dict[str, object] = {"band_width": 2.0, "band_protect": True, "band_protect_width": 1.0}
-"""The ``flip+asha`` settings (:class:`FlipSHRule` keyword arguments over its defaults), chosen on hpobench replay
-seeds 40-79 (TPE, 60 trials, all four tasks) among 9 variants tuned on seeds 0-79; held-out figures in BENCHMARKS.md "BNN-HPO"."""
+__all__ = ["RECOMMENDED", "RECOMMENDED_RULE", "Band", "FlipSHRule", "RuleDecision", "TrialView"]
 
 
 @dataclass(frozen=True)
@@ -56,12 +59,75 @@ class RuleDecision:
         return f"{self.rule}: {self.reason}"
 
 
-def _finite(x: float) -> bool:
-    return isinstance(x, (int, float)) and math.isfinite(x)
+@dataclass(frozen=True, kw_only=True)
+class Band:
+    """The ``flip-band`` rule's settings: the band the best completed trials' flip rates span at each epoch.
+
+    Args:
+        width: slack (log flip-rate units, >= 0) around the band beyond which a run is stopped.
+        top: how many of the best completed trials span the band (>= 1).
+        min_ref: completed trials needed before the band judges (>= 1).
+        warmup: first epoch (report) at which ``flip-band`` may stop a run (>= 1).
+        protect: keep a run successive halving stops when its flip rate is inside the band.
+        protect_width: slack (log units, >= 0) around the band for ``protect``.
+
+    Example:
+        >>> Band(width=2.0, protect=True)
+        Band(width=2.0, top=3, min_ref=3, warmup=1, protect=True, protect_width=0.0)
+    """
+
+    width: float
+    top: int = 3
+    min_ref: int = 3
+    warmup: int = 1
+    protect: bool = False
+    protect_width: float = 0.0
+
+    def __post_init__(self) -> None:
+        check_range("band_width", self.width, 0.0)
+        for name in ("top", "min_ref", "warmup"):
+            check_range(f"band_{name}", getattr(self, name), 1, integer=True)
+        check_range("band_protect_width", self.protect_width, 0.0)
+        object.__setattr__(self, "width", float(self.width))
+        object.__setattr__(self, "protect_width", float(self.protect_width))
+        object.__setattr__(self, "protect", bool(self.protect))
 
 
+def _finite(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+@dataclass(frozen=True)
+class TrialView:
+    """What :meth:`FlipSHRule.decide` reads about one trial, in framework-free form.
+
+    Attributes:
+        sub_log_flip_rates: the sub-epoch log flip rates so far (every 1/8 epoch), oldest first.
+        log_flip_rates: the log flip rate of every finished epoch.
+        values: the objective at every finished epoch (same order).
+        completed: ``(final value, log flip-rate series)`` of every completed trial (the band's references).
+        best_value: the best completed trial's final value (None: none completed yet).
+        maximize: whether larger objective values are better.
+        remaining: epochs left after this report (None: unknown; 0: the trial's last epoch).
+        sub_epoch: a check inside an epoch (only ``flip-early`` applies).
+    """
+
+    sub_log_flip_rates: tuple[float, ...] = ()
+    log_flip_rates: tuple[float, ...] = ()
+    values: tuple[float, ...] = ()
+    completed: tuple[tuple[float, tuple[float, ...]], ...] = ()
+    best_value: float | None = None
+    maximize: bool = True
+    remaining: int | None = None
+    sub_epoch: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
 class FlipSHRule:
     """Flip-rate decisions around successive halving (see the module docstring).
+
+    A frozen dataclass: the settings are its keyword-only fields, checked in ``__post_init__``.
+    :meth:`from_kwargs` also takes the flat ``band_width=...``/``band_top=...`` keywords of earlier versions.
 
     Args:
         floor: log flip rate (``log(flip_rate + e^-9)``, in ``(-9, 0]``) at or below which the binary weights
@@ -73,13 +139,7 @@ class FlipSHRule:
         min_rise: objective rise per report (objective units) that counts as blooming; ``None`` disables
             ``protect``.
         use_collapse: whether ``flip-collapse`` runs (False: only ``flip-early`` and ``protect``).
-        band_width: half-width slack (log flip-rate units) around the best completed trials' band for
-            ``flip-band``; ``None`` turns the band rule off.
-        band_top: how many of the best completed trials span the band (>= 1).
-        band_min_ref: completed trials with a flip rate at that epoch needed before the band judges (>= 1).
-        band_warmup: first epoch (report) at which ``flip-band`` may stop a run (>= 1).
-        band_protect: keep a run successive halving stops when its flip rate is inside the band.
-        band_protect_width: slack (log units, >= 0) around the band for ``band_protect``.
+        band: the ``flip-band`` rule's :class:`Band`; ``None`` turns it off.
 
     Example:
         >>> rule = FlipSHRule(sub_patience=1)
@@ -87,66 +147,114 @@ class FlipSHRule:
         True
         >>> rule.frozen_early([-4.0, -9.0]).stop
         False
+        >>> rule.decide(TrialView(log_flip_rates=(-3.0,), values=(0.5,), remaining=4), scheduler_stops=True,
+        ...             schedule_rule="hyperband").message()
+        'hyperband: the scheduler stopped it (only 1 reports, fewer than window+1=3)'
     """
 
-    def __init__(
-        self,
-        *,
-        floor: float = -8.0,
-        sub_patience: int = 1,
-        patience: int = 2,
-        relative_drop: float | None = 0.99,
-        min_improvement: float = 0.0,
-        margin: float = 0.02,
-        window: int = 2,
-        min_rise: float | None = 0.01,
-        use_collapse: bool = True,
-        band_width: float | None = None,
-        band_top: int = 3,
-        band_min_ref: int = 3,
-        band_warmup: int = 1,
-        band_protect: bool = False,
-        band_protect_width: float = 0.0,
-    ) -> None:
-        self.collapse = FlipRateCollapseRule(n_warmup_steps=0, patience=patience, floor=floor,
-                                             relative_drop=relative_drop, min_improvement=min_improvement,
-                                             margin=margin)
-        if isinstance(sub_patience, bool) or not isinstance(sub_patience, int) or sub_patience < 1:
-            raise ValueError(f"`sub_patience` must be an integer >= 1, but got sub_patience={sub_patience!r}.")
-        if isinstance(window, bool) or not isinstance(window, int) or window < 1:
-            raise ValueError(f"`window` must be an integer >= 1, but got window={window!r}.")
-        if min_rise is not None and (isinstance(min_rise, bool) or not isinstance(min_rise, (int, float))
-                                     or not (min_rise >= 0 and math.isfinite(min_rise))):
-            raise ValueError(f"`min_rise` must be a finite number >= 0 or None, but got min_rise={min_rise!r}.")
-        for name, v in (("band_top", band_top), ("band_min_ref", band_min_ref), ("band_warmup", band_warmup)):
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"`{name}` must be an integer >= 1, but got {name}={v!r}.")
-        if band_width is not None and (isinstance(band_width, bool) or not isinstance(band_width, (int, float))
-                                       or not (band_width >= 0 and math.isfinite(band_width))):
-            raise ValueError(f"`band_width` must be a finite number >= 0 or None, but got band_width={band_width!r}.")
-        self.band_width = None if band_width is None else float(band_width)
-        self.band_top, self.band_min_ref, self.band_warmup = band_top, band_min_ref, band_warmup
-        self.band_protect = bool(band_protect)
-        if isinstance(band_protect_width, bool) or not isinstance(band_protect_width, (int, float)) or not (
-                band_protect_width >= 0 and math.isfinite(band_protect_width)):
-            raise ValueError(f"`band_protect_width` must be a finite number >= 0, but got "
-                             f"band_protect_width={band_protect_width!r}.")
-        self.band_protect_width = float(band_protect_width)
-        self.floor = float(floor)
-        self.sub_patience = sub_patience
-        self.window = window
-        self.min_rise = None if min_rise is None else float(min_rise)
-        self.margin = float(margin)
-        self.relative_drop = relative_drop
-        self.use_collapse = bool(use_collapse)
+    floor: float = -8.0
+    sub_patience: int = 1
+    patience: int = 2
+    relative_drop: float | None = 0.99
+    min_improvement: float = 0.0
+    margin: float = 0.02
+    window: int = 2
+    min_rise: float | None = 0.01
+    use_collapse: bool = True
+    band: Band | None = None
+    collapse: FlipRateCollapseRule = field(init=False, repr=False, compare=False)
 
-    def __repr__(self) -> str:
-        c = self.collapse
-        return (f"FlipSHRule(floor={self.floor}, sub_patience={self.sub_patience}, patience={c.patience}, "
-                f"relative_drop={c.relative_drop}, min_improvement={c.min_improvement}, margin={self.margin}, "
-                f"window={self.window}, min_rise={self.min_rise}, band_width={self.band_width}, band_top={self.band_top}, "
-                f"band_min_ref={self.band_min_ref}, band_warmup={self.band_warmup}, band_protect={self.band_protect}, "
-                f"band_protect_width={self.band_protect_width})")
+    def __post_init__(self) -> None:
+        # validates floor, patience, relative_drop, min_improvement, margin
+        object.__setattr__(self, "collapse", FlipRateCollapseRule(
+            n_warmup_steps=0, patience=self.patience, floor=self.floor, relative_drop=self.relative_drop,
+            min_improvement=self.min_improvement, margin=self.margin))
+        check_range("sub_patience", self.sub_patience, 1, integer=True)
+        check_range("window", self.window, 1, integer=True)
+        check_range("min_rise", self.min_rise, 0.0, none_ok=True)
+        if self.band is not None and not isinstance(self.band, Band):
+            raise ValueError(f"`band` must be a Band or None, but got band={self.band!r}.")
+        for name in ("floor", "min_improvement", "margin"):
+            object.__setattr__(self, name, float(getattr(self, name)))
+        object.__setattr__(self, "use_collapse", bool(self.use_collapse))
+        if self.min_rise is not None:
+            object.__setattr__(self, "min_rise", float(self.min_rise))
+
+    @classmethod
+    def from_kwargs(cls, **kwargs: Any) -> FlipSHRule:
+        """A rule from keywords, where ``band_width``, ``band_top``, ``band_min_ref``, ``band_warmup``,
+        ``band_protect`` and ``band_protect_width`` build the :class:`Band` (``band_width=None``: no band).
+
+        Example:
+            >>> FlipSHRule.from_kwargs(band_width=2.0, band_protect=True).band.protect
+            True
+        """
+        band_kwargs = {k[len("band_"):]: kwargs.pop(k) for k in list(kwargs) if k.startswith("band_")}
+        if band_kwargs:
+            if "band" in kwargs:
+                raise ValueError("Give either `band` or the `band_*` keywords, not both.")
+            width = band_kwargs.pop("width", None)
+            if width is not None:
+                kwargs["band"] = Band(width=width, **band_kwargs)
+            elif band_kwargs:
+                key, value = next(iter(band_kwargs.items()))
+                raise ValueError(f"`band_{key}` needs `band_width` (without it the band rule is off), but got "
+                                 f"band_{key}={value!r} and band_width=None.")
+        return cls(**kwargs)
+
+    # ------------------------------------------------------------------ the decision
+    def decide(self, view: TrialView, scheduler_stops: bool | Callable[[], bool] = False, *,
+               schedule_rule: str = "asha", scheduler_name: str = "the scheduler", at: str = "") -> RuleDecision:
+        """The decision for one check of one trial, in the rule's order.
+
+        1. inside an epoch (``view.sub_epoch``): ``flip-early`` only;
+        2. at the trial's last epoch (``view.remaining == 0``): never stop (nothing is left to save);
+        3. ``flip-early`` on the sub-epoch series, ``flip-collapse``, ``flip-band``;
+        4. the wrapped scheduler's verdict ``scheduler_stops`` (a bool, or a callable asked only here);
+        5. when it stops the trial: ``protect`` (a late bloomer) or band protection may keep it; otherwise
+           the stop is named ``schedule_rule`` (``asha``, ``hyperband``, ``median``).
+
+        Args:
+            view: the trial's series and the sweep's references.
+            scheduler_stops: the wrapped scheduler's verdict, or a zero-argument callable returning it.
+            schedule_rule: the wrapped scheduler's rule name, one of ``asha``, ``hyperband``, ``median``.
+            scheduler_name: how the stop reason names the wrapped scheduler (e.g. its class).
+            at: where the trial is, for the stop reason (``"step 3"``).
+
+        Returns:
+            :class:`RuleDecision`: ``stop``, the deciding ``rule`` and its ``reason``.
+        """
+        if schedule_rule not in SCHEDULE_RULES:
+            raise ValueError(f"`schedule_rule` must be one of {list(SCHEDULE_RULES)}, but got "
+                             f"schedule_rule={schedule_rule!r}.")
+        if view.sub_log_flip_rates:
+            early = self.frozen_early(view.sub_log_flip_rates)
+            if early.stop and (view.sub_epoch or view.remaining != 0):
+                return early
+        if view.sub_epoch:
+            return RuleDecision(False, "flip-early", "sub-epoch check: the flip rate rose above the floor")
+        if view.remaining is not None and view.remaining <= 0:
+            return RuleDecision(False, "completed", "the trial's last epoch: nothing left to save")
+        series, values = view.log_flip_rates, view.values
+        if series:
+            d = self.collapsed(series, values, best_value=view.best_value, maximize=view.maximize)
+            if d.stop:
+                return d
+            d = self.out_of_band(series, view.completed, maximize=view.maximize)
+            if d.stop:
+                return d
+        stops = scheduler_stops() if callable(scheduler_stops) else bool(scheduler_stops)
+        if not stops:
+            return RuleDecision(False, schedule_rule, f"{scheduler_name} promotes or continues")
+        remaining = view.remaining if view.remaining is not None else 0
+        keep = (self.protect(series, values, remaining=remaining, best_value=view.best_value,
+                             maximize=view.maximize) if series else RuleDecision(True, "protect", "no flip-rate series"))
+        if not keep.stop:
+            return keep
+        band_keep = self.in_band(series, view.completed, maximize=view.maximize) if series else keep
+        if not band_keep.stop:
+            return band_keep
+        return RuleDecision(True, schedule_rule, f"{scheduler_name} stopped it{' at ' + at if at else ''} ({keep.reason})")
 
     # ------------------------------------------------------------------ sub-epoch
     def frozen_early(self, sub_log_flip_rates: Sequence[float]) -> RuleDecision:
@@ -181,79 +289,90 @@ class FlipSHRule:
         Returns ``RuleDecision(stop=True, ...)`` when the run is *not* protected (let the scheduler stop it).
         """
         if self.min_rise is None:
-            return RuleDecision(True, "asha", "late-bloomer protection is off")
+            return RuleDecision(True, "protect", "late-bloomer protection is off")
         n = min(len(log_flip_rates), len(values))
         if n <= self.window:
-            return RuleDecision(True, "asha", f"only {n} reports, fewer than window+1={self.window + 1}")
+            return RuleDecision(True, "protect", f"only {n} reports, fewer than window+1={self.window + 1}")
         lfr = [float(x) for x in log_flip_rates[:n]]
         sign = 1.0 if maximize else -1.0
         vals = [sign * float(v) for v in values[:n]]
         if not (_finite(lfr[-1]) and _finite(vals[-1]) and _finite(vals[-1 - self.window])):
-            return RuleDecision(True, "asha", "non-finite flip rate or objective")
+            return RuleDecision(True, "protect", "non-finite flip rate or objective")
         collapsed = self.collapse._collapsed(lfr)[-1]
         if collapsed is not False:
-            return RuleDecision(True, "asha", f"flip rate not healthy (log flip rate {lfr[-1]:.2f})")
+            return RuleDecision(True, "protect", f"flip rate not healthy (log flip rate {lfr[-1]:.2f})")
         slope = (vals[-1] - vals[-1 - self.window]) / self.window
         if slope < self.min_rise:
-            return RuleDecision(True, "asha", f"objective rises {sign * slope:+.4g} per report < min_rise={self.min_rise:g}")
+            return RuleDecision(True, "protect", f"objective rises {sign * slope:+.4g} per report < min_rise={self.min_rise:g}")
         projected = vals[-1] + slope * max(remaining, 0)
         if best_value is not None and _finite(best_value) and projected < sign * float(best_value) - self.margin:
-            return RuleDecision(True, "asha", f"even rising {sign * slope:+.4g} per report it would reach only "
+            return RuleDecision(True, "protect", f"even rising {sign * slope:+.4g} per report it would reach only "
                                 f"{sign * projected:.4g} < best {float(best_value):.4g} - margin")
         return RuleDecision(False, "protect", f"late bloomer: flip rate healthy (log flip rate {lfr[-1]:.2f}) and the "
                             f"objective rising {sign * slope:+.4g} per report (projected {sign * projected:.4g})")
 
     # ------------------------------------------------------------------ band
-    def band(self, step: int, completed: Sequence[tuple[float, Sequence[float]]], *,
-             maximize: bool = True) -> tuple[float, float] | None:
-        """``(low, high)`` log flip rate at report ``step`` (1-based) of the ``band_top`` best completed trials
-        (``completed``: ``(final value, log flip-rate series)`` pairs), or None with fewer than ``band_min_ref``
-        of them having a finite flip rate at that step."""
+    def band_range(self, step: int, completed: Sequence[tuple[float, Sequence[float]]], *,
+                   maximize: bool = True) -> tuple[float, float] | None:
+        """``(low, high)`` log flip rate at report ``step`` (1-based) of the ``band.top`` best completed trials
+        (``completed``: ``(final value, log flip-rate series)`` pairs), or None without a band or with fewer
+        than ``band.min_ref`` completed trials."""
+        if self.band is None:
+            return None
         sign = 1.0 if maximize else -1.0
         ranked = sorted(((sign * float(v), s) for v, s in completed if _finite(v)), key=lambda p: -p[0])
-        xs = [float(s[step - 1]) for _, s in ranked[: self.band_top] if len(s) >= step and _finite(s[step - 1])]
-        if len(ranked) < self.band_min_ref or not xs:
+        xs = [float(s[step - 1]) for _, s in ranked[: self.band.top] if len(s) >= step and _finite(s[step - 1])]
+        if len(ranked) < self.band.min_ref or not xs:
             return None
         return min(xs), max(xs)
 
     def out_of_band(self, log_flip_rates: Sequence[float], completed: Sequence[tuple[float, Sequence[float]]], *,
                     maximize: bool = True) -> RuleDecision:
-        """``flip-band``: stop a run whose latest log flip rate is more than ``band_width`` outside the band of
+        """``flip-band``: stop a run whose latest log flip rate is more than ``band.width`` outside the band of
         the best completed trials at the same report (too low: frozen; too high: noisy plateau)."""
-        if self.band_width is None:
+        if self.band is None:
             return RuleDecision(False, "flip-band", "the band rule is off")
+        width = self.band.width
         step = len(log_flip_rates)
-        if step < self.band_warmup:
-            return RuleDecision(False, "flip-band", f"report {step} < band_warmup={self.band_warmup}")
+        if step < self.band.warmup:
+            return RuleDecision(False, "flip-band", f"report {step} < band warmup={self.band.warmup}")
         x = float(log_flip_rates[-1]) if step else math.nan
-        b = self.band(step, completed, maximize=maximize)
+        b = self.band_range(step, completed, maximize=maximize)
         if b is None or not _finite(x):
             return RuleDecision(False, "flip-band", "no band yet (too few completed trials) or no flip rate")
         lo, hi = b
-        if x < lo - self.band_width:
+        if x < lo - width:
             return RuleDecision(True, "flip-band", f"log flip rate {x:.2f} at report {step} is below the best "
-                                f"trials' band [{lo:.2f}, {hi:.2f}] - {self.band_width:g}: frozen compared with the winners")
-        if x > hi + self.band_width:
+                                f"trials' band [{lo:.2f}, {hi:.2f}] - {width:g}: frozen compared with the winners")
+        if x > hi + width:
             return RuleDecision(True, "flip-band", f"log flip rate {x:.2f} at report {step} is above the best "
-                                f"trials' band [{lo:.2f}, {hi:.2f}] + {self.band_width:g}: too noisy to settle")
+                                f"trials' band [{lo:.2f}, {hi:.2f}] + {width:g}: too noisy to settle")
         return RuleDecision(False, "flip-band", f"log flip rate {x:.2f} inside the best trials' band "
-                            f"[{lo:.2f}, {hi:.2f}] +- {self.band_width:g}")
+                            f"[{lo:.2f}, {hi:.2f}] +- {width:g}")
 
     def in_band(self, log_flip_rates: Sequence[float], completed: Sequence[tuple[float, Sequence[float]]], *,
                 maximize: bool = True) -> RuleDecision:
-        """``band_protect``: ``stop=False`` (rule ``protect``) keeps a run successive halving wants to stop whose
-        latest log flip rate lies inside the best completed trials' band +- ``band_protect_width``; ``stop=True``
+        """``band.protect``: ``stop=False`` (rule ``protect``) keeps a run successive halving wants to stop whose
+        latest log flip rate lies inside the best completed trials' band +- ``band.protect_width``; ``stop=True``
         otherwise."""
-        if not self.band_protect or self.band_width is None:
-            return RuleDecision(True, "asha", "band protection is off")
+        if self.band is None or not self.band.protect:
+            return RuleDecision(True, "protect", "band protection is off")
         step = len(log_flip_rates)
-        b = self.band(step, completed, maximize=maximize) if step else None
+        b = self.band_range(step, completed, maximize=maximize) if step else None
         x = float(log_flip_rates[-1]) if step else math.nan
         if b is None or not _finite(x):
-            return RuleDecision(True, "asha", "no band to compare with")
+            return RuleDecision(True, "protect", "no band to compare with")
         lo, hi = b
-        w = self.band_protect_width
+        w = self.band.protect_width
         if lo - w <= x <= hi + w:
             return RuleDecision(False, "protect", f"flips like the best completed trials at report {step} "
                                 f"(log flip rate {x:.2f} in [{lo:.2f}, {hi:.2f}] +- {w:g})")
-        return RuleDecision(True, "asha", f"log flip rate {x:.2f} outside the best trials' band [{lo:.2f}, {hi:.2f}]")
+        return RuleDecision(True, "protect", f"log flip rate {x:.2f} outside the best trials' band [{lo:.2f}, {hi:.2f}]")
+
+
+RECOMMENDED_RULE = FlipSHRule(band=Band(width=2.0, protect=True, protect_width=1.0))
+"""The ``flip+asha`` / ``flip+hyperband`` rule, chosen on hpobench replay seeds 40-79 (TPE, 60 trials, all four
+tasks) among 9 variants tuned on seeds 0-79; held-out figures in BENCHMARKS.md "BNN-HPO"."""
+
+RECOMMENDED: dict[str, object] = {"band_width": 2.0, "band_protect": True, "band_protect_width": 1.0}
+""":data:`RECOMMENDED_RULE` as keywords of :meth:`FlipSHRule.from_kwargs` (and of the adapters' ``**rule_kwargs``)."""

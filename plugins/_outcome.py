@@ -17,6 +17,7 @@ key cannot drift between them. No optuna or ray import.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 
 __all__ = [
     "CHECKPOINT_ATTR",
@@ -33,12 +34,15 @@ __all__ = [
     "STATUSES",
     "STOP_REASON_FILE",
     "STOP_REASON_KEY",
+    "SUB_EPOCH_KEY",
     "SUB_EPOCH_POINTS",
     "SUB_FLIP_RATE_ATTR",
     "SUB_FLIP_RATE_KEY",
     "TEST_ACC_ATTR",
     "VAL_ACC_ATTR",
+    "count_statuses",
     "format_stop_reason",
+    "is_sub_epoch_result",
     "parse_stop_reason",
     "trial_status",
 ]
@@ -63,6 +67,11 @@ PROTECTED_ATTR = "bnn_tune:protected"
 FLIP_RATE_KEY = "log_flip_rate"
 SUB_FLIP_RATE_KEY = "sub_log_flip_rate"
 STOP_REASON_KEY = "stop_reason"
+SUB_EPOCH_KEY = "sub_epoch_point"
+"""Marks a sub-epoch result of :func:`bnn_tune.trainable` (inside the first epoch): the index (1..7) of the
+sub-epoch point it reports. Such a result carries :data:`SUB_FLIP_RATE_KEY` (the epoch's points so far),
+``epoch`` = ``training_iteration`` = the epochs finished (0) and NaN in place of the epoch metrics
+(``val_acc``...), which are not measured inside an epoch; :func:`is_sub_epoch_result` tells it apart."""
 STOP_REASON_FILE = "bnn_tune_stop_reason.txt"
 
 SUB_EPOCH_POINTS = 8
@@ -78,6 +87,17 @@ RULES = FLIP_RULES + SCHEDULE_RULES
 STATUSES = ("completed", *(f"pruned: {r}" for r in SCHEDULE_RULES), *FLIP_RULES, "failed")
 
 _REASON = re.compile(r"^([a-z][a-z0-9+-]*): (.*)$", re.S)
+
+
+def is_sub_epoch_result(result: object) -> bool:
+    """Whether a Ray result (a dict) is a sub-epoch result (:data:`SUB_EPOCH_KEY`), which schedulers ranking
+    epochs, rankings and reports skip.
+
+    Example:
+        >>> is_sub_epoch_result({"sub_epoch_point": 3, "val_acc": float("nan")}), is_sub_epoch_result({"val_acc": 0.9})
+        (True, False)
+    """
+    return isinstance(result, dict) and result.get(SUB_EPOCH_KEY) is not None
 
 
 def format_stop_reason(rule: str, reason: str) -> str:
@@ -138,3 +158,22 @@ def trial_status(*, failed: bool = False, stop_reason: str | None = None, stoppe
     if stopped or stop_reason:
         return f"pruned: {schedule_rule}" if schedule_rule in SCHEDULE_RULES else "pruned: asha"
     return "completed"
+
+
+def count_statuses(statuses: Iterable[str]) -> dict[str, int]:
+    """``{status: count}`` over :data:`STATUSES`, in their order, zeros left out (the live line, the ranking
+    and ``summary.json`` count with this).
+
+    Raises:
+        ValueError: a status that is not one of :data:`STATUSES`.
+
+    Example:
+        >>> count_statuses(["completed", "flip-early", "pruned: asha", "completed"])
+        {'completed': 2, 'pruned: asha': 1, 'flip-early': 1}
+    """
+    counts = dict.fromkeys(STATUSES, 0)
+    for s in statuses:
+        if s not in counts:
+            raise ValueError(f"`status` must be one of {list(STATUSES)}, but got status={s!r}.")
+        counts[s] += 1
+    return {s: n for s, n in counts.items() if n}

@@ -12,19 +12,20 @@ import logging
 import math
 from typing import TYPE_CHECKING, Any
 
-from optuna.pruners import BasePruner
+from optuna.pruners import BasePruner, HyperbandPruner, MedianPruner, PercentilePruner
 from optuna.study import StudyDirection
 from optuna.trial import TrialState
 
+from bnn_tune._validate import check_range
 from bnn_tune.plugins._collapse import CollapseDecision, FlipRateCollapseRule
 
 if TYPE_CHECKING:
     from optuna.study import Study
     from optuna.trial import FrozenTrial
 
-__all__ = ["FLIP_RATE_ATTR", "PRUNE_REASON_ATTR", "FlipRatePruner", "record_user_attr"]
+__all__ = ["FLIP_RATE_ATTR", "PRUNE_REASON_ATTR", "FlipRatePruner", "record_user_attr", "schedule_rule_of"]
 
-from bnn_tune.plugins._outcome import FLIP_RATE_ATTR, PRUNE_REASON_ATTR  # noqa: E402
+from bnn_tune.plugins._outcome import FLIP_RATE_ATTR, PRUNE_REASON_ATTR, format_stop_reason  # noqa: E402
 
 _logger = logging.getLogger("bnn_tune.pruner")
 
@@ -44,9 +45,19 @@ def record_user_attr(study: Study, trial: FrozenTrial, key: str, value: Any) -> 
     return True
 
 
-def _check_int(name: str, value: Any, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"`{name}` must be an integer >= {low}, but got {name}={value!r}.")
+def schedule_rule_of(pruner: BasePruner) -> str:
+    """The rule name a stop of ``pruner`` gets: ``hyperband``, ``median`` (median/percentile) or ``asha``.
+
+    Example:
+        >>> import optuna
+        >>> schedule_rule_of(optuna.pruners.HyperbandPruner()), schedule_rule_of(optuna.pruners.MedianPruner())
+        ('hyperband', 'median')
+    """
+    if isinstance(pruner, HyperbandPruner):
+        return "hyperband"
+    if isinstance(pruner, (MedianPruner, PercentilePruner)):
+        return "median"
+    return "asha"
 
 
 def _is_check_step(step: int, steps: Any, n_warmup_steps: int, interval_steps: int) -> bool:
@@ -132,9 +143,9 @@ class FlipRatePruner(BasePruner):
                 f"`wrapped_pruner` must be an optuna BasePruner or None, but got "
                 f"wrapped_pruner={wrapped_pruner!r}."
             )
-        _check_int("n_startup_trials", n_startup_trials, 0)
-        _check_int("n_warmup_steps", n_warmup_steps, 0)
-        _check_int("interval_steps", interval_steps, 1)
+        check_range("n_startup_trials", n_startup_trials, 0, integer=True)
+        check_range("n_warmup_steps", n_warmup_steps, 0, integer=True)
+        check_range("interval_steps", interval_steps, 1, integer=True)
         if combine not in ("and", "or"):
             raise ValueError(f"`combine` must be 'and' or 'or', but got combine={combine!r}.")
         if not isinstance(flip_rate_key, str) or not flip_rate_key:
@@ -196,7 +207,7 @@ class FlipRatePruner(BasePruner):
 
     def prune(self, study: Study, trial: FrozenTrial) -> bool:
         decision = self.decide(study, trial)
-        reason = f"flip-collapse: {decision.reason}"  # "<rule>: <why>", as FlipSHPruner (bnn-tune report groups by rule)
+        reason = format_stop_reason("flip-collapse", decision.reason)
         if self._wrapped_pruner is None:
             stop = decision.stop
         elif self._combine == "and":
@@ -208,7 +219,8 @@ class FlipRatePruner(BasePruner):
         else:
             stop = self._wrapped_pruner.prune(study, trial)
             if stop:
-                reason = f"pruned by {type(self._wrapped_pruner).__name__} at step {trial.last_step}"
+                reason = format_stop_reason(schedule_rule_of(self._wrapped_pruner),
+                                            f"{type(self._wrapped_pruner).__name__} pruned it at step {trial.last_step}")
         if stop:
             record_user_attr(study, trial, PRUNE_REASON_ATTR, reason)
             _logger.info("trial %d pruned at step %s: %s", trial.number, trial.last_step, reason)

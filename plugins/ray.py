@@ -34,6 +34,9 @@ from __future__ import annotations
 import logging
 import math
 import os
+import pickle
+import tempfile
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -41,18 +44,34 @@ from ray.tune.result import DEFAULT_METRIC
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from ray.tune.stopper import Stopper
 
+from bnn_tune._validate import check_range
 from bnn_tune.plugins._collapse import CollapseDecision, FlipRateCollapseRule
 
 __all__ = [
     "FLIP_RATE_KEY",
+    "SCHEDULER_STATE_FILE",
     "STOP_REASON_FILE",
     "STOP_REASON_KEY",
+    "EpochScheduler",
     "FlipRateScheduler",
     "FlipRateStopper",
     "read_stop_reason",
+    "schedule_rule_of",
 ]
 
-from bnn_tune.plugins._outcome import FLIP_RATE_KEY, STOP_REASON_FILE, STOP_REASON_KEY  # noqa: E402
+from bnn_tune.plugins._outcome import (  # noqa: E402
+    FLIP_RATE_KEY,
+    STOP_REASON_FILE,
+    STOP_REASON_KEY,
+    format_stop_reason,
+    is_sub_epoch_result,
+    parse_stop_reason,
+)
+
+SCHEDULER_STATE_FILE = "bnn_tune_scheduler_state.pkl"
+"""The file in the experiment folder where :class:`FlipRateScheduler` (and :class:`~bnn_tune.plugins.flip_sh_ray.FlipSHScheduler`)
+keep their state after every result; ``Tuner.restore`` brings it back (Ray itself restores a scheduler as it
+was pickled when the experiment started)."""
 
 _logger = logging.getLogger("bnn_tune.ray")
 
@@ -60,6 +79,25 @@ _logger = logging.getLogger("bnn_tune.ray")
 def _check_mode(mode: Any) -> None:
     if mode not in (None, "min", "max"):
         raise ValueError(f"`mode` must be 'min' or 'max', but got mode={mode!r}.")
+
+
+def schedule_rule_of(scheduler: TrialScheduler) -> str:
+    """The rule name a stop of ``scheduler`` gets: ``hyperband`` (Hyperband, or asynchronous Hyperband with more
+    than one bracket), ``median`` (``MedianStoppingRule``) or ``asha``.
+
+    Example:
+        >>> from ray.tune.schedulers import AsyncHyperBandScheduler, MedianStoppingRule
+        >>> schedule_rule_of(AsyncHyperBandScheduler(max_t=9, brackets=3)), schedule_rule_of(MedianStoppingRule())
+        ('hyperband', 'median')
+    """
+    from ray.tune.schedulers import AsyncHyperBandScheduler, HyperBandScheduler, MedianStoppingRule
+
+    if isinstance(scheduler, HyperBandScheduler) or (
+            isinstance(scheduler, AsyncHyperBandScheduler) and len(getattr(scheduler, "_brackets", ())) > 1):
+        return "hyperband"
+    if isinstance(scheduler, MedianStoppingRule):
+        return "median"
+    return "asha"
 
 
 def _number(x: Any) -> float | None:
@@ -178,7 +216,7 @@ class FlipRateStopper(Stopper):
 
     @property
     def stop_reasons(self) -> dict[str, str]:
-        """``{trial_id: reason}`` for every trial this stopper stopped."""
+        """``{trial_id: "flip-collapse: <reason>"}`` for every trial this stopper stopped."""
         return self._tracker.stop_reasons
 
     def __repr__(self) -> str:
@@ -188,10 +226,10 @@ class FlipRateStopper(Stopper):
         decision = self._tracker.observe(trial_id, result, self.metric, self.mode)
         if decision is None or not decision.stop:
             return False
-        self._tracker.stop_reasons[trial_id] = decision.reason
-        result[STOP_REASON_KEY] = f"FlipRateStopper: {decision.reason}"
-        _logger.info("trial %s stopped at iteration %s: %s", trial_id, result.get("training_iteration"),
-                     decision.reason)
+        message = format_stop_reason("flip-collapse", decision.reason)
+        self._tracker.stop_reasons[trial_id] = message
+        result[STOP_REASON_KEY] = message
+        _logger.info("trial %s stopped at iteration %s: %s", trial_id, result.get("training_iteration"), message)
         return True
 
     def stop_all(self) -> bool:
@@ -217,6 +255,14 @@ class FlipRateScheduler(TrialScheduler):
         mode: ``"max"`` or ``"min"`` (same).
         n_warmup_steps, patience, floor, relative_drop, min_improvement, flip_rate_key, margin: as in
             :class:`FlipRateStopper`.
+        max_t: the trials' last epoch: a result of that epoch is never stopped by the rule (the trial ran to
+            the end; default: the wrapped scheduler's ``max_t`` if it has one).
+
+    Sub-epoch results (:func:`bnn_tune.plugins._outcome.is_sub_epoch_result`: :func:`bnn_tune.trainable`
+    reports them inside the first epoch) never reach the wrapped scheduler. The scheduler's state (series,
+    stop reasons, the wrapped scheduler's own state) travels with :meth:`save`/:meth:`restore` and, after
+    every result, into ``bnn_tune_scheduler_state.pkl`` in the experiment folder, which a scheduler restored by
+    ``Tuner.restore`` reads back at its first ``on_trial_add``.
 
     Example:
         >>> from ray.tune.schedulers import ASHAScheduler
@@ -238,6 +284,7 @@ class FlipRateScheduler(TrialScheduler):
         min_improvement: float = 0.0,
         flip_rate_key: str = FLIP_RATE_KEY,
         margin: float = 0.0,
+        max_t: int | None = None,
     ) -> None:
         if scheduler is not None and not isinstance(scheduler, TrialScheduler):
             raise TypeError(f"`scheduler` must be a ray.tune TrialScheduler or None, but got scheduler={scheduler!r}.")
@@ -252,6 +299,9 @@ class FlipRateScheduler(TrialScheduler):
         self._mode = mode
         self._tracker = _FlipRateTracker(_rule(n_warmup_steps, patience, floor, relative_drop, min_improvement, margin),
                                          flip_rate_key)
+        self._max_t = check_range("max_t", max_t, 1, integer=True, none_ok=True)
+        self._added: set[str] = set()  # trials the wrapped scheduler was told about (kept across a restore)
+        self._state_loaded = False
         if metric or mode:
             self.set_search_properties(metric, mode)
 
@@ -302,30 +352,59 @@ class FlipRateScheduler(TrialScheduler):
 
     # ------------------------------------------------------------------ hooks
     def on_trial_add(self, tune_controller, trial) -> None:
+        self._load_persisted(trial)
+        if trial.trial_id in self._added:  # restored: the wrapped scheduler's restored state has it already
+            return
+        self._added.add(trial.trial_id)
         self._scheduler.on_trial_add(tune_controller, trial)
 
     def on_trial_error(self, tune_controller, trial) -> None:
         self._scheduler.on_trial_error(tune_controller, trial)
 
+    def _last_epoch(self) -> int | None:
+        if self._max_t is not None:
+            return self._max_t
+        inner = _number(getattr(self._scheduler, "_max_t", None))
+        return int(inner) if inner is not None and math.isfinite(inner) else None
+
+    def _stop(self, trial: Any, result: dict[str, Any], message: str) -> str:
+        """Record ``message`` (``"<rule>: <reason>"``) as ``trial``'s stop reason and return STOP."""
+        self._tracker.stop_reasons[trial.trial_id] = message
+        _logger.info("trial %s stopped at iteration %s: %s", trial.trial_id, result.get("training_iteration"), message)
+        _write_reason_file(trial, message)
+        return TrialScheduler.STOP
+
     def on_trial_result(self, tune_controller, trial, result: dict[str, Any]) -> str:
+        try:
+            return self._on_result(tune_controller, trial, result)
+        finally:
+            self._persist(trial)
+
+    def _on_result(self, tune_controller, trial, result: dict[str, Any]) -> str:
         metric, mode = self.metric, self.mode
+        if is_sub_epoch_result(result):  # inside an epoch: the collapse rule and the wrapped scheduler judge epochs
+            return TrialScheduler.CONTINUE
         if metric and mode:
             decision = self._tracker.observe(trial.trial_id, result, metric, mode)
-            if decision is not None and decision.stop:
-                self._tracker.stop_reasons[trial.trial_id] = decision.reason
-                _logger.info("trial %s stopped at iteration %s: %s", trial.trial_id,
-                             result.get("training_iteration"), decision.reason)
-                _write_reason_file(trial, decision.reason)
-                return TrialScheduler.STOP
+            last = self._last_epoch()
+            final = last is not None and int(result.get("training_iteration", 0)) >= last
+            if decision is not None and decision.stop and not final:
+                return self._stop(trial, result, format_stop_reason("flip-collapse", decision.reason))
         return self._scheduler.on_trial_result(tune_controller, trial, result)
 
     def on_trial_complete(self, tune_controller, trial, result: dict[str, Any]) -> None:
         reason = self._tracker.stop_reasons.get(trial.trial_id)
-        if reason is not None and isinstance(getattr(trial, "last_result", None), dict):
+        last = getattr(trial, "last_result", None)
+        if reason is not None and isinstance(last, dict):
             # Tune calls this right after storing the stopping result as trial.last_result, which is what
-            # Result.metrics and the experiment state show.
-            trial.last_result[STOP_REASON_KEY] = f"FlipRateScheduler: {reason}"
+            # Result.metrics, the experiment state and the searcher's on_trial_complete see.
+            last[STOP_REASON_KEY] = reason
+            metric = self.metric
+            if is_sub_epoch_result(last) and metric and not _finite_number(last.get(metric)):
+                # stopped inside the first epoch, before any value: the searcher records it as pruned, not failed
+                last.pop(metric, None)
         self._scheduler.on_trial_complete(tune_controller, trial, result)
+        self._persist(trial)
 
     def on_trial_remove(self, tune_controller, trial) -> None:
         self._scheduler.on_trial_remove(tune_controller, trial)
@@ -333,15 +412,116 @@ class FlipRateScheduler(TrialScheduler):
     def choose_trial_to_run(self, tune_controller):
         return self._scheduler.choose_trial_to_run(tune_controller)
 
+    def stops_by_rule(self) -> dict[str, int]:
+        """``{rule: trials stopped}`` (``flip-early``, ``flip-collapse``, ``flip-band``, ``asha``, ``hyperband``,
+        ``median``)."""
+        rules = Counter((parse_stop_reason(r) or ("?", ""))[0] for r in self._tracker.stop_reasons.values())
+        return dict(sorted(rules.items()))
+
     def debug_string(self) -> str:
-        stopped = len(self._tracker.stop_reasons)
-        return f"{self._scheduler.debug_string()}\nFlipRateScheduler: {stopped} trial(s) stopped for a collapsed flip rate."
+        rules = self.stops_by_rule()
+        counts = ", ".join(f"{rule} {n}" for rule, n in rules.items()) if rules else "none yet"
+        return f"{self._scheduler.debug_string()}\n{type(self).__name__}: trials stopped by rule: {counts}."
+
+    # ------------------------------------------------------------------ state
+    def _rule_state(self) -> dict[str, Any]:
+        t = self._tracker
+        return {"series": t.series, "best": t.best, "stop_reasons": t.stop_reasons, "added": self._added}
+
+    def _set_rule_state(self, state: dict[str, Any]) -> None:
+        t = self._tracker
+        t.series, t.best, t.stop_reasons = state["series"], state["best"], state["stop_reasons"]
+        self._added = state["added"]
+
+    def _state(self) -> dict[str, Any]:
+        inner: bytes | None = None
+        with tempfile.TemporaryDirectory(prefix="bnn_tune_sched_") as tmp:
+            path = os.path.join(tmp, "inner.pkl")
+            try:
+                self._scheduler.save(path)
+            except NotImplementedError:  # FIFO, median: Ray gives them no save; they restart empty
+                pass
+            else:
+                inner = Path(path).read_bytes()
+        return {"format": 1, "class": type(self).__name__, "rules": self._rule_state(), "inner": inner}
+
+    def _set_state(self, state: dict[str, Any]) -> None:
+        if state.get("format") != 1 or state.get("class") != type(self).__name__:
+            raise ValueError(f"The saved scheduler state is a {state.get('class')!r} state (format "
+                             f"{state.get('format')!r}), not a {type(self).__name__} state of format 1.")
+        self._set_rule_state(state["rules"])
+        if state["inner"] is not None:
+            with tempfile.TemporaryDirectory(prefix="bnn_tune_sched_") as tmp:
+                path = os.path.join(tmp, "inner.pkl")
+                Path(path).write_bytes(state["inner"])
+                self._scheduler.restore(path)
 
     def save(self, checkpoint_path: str) -> None:
-        self._scheduler.save(checkpoint_path)
+        """Write everything the decisions read -- the rules' series, references and stop reasons, and the
+        wrapped scheduler's own saved state -- to ``checkpoint_path`` (pickle)."""
+        with open(checkpoint_path, "wb") as f:
+            pickle.dump(self._state(), f)
 
     def restore(self, checkpoint_path: str) -> None:
-        self._scheduler.restore(checkpoint_path)
+        """Load what :meth:`save` wrote: later decisions are those of the scheduler that saved it."""
+        with open(checkpoint_path, "rb") as f:
+            self._set_state(pickle.load(f))
+        self._state_loaded = True
+
+    def _state_path(self, trial: Any) -> str | None:
+        try:
+            return Path(trial.storage.experiment_driver_staging_path, SCHEDULER_STATE_FILE).as_posix()
+        except Exception:  # a trial without Tune storage (a test double)
+            return None
+
+    def _persist(self, trial: Any) -> None:
+        """Keep the state next to the experiment's own state (synced with it; read back by a restore)."""
+        path = self._state_path(trial)
+        if path is None:
+            return
+        try:
+            tmp = path + ".tmp"
+            with open(tmp, "wb") as f:
+                pickle.dump(self._state(), f)
+            os.replace(tmp, path)
+        except OSError as exc:  # bookkeeping must never break the experiment
+            _logger.debug("could not write %s: %s", path, exc)
+
+    def _load_persisted(self, trial: Any) -> None:
+        if self._state_loaded:
+            return
+        self._state_loaded = True
+        path = self._state_path(trial)
+        if path is None or not os.path.isfile(path) or self._added:
+            return
+        self.restore(path)
+        _logger.info("restored the %s state of %d trial(s) from %s", type(self).__name__, len(self._added), path)
+
+
+class EpochScheduler(FlipRateScheduler):
+    """A scheduler shown only epoch results: sub-epoch results of :func:`bnn_tune.trainable` get CONTINUE and
+    never reach it (``MedianStoppingRule`` would count their NaN values); no flip-rate rule. Its state
+    survives ``Tuner.restore`` as :class:`FlipRateScheduler`'s does.
+
+    Example:
+        >>> from ray.tune.schedulers import MedianStoppingRule
+        >>> s = EpochScheduler(MedianStoppingRule(metric="val_acc", mode="max"))
+        >>> s.scheduler.__class__.__name__
+        'MedianStoppingRule'
+    """
+
+    def _on_result(self, tune_controller, trial, result: dict[str, Any]) -> str:
+        if is_sub_epoch_result(result):
+            return TrialScheduler.CONTINUE
+        return self._scheduler.on_trial_result(tune_controller, trial, result)
+
+    def __repr__(self) -> str:
+        return f"EpochScheduler({type(self._scheduler).__name__}(...), metric={self.metric!r}, mode={self.mode!r})"
+
+
+def _finite_number(x: Any) -> bool:
+    v = _number(x)
+    return v is not None and math.isfinite(v)
 
 
 def _write_reason_file(trial: Any, reason: str) -> None:
@@ -356,11 +536,12 @@ def _write_reason_file(trial: Any, reason: str) -> None:
 
 
 def read_stop_reason(result: Any) -> str | None:
-    """Why the flip-rate rule stopped a trial, or None: from a Ray ``Result``, a result dict or a trial dir.
+    """Why a rule stopped a trial (``"<rule>: <reason>"``), or None: from a Ray ``Result``, a result dict or a
+    trial dir.
 
     Example:
-        >>> read_stop_reason({"stop_reason": "FlipRateStopper: frozen"})
-        'FlipRateStopper: frozen'
+        >>> read_stop_reason({"stop_reason": "flip-collapse: frozen"})
+        'flip-collapse: frozen'
     """
     if isinstance(result, dict):
         return result.get(STOP_REASON_KEY)

@@ -16,7 +16,7 @@ PACKAGES = {"bnn_tune": "bnn_tune", "plugins": "bnn_tune.plugins", "search_space
 
 # low -> high; a unit is a top-level package or a direct child of bnn_tune
 STAGES: list[tuple[str, ...]] = [
-    ("bnn_tune._imports", "bnn_tune._errors", "bnn_tune.kernels"),
+    ("bnn_tune._imports", "bnn_tune._errors", "bnn_tune._validate", "bnn_tune.kernels"),
     ("bnn_tune.data",),
     ("bnn_tune.nn",),
     ("bnn_tune.schedules",),

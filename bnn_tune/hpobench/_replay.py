@@ -1,7 +1,8 @@
 """Replay a search on a recorded table: a real Optuna study whose objective reads recorded curves.
 
-The sampler and the pruner are Optuna's own (or bnn-tune's pruners from :mod:`bnn_tune.plugins.optuna` /
-:mod:`bnn_tune.plugins.flip_sh`); only the training is replaced. Each trial samples a configuration with the task's
+The sampler is Optuna's own and the pruner is built by the strategy registry
+(:mod:`bnn_tune.plugins.strategies`) exactly as ``bnn-tune search`` builds it for the table's epochs; only the
+training is replaced. Each trial samples a configuration with the task's
 search space (``suggest`` or ``naive_suggest``), snaps every grid key to the nearest recorded value in the
 space's own coordinate (log distance for a log-sampled parameter, linear otherwise), picks one recorded
 training seed from ``(seed, trial number)`` and reports the recorded validation accuracy epoch by epoch
@@ -24,75 +25,50 @@ import numpy as np
 import optuna
 
 from bnn_tune.metrics import log_flip_rate
+from bnn_tune.plugins.strategies import STRATEGIES, get_strategy
 
 from .table import Table, load
 from .tasks import get_task
 
-__all__ = ["PRUNERS", "SPACES", "make_pruner", "replay", "snap"]
+__all__ = ["EXTRA_PRUNERS", "PRUNERS", "SPACES", "make_pruner", "replay", "snap"]
 
-from ..plugins._outcome import FLIP_RATE_ATTR, PRUNE_REASON_ATTR, SUB_FLIP_RATE_ATTR, TEST_ACC_ATTR  # noqa: E402
+from ..plugins._outcome import (  # noqa: E402
+    FLIP_RATE_ATTR,
+    PRUNE_REASON_ATTR,
+    SUB_FLIP_RATE_ATTR,
+    TEST_ACC_ATTR,
+    parse_stop_reason,
+)
 
 SPACES = ("reinterpreted", "naive")
 
 
-def _asha() -> optuna.pruners.BasePruner:
-    return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
-
-
-def _median() -> optuna.pruners.BasePruner:
-    return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=2)
-
-
-def _flip() -> Any:
+def _flip_or_asha(epochs: int) -> Any:
     from bnn_tune.plugins.optuna import FlipRatePruner
+    from bnn_tune.plugins.strategies import SH_SETTINGS, collapse_settings
 
-    return FlipRatePruner(margin=0.02)
-
-
-def _flip_or(inner: Callable[[], optuna.pruners.BasePruner]) -> Callable[[], Any]:
-    def make() -> Any:
-        from bnn_tune.plugins.optuna import FlipRatePruner
-
-        return FlipRatePruner(inner(), combine="or", margin=0.02)
-    return make
+    return FlipRatePruner(optuna.pruners.SuccessiveHalvingPruner(**SH_SETTINGS), combine="or", **collapse_settings(epochs))
 
 
-def _flip_sh(inner: Callable[[], optuna.pruners.BasePruner]) -> Callable[[], Any]:
-    def make() -> Any:
-        from bnn_tune.plugins._flip_sh import RECOMMENDED
-        from bnn_tune.plugins.flip_sh import FlipSHPruner
+EXTRA_PRUNERS: dict[str, Callable[[int], Any]] = {"flip-or+asha": _flip_or_asha}
+"""Research variants measured by the benchmark beside the shipped strategies: ``flip-or+asha`` is the older
+composition ``FlipRatePruner(SuccessiveHalvingPruner, combine="or")`` with the ``flip`` strategy's settings."""
 
-        return FlipSHPruner(inner(), **RECOMMENDED)  # type: ignore[arg-type]
-    return make
-
-
-def _hyperband() -> optuna.pruners.BasePruner:
-    return optuna.pruners.HyperbandPruner(min_resource=1, reduction_factor=3)
+PRUNERS: tuple[str, ...] = (*STRATEGIES, *EXTRA_PRUNERS)
+"""Pruner names: every strategy of :mod:`bnn_tune.plugins.strategies` (built exactly as ``bnn-tune search``
+builds it for the table's epochs) and the :data:`EXTRA_PRUNERS`."""
 
 
-PRUNERS: dict[str, Callable[[], Any]] = {
-    "none": optuna.pruners.NopPruner,
-    "median": _median,
-    "asha": _asha,
-    "hyperband": _hyperband,
-    "flip": _flip,
-    "flip+asha": _flip_sh(_asha),
-    "flip+hyperband": _flip_sh(_hyperband),
-    "flip+median": _flip_or(_median),
-    "flip-or+asha": _flip_or(_asha),
-}
-"""Pruner names: ``flip+asha`` / ``flip+hyperband`` are :class:`bnn_tune.plugins.flip_sh.FlipSHPruner` around ASHA /
-Hyperband (the recommended strategy); ``flip-or+asha`` and ``flip+median`` are the older composition
-``FlipRatePruner(inner, combine="or")``."""
-
-
-def make_pruner(name: str | Callable[[], Any]) -> Any:
-    """A fresh pruner called ``name`` (one of :data:`PRUNERS`), or ``name()`` for a factory (tuning)."""
+def make_pruner(name: str | Callable[[], Any], epochs: int) -> Any:
+    """A fresh pruner called ``name`` (one of :data:`PRUNERS`) for ``epochs``-epoch trials, or ``name()`` for a
+    factory (tuning)."""
     if callable(name):
         return name()
-    if name not in PRUNERS:
-        raise ValueError(f"Unknown pruner {name!r}. Known pruners: {list(PRUNERS)}.")
-    return PRUNERS[name]()
+    if name in EXTRA_PRUNERS:
+        return EXTRA_PRUNERS[name](epochs)
+    if name not in STRATEGIES:
+        raise ValueError(f"Unknown pruner {name!r}. Available: {sorted(PRUNERS)}.")
+    return get_strategy(name).optuna_pruner(epochs)
 
 
 def _make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
@@ -179,7 +155,7 @@ def replay(
             base_sampler = optuna.samplers.PartialFixedSampler(dict(tk.fixed), base_sampler)
     # a fixed study name: HyperbandPruner assigns brackets by crc32(study name, trial number), so a random
     # name would make hyperband replays differ from run to run
-    study = optuna.create_study(direction="maximize", sampler=base_sampler, pruner=make_pruner(pruner),
+    study = optuna.create_study(direction="maximize", sampler=base_sampler, pruner=make_pruner(pruner, table.epochs),
                                 study_name=f"hpobench-{task}-{sampler}-{seed}")
     sub_epoch = bool(getattr(study.pruner, "judges_sub_epoch", False))  # as bnn_tune.objective does
     c = table.curves
@@ -252,13 +228,8 @@ def summarize(study: optuna.Study, table: Table, used: list[float], cells: list[
             if to_target is None and t.value >= target:
                 to_target, epochs_to_target = t.number + 1, spent
         if t.state == TrialState.PRUNED:
-            reason = str(t.user_attrs.get(PRUNE_REASON_ATTR) or "")
-            if reason.startswith("pruned by "):  # FlipRatePruner(inner, combine="or") names the inner pruner
-                rule = reason.split()[2]
-            elif reason and ":" in reason[:20]:
-                rule = reason.split(":", 1)[0]
-            else:
-                rule = type(study.pruner).__name__
+            parsed = parse_stop_reason(str(t.user_attrs.get(PRUNE_REASON_ATTR) or ""))
+            rule = parsed[0] if parsed is not None else type(study.pruner).__name__
             rules[rule] = rules.get(rule, 0) + 1
             best_pruned = best_pruned or ci == best_idx
         curve.append((spent, best if best > -math.inf else math.nan))

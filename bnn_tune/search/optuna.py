@@ -53,7 +53,7 @@ from ..plugins._outcome import (
     trial_status,
 )
 from ._rows import LiveView, TrialRow
-from ._rule import DEFAULT_PRUNER, MEDIAN_SETTINGS, SH_SETTINGS, check_pruner, flip_rule_settings
+from ._rule import DEFAULT_PRUNER
 from ._storage import make_storage
 from .settings import SearchSettings
 
@@ -71,41 +71,14 @@ class SearchInterrupted(KeyboardInterrupt):
     """Ctrl-C ended the search; the study is consistent and ``--resume`` continues it."""
 
 
-def make_pruner(kind: str = DEFAULT_PRUNER, *, epochs: int | None = None, **flip_kwargs: Any) -> Any:
-    """The Optuna pruner called ``kind`` (one of :data:`bnn_tune.search._rule.PRUNERS`, described there).
+def make_pruner(kind: str = DEFAULT_PRUNER, *, epochs: int | None = None) -> Any:
+    """The Optuna pruner of the strategy ``kind`` for ``epochs``-epoch trials (default 10): one of
+    :data:`bnn_tune.plugins.strategies.STRATEGIES`, built by :meth:`bnn_tune.plugins.strategies.Strategy.optuna_pruner`
+    (the registry describes each; the Ray backend's :func:`bnn_tune.search.ray.make_scheduler` builds from the
+    same settings)."""
+    from bnn_tune.plugins.strategies import get_strategy
 
-    ``flip+hyperband`` (default) / ``flip+asha``: :class:`bnn_tune.plugins.flip_sh.FlipSHPruner` around ``HyperbandPruner`` /
-    ``SuccessiveHalvingPruner`` (min resource 1, reduction factor 3) with :data:`bnn_tune.plugins._flip_sh.RECOMMENDED`;
-    ``hyperband`` / ``asha``: those alone; ``flip``:
-    :class:`bnn_tune.plugins.optuna.FlipRatePruner`; ``flip+median``: flip rule OR median; ``median``: Optuna's
-    MedianPruner; ``none``: no pruning. The collapse rule of ``flip``/``flip+median`` takes
-    :func:`bnn_tune.search._rule.flip_rule_settings` for ``epochs`` (the same as the Ray backend's
-    :class:`bnn_tune.plugins.ray.FlipRateScheduler`); ``flip_kwargs`` override them (or, for ``flip+asha``, the
-    :class:`bnn_tune.plugins._flip_sh.FlipSHRule` settings of ``flip+hyperband`` / ``flip+asha``).
-    """
-    optuna = require("optuna", feature="bnn-tune search")
-    check_pruner(kind)
-    if kind in ("flip+hyperband", "flip+asha", "hyperband", "asha"):
-        inner = (optuna.pruners.HyperbandPruner(**SH_SETTINGS) if kind.endswith("hyperband")
-                 else optuna.pruners.SuccessiveHalvingPruner(**SH_SETTINGS))
-        if not kind.startswith("flip+"):
-            return inner
-        from bnn_tune.plugins._flip_sh import RECOMMENDED
-        from bnn_tune.plugins.flip_sh import FlipSHPruner
-
-        return FlipSHPruner(inner, **{**RECOMMENDED, **flip_kwargs})  # type: ignore[arg-type]
-    if kind == "median":
-        return optuna.pruners.MedianPruner(**MEDIAN_SETTINGS)
-    if kind == "none":
-        return optuna.pruners.NopPruner()
-    from bnn_tune.plugins.optuna import FlipRatePruner
-
-    # the objective is validation accuracy: runs within 2 points of the best are contenders (noise of a
-    # few hundred validation samples), so converged runs near the top finish instead of being pruned
-    flip_kwargs = {**flip_rule_settings(epochs if epochs is not None else 10), **flip_kwargs}
-    if kind == "flip":
-        return FlipRatePruner(**flip_kwargs)
-    return FlipRatePruner(optuna.pruners.MedianPruner(**MEDIAN_SETTINGS), combine="or", **flip_kwargs)
+    return get_strategy(kind).optuna_pruner(epochs if epochs is not None else 10)
 
 
 

@@ -156,45 +156,12 @@ def run_ray_search(settings: SearchSettings, *, view: LiveView | None = None) ->
 
 
 def make_scheduler(pruner: str, epochs: int) -> Any:
-    """The trial scheduler of ``bnn-tune search --backend ray --pruner PRUNER`` on ``val_acc`` (the names of
-    :data:`bnn_tune.search._rule.PRUNERS`, the same strategies as the Optuna backend's
-    :func:`bnn_tune.search.optuna.make_pruner`): ``flip+hyperband`` (default) is
-    :class:`bnn_tune.plugins.flip_sh_ray.FlipSHScheduler` with :data:`bnn_tune.plugins._flip_sh.RECOMMENDED` around
-    ``AsyncHyperBandScheduler`` (grace 1 epoch, reduction factor 3, the brackets Optuna's ``HyperbandPruner``
-    derives: :func:`bnn_tune.search._rule.hyperband_brackets`); ``flip+asha`` the same around one bracket
-    (``ASHAScheduler``); ``hyperband`` / ``asha`` those alone; ``flip`` the collapse rule
-    (:class:`bnn_tune.plugins.ray.FlipRateScheduler`, :func:`bnn_tune.search._rule.flip_rule_settings`) over FIFO;
-    ``median`` Ray's ``MedianStoppingRule`` (5 trials, 2 epochs of grace); ``flip+median`` the collapse rule
-    over it; ``none`` FIFO."""
-    from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, MedianStoppingRule
+    """The trial scheduler of ``bnn-tune search --backend ray --pruner PRUNER`` on ``val_acc``: the strategy's
+    :meth:`bnn_tune.plugins.strategies.Strategy.ray_scheduler` for ``epochs``-epoch trials (the same settings as
+    the Optuna backend's :func:`bnn_tune.search.optuna.make_pruner`)."""
+    from bnn_tune.plugins.strategies import get_strategy
 
-    from ._rule import MEDIAN_SETTINGS, SH_SETTINGS, flip_rule_settings, hyperband_brackets
-
-    check_pruner(pruner)
-    if pruner == "none":
-        return FIFOScheduler()
-    if pruner in ("flip+hyperband", "flip+asha", "hyperband", "asha"):
-        sh = AsyncHyperBandScheduler(time_attr="training_iteration", metric=_METRIC, mode=_MODE, max_t=epochs,
-                                     grace_period=SH_SETTINGS["min_resource"],
-                                     reduction_factor=SH_SETTINGS["reduction_factor"],
-                                     brackets=hyperband_brackets(epochs) if pruner.endswith("hyperband") else 1)
-        if not pruner.startswith("flip+"):
-            return sh
-        from bnn_tune.plugins._flip_sh import RECOMMENDED
-        from bnn_tune.plugins.flip_sh_ray import FlipSHScheduler
-
-        return FlipSHScheduler(sh, max_t=epochs, **RECOMMENDED)  # type: ignore[arg-type]
-    from bnn_tune.plugins.ray import FlipRateScheduler
-
-    inner: Any = FIFOScheduler()
-    if pruner in ("median", "flip+median"):
-        inner = MedianStoppingRule(time_attr="training_iteration", metric=_METRIC, mode=_MODE,
-                                   grace_period=MEDIAN_SETTINGS["n_warmup_steps"],
-                                   min_samples_required=MEDIAN_SETTINGS["n_startup_trials"])
-        if pruner == "median":
-            return inner
-    # the metric goes on the wrapper: the driver's TuneConfig sets none, and FIFO has none to lend it
-    return FlipRateScheduler(inner, _METRIC, _MODE, **flip_rule_settings(epochs))
+    return get_strategy(pruner).ray_scheduler(epochs, _METRIC, _MODE)
 
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import optuna
 import pytest
 
-from bnn_tune.plugins._flip_sh import FlipSHRule
+from bnn_tune.plugins._flip_sh import Band, FlipSHRule
 from bnn_tune.plugins.flip_sh import PROTECTED_ATTR, SUB_FLIP_RATE_ATTR, FlipSHPruner
 from bnn_tune.plugins.optuna import FLIP_RATE_ATTR, PRUNE_REASON_ATTR
 
@@ -124,17 +124,17 @@ LOSER = (0.40, [-1.0, -1.0, -1.0])  # a completed noisy run: must not widen the 
 
 
 def test_band_spans_the_best_completed_trials_at_the_same_report():
-    rule = FlipSHRule(band_width=1.0, band_top=3, band_min_ref=3)
-    assert rule.band(1, [*WINNERS, LOSER]) == (-3.5, -3.0)
-    assert rule.band(2, [LOSER, *WINNERS]) == (-5.5, -5.0)  # order of the completed list does not matter
-    assert rule.band(1, WINNERS[:2]) is None  # fewer than band_min_ref completed
-    assert rule.band(4, WINNERS) is None  # no completed series that long
+    rule = FlipSHRule(band=Band(width=1.0, top=3, min_ref=3))
+    assert rule.band_range(1, [*WINNERS, LOSER]) == (-3.5, -3.0)
+    assert rule.band_range(2, [LOSER, *WINNERS]) == (-5.5, -5.0)  # order of the completed list does not matter
+    assert rule.band_range(1, WINNERS[:2]) is None  # fewer than band_min_ref completed
+    assert rule.band_range(4, WINNERS) is None  # no completed series that long
     # minimising: the best trials are the lowest values
-    assert FlipSHRule(band_width=1.0, band_top=1, band_min_ref=1).band(1, [*WINNERS, LOSER], maximize=False) == (-1.0, -1.0)
+    assert FlipSHRule(band=Band(width=1.0, top=1, min_ref=1)).band_range(1, [*WINNERS, LOSER], maximize=False) == (-1.0, -1.0)
 
 
 def test_out_of_band_stops_frozen_and_noisy_runs_after_warmup():
-    rule = FlipSHRule(band_width=1.0, band_warmup=2)
+    rule = FlipSHRule(band=Band(width=1.0, warmup=2))
     refs = [*WINNERS, LOSER]
     noisy = rule.out_of_band([-3.0, -3.9], refs)  # band at report 2: [-5.5, -5.0]; -3.9 > -5.0 + 1
     assert noisy.stop and noisy.message().startswith("flip-band: ") and "noisy" in noisy.reason
@@ -148,13 +148,13 @@ def test_out_of_band_stops_frozen_and_noisy_runs_after_warmup():
 
 
 def test_in_band_protection_only_inside_the_band_and_only_when_enabled():
-    rule = FlipSHRule(band_width=1.0, band_protect=True)
+    rule = FlipSHRule(band=Band(width=1.0, protect=True))
     refs = [*WINNERS, LOSER]
     keep = rule.in_band([-3.0, -5.2], refs)
     assert not keep.stop and keep.rule == "protect"
     assert rule.in_band([-3.0, -4.5], refs).stop  # outside the band itself (the slack is only for stopping)
-    assert FlipSHRule(band_width=1.0).in_band([-3.0, -5.2], refs).stop  # band_protect off
-    wide = FlipSHRule(band_width=1.0, band_protect=True, band_protect_width=0.5)
+    assert FlipSHRule(band=Band(width=1.0)).in_band([-3.0, -5.2], refs).stop  # band_protect off
+    wide = FlipSHRule.from_kwargs(band_width=1.0, band_protect=True, band_protect_width=0.5)
     assert not wide.in_band([-3.0, -4.6], refs).stop  # -4.6 <= -5.0 + 0.5
     assert wide.in_band([-3.0, -4.4], refs).stop
     assert not wide.in_band([-3.0, -5.9], refs).stop and wide.in_band([-3.0, -6.1], refs).stop
@@ -164,17 +164,25 @@ def test_replay_flip_asha_uses_the_recommended_band_settings():
     from bnn_tune.hpobench._replay import make_pruner
     from bnn_tune.plugins._flip_sh import RECOMMENDED
 
-    rule = make_pruner("flip+asha").rule
+    rule = make_pruner("flip+asha", 9).rule
     assert RECOMMENDED["band_protect"] is True
-    assert (rule.band_width, rule.band_protect, rule.band_protect_width) == (
-        RECOMMENDED["band_width"], RECOMMENDED["band_protect"], RECOMMENDED["band_protect_width"])
+    assert rule.band == Band(width=RECOMMENDED["band_width"], protect=RECOMMENDED["band_protect"],
+                             protect_width=RECOMMENDED["band_protect_width"])
 
 
 @pytest.mark.parametrize("kw", [{"band_width": -1.0}, {"band_top": 0}, {"band_min_ref": 0}, {"band_warmup": 0},
                                 {"band_width": float("inf")}, {"band_protect_width": -0.5}])
 def test_bad_band_arguments_raise(kw):
+    # the flat keywords of earlier versions still build the Band (FlipSHRule.from_kwargs)
     with pytest.raises(ValueError, match=next(iter(kw))):
-        FlipSHRule(**kw)
+        FlipSHRule.from_kwargs(**{"band_width": 1.0, **kw})
+    with pytest.raises(ValueError, match=next(iter(kw))):
+        Band(**{"width": 1.0, **{k[len("band_"):]: v for k, v in kw.items()}})
+
+
+def test_band_keywords_without_a_width_are_refused_not_ignored():
+    with pytest.raises(ValueError, match=r"`band_top` needs `band_width`"):
+        FlipSHRule.from_kwargs(band_top=2)
 
 
 def test_pruner_band_stops_noisy_trial_asha_promotes_and_keeps_in_band_bloomer():

@@ -1,9 +1,8 @@
-"""The Ray schedulers make the same decisions as their Optuna forms on recorded curves (single trial:
-successive halving promotes a lone trial in both frameworks, so only the flip-rate rules decide)."""
+"""One decision, two adapters: the Optuna pruner and the Ray scheduler feed :meth:`FlipSHRule.decide` the same
+inputs, and every strategy is built from one registry (search, replay, both backends)."""
 
 from __future__ import annotations
 
-import math
 from types import SimpleNamespace
 
 import optuna
@@ -11,15 +10,19 @@ import pytest
 
 from bnn_tune.hpobench.table import load
 from bnn_tune.metrics import log_flip_rate
+from bnn_tune.plugins._flip_sh import FlipSHRule
+from bnn_tune.plugins.strategies import STRATEGIES, get_strategy
 
 pytest.importorskip("ray.tune")
 
-from ray.tune.schedulers import ASHAScheduler, TrialScheduler  # noqa: E402
+from ray.tune.schedulers import FIFOScheduler, TrialScheduler  # noqa: E402
 
-from bnn_tune.plugins.flip_sh import SUB_FLIP_RATE_ATTR, FlipSHPruner  # noqa: E402
-from bnn_tune.plugins.flip_sh_ray import FlipSHScheduler  # noqa: E402
-from bnn_tune.plugins.optuna import FLIP_RATE_ATTR, PRUNE_REASON_ATTR, FlipRatePruner  # noqa: E402
-from bnn_tune.plugins.ray import FlipRateScheduler  # noqa: E402
+from bnn_tune.plugins._outcome import (  # noqa: E402
+    FLIP_RATE_ATTR,
+    PRUNE_REASON_ATTR,
+    SUB_EPOCH_KEY,
+    SUB_FLIP_RATE_ATTR,
+)
 
 
 def _curves(table, ci, si):
@@ -31,170 +34,179 @@ def _curves(table, ci, si):
     return val, lfr, [subs[e * P:(e + 1) * P] for e in range(len(val))]
 
 
-def optuna_stop(pruner, val, lfr, subs):
-    """(epoch in which the trial stopped or None, reason) under the replay's reporting protocol."""
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    return optuna_stop_in(optuna.create_study(direction="maximize", pruner=pruner), val, lfr, subs)
-
-
-def ray_stop(scheduler, val, lfr, subs):
-    trial = SimpleNamespace(trial_id="t0", storage=None)
-    scheduler.set_search_properties("val_acc", "max")
-    scheduler.on_trial_add(None, trial)
-    for e in range(len(val)):
-        result = {"training_iteration": e + 1, "val_acc": val[e], "log_flip_rate": lfr[e],
-                  "sub_log_flip_rate": subs[e]}
-        if e + 1 < len(val) and scheduler.on_trial_result(None, trial, result) == TrialScheduler.STOP:
-            return e + 1, scheduler.stop_reasons.get("t0", "")
-    return None, ""
-
-
-def _cells(table, n=12):
-    """Grid points with different fates: frozen, collapsed and healthy runs, training seed 0."""
-    final = table.final_val()
-    order = sorted(range(len(table.configs)), key=lambda i: final[i])
-    step = max(1, len(order) // n)
-    return [(ci, 0) for ci in order[::step]]
-
-
-def _table():
-    from bnn_tune import hpobench
-
-    return load("bop_digits") if "bop_digits" in hpobench.tasks() else None
-
-
 @pytest.fixture(scope="module")
 def table(synthetic_dir):
-    return _table() or load("bop_digits", data_dir=synthetic_dir)
+    from bnn_tune import hpobench
+
+    return load("bop_digits") if "bop_digits" in hpobench.tasks() else load("bop_digits", data_dir=synthetic_dir)
 
 
-def test_flip_sh_scheduler_matches_flip_sh_pruner(table):
+@pytest.fixture
+def views(monkeypatch):
+    """Every (view, verdict asked?) FlipSHRule.decide receives, and its decision."""
+    seen: list[tuple] = []
+    original = FlipSHRule.decide
+
+    def spy(self, view, scheduler_stops=False, **kw):
+        asked = []
+
+        def verdict():
+            asked.append(True)
+            return scheduler_stops() if callable(scheduler_stops) else scheduler_stops
+        d = original(self, view, verdict, **kw)
+        seen.append((view, bool(asked), d.stop, d.rule))
+        return d
+    monkeypatch.setattr(FlipSHRule, "decide", spy)
+    return seen
+
+
+def optuna_run(study, val, lfr, subs):
+    """One trial under the objective's protocol (sub-epoch checks in epoch 1, no check after the last epoch)."""
+    trial = study.ask()
+    flat: list[float] = []
+    for e in range(len(val)):
+        if e == 0:
+            for k in range(1, len(subs[0])):
+                trial.set_user_attr(SUB_FLIP_RATE_ATTR, list(subs[0][:k]))
+                if trial.should_prune():
+                    study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+                    return "stopped"
+        flat += subs[e]
+        trial.set_user_attr(SUB_FLIP_RATE_ATTR, list(flat))
+        trial.set_user_attr(FLIP_RATE_ATTR, lfr[: e + 1])
+        trial.report(val[e], e + 1)
+        if e + 1 < len(val) and trial.should_prune():
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+            return study.trials[trial.number].user_attrs.get(PRUNE_REASON_ATTR, "")
+    study.tell(trial, val[-1])
+    return ""
+
+
+def ray_run(scheduler, tid, val, lfr, subs):
+    """The same trial as :func:`bnn_tune.trainable`'s result stream (sub-epoch results, then epochs)."""
+    trial = SimpleNamespace(trial_id=tid, storage=None, last_result=None)
+    scheduler.on_trial_add(None, trial)
+    stream = [{SUB_EPOCH_KEY: k, "sub_log_flip_rate": subs[0][:k], "training_iteration": 0, "epoch": 0,
+               "val_acc": float("nan")} for k in range(1, len(subs[0]))]
+    stream += [{"training_iteration": e + 1, "epoch": e + 1, "val_acc": val[e], "log_flip_rate": lfr[e],
+                "sub_log_flip_rate": subs[e]} for e in range(len(val))]
+    for r in stream:
+        trial.last_result = r
+        if scheduler.on_trial_result(None, trial, r) == TrialScheduler.STOP:
+            scheduler.on_trial_complete(None, trial, r)
+            return "stopped"
+    scheduler.on_trial_complete(None, trial, stream[-1])
+    return ""
+
+
+class _BelowHalfPruner(optuna.pruners.BasePruner):
+    """A wrapped schedule both frameworks can run identically: stop at epoch >= 2 below 0.5."""
+
+    def prune(self, study, trial):
+        return trial.last_step is not None and trial.last_step >= 2 and trial.intermediate_values[trial.last_step] < 0.5
+
+
+class _BelowHalfScheduler(FIFOScheduler):
+    def on_trial_result(self, tune_controller, trial, result):
+        stop = result["training_iteration"] >= 2 and result["val_acc"] < 0.5
+        return TrialScheduler.STOP if stop else TrialScheduler.CONTINUE
+
+
+@pytest.mark.parametrize("name", ["flip+hyperband", "flip+asha"])
+def test_both_adapters_feed_decide_the_same_inputs(table, views, name):
+    """A sequence of recorded trials (healthy winners first, then frozen, collapsing and noisy ones judged against
+    them) through FlipSHPruner and FlipSHScheduler with the strategy's rule and epochs: every call of
+    :meth:`FlipSHRule.decide` gets the same :class:`TrialView` in both, asks the wrapped schedule at the same
+    points and decides the same. (The wrapped schedule is one both frameworks run identically: Optuna's and
+    Ray's Hyperband hash trials into brackets differently.)"""
+    from bnn_tune.plugins.flip_sh import FlipSHPruner
+    from bnn_tune.plugins.flip_sh_ray import FlipSHScheduler
+
     E = table.epochs
-    stops = 0
-    for ci, si in _cells(table):
-        val, lfr, subs = _curves(table, ci, si)
-        o = optuna_stop(FlipSHPruner(max_steps=E), val, lfr, subs)
-        r = ray_stop(FlipSHScheduler(ASHAScheduler(max_t=E, grace_period=1, reduction_factor=3), max_t=E),
-                     val, lfr, subs)
-        assert o[0] == r[0], (table.configs[ci], o, r)
-        assert o[1].split(":")[0] == r[1].split(":")[0], (o, r)
-        stops += o[0] is not None
-    assert stops >= 1  # the curves include at least one the rules stop
-
-
-@pytest.mark.parametrize("name", ["flip+hyperband", "flip+asha", "hyperband", "asha", "flip"])
-def test_search_cli_strategies_decide_alike(table, name):
-    """``bnn-tune search --pruner NAME``: the Optuna pruner (``make_pruner``) and the Ray scheduler
-    (``make_scheduler``) the two backends build stop each recorded curve at the same epoch by the same rule."""
-    from bnn_tune.search.optuna import make_pruner
-    from bnn_tune.search.ray import make_scheduler
-
-    E = table.epochs
-    stops = 0
-    for ci, si in _cells(table):
-        val, lfr, subs = _curves(table, ci, si)
-        o = optuna_stop(make_pruner(name, epochs=E), val, lfr, subs)
-        r = ray_stop(make_scheduler(name, E), val, lfr, subs)
-        assert o[0] == r[0], (name, table.configs[ci], o, r)
-        if name == "flip":  # FlipRateScheduler keeps the bare reason (its result says "FlipRateScheduler: ...")
-            assert o[1] == (f"flip-collapse: {r[1]}" if r[1] else ""), (o, r)
-        else:
-            assert o[1].split(":")[0] == r[1].split(":")[0], (o, r)
-        stops += o[0] is not None
-    assert stops >= (1 if name.startswith("flip") else 0)  # a lone trial: successive halving (or median) alone keeps it
+    final = table.final_val()
+    order = sorted(range(len(table.configs)), key=lambda i: -final[i])
+    cells = order[:4] + order[len(order) // 2::max(1, len(order) // 10)]
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    rule = get_strategy(name).settings(E).flip_sh
+    study = optuna.create_study(direction="maximize", study_name="eq",
+                                pruner=FlipSHPruner(_BelowHalfPruner(), max_steps=E, rule=rule))
+    for ci in cells:
+        optuna_run(study, *_curves(table, ci, 0))
+    o_views = list(views)
+    views.clear()
+    scheduler = FlipSHScheduler(_BelowHalfScheduler(), "val_acc", "max", max_t=E, rule=rule)
+    for n, ci in enumerate(cells):
+        ray_run(scheduler, f"t{n}", *_curves(table, ci, 0))
+    # Ray also shows the scheduler each trial's last epoch, which the Optuna objective never asks about; the
+    # rule never stops there
+    last = [x for x in views if x[0].remaining == 0]
+    assert last and all(not stop and rule == "completed" for *_, stop, rule in last)
+    assert o_views == [x for x in views if x[0].remaining != 0]
+    rules = {rule for *_, stop, rule in o_views if stop}
+    assert "flip-early" in rules and len(rules) >= 2, rules  # the curves exercise the sub-epoch and epoch rules
+    assert any(asked for _, asked, *_ in o_views)  # and the wrapped schedule's verdict
+    assert any(v.completed and v.best_value is not None for v, *_ in o_views)
 
 
 def test_every_ray_scheduler_carries_the_metric():
     """The search driver's TuneConfig passes no metric: each scheduler must carry val_acc/max itself, or a
     flip-rate wrapper around FIFO would never judge anything."""
-    from bnn_tune.search._rule import PRUNERS
     from bnn_tune.search.ray import make_scheduler
 
-    for name in PRUNERS:
+    for name in STRATEGIES:
         if name != "none":
             built = make_scheduler(name, 10)
             assert built.metric == "val_acc" and (getattr(built, "mode", None) or built._mode) == "max", (name, built)
 
 
-@pytest.mark.parametrize("name", ["flip+hyperband", "flip+asha"])
-def test_search_default_is_the_strategy_the_replay_measures(name):
-    """``bnn-tune search --pruner NAME`` builds the pruner that ``bnn_tune.hpobench.replay(pruner=NAME)`` measured:
-    same wrapped schedule and settings, same flip-rate rule."""
+def _describe(pruner) -> tuple:
+    """A pruner's class and settings, recursively through the wrapped pruner (for equality)."""
+    inner = getattr(pruner, "_wrapped", None) or getattr(pruner, "_wrapped_pruner", None)
+    state = {k: v for k, v in vars(pruner).items() if k not in ("_wrapped", "_wrapped_pruner")}
+    return type(pruner), repr(sorted(state.items(), key=lambda kv: kv[0])), None if inner is None else _describe(inner)
+
+
+@pytest.mark.parametrize("name", STRATEGIES)
+def test_replay_builds_exactly_what_search_builds(name):
+    """``bnn_tune.hpobench.replay(pruner=NAME)`` measures what ``bnn-tune search --pruner NAME`` ships: the same
+    classes and settings (the flip rule's warm-up included) for the same epochs."""
     from bnn_tune.hpobench._replay import make_pruner as replay_pruner
-    from bnn_tune.search._rule import DEFAULT_PRUNER
     from bnn_tune.search.optuna import make_pruner
 
-    assert DEFAULT_PRUNER == "flip+hyperband"
-    a, b = make_pruner(name, epochs=10), replay_pruner(name)
-    assert type(a) is type(b) and type(a._wrapped) is type(b._wrapped)
-    assert repr(a.rule) == repr(b.rule)
-    for attr in ("_min_resource", "_reduction_factor", "_max_resource"):
-        assert getattr(a._wrapped, attr, None) == getattr(b._wrapped, attr, None), attr
+    for epochs in (10, 20):
+        assert _describe(make_pruner(name, epochs=epochs)) == _describe(replay_pruner(name, epochs))
+    if name == "flip":
+        assert replay_pruner(name, 20).rule.n_warmup_steps == 4  # max(2, epochs // 5), not 2
 
 
-def test_flip_rate_scheduler_matches_flip_rate_pruner(table):
-    """``FlipRateScheduler(ASHAScheduler)`` (the Ray backend) vs ``FlipRatePruner(SuccessiveHalving, or)``."""
-    E = table.epochs
-    for ci, si in _cells(table):
-        val, lfr, subs = _curves(table, ci, si)
-        o = optuna_stop(FlipRatePruner(optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3),
-                                       combine="or", margin=0.02), val, lfr, subs)
-        r = ray_stop(FlipRateScheduler(ASHAScheduler(max_t=E, grace_period=1, reduction_factor=3), margin=0.02),
-                     val, lfr, subs)
-        assert o[0] == r[0], (table.configs[ci], o, r)
-        assert not math.isnan(val[-1])
+@pytest.mark.parametrize("name", STRATEGIES)
+def test_both_backends_build_from_the_same_settings(name):
+    s = get_strategy(name).settings(20)
+    pruner, scheduler = get_strategy(name).optuna_pruner(20), get_strategy(name).ray_scheduler(20)
+    if s.flip_sh is not None:
+        assert pruner.rule == scheduler.flip_sh == s.flip_sh
+        assert pruner._max_steps == scheduler._max_t == 20
+    if s.collapse is not None:
+        assert pruner.rule == scheduler.rule and pruner.rule.n_warmup_steps == s.collapse["n_warmup_steps"] == 4
+    if s.successive_halving is not None:
+        sh = s.successive_halving
+        asha = scheduler.scheduler if hasattr(scheduler, "scheduler") else scheduler
+        optuna_sh = getattr(pruner, "_wrapped", pruner)
+        assert (optuna_sh._min_resource, optuna_sh._reduction_factor) == (sh["min_resource"], sh["reduction_factor"])
+        assert (asha._max_t, asha._reduction_factor, len(asha._brackets)) == (20, sh["reduction_factor"], sh["brackets"])
+        assert asha._brackets[0]._rungs[-1][0] == sh["min_resource"]  # the first rung: grace period 1 epoch
+    if s.median is not None:
+        median = getattr(pruner, "_wrapped_pruner", None) or pruner
+        assert (median._n_startup_trials, median._n_warmup_steps) == (5, 2)
+        assert (scheduler.scheduler._min_samples_required, scheduler.scheduler._grace_period) == (5, 2)
+    assert get_strategy(name).schedule_rule == (None if name in ("flip", "none") else
+                                                 name.split("+")[-1] if name != "flip+median" else "median")
 
 
-def test_flip_band_same_decisions_with_completed_trials(table):
-    """``flip-band`` judges against completed trials: both adapters first see the table's three best configs
-    complete, then each candidate curve; the wrapped scheduler never stops (FIFO / NopPruner), so the band
-    (and flip-early) alone decide, at the same epoch with the same rule."""
-    from ray.tune.schedulers import FIFOScheduler
+def test_unknown_strategy_names_the_choices():
+    with pytest.raises(ValueError, match=r"Unknown strategy 'ashaa'\. Available: \['asha', 'flip', "):
+        get_strategy("ashaa")
+    from bnn_tune.search.optuna import make_pruner
 
-    E = table.epochs
-    final = table.final_val()
-    best3 = sorted(range(len(table.configs)), key=lambda i: -final[i])[:3]
-    kw = {"band_width": 0.5, "band_warmup": 2, "min_rise": None}
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    stops = 0
-    for ci, si in _cells(table):
-        val, lfr, subs = _curves(table, ci, si)
-        study = optuna.create_study(direction="maximize", pruner=FlipSHPruner(optuna.pruners.NopPruner(),
-                                                                              max_steps=E, **kw))
-        sched = FlipSHScheduler(FIFOScheduler(), max_t=E, **kw)
-        sched.set_search_properties("val_acc", "max")
-        for j, bi in enumerate(best3):
-            bval, blfr, _ = _curves(table, bi, 0)
-            t = study.ask()
-            t.set_user_attr(FLIP_RATE_ATTR, blfr)
-            study.tell(t, bval[-1])
-            rt = SimpleNamespace(trial_id=f"b{j}", storage=None)
-            sched.on_trial_add(None, rt)
-            for e in range(E):
-                sched.on_trial_result(None, rt, {"training_iteration": e + 1, "val_acc": bval[e], "log_flip_rate": blfr[e]})
-            sched.on_trial_complete(None, rt, {"training_iteration": E, "val_acc": bval[-1], "log_flip_rate": blfr[-1]})
-        o = optuna_stop_in(study, val, lfr, subs)
-        r = ray_stop(sched, val, lfr, subs)
-        assert o[0] == r[0], (table.configs[ci], o, r)
-        assert o[1].split(":")[0] == r[1].split(":")[0], (o, r)
-        stops += o[1].startswith("flip-band")
-    assert stops >= 1  # the band stopped at least one of the curves
-
-
-def optuna_stop_in(study, val, lfr, subs):
-    """:func:`optuna_stop` in an existing study (with completed trials)."""
-    trial = study.ask()
-    flat: list[float] = []
-    for e in range(len(val)):
-        flat += subs[e]
-        if e == 0:
-            for k in range(1, len(subs[0])):
-                trial.set_user_attr(SUB_FLIP_RATE_ATTR, list(subs[0][:k]))
-                if trial.should_prune():
-                    return 1, study.trials[trial.number].user_attrs.get(PRUNE_REASON_ATTR, "")
-        trial.set_user_attr(SUB_FLIP_RATE_ATTR, list(flat))
-        trial.set_user_attr(FLIP_RATE_ATTR, lfr[: e + 1])
-        trial.report(val[e], e + 1)
-        if e + 1 < len(val) and trial.should_prune():
-            return e + 1, study.trials[trial.number].user_attrs.get(PRUNE_REASON_ATTR, "")
-    return None, ""
+    with pytest.raises(ValueError, match=r"Unknown strategy 'ashaa'"):
+        make_pruner("ashaa")

@@ -41,7 +41,7 @@ def test_stopper_stops_frozen_trial_and_says_why(caplog):
         decisions = [s("bad", r) for r in results]
     assert decisions == [False, False, True]
     assert "frozen" in results[-1][STOP_REASON_KEY]
-    assert results[-1][STOP_REASON_KEY].startswith("FlipRateStopper:")
+    assert results[-1][STOP_REASON_KEY].startswith("flip-collapse: ")
     assert STOP_REASON_KEY not in results[0]
     assert "bad" in s.stop_reasons and "good" not in s.stop_reasons
     assert any("trial bad stopped at iteration 3" in r.getMessage() for r in caplog.records)
@@ -181,7 +181,7 @@ def test_scheduler_stops_collapsed_trial_and_defers_otherwise(caplog):
     assert decisions == [TrialScheduler.CONTINUE, TrialScheduler.CONTINUE, TrialScheduler.STOP]
     # Tune calls on_trial_complete after a STOP; the reason lands in the trial's last result
     s.on_trial_complete(None, bad, bad.last_result)
-    assert bad.last_result[STOP_REASON_KEY].startswith("FlipRateScheduler: the flip rate never rose")
+    assert bad.last_result[STOP_REASON_KEY].startswith("flip-collapse: the flip rate never rose")
     assert inner.calls == ["add", "result", "result", "result", "complete"]  # the stopping result is not forwarded
     assert "bad" in s.stop_reasons
     assert any("trial bad stopped" in r.getMessage() for r in caplog.records)
