@@ -81,7 +81,8 @@ def test_tuner_reports_every_epoch_with_a_loadable_checkpoint(ray_session, tmp_p
     assert any(k.startswith("flip_rate/") for k in m)
     assert m["epoch"] == 2 and m["training_iteration"] == 2
     assert m["log_flip_rate"] == pytest.approx(math.log(m["flip_rate"] + math.exp(-9)))
-    assert len(result.metrics_dataframe) == 2  # one report per epoch
+    df = result.metrics_dataframe  # sub-epoch results inside epoch 1 (iteration 0, no checkpoint), then one per epoch
+    assert list(df["training_iteration"]) == [0] * (len(df) - 2) + [1, 2] and len(df) > 2
     state = load_checkpoint_state(result.checkpoint.path)  # weights_only=True inside
     assert state["epoch"] == 2 and state["config"]["optimizer"] == "bop"
     assert "model" in state and os.path.isfile(os.path.join(result.checkpoint.path, CHECKPOINT_FILE))
@@ -204,7 +205,7 @@ def test_collapsing_config_is_stopped_with_its_reason(ray_session, tmp_path):
     assert healthy.metrics["training_iteration"] == epochs and read_stop_reason(healthy) is None
     assert frozen.metrics["training_iteration"] == 3
     reason = read_stop_reason(frozen)
-    assert reason.startswith("FlipRateScheduler: ") and "never rose above the floor" in reason
+    assert reason.startswith("flip-collapse: ") and "never rose above the floor" in reason
     (trial_id,) = scheduler.stop_reasons
     assert reason.endswith(scheduler.stop_reasons[trial_id])
     assert read_stop_reason(frozen.path) == scheduler.stop_reasons[trial_id]  # the file in the trial dir
