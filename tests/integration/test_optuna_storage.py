@@ -27,15 +27,14 @@ def test_make_storage_parses_urls(tmp_path):
 
 
 def test_make_pruner_kinds():
-    from bnn_tune.plugins._flip_sh import RECOMMENDED
+    from bnn_tune.plugins._flip_sh import RECOMMENDED_RULE
     from bnn_tune.plugins.flip_sh import FlipSHPruner
     from bnn_tune.plugins.optuna import FlipRatePruner
 
     default = make_pruner()  # bnn-tune search's default strategy: flip+hyperband
     assert isinstance(default, FlipSHPruner)
     assert isinstance(default._wrapped, optuna.pruners.HyperbandPruner)
-    assert (default.rule.band_width, default.rule.band_protect, default.rule.band_protect_width) == (
-        RECOMMENDED["band_width"], RECOMMENDED["band_protect"], RECOMMENDED["band_protect_width"])
+    assert default.rule == RECOMMENDED_RULE
     flip_asha = make_pruner("flip+asha")
     assert isinstance(flip_asha, FlipSHPruner)
     assert isinstance(flip_asha._wrapped, optuna.pruners.SuccessiveHalvingPruner)
@@ -45,8 +44,8 @@ def test_make_pruner_kinds():
     assert isinstance(make_pruner("flip+median"), FlipRatePruner)
     assert isinstance(make_pruner("median"), optuna.pruners.MedianPruner)
     assert isinstance(make_pruner("none"), optuna.pruners.NopPruner)
-    with pytest.raises(ValueError, match=r"`pruner` must be one of \['flip\+hyperband', 'flip\+asha', 'hyperband', "
-                                         r"'asha', 'flip', 'flip\+median', 'median', 'none'\], but got pruner='ashaa'"):
+    with pytest.raises(ValueError, match=r"Unknown strategy 'ashaa'\. Available: \['asha', 'flip', 'flip\+asha', "
+                                         r"'flip\+hyperband', 'flip\+median', 'hyperband', 'median', 'none'\]\."):
         make_pruner("ashaa")
 
 
