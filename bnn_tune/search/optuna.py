@@ -81,8 +81,6 @@ def make_pruner(kind: str = DEFAULT_PRUNER, *, epochs: int | None = None) -> Any
     return get_strategy(kind).optuna_pruner(epochs if epochs is not None else 10)
 
 
-
-
 def _schedule_rule(pruner: str) -> str | None:
     if "hyperband" in pruner:
         return "hyperband"

@@ -33,7 +33,6 @@ from typing import Any
 
 from ..plugins._outcome import trial_status
 from ._rows import LiveView, TrialRow
-from ._rule import check_pruner
 from .optuna import SearchInterrupted, _schedule_rule
 from .settings import DEFAULT_EPOCHS, SearchSettings
 
