@@ -8,7 +8,7 @@ search running in this process -- after ``Tuner.restore`` too, which unpickles t
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, TypeGuard
 
 from ray import tune
 
@@ -21,7 +21,7 @@ LIVE: dict[str, Any] = {"view": None, "scheduler": None, "row": None}
 ``stop_reasons``); ``row``: the function that makes a row of a trial (the Ray backend's)."""
 
 
-def _finite(x: Any) -> bool:
+def _finite(x: Any) -> TypeGuard[float]:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 

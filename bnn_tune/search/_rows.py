@@ -11,13 +11,12 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
-from ..plugins._outcome import STATUSES
+from ..plugins._outcome import count_statuses as _count
 
 __all__ = ["SUMMARY_FORMAT", "LiveView", "TrialRow", "best_row", "count_statuses", "print_ranking", "rank",
            "write_outputs"]
@@ -71,7 +70,7 @@ def _jsonable(v: Any) -> Any:
     return str(v)
 
 
-def _finite(x: Any) -> bool:
+def _finite(x: Any) -> TypeGuard[float]:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
@@ -92,10 +91,12 @@ def best_row(rows: Iterable[TrialRow]) -> TrialRow | None:
 
 
 def count_statuses(rows: Iterable[TrialRow]) -> dict[str, int]:
-    """``{status: trials}`` in the order of :data:`STATUSES` (others, e.g. ``running``, after)."""
-    c = Counter(r.status for r in rows)
-    order = [s for s in STATUSES if c.get(s)] + sorted(s for s in c if s not in STATUSES)
-    return {s: c[s] for s in order}
+    """``{status: trials}`` in the order of :data:`STATUSES` (:func:`bnn_tune.plugins._outcome.count_statuses`),
+    then ``running``."""
+    rows = list(rows)
+    counts = _count([r.status for r in rows if r.status != "running"])
+    running = sum(r.status == "running" for r in rows)
+    return {**counts, **({"running": running} if running else {})}
 
 
 def _counts_text(counts: dict[str, int]) -> str:

@@ -82,13 +82,10 @@ def make_pruner(kind: str = DEFAULT_PRUNER, *, epochs: int | None = None) -> Any
 
 
 def _schedule_rule(pruner: str) -> str | None:
-    if "hyperband" in pruner:
-        return "hyperband"
-    if "asha" in pruner:
-        return "asha"
-    if "median" in pruner:
-        return "median"
-    return None
+    """The rule a strategy's scheduler stops with (``asha``, ``hyperband``, ``median``; None without one)."""
+    from ..plugins.strategies import get_strategy
+
+    return get_strategy(pruner).schedule_rule
 
 
 def row_of_trial(trial: Any, *, pruner: str = DEFAULT_PRUNER) -> TrialRow:

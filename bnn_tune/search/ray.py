@@ -29,9 +29,9 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
-from ..plugins._outcome import trial_status
+from ..plugins._outcome import SUB_EPOCH_KEY, SUB_EPOCH_POINTS, is_sub_epoch_result, trial_status
 from ._rows import LiveView, TrialRow
 from .optuna import SearchInterrupted, _schedule_rule
 from .settings import DEFAULT_EPOCHS, SearchSettings
@@ -74,7 +74,7 @@ def _param_names(suggest: Any) -> list[str]:
     return list(trial.params)
 
 
-def _finite(x: Any) -> bool:
+def _finite(x: Any) -> TypeGuard[float]:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
@@ -82,6 +82,8 @@ def _row(trial_id: str, metrics: dict[str, Any], config: dict[str, Any], *, para
          pruner: str, error: str | None, best: float | None, stop_reason: str | None, path: str | None) -> TrialRow:
     done = metrics.get("epoch")
     done = float(done) if _finite(done) else 0.0
+    if is_sub_epoch_result(metrics):  # stopped inside the first epoch, after this many of its 8 points
+        done += float(metrics[SUB_EPOCH_KEY]) / SUB_EPOCH_POINTS
     status = trial_status(failed=error is not None, stop_reason=stop_reason if done < epochs else None,
                           stopped=done < epochs, schedule_rule=_schedule_rule(pruner))
     val = metrics.get(_METRIC)
@@ -181,14 +183,15 @@ def _search(ray: Any, settings: SearchSettings, storage: Any, ray_storage: str, 
             "run on a GPU node (or --address a cluster with GPUs) or drop the flag.")
     suggest = settings.suggest
     params = _param_names(suggest)
-    searcher = OptunaSearch(space=suggest, metric=_METRIC, mode=_MODE, seed=settings.sampler_seeds()[0],
+    space: Any = suggest
+    searcher = OptunaSearch(space=space, metric=_METRIC, mode=_MODE, seed=settings.sampler_seeds()[0],
                             storage=storage, study_name=settings.study_name if storage is not None else None,
                             points_to_evaluate=[dict(p) for p in settings.enqueue] or None)
     scheduler = make_scheduler(settings.pruner, epochs)
     from . import _ray_view
 
     _ray_view.LIVE.update(view=view, scheduler=scheduler, row=_row)
-    callbacks = [_ray_view.ViewCallback(params, epochs, settings.pruner)]
+    callbacks: list[Any] = [_ray_view.ViewCallback(params, epochs, settings.pruner)]
     run_config = tune.RunConfig(
         name=settings.study_name,
         storage_path=ray_storage,
@@ -220,7 +223,7 @@ def _search(ray: Any, settings: SearchSettings, storage: Any, ray_storage: str, 
     finally:
         tune_logger.setLevel(level)
         _ray_view.LIVE.update(view=None, scheduler=None)
-    rows = [row_of_result(r, params=params, epochs=epochs, pruner=settings.pruner) for r in results]
+    rows = [row_of_result(r, params=params, epochs=epochs, pruner=settings.pruner) for r in (results[i] for i in range(len(results)))]
     if len(rows) < settings.n_trials or _unfinished(results):
         raise SearchInterrupted
     return rows, {"experiment_path": experiment, "storage": settings.storage}, results

@@ -59,7 +59,7 @@ from typing import Any
 
 from .._imports import require
 from ..cli import register_command
-from ..plugins._outcome import CONFIG_ATTR
+from ..plugins._outcome import CONFIG_ATTR, is_sub_epoch_result, parse_stop_reason
 from ._outdir import LOOKED_FOR, resolve_search_dir, storage_url
 from ._storage import make_storage, storage_file
 
@@ -263,7 +263,8 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 def _ray_trial(tdir: Path, params: dict[str, Any]) -> TrialRecord:
     rows = _read_jsonl(tdir / "result.json")
-    rows = [r for r in rows if "val_acc" in r or "log_flip_rate" in r or "flip_rate" in r]
+    rows = [r for r in rows if ("val_acc" in r or "log_flip_rate" in r or "flip_rate" in r)
+            and not is_sub_epoch_result(r)]  # the trainable's reports inside the first epoch are not epochs
     val = [float(r.get("val_acc", float("nan"))) for r in rows]
     lfr = []
     for r in rows:
@@ -563,23 +564,17 @@ def _ranking_table(run: SearchRun, top: int) -> str:
     return "\n".join(out)
 
 
-_RULE = re.compile(r"^([A-Za-z][\w+.-]*): ")
-
-
 def stop_rule(note: str) -> str:
-    """The rule named by a stop/prune reason: ``"flip-band: ..."`` -> ``flip-band``, ``"FlipRateStopper: ..."``
-    -> ``FlipRateStopper``, ``"pruned by MedianPruner ..."`` -> ``MedianPruner``; ``"unrecorded"`` when the
-    reason does not name one (a scheduler that records none, e.g. a plain ASHA).
+    """The rule named by a stop reason (``"<rule>: <reason>"``, :func:`bnn_tune.plugins._outcome.format_stop_reason`):
+    ``"flip-band: ..."`` -> ``flip-band``; ``"unrecorded"`` when the reason names no rule (a scheduler that
+    records none, e.g. a plain ASHA).
 
     Example:
         >>> stop_rule("flip-early: log flip rate <= -8 at all 3 sub-epoch reports"), stop_rule("")
         ('flip-early', 'unrecorded')
     """
-    note = (note or "").strip()
-    if note.startswith("pruned by "):
-        return note.split()[2] if len(note.split()) > 2 else "unrecorded"
-    m = _RULE.match(note)
-    return m.group(1) if m else "unrecorded"
+    parsed = parse_stop_reason(note)
+    return parsed[0] if parsed else "unrecorded"
 
 
 def stops_by_rule(run: SearchRun) -> dict[str, dict[str, int]]:

@@ -152,7 +152,7 @@ class SearchSettings:
 
     def __post_init__(self) -> None:
         from ..config import TrialConfig
-        from ._rule import check_pruner as get_strategy
+        from ..plugins.strategies import get_strategy
 
         set_ = object.__setattr__
         if self.backend not in BACKENDS:
@@ -212,7 +212,7 @@ class SearchSettings:
         set_(self, "study_name", name)
         set_(self, "out", Path(self.out or Path("runs") / name).expanduser().resolve())
         if self.storage is None and self.backend == "optuna":
-            set_(self, "storage", f"sqlite:///{self.out / 'study.db'}")
+            set_(self, "storage", f"sqlite:///{self.out_dir / 'study.db'}")
         if isinstance(self.storage, str):
             from ._storage import storage_file
 
