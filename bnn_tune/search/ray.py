@@ -28,6 +28,7 @@ import math
 import os
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any, TypeGuard
 
@@ -208,6 +209,19 @@ def _search(ray: Any, settings: SearchSettings, storage: Any, ray_storage: str, 
     tune_logger = logging.getLogger("ray.tune")
     level = tune_logger.level
     tune_logger.setLevel(logging.ERROR)  # Ray's "stop signal received" / "experiment interrupted" lines
+    with warnings.catch_warnings():
+        # OptunaSearch reports every result at its training_iteration; the trainable's sub-epoch results share
+        # iteration 0, which Optuna's study (a copy of TPE's history, not the pruning) then says it ignores
+        warnings.filterwarnings("ignore", message=r".*step=0. is already reported", category=UserWarning)
+        return _fit(tune, settings, fn, searcher, scheduler, run_config, experiment, view, params, tune_logger, level)
+
+
+def _fit(tune: Any, settings: SearchSettings, fn: Any, searcher: Any, scheduler: Any, run_config: Any,
+         experiment: str, view: LiveView | None, params: list[str], tune_logger: Any,
+         level: int) -> tuple[list[TrialRow], dict[str, Any], Any]:
+    from . import _ray_view
+
+    epochs = settings.epochs
     try:
         if settings.resume:
             if view is not None and view.enabled:
@@ -223,11 +237,11 @@ def _search(ray: Any, settings: SearchSettings, storage: Any, ray_storage: str, 
     finally:
         tune_logger.setLevel(level)
         _ray_view.LIVE.update(view=None, scheduler=None)
-    rows = [row_of_result(r, params=params, epochs=epochs, pruner=settings.pruner) for r in (results[i] for i in range(len(results)))]
+    rows = [row_of_result(results[i], params=params, epochs=epochs, pruner=settings.pruner)
+            for i in range(len(results))]
     if len(rows) < settings.n_trials or _unfinished(results):
         raise SearchInterrupted
     return rows, {"experiment_path": experiment, "storage": settings.storage}, results
-
 
 
 def _unfinished(results: Any) -> bool:
