@@ -186,3 +186,30 @@ def _running(out: Path) -> int:
                               "v.trial_id = t.trial_id where t.state = 'RUNNING'").fetchone()[0]
     except sqlite3.Error:
         return 0
+
+
+@pytest.mark.ray
+@pytest.mark.timeout(400)
+def test_the_same_config_is_stopped_at_the_same_point_for_the_same_rule_by_both_backends(tmp_path, ray_env,
+                                                                                      monkeypatch):
+    """Through what ``bnn-tune search`` builds (settings -> strategy -> backend): a frozen Bop config (gamma 1e-6,
+    threshold 1e-3 never flips a weight) and a healthy one, enqueued first with the same training seed, end with
+    the same status, epochs and rule on Optuna and on Ray."""
+    pytest.importorskip("ray.tune")
+    from bnn_tune.search import SearchSettings, run_search
+
+    for k, v in ray_env.items():
+        monkeypatch.setenv(k, v)
+    frozen = {"gamma": 1e-6, "threshold": 1e-3, "gamma_schedule": "constant", "lr": 1e-3}
+    healthy = {"gamma": 1e-3, "threshold": 1e-7, "gamma_schedule": "constant", "lr": 1e-3}
+    got = {}
+    for backend in ("optuna", "ray"):
+        settings = SearchSettings(backend=backend, base_config={"epochs": 2, "max_steps_per_epoch": 8, "width": 0.25},
+                                  n_trials=2, workers=1, seed=0, enqueue=[frozen, healthy], verbose=False,
+                                  out=tmp_path / backend)
+        result = run_search(settings, export=False)
+        got[backend] = sorted((r.params["gamma"], r.status, r.epochs, (r.note or "").split(":")[0])
+                              for r in result.rows)
+    assert got["optuna"] == got["ray"], got
+    assert got["optuna"][0] == (1e-6, "flip-early", 0.125, "flip-early")  # after the first 1/8 epoch
+    assert got["optuna"][1][:3] == (1e-3, "completed", 2)
