@@ -51,7 +51,7 @@ def check_range(name: str, value: Any, low: float | None = None, high: float | N
         return None
     if low is not None and high is not None:
         rng = f"in {'(' if low_open else '['}{_fmt(low)}, {_fmt(high)}{')' if high_open else ']'}"
-        must = f"{what} {rng}" if what else rng
+        must = f"{what or ('an integer' if integer else '')} {rng}".strip()
     else:
         kind = what or ("an integer" if integer else "a finite number")
         if low is not None:

@@ -20,13 +20,13 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
-import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from . import data, nn, optim
+from ._validate import check_range
 from .schedules import validate_schedule
 
 __all__ = ["COMMON_KEYS", "ConfigError", "RECIPES", "TWO_STEP_OPTIMIZERS", "TrialConfig", "load_config_file"]
@@ -77,19 +77,11 @@ def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
 
 def _check_range(key: str, value: Any, low: float | None, high: float | None, *, low_open=False, high_open=False,
                  integer=False) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or (integer and not float(value).is_integer()):
-        kind = "an integer" if integer else "a number"
-        raise ConfigError(f"`{key}` must be {kind}, but got {key}={value!r}.")
-    if isinstance(value, float) and math.isnan(value):
-        raise ConfigError(f"`{key}` must not be NaN.")
-    bad = (low is not None and (value <= low if low_open else value < low)) or (
-        high is not None and (value >= high if high_open else value > high)
-    )
-    if bad:
-        lo = "-inf" if low is None else f"{low:g}"
-        hi = "inf" if high is None else f"{high:g}"
-        rng = f"{'(' if low_open or low is None else '['}{lo}, {hi}{')' if high_open or high is None else ']'}"
-        raise ConfigError(f"`{key}` must be in {rng}, but got {key}={value!r}.")
+    """The project's one range check (:func:`bnn_tune._validate.check_range`), raising ``ConfigError``; an
+    integer key also takes an integral float (``10.0`` from a JSON file or a Ray space)."""
+    if integer and isinstance(value, float) and value.is_integer():
+        value = int(value)
+    check_range(key, value, low, high, low_open=low_open, high_open=high_open, integer=integer, error=ConfigError)
 
 
 def _choice(key: str, value: Any, valid: list[str]) -> None:

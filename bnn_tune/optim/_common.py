@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from .._validate import check_range
 from ..nn import is_sign_valued, mark_sign_valued
 
 __all__: list[str] = []
@@ -15,19 +16,9 @@ __all__: list[str] = []
 
 def check_in_range(name: str, value: Any, low: float | None, high: float | None, *, low_open: bool = False,
                    high_open: bool = False, allow_none: bool = False) -> None:
-    """Raise ``ValueError`` in the project's template: "`gamma` must be in (0, 1], but got gamma=1.5."."""
-    if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"`{name}` must be a number, but got {name}={value!r}.")
-    bad = math.isnan(value) or (low is not None and (value <= low if low_open else value < low)) or (
-        high is not None and (value >= high if high_open else value > high)
-    )
-    if bad:
-        lo = "-inf" if low is None else f"{low:g}"
-        hi = "inf" if high is None else f"{high:g}"
-        rng = f"{'(' if low_open or low is None else '['}{lo}, {hi}{')' if high_open or high is None else ']'}"
-        raise ValueError(f"`{name}` must be in {rng}, but got {name}={value!r}.")
+    """The project's one range check (:func:`bnn_tune._validate.check_range`) for an optimizer argument:
+    "`gamma` must be in (0, 1], but got gamma=1.5."."""
+    check_range(name, value, low, high, low_open=low_open, high_open=high_open, none_ok=allow_none)
 
 
 def check_betas(betas: Any) -> None:

@@ -68,11 +68,14 @@ _FLAGS = {"n_trials": "--samples", "workers": "--workers", "seed": "--seed", "to
 
 
 def _int(name: str, value: Any, low: int, high: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
-        bound = f">= {low}" if high is None else f"in [{low}, {high}]"
+    """:func:`bnn_tune._validate.check_range` for a count, naming the command-line flag it came from."""
+    from .._validate import check_range
+
+    try:
+        return int(check_range(name, value, low, high, integer=True))
+    except ValueError as exc:
         flag = f" ({_FLAGS[name]} on the command line)" if name in _FLAGS else ""
-        raise ValueError(f"`{name}` must be an integer {bound}, but got {name}={value!r}{flag}.")
-    return int(value)
+        raise ValueError(f"{str(exc).rstrip('.')}{flag}.") from None
 
 
 class _MiddleTrial:

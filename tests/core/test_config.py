@@ -21,12 +21,12 @@ def test_unknown_key_suggests_closest():
 @pytest.mark.parametrize(
     "key, value, pattern",
     [
-        ("epochs", 0, r"`epochs` must be in \[1, inf\), but got epochs=0\."),
-        ("epochs", 2.5, r"`epochs` must be an integer, but got epochs=2.5\."),
-        ("batch_size", -1, r"`batch_size` must be in \[1, inf\)"),
-        ("lr", 0.0, r"`lr` must be in \(0, inf\), but got lr=0.0\."),
-        ("lr", "fast", r"`lr` must be a number, but got lr='fast'\."),
-        ("lr", float("nan"), r"`lr` must not be NaN"),
+        ("epochs", 0, r"`epochs` must be an integer >= 1, but got epochs=0\."),
+        ("epochs", 2.5, r"`epochs` must be an integer >= 1, but got epochs=2.5\."),
+        ("batch_size", -1, r"`batch_size` must be an integer >= 1"),
+        ("lr", 0.0, r"`lr` must be a finite number > 0, but got lr=0.0\."),
+        ("lr", "fast", r"`lr` must be a finite number > 0, but got lr='fast'\."),
+        ("lr", float("nan"), r"`lr` must be a finite number > 0, but got lr=nan\."),
         ("val_fraction", 1.0, r"`val_fraction` must be in \(0, 1\), but got val_fraction=1.0\."),
         ("bn_momentum", 1.5, r"`bn_momentum` must be in \[0, 1\]"),
         ("width", 0, r"`width` must be in \(0, 16\]"),

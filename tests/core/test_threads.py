@@ -72,9 +72,9 @@ def test_threads_apply_inside_each_step_and_are_restored_on_error(process_thread
     assert default.config.threads is None and torch.get_num_threads() == 2  # None: the process's setting
 
 
-@pytest.mark.parametrize("value, words", [(0, "`threads` must be in [1, inf), but got threads=0."),
-                                          (1.5, "`threads` must be an integer, but got threads=1.5."),
-                                          ("2", "`threads` must be an integer, but got threads='2'.")])
+@pytest.mark.parametrize("value, words", [(0, "`threads` must be an integer >= 1, but got threads=0."),
+                                          (1.5, "`threads` must be an integer >= 1, but got threads=1.5."),
+                                          ("2", "`threads` must be an integer >= 1, but got threads='2'.")])
 def test_bad_threads_value_is_one_error_line(value, words, capsys):
     with pytest.raises(ConfigError) as info:
         TrialConfig.from_dict({"threads": value})

@@ -99,7 +99,7 @@ def test_bad_config_and_nan_fail_alone(ray_session, tmp_path):
     by_lr = {t.config["lr"]: t for t in analysis.trials}
     assert by_lr[1e-3].status == "TERMINATED" and by_lr[1e-3].last_result["epoch"] == 2
     assert by_lr[-1.0].status == "ERROR" and by_lr[1e37].status == "ERROR"
-    assert "`lr` must be in (0, inf), but got lr=-1.0." in by_lr[-1.0].get_error()
+    assert "`lr` must be a finite number > 0, but got lr=-1.0." in by_lr[-1.0].get_error()
     assert "ConfigError" in by_lr[-1.0].get_error()
     assert "FloatingPointError" in by_lr[1e37].get_error()
     assert "became non-finite at epoch 1" in by_lr[1e37].get_error()

@@ -102,7 +102,7 @@ def test_bad_values_raise_clear_errors(digits):
         BNNClassifier(epochs=1, optimizer_params={"weight_decy": 0.1}).fit(X, y)
     with pytest.raises(ValueError, match="are constructor arguments"):
         BNNClassifier(epochs=1, optimizer_params={"epochs": 2}).fit(X, y)
-    with pytest.raises(ConfigError, match="`epochs` must be in"):
+    with pytest.raises(ConfigError, match="`epochs` must be an integer >= 1"):
         BNNClassifier(epochs=0).fit(X, y)
     with pytest.raises(ValueError, match="`val_fraction` must be in"):
         BNNClassifier(val_fraction=1.0).fit(X, y)
