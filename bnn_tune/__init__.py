@@ -25,11 +25,12 @@ __all__ = [
     "fit",
     "objective",
     "trainable",
+    "trainable_sub_epoch",
     "with_resources",
 ]
 
 if TYPE_CHECKING:
-    from ._trainable import trainable, with_resources
+    from ._trainable import trainable, trainable_sub_epoch, with_resources
     from .objective import objective
 
 
@@ -40,6 +41,10 @@ def __getattr__(name: str) -> Any:
         from ._trainable import trainable
 
         return trainable
+    if name == "trainable_sub_epoch":
+        from ._trainable import trainable_sub_epoch
+
+        return trainable_sub_epoch
     if name == "with_resources":
         from ._trainable import with_resources
 

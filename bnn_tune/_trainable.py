@@ -10,7 +10,9 @@ ran on) and ``device`` (where it trained). The checkpoint is a directory holding
 optimizer, schedulers, RNG states, epoch, history and the flat ``"config"``), readable with
 ``torch.load(..., weights_only=True)``.
 
-Sub-epoch results: inside the first epoch of a trial (not of a resumed one) the trainable also reports after
+Sub-epoch results (:func:`trainable_sub_epoch` only; :func:`trainable` reports epochs alone, so Ray's counters
+such as ``iterations_since_restore`` and ``progress.csv`` are the plain per-epoch ones): inside the first epoch of
+a trial (not of a resumed one) :func:`trainable_sub_epoch` also reports after
 each of the first 7 of the epoch's 8 sub-epoch points a small result without a checkpoint:
 ``sub_epoch_point`` (1..7; :func:`bnn_tune.plugins._outcome.is_sub_epoch_result` tells such a result apart),
 ``sub_log_flip_rate`` (the epoch's log flip rates so far), ``epoch`` = ``training_iteration`` = 0, and NaN for
@@ -95,8 +97,8 @@ def _trial_device(requested: Any) -> str:
         return requested
     import ray
 
-    try:
-        gpus = ray.get_gpu_ids()
+    try:  # outside a Ray worker there is no assignment (and asking would start a Ray runtime in this process)
+        gpus = ray.get_gpu_ids() if ray.is_initialized() else []
     except Exception:  # not inside a Ray worker
         gpus = []
     return "cuda" if gpus and torch.cuda.is_available() else "cpu"
@@ -232,6 +234,25 @@ def trainable(config: Mapping[str, Any]) -> None:
         ...                    tune_config=tune.TuneConfig(metric="val_acc", mode="max"))
         >>> best = tuner.fit().get_best_result()  # doctest: +SKIP
     """
+    _train(config, sub_epoch_reports=False)
+
+
+def trainable_sub_epoch(config: Mapping[str, Any]) -> None:
+    """:func:`trainable` that also reports the sub-epoch results of the first epoch (module docstring), so that a
+    scheduler's ``flip-early`` rule (:class:`bnn_tune.plugins.flip_sh_ray.FlipSHScheduler`) can stop a frozen trial
+    inside its first epoch, as the Optuna objective's pruner does. ``bnn-tune search --backend ray`` runs it for
+    the strategies that judge sub-epoch points (``Strategy.judges_sub_epoch``).
+
+    Example:
+        >>> from ray import tune  # doctest: +SKIP
+        >>> from bnn_tune.plugins.strategies import get_strategy  # doctest: +SKIP
+        >>> tune.Tuner(bnn_tune.trainable_sub_epoch, param_space={"dataset": "digits", "epochs": 5},  # doctest: +SKIP
+        ...            tune_config=tune.TuneConfig(scheduler=get_strategy("flip+hyperband").ray_scheduler(5)))
+    """
+    _train(config, sub_epoch_reports=True)
+
+
+def _train(config: Mapping[str, Any], *, sub_epoch_reports: bool) -> None:
     ray = require("ray", feature="bnn_tune.trainable")
     from ray import tune
 
@@ -250,8 +271,8 @@ def trainable(config: Mapping[str, Any]) -> None:
         if changed:
             logger.info("bnn_tune: resumed after epoch %d with new hyperparameters %s", trainer.epoch,
                         {k: f"{a} -> {b}" for k, (a, b) in changed.items()})
-    try:
-        node_id = ray.get_runtime_context().get_node_id()
+    try:  # (outside a Ray worker, asking the runtime context would start a Ray runtime in this process)
+        node_id = ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""
     except Exception:
         node_id = ""
     seen = [0]  # sub-epoch points before the epoch in progress
@@ -260,7 +281,7 @@ def trainable(config: Mapping[str, Any]) -> None:
         # inside the first epoch, a sub-epoch result after each of its first 7 points, so that a scheduler's
         # flip-early rule can stop a frozen trial there, as the Optuna objective's pruner does
         k = len(rates) - seen[0]
-        if trainer.epoch == 0 and k < SUB_EPOCH_POINTS:
+        if sub_epoch_reports and trainer.epoch == 0 and k < SUB_EPOCH_POINTS:
             tune.report({SUB_EPOCH_KEY: k, SUB_FLIP_RATE_KEY: [log_flip_rate(r) for r in rates[seen[0]:]],
                          "epoch": 0, "training_iteration": 0, **_NOT_MEASURED})
 

@@ -205,7 +205,12 @@ def _search(ray: Any, settings: SearchSettings, storage: Any, ray_storage: str, 
         verbose=0,
     )
     threads = settings.base_config.get("threads") or 1
-    fn = with_resources(cpu=threads, gpu=settings.gpus_per_trial)
+    from .._trainable import trainable, trainable_sub_epoch
+    from ..plugins.strategies import get_strategy
+
+    # sub-epoch results only for a strategy whose flip-early rule judges them
+    fn = with_resources(cpu=threads, gpu=settings.gpus_per_trial,
+                        trainable_fn=trainable_sub_epoch if get_strategy(settings.pruner).judges_sub_epoch else trainable)
     tune_logger = logging.getLogger("ray.tune")
     level = tune_logger.level
     tune_logger.setLevel(logging.ERROR)  # Ray's "stop signal received" / "experiment interrupted" lines

@@ -40,7 +40,7 @@ class _Trial:
         self.trial_id, self.storage, self.last_result = tid, None, None
 
 
-def ray_stream(scheduler, config, monkeypatch):
+def ray_stream(scheduler, config, monkeypatch, fn=None):
     """Run the trainable in this process, handing each reported result to ``scheduler`` as Tune would; stop it
     when the scheduler says STOP. Returns the results and the stop reason."""
     trial = _Trial("t")
@@ -59,7 +59,7 @@ def ray_stream(scheduler, config, monkeypatch):
     monkeypatch.setattr(tune, "report", report)
     monkeypatch.setattr(tune, "get_checkpoint", lambda: None)
     try:
-        bnn_tune.trainable(config)
+        (fn or bnn_tune.trainable_sub_epoch)(config)
     except _Stopped:
         pass
     return results, scheduler.stop_reasons.get("t")
@@ -113,3 +113,13 @@ def test_sub_epoch_results_only_in_the_first_epoch_and_epochs_count_iterations(m
     assert [(r["training_iteration"], r["epoch"]) for r in epochs] == [(e, e) for e in range(1, EPOCHS + 1)]
     assert all(len(r[SUB_FLIP_RATE_KEY]) == 8 for r in epochs) and epochs[0][SUB_FLIP_RATE_KEY][:7] == subs[-1][
         SUB_FLIP_RATE_KEY]
+
+
+def test_the_plain_trainable_reports_epochs_only(monkeypatch):
+    """``bnn_tune.trainable`` keeps Ray's counters per epoch (iterations_since_restore, progress.csv): the sub-epoch
+    results come only from ``bnn_tune.trainable_sub_epoch``, which the search runs for strategies that judge them."""
+    healthy = {**FROZEN, "threshold": 1e-8, "gamma": 1e-2}
+    results, _ = ray_stream(get_strategy("flip").ray_scheduler(EPOCHS), healthy, monkeypatch, fn=bnn_tune.trainable)
+    assert [r["epoch"] for r in results] == list(range(1, EPOCHS + 1))
+    assert not any(is_sub_epoch_result(r) for r in results)
+    assert get_strategy("flip+hyperband").judges_sub_epoch and not get_strategy("asha").judges_sub_epoch

@@ -43,10 +43,10 @@ def run_dir(tmp_path_factory):
     exp = d / "ray_results" / "exp"
     for name, accs, lfr, epochs, extra in (
         ("trainable_a_00000", [0.5, 0.7, 0.8], [-4.0, -4.5, -5.0], 3, {}),
-        ("trainable_a_00001", [0.3, 0.31], [-6.0, -8.9], 3, {"stop_reason": "FlipRateStopper: collapsed"}),
+        ("trainable_a_00001", [0.3, 0.31], [-6.0, -8.9], 3, {"stop_reason": "flip-collapse: collapsed"}),
         ("trainable_a_00002", [0.4], [-3.0], 3, {}),
         # the rule fired on the last planned epoch: nothing was cut short, so the trial completed
-        ("trainable_a_00004", [0.6, 0.7, 0.75], [-5.0, -8.5, -8.9], 3, {"stop_reason": "FlipRateStopper: collapsed"}),
+        ("trainable_a_00004", [0.6, 0.7, 0.75], [-5.0, -8.5, -8.9], 3, {"stop_reason": "flip-collapse: collapsed"}),
     ):
         t = exp / name
         t.mkdir(parents=True)
@@ -134,14 +134,15 @@ def test_report_says_what_each_rule_saved(run_dir, tmp_path):
     ray_run = next(r for r in runs if r.kind == "ray")
     # trial 1: the collapse stopper after epoch 2 of 3; trial 2: an ASHA-style stop after 1 of 3, no reason
     assert stops_by_rule(ray_run) == {"unrecorded": {"trials": 1, "epochs_trained": 1, "epochs_saved": 2},
-                                      "FlipRateStopper": {"trials": 1, "epochs_trained": 2, "epochs_saved": 1}}
+                                      "flip-collapse": {"trials": 1, "epochs_trained": 2, "epochs_saved": 1}}
     optuna_run = next(r for r in runs if r.kind == "optuna")
     (rule,) = stops_by_rule(optuna_run)
     assert rule != "unrecorded"  # FlipRatePruner records its reason
     assert [stop_rule(n) for n in ("asha: SuccessiveHalvingPruner stopped it at step 3", "flip-band: log flip rate",
-                                   "pruned by MedianPruner at step 2", "stopped early")] == [
-        "asha", "flip-band", "MedianPruner", "unrecorded"]
+                                   "median: MedianPruner stopped it at step 2", "stopped early",
+                                   "FlipRateStopper: an old run's prefix")] == [
+        "asha", "flip-band", "median", "unrecorded", "unrecorded"]  # one format: "<rule>: <reason>"
     out = tmp_path / "r.html"
     assert main(["report", str(run_dir), "--out", str(out)]) == 0
     page = out.read_text()
-    assert page.count("What each rule saved") == 2 and "<td class=\"l\">FlipRateStopper</td><td>1</td><td>2</td><td>1</td>" in page
+    assert page.count("What each rule saved") == 2 and "<td class=\"l\">flip-collapse</td><td>1</td><td>2</td><td>1</td>" in page
