@@ -148,14 +148,15 @@ def _sigterm_is_interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
-def _worker(settings: SearchSettings, n_trials: int, index: int) -> None:
+def _worker(settings: SearchSettings, n_trials: int, index: int, resumed_after: int) -> None:
     # SIGINT is ignored (inherited from the driver); the driver's SIGTERM interrupts the running trial cleanly
     signal.signal(signal.SIGTERM, _sigterm_is_interrupt)
     try:
         optuna = require("optuna", feature="bnn-tune search")
         optuna.logging.set_verbosity(optuna.logging.ERROR)
         study = optuna.load_study(study_name=settings.study_name, storage=_storage(settings),
-                                  sampler=optuna.samplers.TPESampler(seed=settings.sampler_seeds()[index]),
+                                  sampler=optuna.samplers.TPESampler(
+                                      seed=settings.sampler_seeds(resumed_after=resumed_after)[index]),
                                   pruner=make_pruner(settings.pruner, epochs=settings.epochs))
         study.optimize(_objective(settings), n_trials=n_trials, callbacks=[_enough(settings)])
     except KeyboardInterrupt:
@@ -189,8 +190,9 @@ def _existing_study(settings: SearchSettings) -> bool:
     return settings.study_name in names
 
 
-def _prepare(settings: SearchSettings) -> tuple[Any, int]:
-    """Create or (with ``resume``) load the study; returns it and the number of trials still to run."""
+def _prepare(settings: SearchSettings) -> tuple[Any, int, int]:
+    """Create or (with ``resume``) load the study; returns it, the number of trials still to run and the number
+    it held (a resumed search's samplers take the seed streams after those: :func:`sampler_seeds`)."""
     optuna = require("optuna", feature="bnn-tune search")
     from optuna.trial import TrialState
 
@@ -204,6 +206,8 @@ def _prepare(settings: SearchSettings) -> tuple[Any, int]:
                                 sampler=optuna.samplers.TPESampler(seed=settings.sampler_seeds()[0]),
                                 pruner=make_pruner(settings.pruner, epochs=settings.epochs))
     trials = study.get_trials(deepcopy=False)
+    if trials:  # resumed: do not draw the first run's configurations again
+        study.sampler = optuna.samplers.TPESampler(seed=settings.sampler_seeds(resumed_after=len(trials))[0])
     retried = {t.user_attrs.get(_RETRY_OF_ATTR) for t in trials}
     interrupted = [t for t in trials if t.state == TrialState.FAIL
                    and t.user_attrs.get(FAIL_REASON_ATTR) == INTERRUPTED and t.number not in retried]
@@ -213,7 +217,7 @@ def _prepare(settings: SearchSettings) -> tuple[Any, int]:
         study.enqueue_trial(dict(params), skip_if_exists=True)
     done = sum(1 for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)
                or (t.state == TrialState.FAIL and t.user_attrs.get(FAIL_REASON_ATTR) != INTERRUPTED))
-    return study, max(0, settings.n_trials - done)
+    return study, max(0, settings.n_trials - done), len(trials)
 
 
 def run_optuna_search(settings: SearchSettings, *, view: LiveView | None = None,
@@ -235,7 +239,7 @@ def run_optuna_search(settings: SearchSettings, *, view: LiveView | None = None,
     """
     optuna = require("optuna", feature="bnn-tune search")
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # failures are reported once, by the objective and the view
-    study, remaining = _prepare(settings)
+    study, remaining, resumed_after = _prepare(settings)
     if remaining == 0:
         return study
     workers = min(settings.workers or 1, remaining)
@@ -252,7 +256,7 @@ def run_optuna_search(settings: SearchSettings, *, view: LiveView | None = None,
             raise SearchInterrupted from None
         return study
     ctx = mp.get_context("spawn")
-    procs = [ctx.Process(target=_worker, args=(settings, n, i), name=f"bnn-tune-worker-{i}")
+    procs = [ctx.Process(target=_worker, args=(settings, n, i, resumed_after), name=f"bnn-tune-worker-{i}")
              for i, n in enumerate(_shares(remaining, workers)) if n > 0]
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # the workers inherit "ignore Ctrl-C"
     try:

@@ -45,11 +45,13 @@ def draw_seed() -> int:
     return secrets.randbelow(_SEED_LIMIT)
 
 
-def sampler_seeds(seed: int, workers: int) -> list[int]:
+def sampler_seeds(seed: int, workers: int, *, resumed_after: int = 0) -> list[int]:
     """The sampler seed of each of ``workers`` workers, spawned from the root ``seed``.
 
-    Independent streams (``numpy.random.SeedSequence(seed).spawn(workers)``): unlike ``seed + i``, the
-    searches ``--seed 2`` and ``--seed 3`` with two workers share no worker seed.
+    Independent streams (``numpy.random.SeedSequence(seed).spawn(...)``): unlike ``seed + i``, the
+    searches ``--seed 2`` and ``--seed 3`` with two workers share no worker seed. A search resumed after
+    ``resumed_after`` trials takes the streams after the first ``resumed_after`` ones, so it does not draw its
+    first configurations again (the same study state and seed give the same streams).
 
     Example:
         >>> a, b = sampler_seeds(2, 2), sampler_seeds(3, 2)
@@ -60,7 +62,8 @@ def sampler_seeds(seed: int, workers: int) -> list[int]:
     """
     import numpy as np
 
-    return [int(s.generate_state(1)[0]) for s in np.random.SeedSequence(int(seed)).spawn(int(workers))]
+    children = np.random.SeedSequence(int(seed)).spawn(int(resumed_after) + int(workers))
+    return [int(s.generate_state(1)[0]) for s in children[int(resumed_after):]]
 
 
 _FLAGS = {"n_trials": "--samples", "workers": "--workers", "seed": "--seed", "top": "--top",
@@ -78,24 +81,18 @@ def _int(name: str, value: Any, low: int, high: int | None = None) -> int:
         raise ValueError(f"{str(exc).rstrip('.')}{flag}.") from None
 
 
-class _MiddleTrial:
-    """A stand-in Optuna trial returning each range's middle: validates the fixed keys without sampling."""
+def _sample_once(suggest: Callable[[Any], Mapping[str, Any]]) -> Mapping[str, Any]:
+    """One draw of the space on a throw-away in-memory Optuna trial (a space may use any of the trial's API)."""
+    from .._imports import require
 
-    def __init__(self) -> None:
-        self.params: dict[str, Any] = {}
-
-    def suggest_float(self, name: str, low: float, high: float, *, step: float | None = None,
-                      log: bool = False) -> float:
-        self.params[name] = math.sqrt(low * high) if log and low > 0 else (low + high) / 2.0
-        return self.params[name]
-
-    def suggest_int(self, name: str, low: int, high: int, *, step: int = 1, log: bool = False) -> int:
-        self.params[name] = int(low)
-        return int(low)
-
-    def suggest_categorical(self, name: str, choices: Sequence[Any]) -> Any:
-        self.params[name] = choices[0]
-        return choices[0]
+    optuna = require("optuna", feature="bnn-tune search")
+    level = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        trial = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0)).ask()
+        return suggest(trial)
+    finally:
+        optuna.logging.set_verbosity(level)
 
 
 @dataclass(frozen=True)
@@ -229,10 +226,12 @@ class SearchSettings:
         set_(self, "workers", int(workers))
         base.setdefault("threads", max(1, cpus // int(workers)))
         set_(self, "enqueue", tuple(dict(p) for p in self.enqueue))
-        # the fixed part of every trial's config, validated now with a mid-range sample of the space
-        suggest = self.suggest
-        sample = suggest(_MiddleTrial())
-        TrialConfig.from_dict({**dict(sample), **base})
+        # the fixed part of every trial's config, validated now with one sample of the space (a registered space
+        # is a pure define-by-run function; a callable of the user's may have side effects: only its fixed keys)
+        if isinstance(space, str):
+            TrialConfig.from_dict({**dict(_sample_once(self.suggest)), **base})
+        elif "optimizer" in base:
+            TrialConfig.from_dict(base)
         set_(self, "base_config", base)
 
     # ------------------------------------------------------------------ derived
@@ -259,9 +258,9 @@ class SearchSettings:
     def out_dir(self) -> Path:
         return Path(self.out)  # type: ignore[arg-type]
 
-    def sampler_seeds(self) -> list[int]:
+    def sampler_seeds(self, *, resumed_after: int = 0) -> list[int]:
         """One sampler seed per worker (:func:`sampler_seeds` of the root seed)."""
-        return sampler_seeds(int(self.seed), int(self.workers))  # type: ignore[arg-type]
+        return sampler_seeds(int(self.seed), int(self.workers), resumed_after=resumed_after)  # type: ignore[arg-type]
 
     def replace(self, **changes: Any) -> SearchSettings:
         """A copy with ``changes``, validated again (a drawn seed is kept)."""
