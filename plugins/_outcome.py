@@ -40,6 +40,7 @@ __all__ = [
     "SUB_FLIP_RATE_KEY",
     "TEST_ACC_ATTR",
     "VAL_ACC_ATTR",
+    "WORKER_ATTR",
     "count_statuses",
     "format_stop_reason",
     "is_sub_epoch_result",
@@ -60,6 +61,9 @@ CHECKPOINT_ATTR = "bnn_tune:checkpoint"
 FAIL_REASON_ATTR = "bnn_tune:fail_reason"
 PRUNE_REASON_ATTR = "bnn_tune:prune_reason"
 """The stop reason of a pruned trial, ``"<rule>: <reason>"``."""
+WORKER_ATTR = "bnn_tune:worker"
+"""``"<host>:<pid>"`` of the process that runs the trial (``bnn-tune search``), so that an interrupted search fails
+only its own workers' trials, never those of another machine sharing the study."""
 PROTECTED_ATTR = "bnn_tune:protected"
 """Why a rule kept a trial that successive halving wanted to stop (``"protect: ..."``)."""
 

@@ -33,8 +33,11 @@ import logging
 import math
 import multiprocessing as mp
 import multiprocessing.connection
+import os
 import signal
+import socket
 import sys
+import threading
 import time
 import warnings
 from collections.abc import Callable
@@ -50,6 +53,7 @@ from ..plugins._outcome import (
     SUB_EPOCH_POINTS,
     SUB_FLIP_RATE_ATTR,
     TEST_ACC_ATTR,
+    WORKER_ATTR,
     trial_status,
 )
 from ._rows import LiveView, TrialRow
@@ -120,21 +124,55 @@ def _storage(settings: SearchSettings) -> Any:
                         grace_period=settings.grace_period, max_retry=settings.max_retry)
 
 
+_STOP = threading.Event()
+"""Set by the first Ctrl-C (driver) or SIGTERM (worker): the running trial ends at its next safe point."""
+
+
+def _request_stop(signum: int, frame: Any) -> None:
+    """Signal handler: the first signal asks the running trial to stop at its next safe point (between two storage
+    calls, so no database transaction is cut in half); a second one interrupts at once."""
+    if _STOP.is_set():
+        raise KeyboardInterrupt
+    _STOP.set()
+
+
+class _StopAwareTrial:
+    """An Optuna trial that raises ``KeyboardInterrupt`` before its next report, prune check or user attr once a
+    stop was requested: the objective calls these every 1/8 epoch, outside any storage call."""
+
+    _CHECKED = frozenset({"report", "should_prune", "set_user_attr"})
+
+    def __init__(self, trial: Any) -> None:
+        self._trial = trial
+
+    def __getattr__(self, name: str) -> Any:
+        if name in self._CHECKED and _STOP.is_set():
+            raise KeyboardInterrupt
+        return getattr(self._trial, name)
+
+
 class _Interruptible:
-    """The objective, recording a Ctrl-C (or SIGTERM) that ends a trial so that ``--resume`` runs it again."""
+    """The objective, recording a Ctrl-C (or SIGTERM) that ends a trial so that ``--resume`` runs it again, and
+    the process that runs the trial (so an interrupted search fails only its own trials)."""
 
     def __init__(self, objective: Callable[[Any], float]) -> None:
         self.objective = objective
 
     def __call__(self, trial: Any) -> float:
+        if _STOP.is_set():
+            raise KeyboardInterrupt
+        trial.set_user_attr(WORKER_ATTR, _WORKER)
         try:
-            return self.objective(trial)
+            return self.objective(_StopAwareTrial(trial))
         except KeyboardInterrupt:
             try:
                 trial.set_user_attr(FAIL_REASON_ATTR, INTERRUPTED)
             except Exception:  # noqa: BLE001 - the storage may be gone too; the trial still fails
                 pass
             raise
+
+
+_WORKER = f"{socket.gethostname()}:{os.getpid()}"
 
 
 def _objective(settings: SearchSettings) -> _Interruptible:
@@ -144,13 +182,11 @@ def _objective(settings: SearchSettings) -> _Interruptible:
                                     artifact_dir=str(settings.out), naive=settings.naive))
 
 
-def _sigterm_is_interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
-
-
 def _worker(settings: SearchSettings, n_trials: int, index: int, resumed_after: int) -> None:
-    # SIGINT is ignored (inherited from the driver); the driver's SIGTERM interrupts the running trial cleanly
-    signal.signal(signal.SIGTERM, _sigterm_is_interrupt)
+    global _WORKER
+    _WORKER = f"{socket.gethostname()}:{os.getpid()}"
+    # SIGINT is ignored (inherited from the driver); the driver's SIGTERM stops the running trial at a safe point
+    signal.signal(signal.SIGTERM, _request_stop)
     try:
         optuna = require("optuna", feature="bnn-tune search")
         optuna.logging.set_verbosity(optuna.logging.ERROR)
@@ -158,9 +194,17 @@ def _worker(settings: SearchSettings, n_trials: int, index: int, resumed_after: 
                                   sampler=optuna.samplers.TPESampler(
                                       seed=settings.sampler_seeds(resumed_after=resumed_after)[index]),
                                   pruner=make_pruner(settings.pruner, epochs=settings.epochs))
-        study.optimize(_objective(settings), n_trials=n_trials, callbacks=[_enough(settings)])
+        study.optimize(_objective(settings), n_trials=n_trials, callbacks=[_enough(settings), _stop_if_asked])
     except KeyboardInterrupt:
         sys.exit(130)
+    if _STOP.is_set():
+        sys.exit(130)
+
+
+def _stop_if_asked(study: Any, trial: Any) -> None:
+    """A stop asked between two trials: start no other one."""
+    if _STOP.is_set():
+        study.stop()
 
 
 def _enough(settings: SearchSettings) -> Any:
@@ -250,10 +294,17 @@ def run_optuna_search(settings: SearchSettings, *, view: LiveView | None = None,
             if on_trial is not None:
                 on_trial(study, trial)
 
+        _STOP.clear()
+        previous = _install(signal.SIGINT, _request_stop)
         try:
-            study.optimize(_objective(settings), n_trials=remaining, callbacks=[report, _enough(settings)])
+            study.optimize(_objective(settings), n_trials=remaining,
+                           callbacks=[report, _enough(settings), _stop_if_asked])
         except KeyboardInterrupt:
             raise SearchInterrupted from None
+        finally:
+            _install(signal.SIGINT, previous)
+        if _STOP.is_set():
+            raise SearchInterrupted
         return study
     ctx = mp.get_context("spawn")
     procs = [ctx.Process(target=_worker, args=(settings, n, i, resumed_after), name=f"bnn-tune-worker-{i}")
@@ -269,11 +320,12 @@ def run_optuna_search(settings: SearchSettings, *, view: LiveView | None = None,
     except KeyboardInterrupt:
         for p in procs:
             if p.is_alive():
-                p.terminate()  # SIGTERM: the worker interrupts its trial and exits
+                p.terminate()  # SIGTERM: the worker ends its trial at the next safe point and exits
         for p in procs:
-            p.join(timeout=60)
+            p.join(timeout=120)
             if p.is_alive():
                 p.kill()
+        _fail_orphans(study, procs)
         raise SearchInterrupted from None
     study = optuna.load_study(study_name=settings.study_name, storage=_storage(settings),
                               sampler=optuna.samplers.TPESampler(seed=settings.sampler_seeds()[0]),
@@ -288,6 +340,26 @@ def run_optuna_search(settings: SearchSettings, *, view: LiveView | None = None,
                            f"{[p.exitcode for p in procs]}); the storage keeps every finished trial.")
     _follow(study, [], view, settings)  # the trials the last poll missed
     return study
+
+
+def _install(signum: int, handler: Any) -> Any:
+    """``signal.signal`` where it is allowed (the main thread); returns the previous handler."""
+    if threading.current_thread() is not threading.main_thread():
+        return handler
+    return signal.signal(signum, handler)
+
+
+def _fail_orphans(study: Any, procs: list[Any]) -> None:
+    """Fail, as interrupted, the trials this search's (now stopped) workers left RUNNING; trials of other
+    processes or machines sharing the study are left alone."""
+    from optuna.trial import TrialState
+
+    ours = {f"{socket.gethostname()}:{p.pid}" for p in procs}
+    storage = study._storage
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if t.user_attrs.get(WORKER_ATTR) in ours:
+            storage.set_trial_user_attr(t._trial_id, FAIL_REASON_ATTR, INTERRUPTED)
+            storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
 
 
 def _follow(study: Any, procs: list[Any], view: LiveView | None, settings: SearchSettings) -> None:

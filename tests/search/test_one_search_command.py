@@ -134,14 +134,15 @@ def _wait(pred, timeout: float, proc: subprocess.Popen) -> None:
 
 
 @pytest.mark.timeout(400)
-def test_ctrl_c_on_two_optuna_workers_is_one_line_and_resume_finishes_the_study(tmp_path):
+@pytest.mark.parametrize("workers", [2, 1])
+def test_ctrl_c_on_optuna_workers_is_one_line_and_resume_finishes_the_study(tmp_path, workers):
     import optuna
 
     from bnn_tune.search._storage import make_storage
 
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "bnn_tune.cli", "search", "--backend", "optuna", "--optimizer", "bop",
-           "--samples", "6", "--epochs", "3", "--workers", "2", "--seed", "0", "--pruner", "none",
+           "--samples", "6", "--epochs", "3", "--workers", str(workers), "--seed", "0", "--pruner", "none",
            "-p", "max_steps_per_epoch=40", "-p", "width=0.25", "--out", str(out)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
                             start_new_session=True)
@@ -161,6 +162,7 @@ def test_ctrl_c_on_two_optuna_workers_is_one_line_and_resume_finishes_the_study(
     study = optuna.load_study(study_name="run", storage=make_storage(f"sqlite:///{out / 'study.db'}"))
     states = [t.state.name for t in study.trials]
     assert "RUNNING" not in states, states  # the study is consistent
+    assert all(t.user_attrs.get("bnn_tune:worker") for t in study.trials)  # which process ran each trial
     interrupted = [t for t in study.trials if t.user_attrs.get("bnn_tune:fail_reason", "").startswith("interrupted")]
     assert interrupted, states
     resume = [sys.executable, "-m", "bnn_tune.cli", *re.search(r"bnn-tune (.*)$", lines[0]).group(1).split()]
