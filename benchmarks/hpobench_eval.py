@@ -30,7 +30,13 @@ sys.path.insert(0, str(ROOT))
 
 from bnn_tune.hpobench import tasks  # noqa: E402
 from bnn_tune.hpobench.evaluate import BUDGETS, parse_seeds  # noqa: E402
-from bnn_tune.hpobench.protocol import CONTENDERS, compile_report, markdown, replay_logs, task_figures  # noqa: E402
+from bnn_tune.hpobench.protocol import (  # noqa: E402
+    CONTENDERS,
+    compile_report,
+    markdown,
+    replay_logs,
+    task_figures,
+)
 
 MAIN = ("flip+hyperband", "none", "random-search", "asha-m1-rf3", "hyperband")
 

@@ -62,7 +62,10 @@ def _patient_asha(patience: int) -> Callable[[int], Any]:
     def build(epochs: int) -> Any:
         from bnn_tune.plugins.strategies import SH_SETTINGS
 
-        return optuna.pruners.PatientPruner(optuna.pruners.SuccessiveHalvingPruner(**SH_SETTINGS), patience=patience)
+        with warnings.catch_warnings():  # "PatientPruner is experimental"
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.pruners.PatientPruner(optuna.pruners.SuccessiveHalvingPruner(**SH_SETTINGS),
+                                                patience=patience)
 
     return build
 

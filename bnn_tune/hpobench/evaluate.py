@@ -145,7 +145,7 @@ def at_budgets(trials: Sequence[Sequence[Any]], scores: dict[str, np.ndarray], e
     return {float(b): score_incumbent(incumbent(trials, float(b) * epochs), scores) for b in budgets}
 
 
-def bootstrap_ci(values: Sequence[float], stat: Any = np.median, *, n_boot: int = 2000, level: float = 0.95,
+def bootstrap_ci(values: Sequence[float] | np.ndarray, stat: Any = np.median, *, n_boot: int = 2000, level: float = 0.95,
                  seed: int = 0) -> tuple[float, float, float]:
     """``(stat(values), low, high)``: the percentile bootstrap ``level`` interval of ``stat`` over ``values``
     (resampled with replacement ``n_boot`` times, deterministic in ``seed``).
