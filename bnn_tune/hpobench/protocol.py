@@ -258,6 +258,10 @@ def _pct(ci: Sequence[float]) -> str:
     return f"{ci[0]:.0%} [{ci[1]:.0%}, {ci[2]:.0%}]"
 
 
+def _e(x: float | None) -> str:
+    return "never" if x is None else f"{x:g}E"
+
+
 def _num(ci: Sequence[float]) -> str:
     return f"{ci[0]:.3f} [{ci[1]:.3f}, {ci[2]:.3f}]"
 
@@ -288,6 +292,14 @@ def markdown(docs: dict[str, dict[str, Any]], report: dict[str, Any]) -> str:
             cells = " | ".join(f"{per[b]['diff'][0]:+.0%} [{per[b]['diff'][1]:+.0%}, {per[b]['diff'][2]:+.0%}] "
                                f"**{per[b]['verdict']}**" for b in budgets)
             lines.append(f"| {t} | {other} | {cells} |")
+    lines += ["", "### Budget until half of the studies' incumbents are target cells (anytime curves, 0.5E steps)", "",
+              f"| task | {default} | LOTO baseline | none | {default} / LOTO baseline |", "|---|---|---|---|---|"]
+    for t in report["tasks"]:
+        row = report["per_task"][t]
+        h = [docs[t]["contenders"][n]["budget_to_half"] if n in docs[t]["contenders"] else None
+             for n in (default, row["loto_baseline"], "none")]
+        ratio = f"{h[0] / h[1]:.2f}x" if h[0] and h[1] else "-"
+        lines.append(f"| {t} | {_e(h[0])} | {row['loto_baseline']}: {_e(h[1])} | {_e(h[2])} | {ratio} |")
     lines += ["", "### Incumbent's normalized regret, median [95% CI]: val / test", "",
               f"| task | contender | {head} |", "|---|---|" + "---|" * len(budgets)]
     for t in report["tasks"]:
@@ -310,9 +322,6 @@ def markdown(docs: dict[str, dict[str, Any]], report: dict[str, Any]) -> str:
             cells = " | ".join(f"{_pct(sp[b]['reinterpreted'])} vs {_pct(sp[b]['naive'])} **{sp[b]['verdict']}**"
                                for b in budgets)
             h = sp["budget_to_half"]
-
-            def e(x: float | None) -> str:
-                return "never" if x is None else f"{x:g}E"
             ratio = "" if h["ratio"] is None else f" = {h['ratio']:.2f}x"
-            lines.append(f"| {t} | {cells} | {e(h['reinterpreted'])} / {e(h['naive'])}{ratio} |")
+            lines.append(f"| {t} | {cells} | {_e(h['reinterpreted'])} / {_e(h['naive'])}{ratio} |")
     return "\n".join(lines) + "\n"
