@@ -50,9 +50,12 @@ def plot(doc: dict, out: Path) -> None:
     import matplotlib.pyplot as plt
 
     x = doc["curve_budgets"]
-    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4))
-    for name, c in doc["contenders"].items():
-        style = {"lw": 2} if name in MAIN else {"lw": 0.8, "alpha": 0.6, "ls": "--"}
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(12, 4.5))
+    colors = plt.get_cmap("tab20").colors
+    for i, (name, c) in enumerate(doc["contenders"].items()):
+        style = ({"lw": 2.5, "color": "k"} if name == "flip+hyperband" else
+                 {"lw": 1.8, "color": colors[2 * MAIN.index(name)]} if name in MAIN else
+                 {"lw": 0.9, "alpha": 0.8, "ls": "--", "color": colors[(2 * i + 1) % 20]})
         ax.plot(x, c["curve"]["share_at_target"], label=name, **style)
         bx.plot(x, c["curve"]["test_regret_median"], label=name, **style)
     for b in doc["budgets"]:
@@ -62,6 +65,7 @@ def plot(doc: dict, out: Path) -> None:
            title=f"{doc['task']}: incumbent is a target cell", ylim=(0, 1.02))
     bx.set(xlabel="budget (E)", ylabel="incumbent's normalized test regret (median)",
            title=f"{doc['task']}: test regret")
+    bx.set_ylim(0, 0.5)
     ax.legend(fontsize=6, loc="lower right", ncol=2)
     fig.tight_layout()
     fig.savefig(out, dpi=100)
@@ -112,6 +116,11 @@ def main() -> int:
         p = out / f"hpobench_v2_{t}.json"
         if p.is_file():
             docs[t] = json.loads(p.read_text())
+            if a.report_only:
+                plot(docs[t], out / f"hpobench_v2_{t}.png")
+    if not docs:
+        print(f"no hpobench_v2_<task>.json in {out}: nothing to report")
+        return 0
     report = compile_report(docs, n_boot=a.n_boot)
     (out / "hpobench_v2_summary.json").write_text(json.dumps(report, indent=1))
     text = markdown(docs, report)
