@@ -285,13 +285,17 @@ def markdown(docs: dict[str, dict[str, Any]], report: dict[str, Any]) -> str:
                   (" (oracle baseline)" if n == row["oracle_baseline"] and n != row["loto_baseline"] else "")
             cells = " | ".join(_pct(docs[t]["contenders"][n]["per_budget"][b]["share_at_target"]) for b in budgets)
             lines.append(f"| {t}{' (held out)' if row['held_out'] else ''} | {n}{tag} | {cells} |")
-    lines += ["", f"### {default} against the LOTO baseline and no pruning: paired difference in share at "
-              "target (95% CI), verdict", "", f"| task | against | {head} |", "|---|---|" + "---|" * len(budgets)]
+    lines += ["", f"### {default} against the LOTO baseline, no pruning and the oracle baseline (context): paired "
+              "difference in share at target (95% CI), verdict", "", f"| task | against | {head} |",
+              "|---|---|" + "---|" * len(budgets)]
     for t in report["tasks"]:
-        for other, per in report["per_task"][t]["vs"].items():
+        row = report["per_task"][t]
+        for other, per in row["vs"].items():
+            role = ", ".join(r for r, n in (("LOTO", row["loto_baseline"]), ("oracle", row["oracle_baseline"]))
+                             if n == other)
             cells = " | ".join(f"{per[b]['diff'][0]:+.0%} [{per[b]['diff'][1]:+.0%}, {per[b]['diff'][2]:+.0%}] "
                                f"**{per[b]['verdict']}**" for b in budgets)
-            lines.append(f"| {t} | {other} | {cells} |")
+            lines.append(f"| {t} | {other}{f' ({role})' if role else ''} | {cells} |")
     lines += ["", "### Budget until half of the studies' incumbents are target cells (anytime curves, 0.5E steps)", "",
               f"| task | {default} | LOTO baseline | none | {default} / LOTO baseline |", "|---|---|---|---|---|"]
     for t in report["tasks"]:
