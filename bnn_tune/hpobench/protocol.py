@@ -222,6 +222,10 @@ def compile_report(docs: dict[str, dict[str, Any]], *, default: str = DEFAULT,
         "rank": {b: average_ranks({t: {n: share(t, n, b) for n in main} for t in tasks}) for b in budgets},
         "per_task": {},
     }
+    held_out = [t for t in tasks if docs[t].get("held_out")]
+    if held_out and len(held_out) < len(tasks):  # issue 25: tasks recorded after the default froze, apart
+        for key, group in (("rank_design", [t for t in tasks if t not in held_out]), ("rank_held_out", held_out)):
+            report[key] = {b: average_ranks({t: {n: share(t, n, b) for n in main} for t in group}) for b in budgets}
     for t in tasks:
         d = docs[t]
         loto = loto_choice(mean_share, t, cands)
@@ -317,6 +321,11 @@ def markdown(docs: dict[str, dict[str, Any]], report: dict[str, Any]) -> str:
     names = sorted(report["rank"][budgets[0]], key=lambda n: report["rank"][budgets[-1]][n])
     for n in names:
         lines.append(f"| {n} | " + " | ".join(f"{report['rank'][b][n]:.2f}" for b in budgets) + " |")
+    for key, what in (("rank_design", "design tasks"), ("rank_held_out", "held-out tasks")):
+        if key in report:
+            lines += ["", f"Average rank over the {what} only:", "", f"| contender | {head} |",
+                      "|---|" + "---|" * len(budgets)]
+            lines += [f"| {n} | " + " | ".join(f"{report[key][b][n]:.2f}" for b in budgets) + " |" for n in names]
     sp_tasks = [t for t in report["tasks"] if "spaces" in report["per_task"][t]]
     if sp_tasks:
         lines += ["", "### Spaces (TPE, no pruning): reinterpreted vs naive twin, share at target", "",

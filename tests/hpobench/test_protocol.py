@@ -266,3 +266,15 @@ def test_compile_report_chooses_each_tasks_baseline_on_the_other_tasks():
 
 def test_average_ranks_share_ties():
     assert average_ranks({"x": {"a": 1.0, "b": 1.0, "c": 0.0}}) == {"a": 1.5, "b": 1.5, "c": 3.0}
+
+
+def test_held_out_tasks_are_ranked_apart():
+    T, F = True, False
+    docs = {"t1": _doc({"flip+hyperband": [T, T, T, T], "none": [F, F, F, F]}),
+            "t2": _doc({"flip+hyperband": [T, T, F, F], "none": [T, T, T, T]}),
+            "t3": _doc({"flip+hyperband": [F, F, F, F], "none": [T, T, F, F]})}
+    docs["t3"]["held_out"] = True
+    rep = compile_report(docs, baselines=("none",), n_boot=100)
+    assert rep["rank_held_out"]["5"] == {"flip+hyperband": 2.0, "none": 1.0}
+    assert rep["rank_design"]["5"] == {"flip+hyperband": 1.5, "none": 1.5}
+    assert "rank_held_out" not in compile_report({k: docs[k] for k in ("t1", "t2")}, baselines=("none",), n_boot=100)
