@@ -24,13 +24,14 @@ from typing import Any
 import numpy as np
 import optuna
 
+from bnn_tune._validate import check_range
 from bnn_tune.metrics import log_flip_rate
 from bnn_tune.plugins.strategies import STRATEGIES, get_strategy
 
 from .table import Table, load
 from .tasks import get_task
 
-__all__ = ["EXTRA_PRUNERS", "PRUNERS", "SPACES", "make_pruner", "replay", "snap"]
+__all__ = ["BASELINE_PRUNERS", "EXTRA_PRUNERS", "PRUNERS", "SPACES", "make_pruner", "replay", "snap"]
 
 from ..plugins._outcome import (  # noqa: E402
     FLIP_RATE_ATTR,
@@ -50,9 +51,41 @@ def _flip_or_asha(epochs: int) -> Any:
     return FlipRatePruner(optuna.pruners.SuccessiveHalvingPruner(**SH_SETTINGS), combine="or", **collapse_settings(epochs))
 
 
-EXTRA_PRUNERS: dict[str, Callable[[int], Any]] = {"flip-or+asha": _flip_or_asha}
+def _asha(min_resource: int, reduction_factor: int) -> Callable[[int], Any]:
+    def build(epochs: int) -> Any:
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=min_resource, reduction_factor=reduction_factor)
+
+    return build
+
+
+def _patient_asha(patience: int) -> Callable[[int], Any]:
+    def build(epochs: int) -> Any:
+        from bnn_tune.plugins.strategies import SH_SETTINGS
+
+        with warnings.catch_warnings():  # "PatientPruner is experimental"
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.pruners.PatientPruner(optuna.pruners.SuccessiveHalvingPruner(**SH_SETTINGS),
+                                                patience=patience)
+
+    return build
+
+
+BASELINE_PRUNERS: dict[str, Callable[[int], Any]] = {
+    **{f"asha-m{m}-rf{r}": _asha(m, r) for m in (1, 2, 3) for r in (2, 3)},
+    "patient2+asha": _patient_asha(2),
+}
+"""The tuned baselines of the BNN-HPO v2 protocol (research-only, not ``bnn-tune search`` strategies):
+``asha-m{M}-rf{R}`` is ``SuccessiveHalvingPruner(min_resource=M, reduction_factor=R)`` for M in {1, 2, 3} and
+R in {2, 3} (``asha-m1-rf3`` builds what the ``asha`` strategy builds); ``patient2+asha`` is
+``PatientPruner(SuccessiveHalvingPruner(min_resource=1, reduction_factor=3), patience=2)`` (ASHA's stop is
+vetoed while the trial improved within the last 2 epochs). The shipped ``none``, ``median`` and ``hyperband``
+complete the grid; ``hyperband`` with TPE is Optuna's BOHB-like pairing (``optuna.pruners._filter_study``
+gives TPE only the trials of the sampled trial's bracket), and random search is the ``random`` sampler."""
+
+EXTRA_PRUNERS: dict[str, Callable[[int], Any]] = {"flip-or+asha": _flip_or_asha, **BASELINE_PRUNERS}
 """Research variants measured by the benchmark beside the shipped strategies: ``flip-or+asha`` is the older
-composition ``FlipRatePruner(SuccessiveHalvingPruner, combine="or")`` with the ``flip`` strategy's settings."""
+composition ``FlipRatePruner(SuccessiveHalvingPruner, combine="or")`` with the ``flip`` strategy's settings,
+and the :data:`BASELINE_PRUNERS`."""
 
 PRUNERS: tuple[str, ...] = (*STRATEGIES, *EXTRA_PRUNERS)
 """Pruner names: every strategy of :mod:`bnn_tune.plugins.strategies` (built exactly as ``bnn-tune search``
@@ -108,6 +141,7 @@ def replay(
     space: str | Callable[[Any], dict[str, Any]] = "reinterpreted",
     seed: int = 0,
     n_trials: int | None = None,
+    budget: float | None = None,
     data_dir: str | None = None,
 ) -> dict[str, Any]:
     """Run one replayed search of ``task`` and summarise it.
@@ -118,7 +152,13 @@ def replay(
         space: ``"reinterpreted"`` (the space module's ``suggest``), ``"naive"`` (its ``naive_suggest``) or
             a ``suggest(trial)`` callable returning grid keys (to measure a candidate space).
         seed: sampler seed; also picks each trial's recorded training seed.
-        n_trials: trials in the study (default: 60).
+        n_trials: trials in the study (default: 60, or no cap when ``budget`` is given).
+        budget: stop once the study has spent ``budget * E`` trial-epochs (``E`` = one full training, the
+            table's epochs), with no trial cap (the protocol of BNN-HPO v2). A trial is charged what it
+            trained: a pruned trial the epochs before its stop, a stop inside the first epoch its sub-epoch
+            fraction (k/8 epoch), a diverged (NaN) trial the epochs it ran. The trial that crosses the budget
+            finishes (the log has its cost; :func:`bnn_tune.hpobench.evaluate.incumbent` counts only trials
+            that ended within a budget). With ``n_trials`` too, whichever comes first stops the study.
         data_dir: folder of recorded ``<task>.npz`` (default: the package's data).
 
     Returns:
@@ -127,7 +167,8 @@ def replay(
         ``best_final_val_acc``, ``best_test_acc`` (of the best completed trial), ``best_config_pruned``
         (the table's best grid point was sampled and pruned at least once), ``n_trials``, ``n_pruned``,
         ``stop_rules`` (``{rule: count}`` of who pruned), ``target``, ``best_so_far`` (per trial:
-        cumulative trial-epochs and best completed value so far).
+        cumulative trial-epochs and best completed value so far), ``trials`` (per trial in order: its
+        cost in trial-epochs, its recorded grid cell, and its final val accuracy if it completed, else None).
     """
     from bnn_tune import search_spaces
 
@@ -144,8 +185,11 @@ def replay(
         suggest = module.suggest if space == "reinterpreted" else module.naive_suggest
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ValueError(f"`seed` must be an integer, but got seed={seed!r}.")
-    n_trials = 60 if n_trials is None else n_trials
-    if isinstance(n_trials, bool) or not isinstance(n_trials, int) or n_trials < 1:
+    if budget is not None:
+        check_range("budget", budget, 0.0, low_open=True)
+    elif n_trials is None:
+        n_trials = 60
+    if n_trials is not None and (isinstance(n_trials, bool) or not isinstance(n_trials, int) or n_trials < 1):
         raise ValueError(f"`n_trials` must be an integer >= 1, but got n_trials={n_trials!r}.")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     base_sampler = _make_sampler(sampler, seed)
@@ -201,7 +245,16 @@ def replay(
         trial.set_user_attr(TEST_ACC_ATTR, float(test[ci, si, -1]))
         return float(val[ci, si, -1])
 
-    study.optimize(objective, n_trials=n_trials, catch=())
+    callbacks = []
+    if budget is not None:
+        limit = float(budget) * E
+
+        def stop_at_budget(study: optuna.Study, _trial: Any) -> None:
+            if math.fsum(used) >= limit - 1e-9:
+                study.stop()
+
+        callbacks.append(stop_at_budget)
+    study.optimize(objective, n_trials=n_trials, catch=(), callbacks=callbacks)
     return summarize(study, table, used, cells)
 
 
@@ -245,4 +298,6 @@ def summarize(study: optuna.Study, table: Table, used: list[float], cells: list[
         "stop_rules": rules,
         "target": target,
         "best_so_far": curve,
+        "trials": [(float(cost), int(ci), float(t.value) if t.state == TrialState.COMPLETE and t.value is not None
+                    and math.isfinite(t.value) else None) for t, cost, (ci, _si) in zip(trials, used, cells)],
     }

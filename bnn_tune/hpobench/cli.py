@@ -1,4 +1,9 @@
-"""``bnn-tune hpobench``: replay searches on a recorded task and print medians with IQR."""
+"""``bnn-tune hpobench``: replay searches on a recorded task and print their figures.
+
+With ``--budgets 5,10,20,40`` (the BNN-HPO v2 protocol) every study spends the largest budget of trial-epochs
+(in units of E = one full training, no trial cap) and is scored after each budget: the share of studies whose
+incumbent is a target cell and the incumbent's normalized val / test regret, with bootstrap 95% intervals.
+Without it, the v1 fixed-trial figures: medians with IQR of trials / trial-epochs to the target."""
 
 from __future__ import annotations
 
@@ -14,11 +19,14 @@ def _add(p: argparse.ArgumentParser) -> None:
     p.add_argument("--task", required=True, help="recorded task (see bnn_tune.hpobench.tasks())")
     p.add_argument("--pruner", default="asha,flip+asha,flip+hyperband",
                    help="pruner name(s), comma-separated: none, median, asha, hyperband, flip, flip+asha, "
-                        "flip+hyperband (bnn-tune search's default), flip+median, flip-or+asha (default: asha,flip+asha,flip+hyperband)")
+                        "flip+hyperband (bnn-tune search's default), flip+median, flip-or+asha, and the research baselines "
+                        "asha-m{1,2,3}-rf{2,3}, patient2+asha (default: asha,flip+asha,flip+hyperband)")
     p.add_argument("--space", default="reinterpreted", help="reinterpreted or naive (default reinterpreted)")
     p.add_argument("--sampler", default="tpe", help="tpe, random or qmc (default tpe)")
     p.add_argument("--seeds", default="0-9", help="sampler seeds, e.g. 0-49 or 1000-1039 (default 0-9)")
     p.add_argument("--n-trials", type=int, default=None, dest="n_trials", help="trials per search (default 60)")
+    p.add_argument("--budgets", default=None,
+                   help="equal-budget protocol: budgets in E = one full training, e.g. 5,10,20,40 (no trial cap)")
     p.add_argument("--json", action="store_true", help="print the aggregates as JSON")
 
 
@@ -61,6 +69,19 @@ def _run(args: argparse.Namespace) -> int:
     if args.n_trials is not None and args.n_trials < 1:
         print(f"bnn-tune hpobench: error: --n-trials must be >= 1, but got {args.n_trials}", file=sys.stderr)
         return 2
+    if args.budgets is not None:
+        try:
+            budgets = sorted({float(b) for b in args.budgets.split(",")})
+            if not budgets or budgets[0] <= 0 or not all(b < float("inf") for b in budgets):
+                raise ValueError
+        except ValueError:
+            print(f"bnn-tune hpobench: error: bad --budgets {args.budgets!r}; use e.g. 5,10,20,40 (numbers > 0)",
+                  file=sys.stderr)
+            return 2
+        if args.n_trials is not None:
+            print("bnn-tune hpobench: error: --budgets runs without a trial cap; drop --n-trials", file=sys.stderr)
+            return 2
+        return _run_budgets(args, pruners, seeds, budgets)
     try:
         rows = {p: aggregate(run_many(args.task, p, seeds, space=args.space, sampler=args.sampler,
                                       n_trials=args.n_trials)) for p in pruners}
@@ -82,6 +103,37 @@ def _run(args: argparse.Namespace) -> int:
         t.add_row(p, _fmt(r["trials_to_target"], 0), _fmt(r["trial_epochs_to_target"], 1),
                   _fmt(r["trial_epochs_total"], 1), _fmt(r["best_final_val_acc"], 4), f"{r['reached']:.0%}",
                   f"{r['best_config_pruned']:.0%}", ", ".join(f"{k} {v}" for k, v in sorted(r["stop_rules"].items())))
+    Console(width=200).print(t)
+    return 0
+
+
+def _run_budgets(args: argparse.Namespace, pruners: list[str], seeds: list[int], budgets: list[float]) -> int:
+    from . import load
+    from ._replay import replay
+    from .evaluate import at_budgets, cell_scores, summarize_budgets
+
+    table = load(args.task)
+    scores = cell_scores(table)
+    rows = {}
+    for p in pruners:
+        logs = [replay(args.task, pruner=p, space=args.space, sampler=args.sampler, seed=s, budget=max(budgets))
+                for s in seeds]
+        per_seed = [at_budgets(r["trials"], scores, table.epochs, budgets) for r in logs]
+        rows[p] = {f"{b:g}": v for b, v in summarize_budgets(per_seed).items()}
+    if args.json:
+        print(json.dumps(rows))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=f"hpobench {args.task}, space={args.space}, sampler={args.sampler}, seeds {args.seeds}: "
+                    f"incumbent on cell means (value \\[bootstrap 95% CI])")
+    for col in ("pruner", "budget", "share at target", "val regret (median)", "test regret (median)"):
+        t.add_column(col, justify="left" if col == "pruner" else "right")
+    for p, per in rows.items():
+        for b, r in per.items():
+            t.add_row(p, f"{b}E", *(f"{r[k][0]:.{d}} [{r[k][1]:.{d}}, {r[k][2]:.{d}}]" for k, d in
+                                    (("share_at_target", "0%"), ("val_regret", "3f"), ("test_regret", "3f"))))
     Console(width=200).print(t)
     return 0
 

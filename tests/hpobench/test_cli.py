@@ -43,3 +43,26 @@ def test_json_aggregates(capsys):
     assert rows["none"]["n"] == 2
     assert rows["none"]["trial_epochs_total"][0] == 4 * hpobench.load("bop_digits").epochs
     assert rows["flip+asha"]["trial_epochs_total"][0] <= rows["none"]["trial_epochs_total"][0]
+
+
+@pytest.mark.skipif("bop_digits" not in hpobench.tasks(), reason="bop_digits not recorded")
+def test_budgets_protocol_json(capsys):
+    assert main(["hpobench", "--task", "bop_digits", "--pruner", "none,asha-m3-rf2", "--seeds", "0-2",
+                 "--budgets", "1,2", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert set(rows) == {"none", "asha-m3-rf2"} and set(rows["none"]) == {"1", "2"}
+    share = rows["none"]["2"]["share_at_target"]
+    assert len(share) == 3 and share[1] <= share[0] <= share[2]
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--budgets", "0,5"], "bad --budgets"),
+    (["--budgets", "x"], "bad --budgets"),
+    (["--budgets", "5", "--n-trials", "10"], "drop --n-trials"),
+])
+def test_bad_budgets_are_one_error_line(argv, needle, capsys):
+    if "bop_digits" not in hpobench.tasks():
+        pytest.skip("bop_digits not recorded")
+    assert main(["hpobench", "--task", "bop_digits", *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("bnn-tune hpobench: error:") and needle in err

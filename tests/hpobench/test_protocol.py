@@ -1,0 +1,280 @@
+"""BNN-HPO v2: budget accounting, the mean-based target and regrets, bootstrap intervals, the baseline grid
+and the leave-one-task-out choice (synthetic tables and logs; no training)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import optuna
+import pytest
+
+from bnn_tune.hpobench._replay import BASELINE_PRUNERS, make_pruner, replay
+from bnn_tune.hpobench.evaluate import (
+    at_budgets,
+    average_ranks,
+    bootstrap_ci,
+    cell_scores,
+    incumbent,
+    loto_choice,
+    paired_share_difference,
+    score_incumbent,
+    summarize_budgets,
+    verdict,
+)
+from bnn_tune.hpobench.protocol import (
+    BASELINES,
+    CONTENDERS,
+    anytime,
+    compile_report,
+    contenders_for,
+)
+from bnn_tune.hpobench.table import Table, load
+from bnn_tune.plugins._outcome import SUB_FLIP_RATE_ATTR
+
+
+class _PruneAt(optuna.pruners.BasePruner):
+    """Prunes every trial once it reported ``step`` epochs, or (``sub_points``) after that many sub-epoch
+    flip-rate points of the first epoch."""
+
+    def __init__(self, step: int | None = None, sub_points: int | None = None) -> None:
+        self.step, self.sub_points = step, sub_points
+        self.judges_sub_epoch = sub_points is not None
+
+    def prune(self, study, trial) -> bool:
+        if self.sub_points is not None and trial.last_step is None:
+            return len(trial.user_attrs.get(SUB_FLIP_RATE_ATTR, [])) >= self.sub_points
+        return self.step is not None and trial.last_step is not None and trial.last_step >= self.step
+
+
+# --- budget accounting -----------------------------------------------------------------------------------------
+
+def test_a_study_stops_once_it_spent_the_budget(synthetic_dir):
+    E = load("bop_digits", data_dir=synthetic_dir).epochs
+    r = replay("bop_digits", pruner="none", sampler="random", seed=1, budget=3, data_dir=synthetic_dir)
+    assert len(r["trials"]) == 3 and r["trial_epochs_total"] == 3 * E  # no trial cap of 60, no 4th trial
+    r = replay("bop_digits", pruner="none", sampler="random", seed=1, budget=2.5, data_dir=synthetic_dir)
+    assert [c for c, _, _ in r["trials"]] == [E, E, E]  # the trial crossing 2.5E finishes
+    assert r["n_trials"] == 3
+    big = replay("bop_digits", pruner="none", sampler="random", seed=1, budget=70, data_dir=synthetic_dir)
+    assert big["n_trials"] == 70  # more than the fixed protocol's 60 trials
+
+
+def test_a_pruned_trial_is_charged_the_epochs_it_trained(synthetic_dir):
+    E = load("bop_digits", data_dir=synthetic_dir).epochs
+    r = replay("bop_digits", pruner=lambda: _PruneAt(step=3), sampler="random", seed=0, budget=1,
+               data_dir=synthetic_dir)
+    assert [c for c, _, _ in r["trials"]] == [3.0] * math.ceil(E / 3)
+    assert all(v is None for _, _, v in r["trials"])  # none completed
+
+
+def test_a_sub_epoch_stop_is_charged_its_fraction(synthetic_dir):
+    E = load("bop_digits", data_dir=synthetic_dir).epochs
+    r = replay("bop_digits", pruner=lambda: _PruneAt(sub_points=3), sampler="random", seed=0, budget=1,
+               data_dir=synthetic_dir)
+    assert {c for c, _, _ in r["trials"]} == {3 / 8}
+    assert len(r["trials"]) == math.ceil(E / (3 / 8))
+    costs = [c for c, _, _ in r["trials"]]
+    assert sum(costs[:-1]) < E <= sum(costs)
+
+
+def test_flip_early_stops_are_charged_and_the_budget_holds(synthetic_dir):
+    E = load("bop_digits", data_dir=synthetic_dir).epochs
+    r = replay("bop_digits", pruner="flip+asha", seed=0, budget=4, data_dir=synthetic_dir)
+    costs = [c for c, _, _ in r["trials"]]
+    assert r["stop_rules"].get("flip-early", 0) > 0
+    assert any(0 < c < 1 and (c * 8) == int(c * 8) for c in costs)  # k/8 of an epoch
+    assert sum(costs[:-1]) < 4 * E <= sum(costs)
+    assert r["trial_epochs_total"] == pytest.approx(sum(costs))
+
+
+def test_budget_is_validated(synthetic_dir):
+    with pytest.raises(ValueError, match="budget"):
+        replay("bop_digits", budget=0, data_dir=synthetic_dir)
+
+
+# --- target and regret on cell means --------------------------------------------------------------------------
+
+def _tiny_table() -> Table:
+    # cell 0: one lucky seed (0.90) but a mean of 0.70; cell 1: 0.72 on both seeds (the best mean);
+    # cell 2: 0.718 mean (a target cell: within 0.5 pp); cell 3: diverged on one seed (NaN counts 0)
+    val = np.array([[0.90, 0.50], [0.72, 0.72], [0.716, 0.720], [0.6, np.nan]], dtype=np.float32)
+    test = np.array([[0.60, 0.60], [0.70, 0.70], [0.80, 0.80], [0.5, np.nan]], dtype=np.float32)
+    curves = {"val_acc": val[:, :, None], "test_acc": test[:, :, None]}
+    return Table("tiny", {"epochs": 1}, [{}] * 4, curves)
+
+
+def test_target_and_regret_are_taken_on_cell_means():
+    s = cell_scores(_tiny_table())
+    assert s["val"] == pytest.approx([0.70, 0.72, 0.718, 0.30], abs=1e-6)
+    # the user picks the lucky seed's cell 0: single-seed 0.90 beats cell 1's 0.72
+    trials = [(1.0, 0, 0.90), (1.0, 1, 0.72)]
+    inc = incumbent(trials, limit=2.0)
+    assert inc == 0
+    r = score_incumbent(inc, s)
+    assert r["at_target"] is False
+    assert r["val_regret"] == pytest.approx((0.72 - 0.70) / (0.72 - 0.30), abs=1e-5)  # float32 table
+    assert r["test_regret"] == pytest.approx((0.80 - 0.60) / (0.80 - 0.25), abs=1e-5)
+    two = score_incumbent(2, s)  # within 0.5 pp of the best mean: at the target, and the best on test
+    assert two["at_target"] is True and two["test_regret"] == pytest.approx(0.0)
+    assert score_incumbent(1, s)["val_regret"] == 0.0
+
+
+def test_the_incumbent_counts_only_trials_ended_within_the_budget():
+    trials = [(1.0, 3, 0.5), (0.125, 1, None), (1.0, 0, 0.9)]
+    assert incumbent(trials, 1.0) == 3
+    assert incumbent(trials, 2.0) == 3  # the third trial ends at 2.125
+    assert incumbent(trials, 2.125) == 0
+    assert incumbent([], 5.0) is None
+
+
+def test_a_study_without_incumbent_is_worst_and_not_at_target():
+    s = cell_scores(_tiny_table())
+    r = at_budgets([(0.125, 0, None)], s, epochs=1, budgets=(1, 2))
+    assert r == {1.0: {"at_target": False, "val_regret": 1.0, "test_regret": 1.0},
+                 2.0: {"at_target": False, "val_regret": 1.0, "test_regret": 1.0}}
+
+
+def test_anytime_curves_agree_with_at_budgets():
+    s = cell_scores(_tiny_table())
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        trials = [(float(rng.choice([0.125, 0.5, 1.0])), int(rng.integers(4)),
+                   None if rng.random() < 0.3 else float(rng.random())) for _ in range(12)]
+        grid = [0.5 * k for k in range(1, 17)]
+        a = anytime(trials, s, 1, grid)
+        b = at_budgets(trials, s, 1, grid)
+        assert list(a["at_target"]) == [float(b[g]["at_target"]) for g in grid]
+        assert list(a["test_regret"]) == pytest.approx([b[g]["test_regret"] for g in grid])
+
+
+# --- bootstrap --------------------------------------------------------------------------------------------------
+
+def test_bootstrap_ci_is_deterministic_and_brackets_the_statistic():
+    x = np.random.default_rng(1).normal(size=100)
+    a, b = bootstrap_ci(x), bootstrap_ci(x)
+    assert a == b
+    assert a[1] <= a[0] <= a[2] and a[0] == pytest.approx(float(np.median(x)))
+    assert bootstrap_ci(x, seed=2) != a  # the resamples are the seed's
+
+
+def test_bootstrap_ci_covers_the_true_share_about_95_percent_of_the_time():
+    rng = np.random.default_rng(7)
+    hits = 0
+    for rep in range(300):
+        _, lo, hi = bootstrap_ci(rng.random(100) < 0.3, np.mean, n_boot=500, seed=rep)
+        hits += lo <= 0.3 <= hi
+    assert 0.90 <= hits / 300 <= 0.99
+
+
+def test_bootstrap_ci_of_the_median_covers_the_true_median():
+    rng = np.random.default_rng(3)
+    hits = sum(lo <= 0.0 <= hi for lo, hi in (bootstrap_ci(rng.normal(size=101), n_boot=400, seed=k)[1:]
+                                              for k in range(150)))
+    assert 0.88 <= hits / 150 <= 0.995
+
+
+def test_paired_difference_keeps_failed_seeds_and_gives_verdicts():
+    a = [True] * 80 + [False] * 20
+    b = [True] * 40 + [False] * 60  # includes seeds where b had no incumbent at all (not at target)
+    d = paired_share_difference(a, b)
+    assert d[0] == pytest.approx(0.4) and verdict(d) == "wins"
+    assert verdict(paired_share_difference(b, a)) == "loses"
+    assert verdict(paired_share_difference(a, a)) == "ties"
+
+
+def test_summarize_budgets_reports_shares_and_medians():
+    per_seed = [{5.0: {"at_target": i % 4 == 0, "val_regret": i / 10, "test_regret": 0.5}} for i in range(8)]
+    s = summarize_budgets(per_seed, n_boot=100)
+    assert s[5.0]["share_at_target"][0] == pytest.approx(0.25)
+    assert s[5.0]["test_regret"] == (0.5, 0.5, 0.5)
+
+
+# --- the baseline grid ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("m", [1, 2, 3])
+@pytest.mark.parametrize("r", [2, 3])
+def test_asha_grid_builds_successive_halving_with_its_settings(m, r):
+    p = make_pruner(f"asha-m{m}-rf{r}", 15)
+    assert type(p) is optuna.pruners.SuccessiveHalvingPruner
+    assert (p._min_resource, p._reduction_factor) == (m, r)
+
+
+def test_the_other_baselines_build_what_their_names_say():
+    p = make_pruner("patient2+asha", 15)
+    assert type(p) is optuna.pruners.PatientPruner and p._patience == 2
+    assert (p._wrapped_pruner._min_resource, p._wrapped_pruner._reduction_factor) == (1, 3)
+    # TPE + Hyperband is bracket-aware: optuna.pruners._filter_study hands TPE the trial's bracket only
+    assert isinstance(make_pruner("hyperband", 15), optuna.pruners.HyperbandPruner)
+    assert isinstance(make_pruner("flip+hyperband", 15), optuna.pruners.HyperbandPruner)
+    assert type(make_pruner("median", 15)) is optuna.pruners.MedianPruner
+    assert CONTENDERS["random-search"] == ("random", "none", "reinterpreted")
+    assert CONTENDERS["none"] == ("tpe", "none", "reinterpreted")
+    assert set(BASELINES) == {"none", "random-search", "hyperband", "median", "patient2+asha",
+                              *(f"asha-m{m}-rf{r}" for m in (1, 2, 3) for r in (2, 3))}
+    assert {f"asha-m{m}-rf{r}" for m in (1, 2, 3) for r in (2, 3)} | {"patient2+asha"} == set(BASELINE_PRUNERS)
+
+
+def test_research_baselines_stay_out_of_the_shipped_registry():
+    from bnn_tune.plugins.strategies import STRATEGIES
+
+    assert not set(BASELINE_PRUNERS) & set(STRATEGIES)
+
+
+def test_naive_contender_only_where_the_task_has_a_twin():
+    assert "naive/none" not in contenders_for("filter_mnist1d")
+    assert "naive/none" in contenders_for("bop_digits")
+    with pytest.raises(ValueError, match="Unknown contender 'nope'"):
+        contenders_for("bop_digits", ["nope"])
+
+
+# --- leave one task out --------------------------------------------------------------------------------------------
+
+def test_loto_never_looks_at_the_task_itself():
+    rng = np.random.default_rng(0)
+    cands = ["a", "b", "c", "d"]
+    for _ in range(50):
+        scores = {t: {c: float(rng.random()) for c in cands} for t in ("t1", "t2", "t3", "t4")}
+        chosen = loto_choice(scores, "t2", cands)
+        for c in cands:  # whatever t2's own results, its choice stays
+            scores["t2"] = {k: (1.0 if k == c else 0.0) for k in cands}
+            assert loto_choice(scores, "t2", cands) == chosen
+        others = {c: np.mean([scores[t][c] for t in ("t1", "t3", "t4")]) for c in cands}
+        assert chosen == max(cands, key=lambda c: others[c])
+
+
+def _doc(shares: dict[str, list[bool]], seeds: int = 4) -> dict:
+    return {"seeds": list(range(seeds)), "budgets": [5.0], "held_out": False, "contenders": {
+        n: {"per_budget": {"5": {"share_at_target": (float(np.mean(bits)), 0.0, 1.0)}},
+            "per_seed": {"5": {"at_target": "".join("1" if x else "0" for x in bits)}},
+            "budget_to_half": 5.0 if np.mean(bits) >= 0.5 else None} for n, bits in shares.items()}}
+
+
+def test_compile_report_chooses_each_tasks_baseline_on_the_other_tasks():
+    T, F = True, False
+    docs = {"t1": _doc({"flip+hyperband": [T, T, T, T], "none": [T, T, F, F], "median": [F, F, F, F]}),
+            "t2": _doc({"flip+hyperband": [T, F, F, F], "none": [F, F, F, F], "median": [T, T, T, T]}),
+            "t3": _doc({"flip+hyperband": [T, T, F, F], "none": [T, T, T, F], "median": [T, F, F, F]})}
+    rep = compile_report(docs, baselines=("none", "median"), n_boot=200)
+    # t2 alone favours median; on t1 and t3, none is better -> none is t2's LOTO baseline
+    assert rep["per_task"]["t2"]["loto_baseline"] == "none"
+    assert rep["per_task"]["t2"]["oracle_baseline"] == "median"
+    assert rep["per_task"]["t1"]["loto_baseline"] == "median"  # t2 (1.0) + t3 (0.25) vs none 0 + 0.75
+    assert rep["per_task"]["t1"]["vs"]["median"]["5"]["diff"][0] == pytest.approx(1.0)
+    assert set(rep["rank"]["5"]) == {"flip+hyperband", "none", "median"}
+
+
+def test_average_ranks_share_ties():
+    assert average_ranks({"x": {"a": 1.0, "b": 1.0, "c": 0.0}}) == {"a": 1.5, "b": 1.5, "c": 3.0}
+
+
+def test_held_out_tasks_are_ranked_apart():
+    T, F = True, False
+    docs = {"t1": _doc({"flip+hyperband": [T, T, T, T], "none": [F, F, F, F]}),
+            "t2": _doc({"flip+hyperband": [T, T, F, F], "none": [T, T, T, T]}),
+            "t3": _doc({"flip+hyperband": [F, F, F, F], "none": [T, T, F, F]})}
+    docs["t3"]["held_out"] = True
+    rep = compile_report(docs, baselines=("none",), n_boot=100)
+    assert rep["rank_held_out"]["5"] == {"flip+hyperband": 2.0, "none": 1.0}
+    assert rep["rank_design"]["5"] == {"flip+hyperband": 1.5, "none": 1.5}
+    assert "rank_held_out" not in compile_report({k: docs[k] for k in ("t1", "t2")}, baselines=("none",), n_boot=100)
