@@ -46,7 +46,7 @@ def test_shards_deal_every_run_exactly_once(n):
 
 
 def test_merged_shards_equal_the_unsharded_recording(tmp_path):
-    whole = record_task(TINY, tmp_path / "whole", workers=1, command=["whole"])
+    whole = record_task(TINY, tmp_path / "whole", workers=2, command=["whole"])  # the process pool path too
     for i in (2, 1, 3):  # any order
         record_shard(TINY, tmp_path / "sharded", shard=(i, 3), command=[f"shard {i}"])
     merged = merge_shards(TINY, tmp_path / "sharded", command=["merge"])
