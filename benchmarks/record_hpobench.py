@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -49,7 +50,8 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--task", default=None, choices=sorted(TASKS), help="task to record (required unless --quick)")
     p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--out", default=str(ROOT / "bnn_tune" / "hpobench" / "data"))
+    p.add_argument("--out", default=None,
+                   help="folder of the tables (default: the package's bnn_tune/hpobench/data; --quick: a temp dir)")
     p.add_argument("--limit", type=int, default=None, help="only the first N grid points (a quick check)")
     p.add_argument("--shard", default=None, metavar="I/N",
                    help="record only shard I of N (1-based) into <out>/partial/; resumes an interrupted shard")
@@ -59,8 +61,11 @@ def main() -> int:
                    help="record a held-out task (only once the default strategy's settings are frozen, issue 25)")
     p.add_argument("--list", action="store_true", help="print the tasks with their cost and recording status")
     p.add_argument("--quick", action="store_true",
-                   help="smoke run (CI): the first 2 grid points of --task (default bop_digits), 1 worker")
+                   help="smoke run (CI): the first 2 grid points of --task (default bop_digits), 1 worker, into a "
+                        "temporary folder unless --out is given (never over the shipped table)")
     a = p.parse_args()
+    if a.out is None:
+        a.out = tempfile.mkdtemp(prefix="record_hpobench-") if a.quick else str(ROOT / "bnn_tune" / "hpobench" / "data")
     command = ["python", "benchmarks/record_hpobench.py", *sys.argv[1:]]
     if a.list:
         _list(Path(a.out))
