@@ -262,7 +262,8 @@ def merge_shards(task: str | Task, out_dir: str | os.PathLike[str], *, keep_part
     and run seconds and lists their commands.
 
     Raises:
-        ValueError: no partial files; parts of different definitions; a run recorded twice with different
+        ValueError: no partial files; a part recorded from another definition of the task (than the current
+            one in :mod:`~bnn_tune.hpobench.tasks`, or than another part); a run recorded twice with different
             values; runs missing (the message names the shards to run and the command).
     """
     tk = task if isinstance(task, Task) else get_task(task)
@@ -271,11 +272,13 @@ def merge_shards(task: str | Task, out_dir: str | os.PathLike[str], *, keep_part
         raise ValueError(f"No partial files of task {tk.name!r} under {Path(out_dir) / PARTIAL_DIR}; record them "
                          f"first: python benchmarks/record_hpobench.py --task {tk.name} --shard 1/N (each of 1..N).")
     metas, datas = zip(*(_read(p) for p in parts))
-    definition = {k: metas[0][k] for k in _definition(tk, [])}
+    limit = metas[0].get("limit")
+    definition = json.loads(json.dumps(_definition(tk, grid_configs(tk)[: limit or None])))
     for p, m in zip(parts, metas):
-        if {k: m.get(k) for k in definition} != definition or m.get("limit") != metas[0].get("limit"):
-            raise ValueError(f"{p} and {parts[0]} are parts of different definitions of task {tk.name!r}; "
-                             "delete the stale one and record its shard again.")
+        if {k: m.get(k) for k in definition} != definition or m.get("limit") != limit:
+            raise ValueError(f"{p} was recorded from another definition of task {tk.name!r} than tasks.py's "
+                             "(grid, seeds, epochs or base config differ) or than the other parts; delete it and "
+                             "record its shard again.")
     n_c, n_s = len(definition["configs"]), len(definition["seeds"])
     arrays, recorded = _empty_arrays(n_c, n_s, int(definition["epochs"])), np.zeros((n_c, n_s), dtype=np.bool_)
     run_seconds = 0.0

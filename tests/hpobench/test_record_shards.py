@@ -98,6 +98,8 @@ def test_refusals_name_the_fix(tmp_path):
     changed = Task(**{**TINY.__dict__, "seeds": (0, 1)})
     with pytest.raises(ValueError, match=r"shard-1-of-4\.npz was recorded from another definition.*delete it"):
         record_shard(changed, tmp_path, shard=(1, 4), limit=1)
+    with pytest.raises(ValueError, match=r"shard-1-of-4\.npz was recorded from another definition.*tasks\.py"):
+        merge_shards(changed, tmp_path)  # a task edited after its shards were recorded
     with pytest.raises(ValueError, match=r"No partial files of task 'other'.*--shard 1/N"):
         merge_shards(Task(**{**TINY.__dict__, "name": "other"}), tmp_path)
     held = Task(**{**TINY.__dict__, "held_out": True})
