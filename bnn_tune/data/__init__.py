@@ -1,5 +1,6 @@
-"""Datasets as in-memory tensors: ``digits`` (default, offline), ``mnist1d``, ``synthetic``, and the
-torchvision loaders ``mnist``, ``fashion_mnist``, ``cifar10``, ``cifar100``.
+"""Datasets as in-memory tensors: ``digits`` (default, offline), ``mnist1d``, ``mnist_5k`` (5,000 real 28x28
+MNIST digits, offline with ``bnn-tune[hpobench]``), ``synthetic``, and the torchvision loaders ``mnist``,
+``fashion_mnist``, ``cifar10``, ``cifar100``.
 
 Example:
     >>> from bnn_tune import data
@@ -18,7 +19,7 @@ from ._base import (
     load_dataset,
     register_dataset,
 )
-from ._offline import load_digits, load_mnist1d, load_synthetic
+from ._offline import load_digits, load_mnist1d, load_mnist_5k, load_synthetic
 from ._vision import random_crop_flip
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "load_digits",
     "load_dataset",
     "load_mnist1d",
+    "load_mnist_5k",
     "load_synthetic",
     "random_crop_flip",
     "register_dataset",

@@ -2,6 +2,8 @@
 
 ``tasks()`` lists the recorded tasks; ``load(task)`` returns a task's table; ``replay(task, ...)`` runs a
 real Optuna study whose objective reads the recorded curves (``optuna`` is imported only by the replay).
+``design_tasks()`` / ``held_out_tasks()`` split the defined tasks into those a strategy may be tuned on and
+those recorded and judged only once the default strategy is frozen.
 """
 
 from __future__ import annotations
@@ -9,8 +11,9 @@ from __future__ import annotations
 from typing import Any
 
 from .table import Table, load, tasks
+from .tasks import design_tasks, held_out_tasks
 
-__all__ = ["Table", "load", "replay", "tasks"]
+__all__ = ["Table", "design_tasks", "held_out_tasks", "load", "replay", "tasks"]
 
 
 def replay(task: str, **kwargs: Any) -> dict[str, Any]:

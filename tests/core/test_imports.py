@@ -5,7 +5,7 @@ import sys
 def test_import_bnn_tune_leaves_heavy_dependencies_out():
     code = (
         "import sys, bnn_tune, bnn_tune.nn, bnn_tune.optim, bnn_tune.data, bnn_tune.metrics, bnn_tune.cli;"
-        "heavy = [m for m in ('ray', 'optuna', 'torchvision', 'matplotlib') if m in sys.modules];"
+        "heavy = [m for m in ('ray', 'optuna', 'torchvision', 'matplotlib', 'mlxtend') if m in sys.modules];"
         "print(','.join(heavy))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -10,7 +10,8 @@ from bnn_tune.data import list_datasets, load_dataset, random_crop_flip
 
 
 def test_registry_lists_all_datasets():
-    assert list_datasets() == ["cifar10", "cifar100", "digits", "fashion_mnist", "mnist", "mnist1d", "synthetic"]
+    assert list_datasets() == ["cifar10", "cifar100", "digits", "fashion_mnist", "mnist", "mnist1d", "mnist_5k",
+                             "synthetic"]
     with pytest.raises(ValueError, match=r"Unknown dataset 'digit'\. Available: \[.*\]\. Did you mean 'digits'\?"):
         load_dataset("digit")
     with pytest.raises(ValueError, match="val_fraction=1.5"):

@@ -27,7 +27,7 @@ def _accepted(model: str, dataset: str) -> bool:
 def test_every_builtin_dataset_declares_its_shape():
     assert {d: dataset_input_shape(d) for d in list_datasets()} == {
         "cifar10": (3, 32, 32), "cifar100": (3, 32, 32), "digits": (1, 8, 8), "fashion_mnist": (1, 28, 28),
-        "mnist": (1, 28, 28), "mnist1d": (40,), "synthetic": (1, 8, 8)}
+        "mnist": (1, 28, 28), "mnist1d": (40,), "mnist_5k": (1, 28, 28), "synthetic": (1, 8, 8)}
 
 
 @pytest.mark.parametrize("model,dataset", PAIRS)

@@ -1,0 +1,89 @@
+"""The task definitions of the tables: the v2 bar (issue 24), configs the trainer accepts, grids that the
+replay's search spaces can reach, held-out tasks the recorder refuses."""
+
+from __future__ import annotations
+
+import warnings
+
+import optuna
+import pytest
+
+from bnn_tune import search_spaces
+from bnn_tune.config import TrialConfig
+from bnn_tune.hpobench.record import grid_configs, record_shard
+from bnn_tune.hpobench.tasks import TASKS, design_tasks, get_task, held_out_tasks
+from bnn_tune.search_spaces._common import outside_space
+
+V1 = ("bop_digits", "bop_mnist1d", "latent_adam_mnist1d", "filter_mnist1d", "bnew_mnist1d")
+V2 = [n for n in TASKS if n not in V1]
+
+
+def _sampled(task, suggest, n=40):
+    """Keys and distributions the space samples, and the config keys it returns, over ``n`` random trials."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    sampler: optuna.samplers.BaseSampler = optuna.samplers.RandomSampler(seed=0)
+    if task.fixed:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            sampler = optuna.samplers.PartialFixedSampler(dict(task.fixed), sampler)
+    study = optuna.create_study(sampler=sampler)
+    configs, dists = [], {}
+    for _ in range(n):
+        trial = study.ask()
+        configs.append(suggest(trial))
+        dists.update(trial.distributions)
+    return configs, dists
+
+
+def test_the_tables_meet_the_v2_bar():
+    bar = [t for t in TASKS.values() if t.n_configs >= 64 and len(t.seeds) >= 3]
+    assert len(bar) >= 8 and {t.name for t in bar} == set(V2)
+    models = {(t.base["model"], t.base["dataset"]) for t in bar}
+    assert ("binarynet", "digits") in models and ("binarynet", "mnist_5k") in models  # convnets on real images
+    assert any(t.epochs >= 30 and any(k.endswith("_schedule") for k in t.base) for t in bar)
+    assert any("lr" in t.grid for t in bar)  # the real-valued lr, which does not set the flip rate
+    assert {"bmd", "bop2"} <= {t.base["optimizer"] for t in bar}
+    assert len([n for n in held_out_tasks() if n in V2]) >= 3
+    assert set(design_tasks()) | set(held_out_tasks()) == set(TASKS) and not set(design_tasks()) & set(held_out_tasks())
+
+
+@pytest.mark.parametrize("name", list(TASKS))
+def test_every_grid_point_is_a_valid_trial_config(name):
+    t = get_task(name)
+    configs = grid_configs(t)
+    assert len(configs) == t.n_configs and t.trial_epochs == t.n_configs * len(t.seeds) * t.epochs
+    assert t.description and t.epoch_seconds is not None and t.cost_minutes is not None
+    for params in (configs[0], configs[-1]):
+        cfg = TrialConfig.from_dict({**t.base, **params, "seed": t.seeds[-1]})
+        assert cfg.dataset == t.base["dataset"] and cfg.epochs == t.epochs
+
+
+_UNREACHABLE = pytest.mark.xfail(strict=True, reason="v1 table: beta_T 1e1 and 1e4 are recorded, but the bnew space "
+                                 "samples beta_T in 1e-6..1, so every replayed sample snaps to 1e-2")
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=_UNREACHABLE) if n == "bnew_mnist1d" else n for n in TASKS])
+def test_grid_keys_are_what_the_space_samples_within_its_ranges(name):
+    t = get_task(name)
+    module = search_spaces.get(t.space)
+    spaces = [module.suggest] + ([module.naive_suggest] if t.naive else [])
+    for suggest in spaces:
+        configs, dists = _sampled(t, suggest)
+        returned = set().union(*configs)
+        assert set(t.grid) <= returned, f"{suggest.__name__} returns no {set(t.grid) - returned}"
+        assert all(c["optimizer"] == t.base["optimizer"] for c in configs)
+        for key, value in t.fixed.items():  # a pinned parameter is pinned at the recorded value where sampled
+            assert key in dists or suggest is not module.suggest
+            assert all(c.get(key, value) == value for c in configs) and t.base.get(key, "constant") == value
+    # every recorded value of a sampled key lies inside the reinterpreted space (no unreachable cells)
+    _, dists = _sampled(t, module.suggest, n=1)
+    for key, values in t.grid.items():
+        if key in dists:
+            assert not [v for v in values if outside_space(module, {key: v})], (key, values)
+
+
+@pytest.mark.parametrize("name", held_out_tasks())
+def test_held_out_tasks_are_refused_until_released(name, tmp_path):
+    with pytest.raises(ValueError, match=rf"'{name}' is held out.*--allow-held-out"):
+        record_shard(name, tmp_path, shard=(1, 1))
+    assert not list(tmp_path.rglob("*.npz"))
