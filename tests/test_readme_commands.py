@@ -112,7 +112,7 @@ def test_make_run_job_runs(tmp_path, ray_env):
     args = shlex.split(recipe.replace("$(RUN_OUT)", out_default))
     assert args[0].endswith("bnn-tune") and args[1] == "search", recipe
     assert args[args.index("--optimizer") + 1] == "bop" and args[args.index("--dataset") + 1] == "digits"
-    _run([sys.executable, "-m", "bnn_tune.cli", *args[1:], "--samples", "2", "--epochs", "2", "--workers", "2",
+    _run([sys.executable, "-m", "bnn_tune.cli", *args[1:], "--samples", "2", "--epochs", "2", "--workers", "2", "--seed", "0",
           "-p", "max_steps_per_epoch=5", "-p", "width=0.5"], tmp_path, ray_env)
     out = tmp_path / out_default
     best = json.loads((out / "best_config.json").read_text())

@@ -159,10 +159,10 @@ class _Interruptible:
         self.objective = objective
 
     def __call__(self, trial: Any) -> float:
-        if _STOP.is_set():
-            raise KeyboardInterrupt
-        trial.set_user_attr(WORKER_ATTR, _WORKER)
         try:
+            if _STOP.is_set():  # asked before this trial sampled anything: it runs again on --resume
+                raise KeyboardInterrupt
+            trial.set_user_attr(WORKER_ATTR, _WORKER)
             return self.objective(_StopAwareTrial(trial))
         except KeyboardInterrupt:
             try:

@@ -29,7 +29,7 @@ def test_search_cli_ray_backend_runs_contained(ray_env, tmp_path):
     home.mkdir()
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "bnn_tune.cli", "search", "--backend", "ray", "--optimizer", "bop",
-           "--dataset", "digits", "--samples", "3", "--epochs", "2", "--workers", "2",
+           "--dataset", "digits", "--samples", "3", "--epochs", "2", "--workers", "2", "--seed", "0",
            "-p", "max_steps_per_epoch=5", "-p", "width=0.5", "--out", str(out)]
     env = {**ray_env, "HOME": str(home), "BNN_TUNE_CPU_KERNEL": "numpy"}
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=360, cwd=tmp_path)
