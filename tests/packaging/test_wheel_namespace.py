@@ -57,11 +57,17 @@ def test_the_wheel_has_one_top_level_package(wheel):
 
 
 def test_an_application_plugins_package_and_bnn_tune_import_side_by_side(wheel, tmp_path):
+    # a fresh interpreter that sees neither this checkout nor this environment (other tests' fixtures may have put
+    # the checkout on PYTHONPATH for Ray's workers: pip would then call bnn-tune "already satisfied")
+    env_vars = {k: v for k, v in os.environ.items()
+                if k not in ("PYTHONPATH", "PYTHONHOME", "PYTHONUSERBASE", "VIRTUAL_ENV") and not k.startswith("PIP_")}
     env = tmp_path / "venv"
     venv.create(env, with_pip=True)
     py = env / "bin" / "python"
-    _run([str(py), "-m", "pip", "install", "--no-deps", "--no-index", "-q", str(wheel)])
-    site = Path(_run([str(py), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"]).stdout.strip())
+    _run([str(py), "-m", "pip", "install", "--no-deps", "--no-index", "-q", str(wheel)], env=env_vars, cwd=tmp_path)
+    site = Path(_run([str(py), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"], env=env_vars,
+                     cwd=tmp_path).stdout.strip())
+    assert (site / "bnn_tune" / "plugins" / "optuna.py").is_file()  # installed from the wheel
     # torch, numpy, optuna... from this environment; the editable install's .pth there is not read from a .pth path
     (site / "lent_dependencies.pth").write_text(sysconfig.get_path("purelib") + "\n")
     app = tmp_path / "app"
@@ -77,7 +83,6 @@ print(json.dumps({"app": plugins.WHO, "app2": search_spaces.WHO, "bnn_tune": bnn
                   "pruner": bnn_tune.plugins.optuna.FlipRatePruner.__module__, "spaces": spaces.list_spaces(),
                   "bop": bop.suggest.__module__, "presets": len(presets.list()) > 0}))
 """
-    env_vars = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
     got = json.loads(_run([str(py), "-c", code], cwd=app, env=env_vars).stdout.strip().splitlines()[-1])
     assert got["app"] == "the application" and got["app2"] == "the application too"
     assert got["bnn_tune"].startswith(str(site)), got  # the installed wheel, not this checkout
