@@ -71,12 +71,13 @@ def _resume_command() -> str:
 
 
 def run_search_command(args: argparse.Namespace) -> int:
+    from ..cli import make_console
     from .optuna import SearchInterrupted
-    from .run import console_for_output, run_search
+    from .run import run_search
     from .settings import SearchSettings
 
     settings = SearchSettings.from_args(args)  # a bad value: ValueError, one `error:` line from bnn_tune.cli.main
-    console: Any = console_for_output()
+    console: Any = make_console()
     if settings.backend == "optuna" and args.backend is None:
         console.print("ray is not installed (pip install 'bnn-tune[ray]'): searching with the Optuna backend")
     try:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..cli import make_console
 from ._rows import LiveView, TrialRow, best_row, print_ranking, why_none_completed, write_outputs
 from .settings import SearchSettings
 
@@ -37,13 +38,6 @@ class SearchResult:
     exit_code: int
 
 
-def console_for_output() -> Any:
-    """A rich console that never cuts a line to 80 columns when piped (logs, CI, ``| tee``)."""
-    from ..cli import make_console
-
-    return make_console()
-
-
 def run_search(settings: SearchSettings, *, console: Any = None, export: bool = True) -> SearchResult:
     """Run ``settings`` on its backend and write the outputs (see the module docstring).
 
@@ -51,7 +45,7 @@ def run_search(settings: SearchSettings, *, console: Any = None, export: bool = 
         bnn_tune.search.optuna.SearchInterrupted: Ctrl-C; the study or experiment is consistent and
             ``resume=True`` continues it.
     """
-    console = console or console_for_output()
+    console = console or make_console()
     if settings.verbose:
         console.print(settings.describe(), soft_wrap=True, highlight=False)
     view = LiveView(console, n_trials=settings.n_trials, epochs=settings.epochs, enabled=settings.verbose)
