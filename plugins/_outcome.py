@@ -11,7 +11,9 @@ key cannot drift between them. No optuna or ray import.
   is one of :data:`RULES`.
 * The status of a finished trial (:func:`trial_status`) is one of :data:`STATUSES`: ``completed`` (ran every
   epoch, no stop), ``pruned: asha`` / ``pruned: hyperband`` / ``pruned: median`` (successive halving or the median
-  rule stopped it), ``flip-early`` / ``flip-collapse`` / ``flip-band`` (a flip-rate rule stopped it), ``failed``.
+  rule stopped it), ``flip-early`` / ``flip-collapse`` / ``flip-band`` (a flip-rate rule stopped it), ``stopped``
+  (ended before its last epoch with no rule to name: a strategy without a scheduler and no recorded reason, such
+  as a stop criterion of the user's own), ``failed``.
 """
 
 from __future__ import annotations
@@ -88,7 +90,7 @@ SCHEDULE_RULES = ("asha", "hyperband", "median")
 """Rules that stop a trial for its objective (successive halving, Hyperband, the median rule): status
 ``"pruned: <rule>"``."""
 RULES = FLIP_RULES + SCHEDULE_RULES
-STATUSES = ("completed", *(f"pruned: {r}" for r in SCHEDULE_RULES), *FLIP_RULES, "failed")
+STATUSES = ("completed", *(f"pruned: {r}" for r in SCHEDULE_RULES), *FLIP_RULES, "stopped", "failed")
 
 _REASON = re.compile(r"^([a-z][a-z0-9+-]*): (.*)$", re.S)
 
@@ -145,13 +147,14 @@ def trial_status(*, failed: bool = False, stop_reason: str | None = None, stoppe
         stopped: the trial ended before its last epoch (an Optuna PRUNED state, a Ray trial with fewer epochs
             than planned) even if no reason was recorded.
         schedule_rule: the rule of the strategy's scheduler (``asha``, ``hyperband``, ``median``), named for a
-            trial that was stopped without a recorded reason (a plain ASHA records none).
+            trial that was stopped without a recorded reason (a plain ASHA records none); without one such a
+            trial is ``stopped`` (no rule of the strategy stopped it).
 
     Example:
         >>> trial_status(stop_reason="flip-early: never flipped")
         'flip-early'
-        >>> trial_status(stopped=True, schedule_rule="hyperband"), trial_status()
-        ('pruned: hyperband', 'completed')
+        >>> trial_status(stopped=True, schedule_rule="hyperband"), trial_status(stopped=True), trial_status()
+        ('pruned: hyperband', 'stopped', 'completed')
     """
     if failed:
         return "failed"
@@ -160,7 +163,7 @@ def trial_status(*, failed: bool = False, stop_reason: str | None = None, stoppe
         rule = parsed[0]
         return rule if rule in FLIP_RULES else f"pruned: {rule}"
     if stopped or stop_reason:
-        return f"pruned: {schedule_rule}" if schedule_rule in SCHEDULE_RULES else "pruned: asha"
+        return f"pruned: {schedule_rule}" if schedule_rule in SCHEDULE_RULES else "stopped"
     return "completed"
 
 

@@ -244,13 +244,20 @@ def _fit(tune: Any, settings: SearchSettings, fn: Any, searcher: Any, scheduler:
         _ray_view.LIVE.update(view=None, scheduler=None)
     rows = [row_of_result(results[i], params=params, epochs=epochs, pruner=settings.pruner)
             for i in range(len(results))]
-    if len(rows) < settings.n_trials or _unfinished(results):
+    if len(rows) < settings.n_trials or _unfinished(experiment):
         raise SearchInterrupted
     return rows, {"experiment_path": experiment, "storage": settings.storage}, results
 
 
-def _unfinished(results: Any) -> bool:
-    """Whether Ray left trials unfinished: an interrupted run, whose state Ray saved for ``Tuner.restore``."""
-    analysis = getattr(results, "_experiment_analysis", None)
-    trials = getattr(analysis, "trials", None) or []
-    return any(getattr(t, "status", "TERMINATED") not in ("TERMINATED", "ERROR") for t in trials)
+def _unfinished(experiment: str) -> bool:
+    """Whether the experiment state Ray saved holds unfinished trials: an interrupted run, which
+    ``Tuner.restore`` continues. Read from the state file, not from the returned trials: after Ctrl-C Tune saves
+    the state and then stops the running trials, which leaves those trial objects TERMINATED (so a trial stopped
+    mid-run by the interrupt would read as finished)."""
+    from ray.tune import ExperimentAnalysis
+
+    try:
+        trials = ExperimentAnalysis(experiment).trials
+    except Exception:  # no readable state: nothing saved to resume from
+        return False
+    return any(str(getattr(t, "status", "TERMINATED")) not in ("TERMINATED", "ERROR") for t in trials)

@@ -129,6 +129,21 @@ def test_count_statuses_counts_every_status_and_refuses_others():
         count_statuses(["collapsed"])
 
 
+@pytest.mark.parametrize("pruner, expected", [("asha", "pruned: asha"), ("flip+hyperband", "pruned: hyperband"),
+                                              ("flip+median", "pruned: median"), ("none", "stopped"),
+                                              ("flip", "stopped")])
+def test_a_stop_without_reason_names_the_strategy_scheduler_or_no_rule(pruner, expected):
+    """A trial that ended early with no recorded reason was stopped by the strategy's scheduler (a plain ASHA
+    records none); a strategy without one names no rule it does not have (Ray once ranked an interrupted
+    trial of ``--pruner none`` as ``pruned: asha``)."""
+    from bnn_tune.plugins._outcome import trial_status
+
+    rule = get_strategy(pruner).schedule_rule
+    assert trial_status(stopped=True, schedule_rule=rule) == expected
+    assert trial_status(stopped=False, schedule_rule=rule) == "completed"
+    assert count_statuses([expected]) == {expected: 1}
+
+
 # ---------------------------------------------------------------- the one range validator
 @pytest.mark.parametrize("value, ok", [(1, True), (0, False), (True, False), (1.0, False), (None, False)])
 def test_check_range_integer_bounds(value, ok):
