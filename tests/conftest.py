@@ -11,7 +11,10 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
-RAY_ENV = {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0", "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "0"}
+# RAY_worker_niceness: Ray starts its workers at nice 15, so on a loaded machine a test's trials starve behind
+# every other process and its timeouts expire; at 0 they compete like the test's driver does
+RAY_ENV = {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0", "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "0",
+           "RAY_worker_niceness": "0"}
 
 
 def ray_test_env() -> dict[str, str]:
