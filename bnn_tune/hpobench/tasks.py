@@ -207,7 +207,7 @@ TASKS: dict[str, Task] = {
         Task(
             "bnew_betaT_mnist1d", "bnew",
             base={**_MNIST1D, "optimizer": "bnew", "epochs": 20},
-            grid=_BNEW_GRID, seeds=_SEEDS3, naive=False,
+            grid=_BNEW_GRID, seeds=_SEEDS3, naive=False, epoch_seconds=0.36,  # (recorded at load 5-7)
             description="BNEW beta*T x latent lr x t_start x t_lock inside the bnew space's ranges, mnist1d MLP, "
                         "20 epochs (the v1 bnew_mnist1d grid recorded beta_T 1e1 and 1e4, outside the space, so "
                         "every replayed sample snapped to one beta_T)",
