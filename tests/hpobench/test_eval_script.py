@@ -36,3 +36,22 @@ def test_quick_run_writes_task_and_summary_figures(tmp_path):
     again = subprocess.run([*cmd, "--from-logs"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0
     assert json.loads((tmp_path / "hpobench_v2_bop_digits.json").read_text())["contenders"] == doc["contenders"]
+
+
+def test_report_leaves_out_a_superseded_table_and_replays_only_current_ones(tmp_path):
+    """A superseded v1 table's figures in --out stay out of the report (its grid lies outside the space);
+    the successor's are in."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT), MPLBACKEND="Agg")
+    shipped = ROOT / "benchmarks" / "results"
+    for t in ("bop_digits", "bnew_betaT_mnist1d"):
+        (tmp_path / f"hpobench_v2_{t}.json").write_text((shipped / f"hpobench_v2_{t}.json").read_text())
+    stale = json.loads((shipped / "hpobench_v2_bnew_betaT_mnist1d.json").read_text())
+    stale["task"] = "bnew_mnist1d"
+    (tmp_path / "hpobench_v2_bnew_mnist1d.json").write_text(json.dumps(stale))
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "hpobench_eval.py"), "--report-only", "--out", str(tmp_path),
+           "--n-boot", "50"]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    rep = json.loads((tmp_path / "hpobench_v2_summary.json").read_text())
+    assert rep["tasks"] == ["bnew_betaT_mnist1d", "bop_digits"]
+    assert "bnew_mnist1d |" not in (tmp_path / "hpobench_v2_summary.md").read_text()
