@@ -49,6 +49,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
@@ -183,13 +184,29 @@ def _latent_make(params, hparams, *, lr, **_ctx):
     h = dict(hparams)
     latent_lr = h.pop("latent_lr", None)
     h.pop("init_scale", None)
+    h.pop("init_steps", None)
     return LatentAdam(params, lr=lr if latent_lr is None else latent_lr, **h)
+
+
+def _latent_init_scale(hparams) -> float | None:
+    """The initial latent scale: ``init_scale``, or ``min(clip_value, init_steps * latent_lr)`` when the initial
+    inertia is given in consistent steps (``init_steps``, the latent_adam search space's coordinate); both given
+    must agree (relative 1e-6)."""
+    scale, steps = hparams.get("init_scale", None), hparams.get("init_steps", None)
+    if steps is None:
+        return scale
+    latent_lr = hparams.get("latent_lr", 1e-2)
+    derived = min(float(hparams.get("clip_value", 1.0)), float(steps) * float(latent_lr))
+    if scale is not None and not math.isclose(float(scale), derived, rel_tol=1e-6):
+        raise ValueError(f"`init_scale`={scale!r} disagrees with `init_steps`={steps!r} x `latent_lr`={latent_lr!r} "
+                         f"(capped at clip_value) = {derived!r}; give one of them.")
+    return derived
 
 
 def _latent_prepare(model, hparams):
     from ..nn import is_binary_parameter
 
-    scale = hparams.get("init_scale", None)
+    scale = _latent_init_scale(hparams)
     if scale is None:
         return
     if not scale > 0:
@@ -201,16 +218,18 @@ def _latent_prepare(model, hparams):
 
 
 def _check_init_scale(params, hparams, **ctx):
-    scale = hparams.get("init_scale", None)
-    if scale is not None and (isinstance(scale, bool) or not isinstance(scale, (int, float)) or not scale > 0):
-        raise ValueError(f"`init_scale` must be > 0 or None, but got init_scale={scale!r}.")
+    for key in ("init_scale", "init_steps"):
+        v = hparams.get(key, None)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0):
+            raise ValueError(f"`{key}` must be > 0 or None, but got {key}={v!r}.")
+    _latent_init_scale(hparams)  # both given: they must agree
     return _latent_make(params, hparams, **ctx)
 
 
 register(
     "latent_adam",
     LatentAdam,
-    hyperparameters={"latent_lr": 1e-2, "init_scale": None, "betas": (0.9, 0.999), "eps": 1e-8,
+    hyperparameters={"latent_lr": 1e-2, "init_scale": None, "init_steps": None, "betas": (0.9, 0.999), "eps": 1e-8,
                      "weight_decay": 0.0, "clip_value": 1.0},
     make=_check_init_scale,
     prepare_model=_latent_prepare,

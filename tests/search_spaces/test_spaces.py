@@ -193,12 +193,17 @@ def test_bop2_defaults_agree_with_the_authors():
         k: bop2.PAPER_SETTINGS[0][k] for k in ("gamma", "sigma", "threshold")}
 
 
-def test_latent_adam_ties_init_scale_to_the_learning_rate():
+def test_latent_adam_searches_the_initial_inertia_in_steps_not_the_init_scale():
     from bnn_tune.search_spaces import latent_adam
 
+    steps = []
     for params, cfg in _samples(latent_adam.suggest, n=30):
-        assert "init_scale" not in params  # never an independent dimension (Theorem 1)
-        assert cfg["init_scale"] == pytest.approx(min(1.0, latent_adam.INIT_STEPS * cfg["latent_lr"]))
+        assert "init_scale" not in params  # never an independent dimension (Theorem 1): derived from the steps
+        assert latent_adam.INIT_STEPS.low <= params["init_steps"] <= latent_adam.INIT_STEPS.high
+        assert cfg["init_steps"] == params["init_steps"]
+        assert cfg["init_scale"] == pytest.approx(min(1.0, cfg["init_steps"] * cfg["latent_lr"]))
+        steps.append(cfg["init_steps"])
+    assert min(steps) < 1.0 < 10.0 < max(steps)  # the ratio is searched, not fixed at 10
     # the naive twin does search them independently
     naive_params = {k for p, _ in _samples(latent_adam.naive_suggest, n=3) for k in p}
     assert {"latent_lr", "init_scale", "weight_decay"} <= naive_params
