@@ -18,7 +18,7 @@ Without a usable checkpoint the best config is retrained with :func:`bnn_tune.fi
 ``"weights": "retrained"``). Checkpoints are read with ``torch.load(weights_only=True)``.
 
 Outputs in ``out_dir``: ``config.json`` (loadable by ``fit``), ``model.bnn.safetensors`` (the packed
-model), ``bench.json`` and ``bench.png`` (:func:`bnn_tune.export.benchmark_model`) and
+model), ``bench.json`` and ``bench.png`` (:func:`bnn_tune.bench.benchmark_model`) and
 ``export.json`` (provenance: source, trial, metric, weights origin, test accuracy of the PyTorch and
 the packed model and their agreement, and ``packed_raw_test_acc``: the packed model's accuracy on the
 raw test arrays, e.g. sklearn digits ``X`` with values 0..16, through the input transform stored in
@@ -39,7 +39,6 @@ import torch
 
 from .._errors import PathNotFoundError
 from ..config import TrialConfig
-from ._bench import benchmark_model, plot_results
 
 __all__ = ["BestTrial", "export_best", "find_best"]
 
@@ -316,6 +315,7 @@ def export_best(
         "weight_bytes": packed.weight_bytes(),
     }
     if bench:
+        from ..bench._model import benchmark_model, plot_results
 
         res = benchmark_model(config.model, tuple(data.input_shape), data.num_classes, width=config.width,
                               depth=config.depth, device=bench_device, quick=quick, packed=packed,
