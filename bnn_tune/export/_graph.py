@@ -12,6 +12,7 @@ table           what its handler does                                      modul
 ``reference``   run the op in numpy/torch (the reference forward pass)     :mod:`._reference`
 ``engine``      the op's step in a packed C-engine chain, or none          :mod:`._chains`
 ``cuda``        run the op on the CUDA kernels                             :mod:`._cuda_runner`
+``lce``         the op as larq Keras layers, for Larq Compute Engine       :mod:`._lce`
 ==============  =========================================================  ==========================
 
 A new format or backend is a new table with one handler per kind; a new op kind is one dataclass here and one

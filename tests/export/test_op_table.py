@@ -17,7 +17,7 @@ from .test_packed_model import _randomize
 
 # every backend module, each of which makes its table when imported
 BACKENDS = {"read": "_header", "write": "_header", "reference": "_reference", "engine": "_chains",
-            "cuda": "_cuda_runner"}
+            "cuda": "_cuda_runner", "lce": "_lce"}
 
 
 @pytest.fixture(scope="module", autouse=True)
