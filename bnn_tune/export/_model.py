@@ -22,6 +22,7 @@ from ._reference import REFERENCE, Value, binary_output, run_reference, to_float
 
 __all__ = ["PackedModel", "load_packed", "pack_model", "save_packed"]
 
+
 class PackedModel:
     """A binarized network in packed form: XOR-popcount binary layers, folded batch-norm thresholds.
 
