@@ -7,7 +7,7 @@ export RAY_AUTH_MODE ?= disabled
 export RAY_USAGE_STATS_ENABLED ?= 0
 export MPLBACKEND ?= Agg
 
-.PHONY: setup run test test-slow bench-quick gpu-check lint clean
+.PHONY: setup run test test-slow bench-quick gpu-check lint clean lce-env test-lce bench-vs-lce
 
 setup: $(STAMP)
 
@@ -52,9 +52,31 @@ gpu-check: setup
 	else echo "compute-sanitizer not found: memcheck pass skipped"; fi
 	$(VENV)/bin/bnn-tune bench --device cuda --quick --out $(GPU_OUT)
 
+# Larq Compute Engine (issue 28): `bnn-tune export --format lce` and benchmarks/bench_vs_lce.py need TensorFlow,
+# larq and LCE, which stay out of bnn-tune's own install (about 600 MB, numpy < 2): they live in their own venv,
+# which the main venv calls as a subprocess (BNN_TUNE_LCE_PYTHON overrides where). CI does not run these targets.
+LCE_VENV ?= .venv-lce
+LCE_PACKAGES := tensorflow-cpu==2.16.2 tf-keras==2.16.0 larq==0.13.3 larq-compute-engine==0.16.0
+LCE_STAMP := $(LCE_VENV)/.bnn-tune-lce-installed
+lce-env: $(LCE_STAMP)
+
+$(LCE_STAMP):
+	test -x $(LCE_VENV)/bin/python || $(PYTHON) -m venv $(LCE_VENV)
+	$(LCE_VENV)/bin/python -m pip install --quiet --upgrade "pip>=24"
+	$(LCE_VENV)/bin/python -m pip install --quiet $(LCE_PACKAGES)
+	touch $(LCE_STAMP)
+
+# The LCE export test (converts a trained model, runs LCE's interpreter on the test set).
+test-lce: setup lce-env
+	$(PY) -m pytest -q -m lce tests/export
+
+# The side-by-side of BENCHMARKS.md's LCE section (binarynet and vgg_small, 1 and 2 threads, batch 1/8/64).
+bench-vs-lce: setup lce-env
+	$(PY) benchmarks/bench_vs_lce.py --out benchmarks/results/vs_lce
+
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache
+	rm -rf $(VENV) $(LCE_VENV) .pytest_cache .ruff_cache .mypy_cache

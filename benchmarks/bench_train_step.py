@@ -3,7 +3,7 @@
 Goal (issue 14): a binary step (Trainer.train_step: forward, backward, binary optimizer + Adam, flip
 counting) costs <= 1.3x the real twin (same architecture, real weights, Adam) on the convnets and <= 1.5x
 on the MLPs, worst case over the rows, CPU, measured in the same run; a warm trial (reused worker)
-reaches the end of its first step in < 1 s. The logic is in ``bnn_tune.export.train_step_bench``.
+reaches the end of its first step in < 1 s. The logic is in ``bnn_tune.bench.train_step``.
 
     python benchmarks/bench_train_step.py [--quick] [--out FILE] [--models mlp:1,binarynet:0.25 ...]
         [--batch-sizes 64 256] [--threads 1 2] [--optimizers bop ...] [--steps 15] [--make-run]
@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from bnn_tune import optim
-from bnn_tune.export import train_step_bench as tb
+from bnn_tune.bench import train_step as tb
 
 RESULTS = Path(__file__).resolve().parent / "results"
 GOAL = {"mlp": 1.5, "conv": 1.3}

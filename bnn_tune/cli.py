@@ -131,7 +131,7 @@ register_command("fit", _fit_args, _run_fit)
 def _load_optional_commands() -> None:
     import importlib
 
-    for mod in ("bnn_tune.search.cli", "bnn_tune.search.export_cli", "bnn_tune.export.bench_cli", "bnn_tune.search.report",
+    for mod in ("bnn_tune.search.cli", "bnn_tune.search.export_cli", "bnn_tune.bench.cli", "bnn_tune.search.report",
                 "bnn_tune.hpobench.cli"):
         try:
             importlib.import_module(mod)

@@ -28,7 +28,7 @@ STAGES: list[tuple[str, ...]] = [
     ("bnn_tune.cli",),
     ("bnn_tune.search_spaces", "bnn_tune.plugins"),
     ("bnn_tune.objective", "bnn_tune._trainable"),
-    ("bnn_tune.export",),
+    ("bnn_tune.export", "bnn_tune.bench"),
     ("bnn_tune.viz",),
     ("bnn_tune.hpobench", "bnn_tune.search"),
 ]

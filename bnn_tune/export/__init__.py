@@ -9,8 +9,11 @@
 * :func:`load_packed`: read and verify a file (checksum, format version); never unpickles.
 * :class:`PackedModel`: ``logits(x)`` / ``predict(x)`` on the CPU packed kernels, or
   ``device="cuda"`` on the CUDA kernels.
-* :func:`benchmark_model`, :func:`format_table`, :func:`plot_results`: packed kernels vs the float
-  twin, per layer and whole model (``bnn-tune bench``; :mod:`bnn_tune.export._bench`).
+* :func:`benchmark_model`, :func:`format_table`, :func:`plot_results`, :func:`randomize_model`: packed
+  kernels vs the float twin, per layer and whole model; they live in :mod:`bnn_tune.bench` (``bnn-tune bench``)
+  and are reachable from here, loaded on first use.
+* Inside: a model is compiled once into typed ops (:mod:`bnn_tune.export._graph`), and every backend (file
+  reader/writer, numpy reference, C engine, CUDA) is a table with one handler per op kind.
 * :func:`export_best`: the best trial of a Ray Tune or Optuna search -> ``config.json``,
   ``model.bnn.safetensors``, ``bench.json``, ``bench.png``, ``export.json`` (CLI ``bnn-tune export``).
 
@@ -26,7 +29,6 @@ Example:
 
 from __future__ import annotations
 
-from ._bench import benchmark_model, format_table, plot_results, randomize_model
 from ._format import FORMAT_VERSION, PackedFormatError
 from ._model import PackedModel, load_packed, pack_model, save_packed
 
@@ -45,9 +47,16 @@ __all__ = [
 ]
 
 
+_BENCH = ("benchmark_model", "format_table", "plot_results", "randomize_model")
+
+
 def __getattr__(name: str):
     if name == "export_best":
         from ._best import export_best
 
         return export_best
+    if name in _BENCH:
+        from ..bench import _model
+
+        return getattr(_model, name)
     raise AttributeError(f"module 'bnn_tune.export' has no attribute {name!r}")

@@ -18,7 +18,7 @@ Without a usable checkpoint the best config is retrained with :func:`bnn_tune.fi
 ``"weights": "retrained"``). Checkpoints are read with ``torch.load(weights_only=True)``.
 
 Outputs in ``out_dir``: ``config.json`` (loadable by ``fit``), ``model.bnn.safetensors`` (the packed
-model), ``bench.json`` and ``bench.png`` (:func:`bnn_tune.export.benchmark_model`) and
+model), ``bench.json`` and ``bench.png`` (:func:`bnn_tune.bench.benchmark_model`) and
 ``export.json`` (provenance: source, trial, metric, weights origin, test accuracy of the PyTorch and
 the packed model and their agreement, and ``packed_raw_test_acc``: the packed model's accuracy on the
 raw test arrays, e.g. sklearn digits ``X`` with values 0..16, through the input transform stored in
@@ -39,7 +39,6 @@ import torch
 
 from .._errors import PathNotFoundError
 from ..config import TrialConfig
-from ._bench import benchmark_model, plot_results
 
 __all__ = ["BestTrial", "export_best", "find_best"]
 
@@ -229,6 +228,7 @@ def export_best(
     bench_threads: int | None = 1,
     quick: bool = True,
     retrain: bool = True,
+    formats: tuple[str, ...] = ("packed",),
 ) -> dict[str, Any]:
     """Export the best trial of a search: ``config.json``, packed model, benchmark.
 
@@ -245,6 +245,11 @@ def export_best(
         quick: fewer benchmark repeats.
         retrain: without a checkpoint, retrain the best config with :func:`bnn_tune.fit`
             (otherwise raise).
+        formats: what to write besides ``config.json``: ``"packed"`` (``model.bnn.safetensors``, always
+            written: the other formats are made from it) and ``"lce"``: ``model.tflite``, the model converted by
+            Larq Compute Engine (binary layers as ``LceBconv2d``; :mod:`bnn_tune.export._lce`), its test
+            accuracy under LCE's interpreter and its agreement with PyTorch in ``export.json["lce"]``. ``"lce"``
+            needs the LCE environment (``make lce-env``); without it an ``ImportError`` names the command.
 
     Returns:
         The summary written to ``export.json``.
@@ -258,6 +263,14 @@ def export_best(
     from ..train import Trainer, fit
     from ._model import pack_model
 
+    unknown = sorted(set(formats) - {"packed", "lce"})
+    if unknown:
+        raise ValueError(f"Unknown export format {unknown[0]!r}. Available: ['lce', 'packed'].")
+    lce_env = None
+    if "lce" in formats:
+        from ._lce import lce_python
+
+        lce_env = lce_python()  # a missing LCE environment fails before any training or writing
     best = find_best(source, study_name=study_name, metric=metric, mode=mode, scope=scope)
     config = TrialConfig.from_dict(best.config)  # raises ConfigError on a bad config
     _writable_dir(out_dir)
@@ -294,6 +307,11 @@ def export_best(
                         input_transform=data.input_transform)
     packed.header["model"]["trial"] = {"source": best.source, "trial_id": best.trial_id, "metric": best.metric,
                                        "value": best.value, "weights": weights}
+    specs = None
+    if lce_env is not None:  # a layer without LCE form fails before anything is written
+        from ._lce import keras_specs
+
+        specs = keras_specs(packed.ops, tuple(data.input_shape))
     model_path = os.path.join(out_dir, "model.bnn.safetensors")
     packed.save(model_path)
 
@@ -315,7 +333,10 @@ def export_best(
         "agreement": float((packed_pred == torch_pred).mean()),
         "weight_bytes": packed.weight_bytes(),
     }
+    if lce_env is not None and specs is not None:
+        summary["lce"] = _export_lce(specs, x, y.numpy(), torch_pred, os.path.join(out_dir, "model.tflite"), lce_env)
     if bench:
+        from ..bench._model import benchmark_model, plot_results
 
         res = benchmark_model(config.model, tuple(data.input_shape), data.num_classes, width=config.width,
                               depth=config.depth, device=bench_device, quick=quick, packed=packed,
@@ -327,3 +348,19 @@ def export_best(
     with open(os.path.join(out_dir, "export.json"), "w") as f:
         json.dump(summary, f, indent=2, default=str)
     return summary
+
+
+def _export_lce(specs: Any, x: torch.Tensor, y: Any, torch_pred: Any, path: str, python: str) -> dict[str, Any]:
+    """Write ``model.tflite`` (LCE) and check it on the test set: accuracy and agreement with PyTorch."""
+    from ._lce import LceWorker, export_lce
+
+    with LceWorker(python) as worker:
+        report = export_lce(specs, path, worker=worker)
+        handle = worker.load(path, threads=1)
+        xk = x.permute(0, 2, 3, 1).numpy() if x.ndim == 4 else x.reshape(len(x), -1).numpy()
+        lce_pred = worker.predict(handle, xk).argmax(1)
+        versions = worker.versions
+    return {"model_file": os.path.basename(path), "bytes": report["bytes"], "ops": report["ops"],
+            "lce_test_acc": float((lce_pred == y).mean()), "agreement": float((lce_pred == torch_pred).mean()),
+            "versions": versions}
+

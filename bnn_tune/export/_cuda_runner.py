@@ -15,10 +15,14 @@ to +-1 floats.
 
 Convolution weights are re-laid out once at load from the file's ``(kh, kw, c)`` bit order to the
 tap-aligned words of :func:`~bnn_tune.kernels.cuda.tap_aligned_weight` (each tap's channels start on a word).
+
+This is the CUDA column of the op table (:mod:`bnn_tune.export._graph`): :data:`CUDA` holds one handler per op
+kind, ``handler(runner, op, v) -> v``; device copies of an op's arrays are made once, on first use.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -26,9 +30,28 @@ import torch
 import torch.nn.functional as F
 
 from ..kernels import cuda
-from ..kernels._packing import unpack_bits
+from ._graph import (
+    AdaptiveAvgPool2d,
+    AvgPool2d,
+    BatchNorm,
+    BatchNormSign,
+    BinaryConv2d,
+    BinaryLinear,
+    BinaryWeightConv2d,
+    BinaryWeightLinear,
+    Conv2d,
+    Flatten,
+    Linear,
+    MaxPool2d,
+    Op,
+    OpTable,
+    ReLU,
+    Residual,
+)
 
-__all__ = ["CudaRunner"]
+__all__ = ["CUDA", "CudaRunner"]
+
+CUDA: OpTable[Callable[[Any, Any, Any], Any]] = OpTable("cuda")
 
 
 def _chan(t: torch.Tensor, ndim: int) -> torch.Tensor:
@@ -61,7 +84,7 @@ def _out_words(o: int) -> int:
 
 
 class CudaRunner:
-    """GPU executor of a packed model's op list (see the module docstring)."""
+    """GPU executor of a packed model's typed ops (see the module docstring)."""
 
     def __init__(self, pm: Any, device: str | torch.device = "cuda") -> None:
         if not cuda.available():
@@ -69,10 +92,16 @@ class CudaRunner:
                                "which torch's CUDA wheels bring) or nvcc; use device='cpu'.")
         self.pm = pm
         self.device = torch.device(device)
-        self._t: dict[str, Any] = {}
-        self._prepare(pm.header["layers"])
+        self._dev_cache: dict[tuple[int, str], Any] = {}
 
-    def _dev(self, arr: np.ndarray | None, dtype: torch.dtype | None = None) -> torch.Tensor | None:
+    def dev(self, op: Op, role: str, make: Callable[[], Any]) -> Any:
+        """The device copy ``role`` of ``op``'s arrays, made by ``make()`` on first use."""
+        key = (id(op), role)
+        if key not in self._dev_cache:
+            self._dev_cache[key] = make()
+        return self._dev_cache[key]
+
+    def to_dev(self, arr: np.ndarray | None, dtype: torch.dtype | None = None) -> torch.Tensor | None:
         if arr is None:
             return None
         t = torch.from_numpy(np.ascontiguousarray(arr).copy())
@@ -80,35 +109,10 @@ class CudaRunner:
             t = t.to(dtype)
         return t.to(self.device)
 
-    def _words(self, words: np.ndarray) -> torch.Tensor:
+    def words(self, words: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.ascontiguousarray(words).view(np.int32).copy()).to(self.device)
 
-    def _prepare(self, ops: list[dict[str, Any]]) -> None:
-        pm = self.pm
-        for op in ops:
-            kind, n = op["op"], op["name"]
-            if kind in ("linear", "conv2d", "binary_weight_linear", "binary_weight_conv2d"):
-                w, b = pm._t[n]
-                self._t[n] = (w.to(self.device), None if b is None else b.to(self.device))
-            elif kind in ("batchnorm", "batchnorm_sign"):
-                s, h = pm._t[n]
-                self._t[n] = (s.to(self.device), h.to(self.device))
-            elif kind == "maxpool2d":
-                self._t[n] = None if pm._t[n] is None else pm._t[n].to(self.device)
-            elif kind in ("binary_linear", "binary_conv2d"):
-                words = pm.tensors[op["weight"]]
-                if kind == "binary_conv2d":  # (kh, kw, c) bits -> tap-aligned words
-                    bits = unpack_bits(words, op["k"]).reshape(op["out_features"], op["k"])
-                    words = cuda.tap_aligned_weight(bits, tuple(op["kernel_size"]), op["in_channels"])
-                thr = pm.tensors.get(op["threshold"]) if op["threshold"] else None
-                bias = pm.tensors.get(op["bias"]) if op["bias"] else None
-                self._t[n] = (self._words(words), self._dev(pm.tensors[op["popcount"]], torch.int32),
-                              self._dev(thr, torch.int32), self._dev(bias))
-            elif kind == "residual":
-                self._prepare(op["body"])
-                self._prepare(op["shortcut"])
-
-    def _gemm(self, x: torch.Tensor, w: torch.Tensor, pw: torch.Tensor, k: int) -> torch.Tensor:
+    def gemm(self, x: torch.Tensor, w: torch.Tensor, pw: torch.Tensor, k: int) -> torch.Tensor:
         """int32 +-1 dot products of the rows of float ``x`` (signed here) with packed ``w``."""
         wd = w.shape[1]
         a, pa = cuda.pack_sign(x.float().contiguous(), wd)
@@ -116,77 +120,128 @@ class CudaRunner:
             return cuda.gemv(w, k, a=a)
         return cuda.bmma(a, w, k, pa, pw)
 
-    def _binary_linear(self, op: dict[str, Any], v: Any) -> Any:
-        w, pw, thr, bias = self._t[op["name"]]
-        k, o = op["k"], op["out_features"]
-        packed_in = isinstance(v, _PackedBits) and v.k == k and v.words.shape[1] == w.shape[1]
-        batch = v.words.shape[0] if isinstance(v, _PackedBits) else v.shape[0]
-        if thr is not None and batch <= 16:  # stays packed: GEMV with the fused threshold output
-            src = {"a": v.words} if packed_in else {"x": _floats(v).flatten(1).float().contiguous()}
-            return _PackedBits(cuda.gemv(w, k, thr=thr, out_words=_out_words(o), **src), o)
-        y = cuda.gemv(w, k, a=v.words) if packed_in else self._gemm(_floats(v).flatten(1), w, pw, k)
-        if thr is not None:
-            return torch.where(y >= _chan(thr, y.ndim), 1.0, -1.0)
-        out = y.float()
-        return out if bias is None else out + _chan(bias, out.ndim)
-
-    def _op(self, op: dict[str, Any], v: Any) -> Any:
-        kind, n = op["op"], op["name"]
-        if kind == "binary_linear":
-            return self._binary_linear(op, v)
-        v = _floats(v)
-        if kind == "flatten":
-            return v.flatten(1)
-        if kind == "relu":
-            return F.relu(v)
-        if kind == "maxpool2d":
-            and_ch = self._t[n]
-            if and_ch is not None:
-                s = _chan(torch.where(and_ch, -1.0, 1.0), v.ndim)
-                return F.max_pool2d(v * s, op["kernel_size"], op["stride"], op["padding"]) * s
-            return F.max_pool2d(v, op["kernel_size"], op["stride"], op["padding"])
-        if kind == "avgpool2d":
-            return F.avg_pool2d(v, op["kernel_size"], op["stride"], op["padding"], ceil_mode=op["ceil_mode"],
-                                count_include_pad=op["count_include_pad"])
-        if kind == "adaptive_avgpool2d":
-            return F.adaptive_avg_pool2d(v, op["output_size"])
-        if kind == "batchnorm":
-            s, h = self._t[n]
-            return v * _chan(s, v.ndim) + _chan(h, v.ndim)
-        if kind == "batchnorm_sign":
-            s, h = self._t[n]
-            return _pm1(v.double() * _chan(s.double(), v.ndim) + _chan(h.double(), v.ndim)).float()
-        if kind in ("linear", "conv2d", "binary_weight_linear", "binary_weight_conv2d"):
-            w, b = self._t[n]
-            x = _pm1(v) if op.get("input_sign") else v
-            if kind.endswith("linear"):
-                return F.linear(x, w, b)
-            padding = op["padding"]
-            if op.get("input_sign") and any(padding):
-                x = F.pad(x, (padding[1], padding[1], padding[0], padding[0]), value=op["pad_value"])
-                padding = [0, 0]
-            return F.conv2d(x, w, b, op["stride"], padding)
-        if kind == "binary_conv2d":
-            w, pw, thr, bias = self._t[n]
-            act = cuda.pack_nhwc(v.float().contiguous(), tuple(op["padding"]), op["pad_value"])
-            y = cuda.bconv(act, w, op["k"], pw, kernel_size=tuple(op["kernel_size"]),
-                           stride=tuple(op["stride"])).permute(0, 3, 1, 2)
-            if thr is not None:
-                return torch.where(y >= _chan(thr, y.ndim), 1.0, -1.0)
-            out = y.float()
-            return out if bias is None else out + _chan(bias, out.ndim)
-        if kind == "residual":
-            body, short = v, v
-            for o in op["body"]:
-                body = self._op(o, body)
-            for o in op["shortcut"]:
-                short = self._op(o, short)
-            return _floats(body) + _floats(short)
-        raise ValueError(f"Unknown op {kind!r} (layer {n!r}).")
+    def run(self, ops: list[Op], v: Any) -> Any:
+        for op in ops:
+            v = CUDA(op)(self, op, v)
+        return v
 
     @torch.no_grad()
     def logits(self, x: torch.Tensor) -> torch.Tensor:
-        v = x.to(self.device, torch.float32)
-        for op in self.pm.header["layers"]:
-            v = self._op(op, v)
-        return _floats(v)
+        return _floats(self.run(self.pm.ops, x.to(self.device, torch.float32)))
+
+
+def _binary_weights(r: CudaRunner, op: BinaryLinear) -> tuple[torch.Tensor, Any, Any, Any]:
+    """Device ``(words, popcounts, thresholds, bias)`` of a binary layer (conv words tap-aligned)."""
+    def make() -> tuple[torch.Tensor, Any, Any, Any]:
+        words = op.weights_packed
+        if isinstance(op, BinaryConv2d):  # (kh, kw, c) bits -> tap-aligned words
+            words = cuda.tap_aligned_weight(op.weight_bits, op.kernel_size, op.in_channels)
+        return (r.words(words), r.to_dev(op.popcount, torch.int32), r.to_dev(op.threshold, torch.int32),
+                r.to_dev(op.bias))
+    return r.dev(op, "binary", make)
+
+
+def _thresholded(op: BinaryLinear, y: torch.Tensor, thr: Any, bias: Any) -> torch.Tensor:
+    if thr is not None:
+        return torch.where(y >= _chan(thr, y.ndim), 1.0, -1.0)
+    out = y.float()
+    return out if bias is None else out + _chan(bias, out.ndim)
+
+
+@CUDA.register(BinaryLinear)
+def _binary_linear(r: CudaRunner, op: BinaryLinear, v: Any) -> Any:
+    w, pw, thr, bias = _binary_weights(r, op)
+    k, o = op.k, op.out_features
+    packed_in = isinstance(v, _PackedBits) and v.k == k and v.words.shape[1] == w.shape[1]
+    batch = v.words.shape[0] if isinstance(v, _PackedBits) else v.shape[0]
+    if thr is not None and batch <= 16:  # stays packed: GEMV with the fused threshold output
+        src = {"a": v.words} if packed_in else {"x": _floats(v).flatten(1).float().contiguous()}
+        return _PackedBits(cuda.gemv(w, k, thr=thr, out_words=_out_words(o), **src), o)
+    y = cuda.gemv(w, k, a=v.words) if packed_in else r.gemm(_floats(v).flatten(1), w, pw, k)
+    return _thresholded(op, y, thr, bias)
+
+
+@CUDA.register(BinaryConv2d)
+def _binary_conv(r: CudaRunner, op: BinaryConv2d, v: Any) -> Any:
+    w, pw, thr, bias = _binary_weights(r, op)
+    act = cuda.pack_nhwc(_floats(v).float().contiguous(), op.padding, op.pad_value)
+    y = cuda.bconv(act, w, op.k, pw, kernel_size=op.kernel_size, stride=op.stride).permute(0, 3, 1, 2)
+    return _thresholded(op, y, thr, bias)
+
+
+@CUDA.register(Flatten)
+def _flatten(r: CudaRunner, op: Flatten, v: Any) -> Any:
+    return _floats(v).flatten(1)
+
+
+@CUDA.register(ReLU)
+def _relu(r: CudaRunner, op: ReLU, v: Any) -> Any:
+    return F.relu(_floats(v))
+
+
+@CUDA.register(MaxPool2d)
+def _maxpool(r: CudaRunner, op: MaxPool2d, v: Any) -> Any:
+    v = _floats(v)
+    if op.and_channels is not None:
+        and_ch = r.dev(op, "and_channels", lambda: r.to_dev(op.and_channels))
+        s = _chan(torch.where(and_ch, -1.0, 1.0), v.ndim)
+        return F.max_pool2d(v * s, op.kernel_size, op.stride, op.padding) * s
+    return F.max_pool2d(v, op.kernel_size, op.stride, op.padding)
+
+
+@CUDA.register(AvgPool2d)
+def _avgpool(r: CudaRunner, op: AvgPool2d, v: Any) -> Any:
+    return F.avg_pool2d(_floats(v), op.kernel_size, op.stride, op.padding, ceil_mode=op.ceil_mode,
+                        count_include_pad=op.count_include_pad)
+
+
+@CUDA.register(AdaptiveAvgPool2d)
+def _adaptive_avgpool(r: CudaRunner, op: AdaptiveAvgPool2d, v: Any) -> Any:
+    return F.adaptive_avg_pool2d(_floats(v), op.output_size)
+
+
+def _scale_shift(r: CudaRunner, op: BatchNorm) -> tuple[torch.Tensor, torch.Tensor]:
+    return r.dev(op, "bn", lambda: (r.to_dev(op.scale), r.to_dev(op.shift)))
+
+
+@CUDA.register(BatchNorm)
+def _batchnorm(r: CudaRunner, op: BatchNorm, v: Any) -> Any:
+    v = _floats(v)
+    s, h = _scale_shift(r, op)
+    return v * _chan(s, v.ndim) + _chan(h, v.ndim)
+
+
+@CUDA.register(BatchNormSign)
+def _batchnorm_sign(r: CudaRunner, op: BatchNormSign, v: Any) -> Any:
+    v = _floats(v)
+    s, h = _scale_shift(r, op)
+    return _pm1(v.double() * _chan(s.double(), v.ndim) + _chan(h.double(), v.ndim)).float()
+
+
+def _real_product(op: Any, w: torch.Tensor, b: Any, v: Any, *, conv: bool, input_sign: bool) -> Any:
+    v = _floats(v)
+    x = _pm1(v) if input_sign else v
+    if not conv:
+        return F.linear(x, w, b)
+    padding = op.padding
+    if input_sign and any(padding):
+        x = F.pad(x, (padding[1], padding[1], padding[0], padding[0]), value=op.pad_value)
+        padding = (0, 0)
+    return F.conv2d(x, w, b, op.stride, padding)
+
+
+@CUDA.register(Linear, Conv2d)
+def _real(r: CudaRunner, op: Linear, v: Any) -> Any:
+    w, b = r.dev(op, "real", lambda: (r.to_dev(op.weight), r.to_dev(op.bias)))
+    return _real_product(op, w, b, v, conv=isinstance(op, Conv2d), input_sign=op.input_sign)
+
+
+@CUDA.register(BinaryWeightLinear, BinaryWeightConv2d)
+def _binary_weight(r: CudaRunner, op: Any, v: Any) -> Any:
+    w, b = r.dev(op, "real", lambda: (r.to_dev(op.weight_pm1), r.to_dev(op.bias)))
+    return _real_product(op, w, b, v, conv=isinstance(op, BinaryWeightConv2d), input_sign=False)
+
+
+@CUDA.register(Residual)
+def _residual(r: CudaRunner, op: Residual, v: Any) -> Any:
+    return _floats(r.run(op.body, v)) + _floats(r.run(op.shortcut, v))

@@ -9,43 +9,26 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..data import InputTransform
-from ..kernels._cpu import binary_conv2d, binary_gemm
-from ..kernels._engine import BinaryChain, ChainLayer, engine_available
-from ..kernels._packing import pack_bits, unpack_bits
+from ..kernels._engine import BinaryChain, engine_available
+from ._chains import build_chain, chain_end
 from ._format import PackedFormatError, read_packed_file, write_packed_file
+from ._graph import BatchNormSign, BinaryLinear, Op, Residual
+from ._header import read_graph
 from ._pack import compile_model
+from ._reference import REFERENCE, Value, binary_output, run_reference, to_float
 
 __all__ = ["PackedModel", "load_packed", "pack_model", "save_packed"]
-
-_Value = torch.Tensor | np.ndarray  # float activations (torch) or bits (numpy bool, True = +1)
-
-
-def _to_float(v: _Value) -> torch.Tensor:
-    if isinstance(v, np.ndarray):
-        return torch.from_numpy(np.where(v, 1.0, -1.0).astype(np.float32))
-    return v
-
-
-def _to_bits(v: _Value) -> np.ndarray:
-    if isinstance(v, np.ndarray):
-        return v
-    return (v >= 0).numpy()
-
-
-def _chan(t: np.ndarray | torch.Tensor, ndim: int):
-    """Reshape a per-channel vector to broadcast over dim 1 of an ``ndim`` tensor."""
-    return t.reshape((1, -1) + (1,) * (ndim - 2))
 
 
 class PackedModel:
     """A binarized network in packed form: XOR-popcount binary layers, folded batch-norm thresholds.
 
-    Build one with :func:`pack_model` from a trained model or :func:`load_packed` from a file. The
-    forward pass follows the header's op list; binary layers run on packed ``uint32`` words with the
+    Build one with :func:`pack_model` from a trained model or :func:`load_packed` from a file. The header's op
+    list is compiled once into typed ops (:attr:`ops`, the dataclasses of :mod:`bnn_tune.export._graph`); the
+    forward pass runs them through the op table's handlers: binary layers on packed ``uint32`` words with the
     CPU kernels of :mod:`bnn_tune.kernels`, real layers (first/last, shortcuts) in float32.
 
     On the CPU, every run of binary ops (a batch-norm sign, binary convs/linears with folded thresholds,
@@ -74,14 +57,17 @@ class PackedModel:
     def __init__(self, header: Mapping[str, Any], tensors: Mapping[str, np.ndarray]) -> None:
         self.header = dict(header)
         self.tensors = dict(tensors)
-        self._t: dict[str, Any] = {}
         self._runners: dict[str, Any] = {}
         tr = self.header.get("input_transform")
         self.input_transform: InputTransform | None = None if tr is None else InputTransform.from_dict(tr)
         self._check_convention()
-        self._prepare(self.header["layers"])
+        layers = self.header.get("layers")
+        if not isinstance(layers, list):
+            raise PackedFormatError(f"The packed model header has no op list ('layers'), but got {type(layers).__name__}.")
+        self.ops: list[Op] = read_graph(layers, self.tensors)
         self._engine: dict[str, Any] | None = {"threads": None, "isa": None} if engine_available() else None
-        self._chains: dict[tuple, tuple[BinaryChain, int]] = {}
+        self._chains: dict[tuple, BinaryChain] = {}
+        self._segments: dict[int, list[tuple[int, int, bool]]] = {}  # id(op list) -> [i, j), is a chain
 
     def set_cpu_engine(self, enabled: bool = True, *, threads: int | None = None, isa: str | None = None) -> None:
         """Use the packed C engine for binary chains (``enabled=True``, default when it builds) or the numpy
@@ -110,186 +96,45 @@ class PackedModel:
                 raise PackedFormatError(f"The file's bit convention has {key}={conv.get(key)!r}, but this version "
                                         f"reads {key}={BIT_CONVENTION[key]!r}; re-export the model with it.")
 
-    # ------------------------------------------------------------------ setup
-    def _get(self, name: str) -> np.ndarray:
-        try:
-            return self.tensors[name]
-        except KeyError:
-            raise PackedFormatError(f"The header refers to tensor {name!r}, which the file does not contain.") from None
-
-    def _opt(self, name: str | None) -> np.ndarray | None:
-        return None if name is None else self._get(name)
-
-    def _prepare(self, ops: list[dict[str, Any]]) -> None:
-        """Convert tensors once to the runtime form (torch for float ops, 64-bit-ready words for bits)."""
-        for op in ops:
-            kind = op.get("op")
-            n: str = op.get("name", "?")
-            if kind in ("linear", "conv2d"):
-                bias = self._opt(op["bias"])
-                self._t[n] = (torch.from_numpy(self._get(op["weight"]).copy()),
-                              None if bias is None else torch.from_numpy(bias.copy()))
-            elif kind in ("batchnorm", "batchnorm_sign"):
-                self._t[n] = (torch.from_numpy(self._get(op["scale"]).copy()),
-                              torch.from_numpy(self._get(op["shift"]).copy()))
-            elif kind in ("binary_linear", "binary_conv2d"):
-                w = self._get(op["weight"])
-                if w.dtype != np.uint32 or w.shape != (op["out_features"], op["k_padded"] // 32):
-                    raise PackedFormatError(f"{n}: packed weight has dtype {w.dtype} shape {w.shape}, expected "
-                                            f"uint32 {(op['out_features'], op['k_padded'] // 32)}.")
-                if kind == "binary_conv2d":
-                    kh, kw = op["kernel_size"]
-                    if op["k"] != kh * kw * op["in_channels"]:
-                        raise PackedFormatError(f"{n}: k={op['k']} but a {kh}x{kw} conv over {op['in_channels']} "
-                                                f"channels has k={kh * kw * op['in_channels']}.")
-                thr = self._opt(op["threshold"])
-                bias = self._opt(op["bias"])
-                self._t[n] = (w, thr, None if bias is None else torch.from_numpy(bias.copy()))
-            elif kind in ("binary_weight_linear", "binary_weight_conv2d"):
-                bits = unpack_bits(self._get(op["weight"]), op["k"])
-                w = np.where(bits, 1.0, -1.0).astype(np.float32)
-                if kind == "binary_weight_conv2d":
-                    o, c, kh, kw = op["weight_shape"]
-                    w = w.reshape(o, kh, kw, c).transpose(0, 3, 1, 2)
-                bias = self._opt(op["bias"])
-                self._t[n] = (torch.from_numpy(np.ascontiguousarray(w)),
-                              None if bias is None else torch.from_numpy(bias.copy()))
-            elif kind == "maxpool2d":
-                ac = self._opt(op.get("and_channels"))
-                self._t[n] = None if ac is None else torch.from_numpy(ac.astype(bool))
-            elif kind == "residual":
-                self._prepare(op["body"])
-                self._prepare(op["shortcut"])
-            elif kind in ("flatten", "relu", "avgpool2d", "adaptive_avgpool2d"):
-                pass
-            else:
-                raise PackedFormatError(f"Unknown op {kind!r} in the packed model header (layer {n!r}).")
-
     # ------------------------------------------------------------------ forward
-    def _run(self, ops: list[dict[str, Any]], v: _Value) -> _Value:
-        i = 0
-        while i < len(ops):
-            if self._engine is not None:
-                j = _chain_end(ops, i)
-                if j > i:
-                    v = self._run_chain(ops, i, j, v)
-                    i = j
-                    continue
-            v = self._op(ops[i], v)
-            i += 1
+    def _run(self, ops: list[Op], v: Value) -> Value:
+        """Run ``ops``: engine chains where the engine is on, every other op on its reference handler."""
+        if self._engine is None:
+            for op in ops:
+                v = REFERENCE(op)(op, v, self._run)
+            return v
+        segments = self._segments.get(id(ops))
+        if segments is None:
+            segments = self._segments[id(ops)] = _segments(ops)
+        for i, j, is_chain in segments:
+            if is_chain:
+                v = self._run_chain(ops, i, j, v)
+            else:
+                v = REFERENCE(ops[i])(ops[i], v, self._run)
         return v
 
-    # ------------------------------------------------------------------ packed engine
-    def _run_chain(self, ops: list[dict[str, Any]], i: int, j: int, v: _Value) -> _Value:
-        """Run ``ops[i:j]`` (a binary chain, see :func:`_chain_end`) on the packed C engine."""
-        scaled = ops[i]["op"] == "batchnorm_sign"
-        if isinstance(v, np.ndarray) and not scaled:
+    def _run_chain(self, ops: list[Op], i: int, j: int, v: Value) -> Value:
+        """Run ``ops[i:j]`` (a chain, see :func:`bnn_tune.export._chains.chain_end`) on the packed C engine."""
+        if isinstance(v, np.ndarray) and not isinstance(ops[i], BatchNormSign):
             x = np.ascontiguousarray(v, dtype=bool)
         else:
-            x = np.ascontiguousarray(_to_float(v).numpy(), dtype=np.float32)
+            x = np.ascontiguousarray(to_float(v).numpy(), dtype=np.float32)
         key = (id(ops), i, x.shape[1:], x.dtype.kind)
-        hit = self._chains.get(key)
-        if hit is None:
-            hit = self._chains[key] = (self._build_chain(ops[i:j], x.shape[1:]), j)
-        chain = hit[0]
+        chain = self._chains.get(key)
+        if chain is None:
+            eng = self._engine or {}
+            chain = self._chains[key] = build_chain(ops[i:j], x.shape[1:], threads=eng.get("threads"),
+                                                    isa=eng.get("isa"))
         y = chain.run(x)
         last = ops[j - 1]
-        if last["op"] in _SIGN_CONSUMERS and last["threshold"] is None:  # integer output: float + bias
-            out = torch.from_numpy(y.astype(np.float32))
-            bias = self._t[last["name"]][2]
-            return out if bias is None else out + _chan(bias, out.ndim)
+        if isinstance(last, BinaryLinear) and last.threshold is None:  # integer output: float + bias
+            return binary_output(last, y)
         return y
 
-    def _build_chain(self, ops: list[dict[str, Any]], in_shape: tuple[int, ...]) -> BinaryChain:
-        scale = shift = None
-        layers: list[ChainLayer] = []
-        for op in ops:
-            kind, n = op["op"], op["name"]
-            if kind == "batchnorm_sign":
-                sc, sh = self._t[n]
-                scale, shift = sc.double().numpy(), sh.double().numpy()
-            elif kind == "flatten":
-                layers.append(ChainLayer("flatten"))
-            elif kind == "maxpool2d":
-                ac = self._t[n]
-                layers.append(ChainLayer("maxpool", kernel=tuple(op["kernel_size"]), stride=tuple(op["stride"]),
-                                         padding=tuple(op["padding"]),
-                                         and_channels=None if ac is None else ac.numpy()))
-            else:
-                w, thr, _ = self._t[n]
-                bits = unpack_bits(w, op["k"])
-                if kind == "binary_conv2d":
-                    kh, kw = op["kernel_size"]
-                    layers.append(ChainLayer("conv", bits.reshape(op["out_features"], kh, kw, op["in_channels"]),
-                                             threshold=thr, stride=tuple(op["stride"]), padding=tuple(op["padding"]),
-                                             pad_value=op["pad_value"]))
-                else:
-                    layers.append(ChainLayer("linear", bits, threshold=thr))
-        eng = self._engine or {}
-        try:
-            return BinaryChain(in_shape, layers, input_scale=scale, input_shift=shift, threads=eng.get("threads"),
-                               isa=eng.get("isa"))
-        except ValueError as e:
-            raise PackedFormatError(f"Layers {ops[0]['name']}..{ops[-1]['name']} do not fit an input of shape "
-                                    f"{tuple(in_shape)}: {e}") from None
-
-    def _op(self, op: dict[str, Any], v: _Value) -> _Value:
-        kind, n = op["op"], op["name"]
-        if kind == "flatten":
-            return v.reshape(v.shape[0], -1)
-        if kind == "relu":
-            return F.relu(_to_float(v))
-        if kind == "maxpool2d":
-            x = _to_float(v)
-            and_ch = self._t[n]
-            if and_ch is not None:  # pool on bits: OR (max) for normal channels, AND (min) for flipped ones
-                s = _chan(torch.where(and_ch, -1.0, 1.0), x.ndim)
-                x = F.max_pool2d(x * s, op["kernel_size"], op["stride"], op["padding"]) * s
-            else:
-                x = F.max_pool2d(x, op["kernel_size"], op["stride"], op["padding"])
-            return x.numpy() > 0 if isinstance(v, np.ndarray) else x
-        if kind == "avgpool2d":
-            return F.avg_pool2d(_to_float(v), op["kernel_size"], op["stride"], op["padding"],
-                                ceil_mode=op["ceil_mode"], count_include_pad=op["count_include_pad"])
-        if kind == "adaptive_avgpool2d":
-            return F.adaptive_avg_pool2d(_to_float(v), op["output_size"])
-        if kind == "batchnorm":
-            scale, shift = self._t[n]
-            x = _to_float(v)
-            return x * _chan(scale, x.ndim) + _chan(shift, x.ndim)
-        if kind == "batchnorm_sign":
-            scale, shift = self._t[n]
-            x = _to_float(v).double()
-            return (x * _chan(scale.double(), x.ndim) + _chan(shift.double(), x.ndim) >= 0).numpy()
-        if kind in ("linear", "conv2d", "binary_weight_linear", "binary_weight_conv2d"):
-            w, b = self._t[n]
-            if op.get("input_sign"):
-                x = _to_float(_to_bits(v))
-            else:
-                x = _to_float(v)
-            if kind.endswith("linear"):
-                return F.linear(x, w, b)
-            stride, padding = op["stride"], op["padding"]
-            if op.get("input_sign") and any(padding):
-                x = F.pad(x, (padding[1], padding[1], padding[0], padding[0]), value=op["pad_value"])
-                padding = [0, 0]
-            return F.conv2d(x, w, b, stride, padding)
-        if kind in ("binary_linear", "binary_conv2d"):
-            w, thr, bias = self._t[n]
-            bits = _to_bits(v)
-            if kind == "binary_linear":
-                y = binary_gemm(pack_bits(bits.reshape(bits.shape[0], -1)), w, op["k"])
-            else:
-                y = binary_conv2d(bits, w, k=op["k"], out_channels=op["out_features"],
-                                  kernel=tuple(op["kernel_size"]), stride=tuple(op["stride"]),
-                                  padding=tuple(op["padding"]), pad_value=op["pad_value"] > 0)
-            if thr is not None:
-                return y >= _chan(thr, y.ndim)
-            out = torch.from_numpy(y.astype(np.float32))
-            return out if bias is None else out + _chan(bias, out.ndim)
-        if kind == "residual":
-            return _to_float(self._run(op["body"], v)) + _to_float(self._run(op["shortcut"], v))
-        raise PackedFormatError(f"Unknown op {kind!r} (layer {n!r}).")
+    def trace(self, input_shape: tuple[int, ...]) -> None:
+        """Record every op's per-sample ``input_shape``/``output_shape`` (on :attr:`ops` and in the header's
+        ``layers``) by one reference forward pass on zeros of ``input_shape``."""
+        _trace(self.ops, self.header["layers"], torch.zeros((1, *input_shape)))
 
     def model_input(self, x: Any, *, preprocessed: bool = False) -> torch.Tensor:
         """The float32 model input for a batch ``x``: the stored input transform applied to raw ``x``
@@ -344,7 +189,7 @@ class PackedModel:
             return np.concatenate(outs) if outs else np.zeros((0, self.num_classes or 0), np.float32)
         x = x.cpu()
         for i in range(0, x.shape[0], batch_size):
-            outs.append(_to_float(self._run(self.header["layers"], x[i: i + batch_size])).numpy())
+            outs.append(to_float(self._run(self.ops, x[i: i + batch_size])).numpy())
         return np.concatenate(outs) if outs else np.zeros((0, self.num_classes or 0), np.float32)
 
     def predict(self, x: Any, *, batch_size: int = 512, device: str = "cpu", preprocessed: bool = False
@@ -379,36 +224,25 @@ class PackedModel:
                 f"weight_bytes={self.weight_bytes()})")
 
 
-def _chain_end(ops: list[dict[str, Any]], i: int) -> int:
-    """End (exclusive) of the binary chain starting at ``ops[i]``, or ``i`` when none starts there.
-
-    A chain: an optional ``batchnorm_sign`` directly before a binary layer, then binary layers whose
-    output is thresholded bits, a conv optionally followed by one max-pool (on bits) and flattens leading
-    into the next binary layer; it ends after a binary layer without threshold (integer output) or
-    before the first op that is not part of it. Trailing flattens stay outside (run on the bits).
-    """
-    k = i
-    if ops[k]["op"] == "batchnorm_sign" and k + 1 < len(ops) and ops[k + 1]["op"] in _SIGN_CONSUMERS:
-        k += 1
-    if ops[k]["op"] not in _SIGN_CONSUMERS:
-        return i
-    while True:
-        op = ops[k]
-        k += 1
-        if op["threshold"] is None:
-            return k
-        if op["op"] == "binary_conv2d" and k < len(ops) and ops[k]["op"] == "maxpool2d":
-            k += 1
-        f = k
-        while f < len(ops) and ops[f]["op"] == "flatten":
-            f += 1
-        if f < len(ops) and ops[f]["op"] in _SIGN_CONSUMERS:
-            k = f
-            continue
-        return k
+def _segments(ops: list[Op]) -> list[tuple[int, int, bool]]:
+    """``ops`` cut into engine chains ``(i, j, True)`` and single ops outside them ``(i, i + 1, False)``."""
+    out, i = [], 0
+    while i < len(ops):
+        j = chain_end(ops, i)
+        out.append((i, j, True) if j > i else (i, i + 1, False))
+        i = max(j, i + 1)
+    return out
 
 
-_SIGN_CONSUMERS = ("binary_linear", "binary_conv2d")
+def _trace(ops: list[Op], entries: list[dict[str, Any]], v: Value) -> Value:
+    for op, entry in zip(ops, entries, strict=True):
+        op.input_shape = entry["input_shape"] = list(v.shape[1:])
+        if isinstance(op, Residual):
+            _trace(op.body, entry["body"], v)
+            _trace(op.shortcut, entry["shortcut"], v)
+        v = REFERENCE(op)(op, v, run_reference)
+        op.output_shape = entry["output_shape"] = list(v.shape[1:])
+    return v
 
 
 def _model_info(model: nn.Module, config: Mapping[str, Any] | None, input_shape: Any, num_classes: int | None
@@ -448,7 +282,7 @@ def pack_model(model: nn.Module, config: Any = None, *, input_shape: tuple[int, 
     Example:
         >>> from bnn_tune.nn import build_model
         >>> pm = pack_model(build_model("mlp", (40,), 10, width=0.125))
-        >>> [op["op"] for op in pm.header["layers"]][:4]
+        >>> [op.kind for op in pm.ops][:4]
         ['flatten', 'linear', 'batchnorm_sign', 'binary_linear']
     """
     if config is not None and not isinstance(config, Mapping):
@@ -464,20 +298,8 @@ def pack_model(model: nn.Module, config: Any = None, *, input_shape: tuple[int, 
                                     input_transform=None if input_transform is None else input_transform.to_dict())
     pm = PackedModel(header, tensors)
     if input_shape is not None:
-        _trace(pm, header["layers"], torch.zeros((1, *input_shape)))
+        pm.trace(input_shape)
     return pm
-
-
-def _trace(pm: PackedModel, ops: list[dict[str, Any]], v: _Value) -> _Value:
-    """Record every op's ``input_shape``/``output_shape`` (per sample) by one forward pass."""
-    for op in ops:
-        op["input_shape"] = list(v.shape[1:])
-        if op["op"] == "residual":
-            _trace(pm, op["body"], v)
-            _trace(pm, op["shortcut"], v)
-        v = pm._op(op, v)
-        op["output_shape"] = list(v.shape[1:])
-    return v
 
 
 def save_packed(model: nn.Module | PackedModel, path: str | os.PathLike, *, config: Any = None,

@@ -1,4 +1,4 @@
-"""Compile a trained PyTorch BNN into the packed op list (:func:`pack_model`).
+"""Compile a trained PyTorch BNN into the packed op list (:func:`pack_model`): typed ops of :mod:`._graph`.
 
 Rules:
 
@@ -31,12 +31,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from .. import nn as bnn
 from ..kernels._cpu import reorder_conv_weight
-from ..kernels._packing import K_TILE, pack_bits, padded_k, popcount_rows
-from ..nn import BinaryConv2d, BinaryLinear, BiRealBlock
+from ..kernels._packing import K_TILE, pack_bits, popcount_rows
+from . import _graph as g
 from ._format import FORMAT, FORMAT_VERSION
+from ._header import write_graph
 
-__all__ = ["BIT_CONVENTION", "compile_model"]
+__all__ = ["BIT_CONVENTION", "compile_model", "compile_ops"]
 
 BIT_CONVENTION = {
     "word_bits": 32,
@@ -51,32 +53,23 @@ BIT_CONVENTION = {
     "binary_weight": "sign(w), sign(0) = +1, whatever weight_quantizer was used in training",
 }
 
-_SIGN_CONSUMERS = ("binary_linear", "binary_conv2d")
-
 
 def _np(t: torch.Tensor) -> np.ndarray:
     return t.detach().cpu().numpy()
 
 
-def _pair(v: Any) -> list[int]:
-    return [int(v), int(v)] if isinstance(v, int) else [int(x) for x in v]
+def _pair(v: Any) -> tuple[int, int]:
+    return (int(v), int(v)) if isinstance(v, int) else (int(v[0]), int(v[1]))
 
 
 class _Compiler:
     def __init__(self) -> None:
-        self.tensors: dict[str, np.ndarray] = {}
-        self._bits: dict[str, np.ndarray] = {}  # unpacked sign bits of binary ops, for pre-flipping
-
-    def add(self, name: str, arr: np.ndarray) -> str:
-        if name in self.tensors:
-            raise RuntimeError(f"duplicate tensor name {name!r}")
-        self.tensors[name] = np.ascontiguousarray(arr)
-        return name
+        self._fold: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # id(BatchNorm op) -> float64 (a, b)
 
     # ------------------------------------------------------------------ modules
-    def module(self, m: nn.Module, name: str) -> list[dict[str, Any]]:
+    def module(self, m: nn.Module, name: str) -> list[g.Op]:
         if isinstance(m, nn.Sequential):
-            out: list[dict[str, Any]] = []
+            out: list[g.Op] = []
             for child_name, child in m.named_children():
                 out += self.module(child, f"{name}.{child_name}" if name else child_name)
             return out
@@ -85,31 +78,30 @@ class _Compiler:
         if isinstance(m, nn.Flatten):
             if m.start_dim != 1 or m.end_dim != -1:
                 raise ValueError(f"Cannot export {name}: only Flatten(start_dim=1, end_dim=-1) is supported.")
-            return [{"op": "flatten", "name": name}]
+            return [g.Flatten(name=name)]
         if isinstance(m, nn.ReLU):
-            return [{"op": "relu", "name": name}]
+            return [g.ReLU(name=name)]
         if isinstance(m, nn.MaxPool2d):
-            if _pair(m.dilation) != [1, 1] or m.ceil_mode:
+            if _pair(m.dilation) != (1, 1) or m.ceil_mode:
                 raise ValueError(f"Cannot export {name}: MaxPool2d with dilation or ceil_mode.")
-            return [{"op": "maxpool2d", "name": name, "kernel_size": _pair(m.kernel_size),
-                     "stride": _pair(m.stride if m.stride is not None else m.kernel_size),
-                     "padding": _pair(m.padding), "and_channels": None}]
+            return [g.MaxPool2d(name=name, kernel_size=_pair(m.kernel_size),
+                                stride=_pair(m.stride if m.stride is not None else m.kernel_size),
+                                padding=_pair(m.padding))]
         if isinstance(m, nn.AvgPool2d):
-            return [{"op": "avgpool2d", "name": name, "kernel_size": _pair(m.kernel_size),
-                     "stride": _pair(m.stride if m.stride is not None else m.kernel_size),
-                     "padding": _pair(m.padding), "ceil_mode": bool(m.ceil_mode),
-                     "count_include_pad": bool(m.count_include_pad)}]
+            return [g.AvgPool2d(name=name, kernel_size=_pair(m.kernel_size),
+                                stride=_pair(m.stride if m.stride is not None else m.kernel_size),
+                                padding=_pair(m.padding), ceil_mode=bool(m.ceil_mode),
+                                count_include_pad=bool(m.count_include_pad))]
         if isinstance(m, nn.AdaptiveAvgPool2d):
-            return [{"op": "adaptive_avgpool2d", "name": name, "output_size": _pair(m.output_size)}]
+            return [g.AdaptiveAvgPool2d(name=name, output_size=_pair(m.output_size))]
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
             return [self.batchnorm(m, name)]
-        if isinstance(m, BiRealBlock):
+        if isinstance(m, bnn.BiRealBlock):
             conv = self.module(m.conv, f"{name}.conv")
             bn = self.module(m.bn, f"{name}.bn")
             act = self.module(m.act, f"{name}.act")
-            return [{"op": "residual", "name": name, "body": conv + bn + act,
-                     "shortcut": self.module(m.shortcut, f"{name}.shortcut")}]
-        if isinstance(m, (BinaryLinear, BinaryConv2d)):
+            return [g.Residual(name=name, body=conv + bn + act, shortcut=self.module(m.shortcut, f"{name}.shortcut"))]
+        if isinstance(m, (bnn.BinaryLinear, bnn.BinaryConv2d)):
             return [self.binary_layer(m, name)]
         if isinstance(m, (nn.Linear, nn.Conv2d)):
             return [self.real_layer(m, name, input_sign=False)]
@@ -117,7 +109,7 @@ class _Compiler:
                          "of bnn_tune.nn.build_model (Linear, Conv2d, BinaryLinear, BinaryConv2d, BatchNorm, "
                          "pools, Flatten, ReLU, BiRealBlock).")
 
-    def batchnorm(self, m: Any, name: str) -> dict[str, Any]:
+    def batchnorm(self, m: Any, name: str) -> g.BatchNorm:
         if m.running_mean is None or m.running_var is None:
             raise ValueError(f"Cannot export {name}: batch-norm without running statistics.")
         var = m.running_var.detach().double().cpu()
@@ -128,32 +120,26 @@ class _Compiler:
         b = beta - a * mean
         if not (torch.isfinite(a).all() and torch.isfinite(b).all()):
             raise ValueError(f"Cannot export {name}: batch-norm parameters are not finite.")
-        op = {"op": "batchnorm", "name": name, "channels": int(a.numel()),
-              "scale": self.add(f"{name}.scale", a.numpy().astype(np.float32)),
-              "shift": self.add(f"{name}.shift", b.numpy().astype(np.float32))}
-        op["_a"], op["_b"] = a.numpy(), b.numpy()  # float64, for folding
+        op = g.BatchNorm(name=name, scale=a.numpy().astype(np.float32), shift=b.numpy().astype(np.float32))
+        self._fold[id(op)] = (a.numpy(), b.numpy())  # float64, for folding
         return op
 
-    def real_layer(self, m: Any, name: str, *, input_sign: bool) -> dict[str, Any]:
+    def real_layer(self, m: Any, name: str, *, input_sign: bool) -> g.Linear:
         w = _np(m.weight).astype(np.float32)
-        op: dict[str, Any] = {"name": name, "input_sign": input_sign,
-                              "weight": self.add(f"{name}.weight", w), "weight_shape": list(w.shape),
-                              "bias": self.add(f"{name}.bias", _np(m.bias).astype(np.float32))
-                              if m.bias is not None else None}
+        bias = _np(m.bias).astype(np.float32) if m.bias is not None else None
         if isinstance(m, nn.Linear):
-            op["op"] = "linear"
-        else:
-            self._check_conv(m, name)
-            op.update(op="conv2d", stride=_pair(m.stride), padding=_pair(m.padding),
-                      pad_value=float(getattr(m, "pad_value", 0.0)) if input_sign else 0.0)
-        return op
+            return g.Linear(name=name, weight=w, bias=bias, input_sign=input_sign)
+        self._check_conv(m, name)
+        return g.Conv2d(name=name, weight=w, bias=bias, input_sign=input_sign, stride=_pair(m.stride),
+                        padding=_pair(m.padding),
+                        pad_value=float(getattr(m, "pad_value", 0.0)) if input_sign else 0.0)
 
     @staticmethod
     def _check_conv(m: Any, name: str) -> None:
-        if m.groups != 1 or _pair(m.dilation) != [1, 1] or m.padding_mode != "zeros" or isinstance(m.padding, str):
+        if m.groups != 1 or _pair(m.dilation) != (1, 1) or m.padding_mode != "zeros" or isinstance(m.padding, str):
             raise ValueError(f"Cannot export {name}: only groups=1, dilation=1, integer zero padding convs.")
 
-    def binary_layer(self, m: Any, name: str) -> dict[str, Any]:
+    def binary_layer(self, m: Any, name: str) -> g.Op:
         if m.weight_quantizer is None:  # real weights (last layer reading binary activations)
             return self.real_layer(m, name, input_sign=m.input_quantizer is not None)
         if m.input_quantizer is not None and getattr(m, "pad_value", 1.0) == 0.0 and any(_pair(m.padding)):
@@ -164,80 +150,67 @@ class _Compiler:
             )
         w = m.weight.detach().cpu()
         bits = (w >= 0).numpy()  # binarize(): sign with sign(0) = +1
-        conv = isinstance(m, BinaryConv2d)
+        conv = isinstance(m, bnn.BinaryConv2d)
         if conv:
             self._check_conv(m, name)
             flat = reorder_conv_weight(bits)
         else:
             flat = bits
         o, k = flat.shape
-        op: dict[str, Any] = {"name": name, "out_features": int(o), "k": int(k), "k_padded": padded_k(k),
-                              "bias": self.add(f"{name}.bias", _np(m.bias).astype(np.float32))
-                              if m.bias is not None else None,
-                              "threshold": None, "flip": None}
-        self._bits[name] = flat
-        self._write_weight(op, flat)
-        if conv:
-            op.update(op="binary_conv2d", in_channels=int(m.in_channels), kernel_size=_pair(m.kernel_size),
-                      stride=_pair(m.stride), padding=_pair(m.padding))
-        else:
-            op.update(op="binary_linear", in_features=int(m.in_features))
-        if m.input_quantizer is None:  # binary weights, real activations: float product with unpacked weights
-            op["op"] = "binary_weight_" + ("conv2d" if conv else "linear")
-        else:
-            op["pad_value"] = float(getattr(m, "pad_value", 1.0))
-        op["weight_shape"] = list(w.shape)
-        return op
-
-    def _write_weight(self, op: dict[str, Any], flat: np.ndarray) -> None:
-        name = op["name"]
         packed = pack_bits(flat)
-        self.tensors[f"{name}.weight_bits"] = packed
-        self.tensors[f"{name}.popcount"] = popcount_rows(packed)
-        op["weight"], op["popcount"] = f"{name}.weight_bits", f"{name}.popcount"
+        common: dict[str, Any] = {
+            "name": name, "weights_packed": packed, "popcount": popcount_rows(packed), "k": int(k),
+            "out_features": int(o), "weight_shape": list(w.shape),
+            "bias": _np(m.bias).astype(np.float32) if m.bias is not None else None}
+        geometry: dict[str, Any] = {"in_channels": int(m.in_channels), "kernel_size": _pair(m.kernel_size),
+                    "stride": _pair(m.stride), "padding": _pair(m.padding)} if conv else {}
+        if m.input_quantizer is None:  # binary weights, real activations: float product with unpacked weights
+            if conv:
+                return g.BinaryWeightConv2d(**common, **geometry)
+            return g.BinaryWeightLinear(**common, in_features=int(m.in_features))
+        pad_value = float(getattr(m, "pad_value", 1.0))
+        if conv:
+            return g.BinaryConv2d(**common, **geometry, pad_value=pad_value)
+        return g.BinaryLinear(**common, in_features=int(m.in_features), pad_value=pad_value)
 
     # ------------------------------------------------------------------ folding
-    def fold(self, ops: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def fold(self, ops: list[g.Op]) -> list[g.Op]:
         for op in ops:
-            if op["op"] == "residual":
-                op["body"] = self.fold(op["body"])
-                op["shortcut"] = self.fold(op["shortcut"])
-        out: list[dict[str, Any]] = []
-        i = 0
-        while i < len(ops):
-            op = ops[i]
-            if op["op"] != "batchnorm" or not self._feeds_sign(ops, i):
+            if isinstance(op, g.Residual):
+                op.body = self.fold(op.body)
+                op.shortcut = self.fold(op.shortcut)
+        out: list[g.Op] = []
+        for i, op in enumerate(ops):
+            if type(op) is not g.BatchNorm or not self._feeds_sign(ops, i):
                 out.append(op)
-                i += 1
                 continue
             # producer: the last op before this BN, skipping max-pools
             p = len(out) - 1
-            while p >= 0 and out[p]["op"] == "maxpool2d":
+            while p >= 0 and isinstance(out[p], g.MaxPool2d):
                 p -= 1
             prod = out[p] if p >= 0 else None
-            if prod is not None and prod["op"] in _SIGN_CONSUMERS and prod["threshold"] is None and prod["bias"] is None:
-                self._fold_threshold(prod, op, pools=out[p + 1:])
+            if isinstance(prod, g.BinaryLinear) and prod.threshold is None and prod.bias is None:
+                pools = [q for q in out[p + 1:] if isinstance(q, g.MaxPool2d)]
+                self._fold_threshold(prod, op, pools)
             else:
-                out.append({"op": "batchnorm_sign", "name": op["name"], "channels": op["channels"],
-                            "scale": op["scale"], "shift": op["shift"]})
-            i += 1
+                out.append(g.BatchNormSign(name=op.name, scale=op.scale, shift=op.shift))
         return out
 
     @staticmethod
-    def _feeds_sign(ops: list[dict[str, Any]], i: int) -> bool:
+    def _feeds_sign(ops: list[g.Op], i: int) -> bool:
         j = i + 1
-        while j < len(ops) and ops[j]["op"] == "flatten":
+        while j < len(ops) and isinstance(ops[j], g.Flatten):
             j += 1
         if j >= len(ops):
             return False
         nxt = ops[j]
-        return nxt["op"] in _SIGN_CONSUMERS or (nxt["op"] in ("linear", "conv2d") and nxt["input_sign"])
+        return isinstance(nxt, g.BinaryLinear) or (isinstance(nxt, g.Linear) and nxt.input_sign)
 
-    def _fold_threshold(self, prod: dict[str, Any], bn: dict[str, Any], pools: list[dict[str, Any]]) -> None:
-        name, k = prod["name"], prod["k"]
-        a, b = bn["_a"], bn["_b"]
-        if len(a) != prod["out_features"]:
-            raise ValueError(f"Batch-norm {bn['name']} has {len(a)} channels but {name} has {prod['out_features']}.")
+    def _fold_threshold(self, prod: g.BinaryLinear, bn: g.BatchNorm, pools: list[g.MaxPool2d]) -> None:
+        name, k = prod.name, prod.k
+        a, b = self._fold[id(bn)]
+        if len(a) != prod.out_features:
+            raise ValueError(f"Batch-norm {bn.name} has {len(a)} channels but {name} has {prod.out_features}.")
         thr = np.empty(len(a), dtype=np.int64)
         flip = a < 0
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -252,33 +225,30 @@ class _Compiler:
                 t = -k if b[c] >= 0 else k + 1
             thr[c] = int(min(max(t, -k), k + 1)) if math.isfinite(t) else (-k if t < 0 else k + 1)
         # pre-flip the weights of negative-scale channels (padding bits stay 0)
-        bits = self._bits[name].copy()
+        bits = prod.weight_bits.copy()
         bits[flip] = ~bits[flip]
-        self._write_weight(prod, bits)
-        prod["threshold"] = self.add(f"{name}.threshold", thr.astype(np.int32))
-        prod["flip"] = self.add(f"{name}.flip", flip.astype(np.uint8))
-        prod["folded_batchnorm"] = bn["name"]
-        del self.tensors[bn["scale"]], self.tensors[bn["shift"]]
+        prod.weights_packed = pack_bits(bits)
+        prod.popcount = popcount_rows(prod.weights_packed)
+        prod.__dict__.pop("weight_bits", None)  # the cached unpacked bits are stale now
+        prod.threshold = thr.astype(np.int32)
+        prod.flip = flip.astype(np.uint8)
+        prod.folded_batchnorm = bn.name
         for pool in pools:
-            pool["and_channels"] = prod["flip"]
+            pool.and_channels = flip.copy()
+            pool.and_channels_tensor = f"{name}.flip"
 
 
-def _strip(ops: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    out = []
-    for op in ops:
-        op = {k: v for k, v in op.items() if not k.startswith("_")}
-        if op["op"] == "residual":
-            op["body"], op["shortcut"] = _strip(op["body"]), _strip(op["shortcut"])
-        out.append(op)
-    return out
+def compile_ops(model: nn.Module) -> list[g.Op]:
+    """The typed ops of ``model`` with batch-norms folded (see the module docstring for the rules)."""
+    comp = _Compiler()
+    return comp.fold(comp.module(model, ""))
 
 
 def compile_model(model: nn.Module, *, model_info: Mapping[str, Any], config: Mapping[str, Any] | None,
                   input_transform: Mapping[str, Any] | None = None) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """``(header, tensors)`` of the packed form of ``model`` (see the module docstring for the rules)."""
-    comp = _Compiler()
-    ops = comp.module(model, "")
-    ops = _strip(comp.fold(ops))
+    tensors: dict[str, np.ndarray] = {}
+    layers = write_graph(compile_ops(model), tensors)
     header = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -286,6 +256,6 @@ def compile_model(model: nn.Module, *, model_info: Mapping[str, Any], config: Ma
         "model": dict(model_info),
         "config": dict(config) if config is not None else None,
         "input_transform": dict(input_transform) if input_transform is not None else None,
-        "layers": ops,
+        "layers": layers,
     }
-    return header, comp.tensors
+    return header, tensors

@@ -203,7 +203,8 @@ class ChainLayer:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def _cw(c: int) -> int:
+def _channel_words(c: int) -> int:
+    """uint32 words holding ``c`` channel bits of one pixel."""
     return -(-c // 32)
 
 
@@ -223,6 +224,48 @@ class _Map:
 
     def __init__(self, c: int, h: int, w: int, flat: bool) -> None:
         self.c, self.h, self.w, self.flat = c, h, w, flat
+
+
+@dataclass(eq=False)
+class _FlattenStep:
+    """NCHW flatten: nothing runs (the packed data stays NHWC; the next linear's weights are reordered)."""
+
+    border: int = 0
+
+
+@dataclass(eq=False)
+class _PoolStep:
+    """Bit max-pool: OR over the window, AND for the channels set in ``and_mask`` (packed ``uint32`` words)."""
+
+    and_mask: np.ndarray
+    args: tuple[int, ...]  # (h, w, channel words, kh, kw, sh, sw, ph, pw, ho, wo) for bnn_engine_maxpool
+    input_map: _Map
+    border: int = 0
+
+
+@dataclass(eq=False)
+class _ConvStep:
+    """A binary conv (a linear layer is a 1x1 conv over one pixel) as one ``bnn_engine_conv`` call.
+
+    ``weights_packed``: uint32 ``[blocks, kh * kw * channel words, 16]`` (16 output channels per block);
+    ``threshold_popcount``: int32 per output channel (padded to the blocks with -1), the output bit is
+    ``popcount(a ^ w) <= threshold_popcount`` (the folded ``y >= threshold``); ``None``: int32 ``y`` out.
+    ``input_geometry``: (padded h, padded w, channel words, ho, wo, kh, kw, sh, sw) of the C call.
+    """
+
+    weights_packed: np.ndarray
+    blocks: int
+    k: int
+    out_channels: int
+    threshold_popcount: np.ndarray | None
+    input_geometry: tuple[int, ...]
+    input_map: _Map
+    border: int
+    pad_one: bool
+    geometry_by_batch: dict[int, np.ndarray] = field(default_factory=dict)
+
+
+_Step = _FlattenStep | _PoolStep | _ConvStep
 
 
 class BinaryChain:
@@ -281,15 +324,16 @@ class BinaryChain:
                                  f"{shapes[0]} and {shapes[1]}.")
             self._scale = np.ascontiguousarray(input_scale, dtype=np.float64)
             self._shift = np.ascontiguousarray(input_shift, dtype=np.float64)
-        self._steps: list[dict[str, Any]] = []
+        self._steps: list[_Step] = []
         cur = _Map(c, h, w, len(shape) == 1)
         for i, layer in enumerate(layers):
             last = i == len(layers) - 1
             cur = self._plan(layer, cur, last, i)
-        if self._steps[-1]["kind"] == "flatten":
+        if isinstance(self._steps[-1], _FlattenStep):
             raise ValueError("A BinaryChain cannot end with a flatten; flatten the returned bits instead.")
         self.output_map = cur
-        self._int_out = self._steps[-1]["kind"] == "conv" and self._steps[-1]["athr"] is None
+        last_step = self._steps[-1]
+        self._int_out = isinstance(last_step, _ConvStep) and last_step.threshold_popcount is None
         self._buffers: dict[int, list[np.ndarray]] = {}
         self._lock = threading.Lock()  # the buffers are shared; ctypes drops the GIL during the C calls
 
@@ -299,22 +343,23 @@ class BinaryChain:
         if kind == "flatten":
             if i == 0:
                 raise ValueError("A BinaryChain cannot start with a flatten; pass the input as [N, F] instead.")
-            self._steps.append({"kind": "flatten"})
+            self._steps.append(_FlattenStep())
             return _Map(cur.c, cur.h, cur.w, True)
         if kind == "maxpool":
-            if not self._steps or self._steps[-1]["kind"] != "conv" or self._steps[-1]["athr"] is None:
+            prev = self._steps[-1] if self._steps else None
+            if not isinstance(prev, _ConvStep) or prev.threshold_popcount is None:
                 raise ValueError(f"layer {i}: a bit max-pool must follow a thresholded binary conv.")
             (kh, kw), (sh, sw), (ph, pw) = layer.kernel, layer.stride, layer.padding
             ho, wo = (cur.h + 2 * ph - kh) // sh + 1, (cur.w + 2 * pw - kw) // sw + 1
-            andm = np.zeros(_cw(cur.c) * 32, dtype=bool)
+            and_bits = np.zeros(_channel_words(cur.c) * 32, dtype=bool)
             if layer.and_channels is not None:
                 if np.shape(layer.and_channels) != (cur.c,):
                     raise ValueError(f"layer {i}: `and_channels` must have shape ({cur.c},), but got "
                                      f"{np.shape(layer.and_channels)}.")
-                andm[: cur.c] = np.asarray(layer.and_channels, dtype=bool)
-            self._steps.append({"kind": "maxpool", "andm": pack_bits(andm, tile=32),
-                                "args": (cur.h, cur.w, _cw(cur.c), kh, kw, sh, sw, ph, pw, ho, wo),
-                                "in": cur, "border": 0})
+                and_bits[: cur.c] = np.asarray(layer.and_channels, dtype=bool)
+            self._steps.append(_PoolStep(and_mask=pack_bits(and_bits, tile=32),
+                                         args=(cur.h, cur.w, _channel_words(cur.c), kh, kw, sh, sw, ph, pw, ho, wo),
+                                         input_map=cur))
             return _Map(cur.c, ho, wo, False)
         if kind not in ("conv", "linear"):
             raise ValueError(f"layer {i}: unknown kind {kind!r}; use 'conv', 'linear', 'maxpool' or 'flatten'.")
@@ -322,7 +367,7 @@ class BinaryChain:
         if wbits.dtype != bool:
             raise ValueError(f"layer {i}: `weight` must be a bool array (True = +1), but got dtype {wbits.dtype}.")
         o = wbits.shape[0]
-        cwin = _cw(cur.c)
+        words_in = _channel_words(cur.c)
         if kind == "conv":
             if cur.flat:
                 raise ValueError(f"layer {i}: a conv cannot follow a flatten.")
@@ -338,10 +383,10 @@ class BinaryChain:
                 raise ValueError(f"layer {i}: kernel {kh}x{kw} does not fit a {cur.h}x{cur.w} input.")
             if layer.pad_value not in (1.0, -1.0):
                 raise ValueError(f"layer {i}: `pad_value` must be +1 or -1, but got {layer.pad_value}.")
-            bits4 = np.zeros((o, kh, kw, cwin * 32), dtype=bool)
+            bits4 = np.zeros((o, kh, kw, words_in * 32), dtype=bool)
             bits4[..., : cur.c] = wbits
             k = kh * kw * cur.c
-            geo_in = (cur.h + 2 * ph, cur.w + 2 * ph, cwin, ho, wo, kh, kw, sh, sw)
+            geo_in = (cur.h + 2 * ph, cur.w + 2 * ph, words_in, ho, wo, kh, kw, sh, sw)
             border, pad_one = ph, layer.pad_value > 0
             out = _Map(o, ho, wo, False)
         else:
@@ -351,25 +396,26 @@ class BinaryChain:
                                  f"but got shape {wbits.shape}.")
             # NCHW-flatten columns -> the packed NHWC order (h, w, c padded to words)
             b = wbits.reshape(o, cur.c, cur.h, cur.w).transpose(0, 2, 3, 1)
-            bits4 = np.zeros((o, cur.h, cur.w, cwin * 32), dtype=bool)
+            bits4 = np.zeros((o, cur.h, cur.w, words_in * 32), dtype=bool)
             bits4[..., : cur.c] = b
             bits4 = bits4.reshape(o, 1, 1, -1)
             k = f
-            geo_in = (1, 1, cur.h * cur.w * cwin, 1, 1, 1, 1, 1, 1)
+            geo_in = (1, 1, cur.h * cur.w * words_in, 1, 1, 1, 1, 1, 1)
             border, pad_one = 0, False
             out = _Map(o, 1, 1, True)
-        wl, ob = _engine_weight(bits4)
-        athr = None
+        weights_packed, blocks = _engine_weight(bits4)
+        threshold_popcount = None
         if layer.threshold is not None:
             thr = np.asarray(layer.threshold).astype(np.int64)
             if thr.shape != (o,):
                 raise ValueError(f"layer {i}: `threshold` must have shape ({o},), but got {thr.shape}.")
-            athr = np.full(ob * 16, -1, dtype=np.int32)
-            athr[:o] = np.clip((k - thr) // 2, -1, k)  # y >= thr  <=>  popcount <= (K - thr) / 2
+            threshold_popcount = np.full(blocks * 16, -1, dtype=np.int32)
+            threshold_popcount[:o] = np.clip((k - thr) // 2, -1, k)  # y >= thr  <=>  popcount <= (K - thr) / 2
         elif not last:
             raise ValueError(f"layer {i}: only the last binary layer may go without a threshold (integer output).")
-        self._steps.append({"kind": "conv", "w": wl, "ob": ob, "k": k, "o": o, "athr": athr, "geo_in": geo_in,
-                            "in": cur, "border": border, "pad_one": pad_one})
+        self._steps.append(_ConvStep(weights_packed=weights_packed, blocks=blocks, k=k, out_channels=o,
+                                     threshold_popcount=threshold_popcount, input_geometry=geo_in, input_map=cur,
+                                     border=border, pad_one=pad_one))
         return out
 
     # ------------------------------------------------------------------ buffers
@@ -377,30 +423,30 @@ class BinaryChain:
         """Input buffer of every step (with its border) and the chain's output buffer."""
         bufs: list[np.ndarray] = []
         for st in self._steps:
-            if st["kind"] == "flatten":
+            if isinstance(st, _FlattenStep):
                 bufs.append(bufs[-1])  # never read: the step after a flatten reads its own buffer
                 continue
-            m: _Map = st["in"]
-            b = st["border"]
-            buf = np.zeros((n, m.h + 2 * b, m.w + 2 * b, _cw(m.c)), dtype=np.uint32)
-            if b and st["pad_one"]:
-                buf[...] = pack_bits(np.arange(_cw(m.c) * 32) < m.c, tile=32)  # valid channel bits set
+            m = st.input_map
+            b = st.border
+            buf = np.zeros((n, m.h + 2 * b, m.w + 2 * b, _channel_words(m.c)), dtype=np.uint32)
+            if b and isinstance(st, _ConvStep) and st.pad_one:
+                buf[...] = pack_bits(np.arange(_channel_words(m.c) * 32) < m.c, tile=32)  # valid channel bits set
             bufs.append(buf)
         o = self.output_map
         if self._int_out:
             bufs.append(np.zeros((n * o.h * o.w, o.c), dtype=np.int32))
         else:
-            bufs.append(np.zeros((n, o.h, o.w, _cw(o.c)), dtype=np.uint32))
+            bufs.append(np.zeros((n, o.h, o.w, _channel_words(o.c)), dtype=np.uint32))
         return bufs
 
     def _next_input(self, bufs: list[np.ndarray], i: int) -> tuple[np.ndarray, int]:
         """Buffer and border the output of step ``i`` is written to."""
         j = i + 1
-        while j < len(self._steps) and self._steps[j]["kind"] == "flatten":
+        while j < len(self._steps) and isinstance(self._steps[j], _FlattenStep):
             j += 1
         if j >= len(self._steps):
             return bufs[-1], 0
-        return bufs[j], self._steps[j]["border"]
+        return bufs[j], self._steps[j].border
 
     # ------------------------------------------------------------------ run
     def run(self, x: np.ndarray) -> np.ndarray:
@@ -425,8 +471,9 @@ class BinaryChain:
             bufs = self._buffers[n] = self._alloc(n)
         lib = self._lib
         first, b0 = self._steps[0], bufs[0]
-        m0: _Map = first["in"]
-        dims = (n, m0.c, m0.h, m0.w, b0.shape[1], b0.shape[2], b0.shape[3], first["border"])
+        assert not isinstance(first, _FlattenStep)  # refused in __init__
+        m0 = first.input_map
+        dims = (n, m0.c, m0.h, m0.w, b0.shape[1], b0.shape[2], b0.shape[3], first.border)
         sc = None if self._scale is None else self._scale.ctypes.data
         sf = None if self._shift is None else self._shift.ctypes.data
         if x.dtype == np.bool_:
@@ -439,23 +486,23 @@ class BinaryChain:
 
     def _step(self, i: int, bufs: list[np.ndarray], n: int) -> None:
         st = self._steps[i]
-        if st["kind"] == "flatten":
+        if isinstance(st, _FlattenStep):
             return
         src = bufs[i]
         dst, bo = self._next_input(bufs, i)
-        if st["kind"] == "maxpool":
-            self._lib.bnn_engine_maxpool(src.ctypes.data, st["andm"].ctypes.data, dst.ctypes.data, n, *st["args"],
+        if isinstance(st, _PoolStep):
+            self._lib.bnn_engine_maxpool(src.ctypes.data, st.and_mask.ctypes.data, dst.ctypes.data, n, *st.args,
                                          dst.shape[1], dst.shape[2], bo)
             return
-        geos: dict[int, np.ndarray] = st.setdefault("geo", {})
-        geo = geos.get(n)
+        geo = st.geometry_by_batch.get(n)
         if geo is None:
-            g = st["geo_in"]
-            out_geo = (0, 0, 0, 0) if st["athr"] is None else (dst.shape[1], dst.shape[2], dst.shape[3], bo)
-            geo = geos[n] = np.array((n, *g, st["ob"], st["k"], st["o"], *out_geo), dtype=np.int32)
-        athr = None if st["athr"] is None else st["athr"].ctypes.data
-        self._lib.bnn_engine_conv(src.ctypes.data, st["w"].ctypes.data, athr, dst.ctypes.data, geo.ctypes.data,
-                                  self._isa, self.threads)
+            out_geo = ((0, 0, 0, 0) if st.threshold_popcount is None
+                       else (dst.shape[1], dst.shape[2], dst.shape[3], bo))
+            geo = st.geometry_by_batch[n] = np.array((n, *st.input_geometry, st.blocks, st.k, st.out_channels,
+                                                      *out_geo), dtype=np.int32)
+        thr = None if st.threshold_popcount is None else st.threshold_popcount.ctypes.data
+        self._lib.bnn_engine_conv(src.ctypes.data, st.weights_packed.ctypes.data, thr, dst.ctypes.data,
+                                  geo.ctypes.data, self._isa, self.threads)
 
     def layer_call(self, i: int, n: int) -> Any:
         """A function running step ``i`` alone on the batch-``n`` buffers (for per-layer timing: the layer's

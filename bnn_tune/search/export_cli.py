@@ -1,4 +1,4 @@
-"""``bnn-tune export SOURCE [--out DIR]``: export the best trial of a search (either backend).
+"""``bnn-tune export SOURCE [--out DIR] [--format packed|lce]``: export the best trial of a search (either backend).
 
 SOURCE is the ``--out`` folder of ``bnn-tune search`` (either backend, resolved by
 :func:`bnn_tune.search._outdir.resolve_search_dir`: ``summary.json``, then a ``study.db`` inside, then a Ray
@@ -41,6 +41,9 @@ def _add(p: argparse.ArgumentParser) -> None:
     p.add_argument("--full", action="store_true", help="full benchmark repeats (default: quick)")
     p.add_argument("--threads", type=int, default=1, help="CPU threads for the benchmark (default 1; 0 = torch's)")
     p.add_argument("--no-retrain", action="store_true", help="fail instead of retraining when no checkpoint exists")
+    p.add_argument("--format", default="packed", choices=["packed", "lce"],
+                   help="packed: model.bnn.safetensors (always written); lce: also model.tflite, converted by Larq "
+                        "Compute Engine (needs `make lce-env`)")
 
 
 def export_source(source: str, *, study_name: str | None = None) -> tuple[Any, str | None]:
@@ -79,7 +82,8 @@ def _run(args: argparse.Namespace) -> int:
         raise ValueError(f"--out is required for a storage URL ({args.source!r}); e.g. --out runs/export.")
     summary = export_best(source, out, metric=args.metric, mode=args.mode, scope=args.scope,
                           bench=not args.no_bench, bench_device=args.device, bench_threads=args.threads or None,
-                          quick=not args.full, retrain=not args.no_retrain)
+                          quick=not args.full, retrain=not args.no_retrain,
+                          formats=("packed", "lce") if args.format == "lce" else ("packed",))
     weights = summary["weights"]
     console.print(f"exported trial {summary['trial']} of {summary['source']} ({summary['metric']}="
                   f"{summary['value']:.4f}); weights: "
@@ -91,7 +95,13 @@ def _run(args: argparse.Namespace) -> int:
     console.print(f"packed model size: {size['binary']} bytes of binary weights (1 bit each), {size['real']} bytes "
                   f"of the rest (real-valued layers, batch-norm, thresholds), {size['binary'] + size['real']} bytes "
                   "in all", highlight=False)
+    lce = summary.get("lce")
+    if lce is not None:
+        console.print(f"LCE: {lce['model_file']} ({lce['bytes']} bytes, {lce['ops'].get('LceBconv2d', 0)} LceBconv2d "
+                      f"ops), test accuracy {lce['lce_test_acc']:.4f}, agreement with torch {lce['agreement']:.4f}",
+                      highlight=False)
     console.print(f"wrote {out}/config.json, model.bnn.safetensors, export.json"
+                  + (", model.tflite" if lce is not None else "")
                   + ("" if args.no_bench else ", bench.json, bench.png"), highlight=False)
     return 0
 

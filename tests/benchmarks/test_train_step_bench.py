@@ -1,10 +1,10 @@
-"""``bnn_tune.export.train_step_bench``: the pieces behind benchmarks/bench_train_step.py (issue 14)."""
+"""``bnn_tune.bench.train_step``: the pieces behind benchmarks/bench_train_step.py (issue 14)."""
 
 from __future__ import annotations
 
 import torch
 
-from bnn_tune.export import train_step_bench as tb
+from bnn_tune.bench import train_step as tb
 from bnn_tune.nn import binary_parameters
 
 

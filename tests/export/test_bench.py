@@ -70,7 +70,7 @@ def test_cuda_bench_without_gpu_is_a_clear_error():
 
 
 def test_cuda_summary_table_lists_speedups_bandwidth_and_copy_fraction():
-    from bnn_tune.export._cuda_bench import summary
+    from bnn_tune.bench._cuda import summary
 
     rows = [
         {"scope": "large_layer", "name": "linear_4096x4096", "batch": 1, "packed_ms": 0.0025,

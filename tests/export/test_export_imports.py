@@ -9,7 +9,7 @@ import sys
 
 
 def test_no_heavy_imports():
-    code = ("import sys, bnn_tune.export, bnn_tune.kernels, bnn_tune.export.bench_cli, bnn_tune.search.export_cli; "
+    code = ("import sys, bnn_tune.export, bnn_tune.kernels, bnn_tune.bench.cli, bnn_tune.search.export_cli; "
             "print(sorted(m for m in ('ray', 'optuna', 'matplotlib') if m in sys.modules))")
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     env = {**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from bnn_tune.export import PackedFormatError, PackedModel, pack_model
-from bnn_tune.export._model import _chain_end
+from bnn_tune.export._chains import chain_end
 from bnn_tune.kernels import available_isas, engine_available
 from bnn_tune.nn import build_model, list_models
 
@@ -61,21 +61,21 @@ def test_chains_cover_the_binary_layers():
     def chains(ops):
         out, i = [], 0
         while i < len(ops):
-            j = _chain_end(ops, i)
+            j = chain_end(ops, i)
             if j > i:
-                out.append([op["op"] for op in ops[i:j]])
+                out.append([op.kind for op in ops[i:j]])
             i = max(j, i + 1)
         return out
 
     bn = pack_model(build_model("binarynet", (3, 16, 16), 10, width=0.125).eval())
-    (c,) = chains(bn.header["layers"])
+    (c,) = chains(bn.ops)
     assert c[0] == "batchnorm_sign" and c[-1] == "binary_linear"
     assert c.count("binary_conv2d") == 5 and c.count("maxpool2d") == 3 and c.count("binary_linear") == 2
     vs = pack_model(build_model("vgg_small", (3, 16, 16), 10, width=0.125).eval())
-    (c,) = chains(vs.header["layers"])
+    (c,) = chains(vs.ops)
     assert c[-1] == "maxpool2d" and c.count("binary_conv2d") == 5
     br = pack_model(build_model("birealnet18", (3, 16, 16), 10, width=0.125).eval())
-    body = [op["body"] for op in br.header["layers"] if op["op"] == "residual"]
+    body = [op.body for op in br.ops if op.kind == "residual"]
     assert all(chains(b) == [["binary_conv2d"]] for b in body)
 
 

@@ -1,10 +1,10 @@
-"""Rows shared by the CPU (:mod:`._bench`) and CUDA (:mod:`._cuda_bench`) benchmark tables."""
+"""Rows shared by the CPU (:mod:`._model`) and CUDA (:mod:`._cuda`) benchmark tables."""
 
 from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["bench_row", "binary_ops"]
+__all__ = ["bench_row"]
 
 
 def bench_row(scope: str, name: str, op: str, batch: int, packed_ms: float, base: dict[str, float],
@@ -18,11 +18,3 @@ def bench_row(scope: str, name: str, op: str, batch: int, packed_ms: float, base
     }
 
 
-def binary_ops(ops: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    out = []
-    for op in ops:
-        if op["op"] in ("binary_linear", "binary_conv2d"):
-            out.append(op)
-        elif op["op"] == "residual":
-            out += binary_ops(op["body"])
-    return out

@@ -1,4 +1,4 @@
-"""CUDA rows of the benchmark (see :mod:`bnn_tune.export._bench`): packed kernels vs cuBLAS/cuDNN
+"""CUDA rows of the benchmark (see :mod:`bnn_tune.bench._model`): packed kernels vs cuBLAS/cuDNN
 fp16 and bf16 of the same layer shapes, timed with CUDA graphs and events.
 
 Per layer: each timed unit is a CUDA graph of ``inner`` calls whose buffers rotate over enough copies to exceed
@@ -23,8 +23,9 @@ import torch
 import torch.nn.functional as F
 
 from .._errors import DeviceUnavailableError
+from ..export._graph import BinaryConv2d, binary_ops
 from ..kernels import cuda
-from ._bench_rows import bench_row, binary_ops
+from ._rows import bench_row
 
 _L2_BYTES = 128 << 20  # rotate over > 2x the L2 of H100/H200
 
@@ -141,16 +142,18 @@ def _linear_rows(name: str, scope: str, o: int, k: int, batch: int, *, inner: in
     return row
 
 
-def _convbench_row(op: dict[str, Any], batch: int, *, inner: int, warmup: int, repeats: int) -> dict[str, Any]:
-    c, h, w = op["input_shape"]
-    o, k = op["out_features"], op["k"]
-    kh, kw = op["kernel_size"]
+def _convbench_row(op: BinaryConv2d, batch: int, *, inner: int, warmup: int, repeats: int) -> dict[str, Any]:
+    if op.input_shape is None:
+        raise ValueError(f"Layer {op.name!r} has no recorded input shape; trace the packed model first.")
+    c, h, w = op.input_shape
+    o, k = op.out_features, op.k
+    kh, kw = op.kernel_size
     wd = -(-kh * kw * -(-c // 32) // 8) * 8  # tap-aligned K words (cuda.tap_aligned_weight)
     n = _n_copies(o * wd * 4)
     ws = [torch.randint(-2**31, 2**31 - 1, (o, wd), dtype=torch.int32, device="cuda") for _ in range(n)]
     pw = torch.randint(0, k, (o,), dtype=torch.int32, device="cuda")
     x = torch.randn(batch, c, h, w, device="cuda")
-    stride, padding = op["stride"], op["padding"]
+    stride, padding = op.stride, op.padding
 
     def packed(i):  # sign+pack into NHWC words (+1 padding), then the implicit-GEMM tensor-core convolution
         act = cuda.pack_nhwc(x, tuple(padding), 1.0)
@@ -167,7 +170,7 @@ def _convbench_row(op: dict[str, Any], batch: int, *, inner: int, warmup: int, r
             return F.conv2d(xf, wf[i], None, stride, padding)
 
         base[label] = _graph_ms(dense, nf, inner=inner, warmup=warmup, repeats=repeats)
-    return bench_row("layer", op["name"], "binary_conv2d", batch, p, base, o * wd * 4, o * k * 4,
+    return bench_row("layer", op.name, "binary_conv2d", batch, p, base, o * wd * 4, o * k * 4,
                 {"in": [c, h, w], "out": o, "kernel": [kh, kw], "k": k, "k_padded": wd * 32})
 
 
@@ -180,10 +183,10 @@ def run(packed: Any, twin: Any, input_shape: tuple[int, ...], *, batch_sizes: tu
     warmup, repeats, inner = (3, 10, 20) if quick else (10, 50, 50)
     copy = _copy_gbps(warmup=warmup, repeats=repeats)
     rows = []
-    for op in binary_ops(packed.header["layers"]):
+    for op in binary_ops(packed.ops):
         for bs in batch_sizes:
-            if op["op"] == "binary_linear":
-                rows.append(_linear_rows(op["name"], "layer", op["out_features"], op["k"], bs, inner=inner,
+            if not isinstance(op, BinaryConv2d):
+                rows.append(_linear_rows(op.name, "layer", op.out_features, op.k, bs, inner=inner,
                                          warmup=warmup, repeats=repeats, copy_gbps=copy))
             else:
                 rows.append(_convbench_row(op, bs, inner=inner, warmup=warmup, repeats=repeats))

@@ -38,14 +38,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..export._graph import BinaryConv2d, binary_ops
+from ..export._model import pack_model
 from ..kernels._cpu import binary_conv2d, binary_gemm
 from ..kernels._engine import BinaryChain, ChainLayer, engine_available, selected_isa, thread_pool
 from ..kernels._native import native_available
 from ..kernels._packing import pack_bits, padded_k
 from ..nn import build_model
-from . import _cuda_bench
-from ._bench_rows import bench_row, binary_ops
-from ._model import _trace, pack_model
+from . import _cuda
+from ._rows import bench_row
 
 __all__ = ["benchmark_model", "format_table", "plot_results", "randomize_model"]
 
@@ -161,11 +162,13 @@ def _cpu_linear(name: str, o: int, k: int, batch: int, *, scope: str, warmup: in
     return row
 
 
-def _cpu_conv(name: str, op: dict[str, Any], batch: int, *, warmup: int, repeats: int,
+def _cpu_conv(name: str, op: BinaryConv2d, batch: int, *, warmup: int, repeats: int,
               rng: np.random.Generator) -> dict[str, Any]:
-    c, h, w = op["input_shape"]
-    o, k = op["out_features"], op["k"]
-    kh, kw = op["kernel_size"]
+    if op.input_shape is None:
+        raise ValueError(f"Layer {op.name!r} has no recorded input shape; trace the packed model first.")
+    c, h, w = op.input_shape
+    o, k = op.out_features, op.k
+    kh, kw = op.kernel_size
     kp = padded_k(k)
     wbits = rng.random((o, k)) < 0.5
     thr = rng.integers(-k // 4, k // 4, size=o).astype(np.int32)
@@ -173,12 +176,12 @@ def _cpu_conv(name: str, op: dict[str, Any], batch: int, *, warmup: int, repeats
     xb = x >= 0
     xt = torch.from_numpy(x)
     wt = torch.randn(o, c, kh, kw)
-    ph, pw = op["padding"]
+    ph, pw = op.padding
     engine = engine_available() and ph == pw
     if engine:  # inside a chain: the layer's C call on packed bits, thresholded bits out
         chain = BinaryChain((c, h, w), [ChainLayer("conv", wbits.reshape(o, kh, kw, c), threshold=thr,
-                                                   stride=tuple(op["stride"]), padding=(ph, pw),
-                                                   pad_value=op.get("pad_value", 1.0))],
+                                                   stride=op.stride, padding=(ph, pw),
+                                                   pad_value=op.pad_value)],
                             threads=torch.get_num_threads())
         chain.run(xb)
         packed = chain.layer_call(0, batch)
@@ -186,12 +189,12 @@ def _cpu_conv(name: str, op: dict[str, Any], batch: int, *, warmup: int, repeats
         wp = pack_bits(wbits)
 
         def packed():
-            y = binary_conv2d(xb, wp, k=k, out_channels=o, kernel=(kh, kw), stride=tuple(op["stride"]),
+            y = binary_conv2d(xb, wp, k=k, out_channels=o, kernel=(kh, kw), stride=tuple(op.stride),
                               padding=(ph, pw), pad_value=True)
             return y >= thr[None, :, None, None]
 
     def fp32():
-        return F.conv2d(xt, wt, None, op["stride"], op["padding"])
+        return F.conv2d(xt, wt, None, op.stride, op.padding)
 
     p, b = _median_pair(packed, fp32, warmup=warmup, repeats=repeats)
     row = bench_row("layer", name, "binary_conv2d", batch, p, {"fp32": b}, o * kp // 8, o * k * 4,
@@ -268,9 +271,8 @@ def _benchmark_model(model, input_shape, num_classes, *, width, depth, device, q
                                 num_classes=num_classes)
         except ValueError as exc:  # e.g. binarynet_paper's zero padding: no packed form, nothing to time
             raise ValueError(f"Model {model!r} has no packed form, so there is nothing to benchmark: {exc}") from exc
-    elif "input_shape" not in packed.header["layers"][0]:
-
-        _trace(packed, packed.header["layers"], torch.zeros((1, *input_shape)))
+    elif packed.ops[0].input_shape is None:
+        packed.trace(input_shape)
     warmup, repeats = (2, 7) if quick else (5, 31)
     meta = {
         "device": device, "model": model, "input_shape": list(input_shape), "width": width, "depth": depth,
@@ -285,20 +287,20 @@ def _benchmark_model(model, input_shape, num_classes, *, width, depth, device, q
     if device == "cuda":
 
         meta["gpu"] = torch.cuda.get_device_name() if torch.cuda.is_available() else None
-        cuda_rows = _cuda_bench.run(packed, twin, input_shape, batch_sizes=batch_sizes, quick=quick,
+        cuda_rows = _cuda.run(packed, twin, input_shape, batch_sizes=batch_sizes, quick=quick,
                                include_large_layer=include_large_layer, large_layer=large_layer, seed=seed)
         return {"meta": meta, "rows": cuda_rows}
 
     if engine_available():
         meta["cpu_engine"] = {"isa": selected_isa(), "threads": torch.get_num_threads(), "pool": thread_pool()}
     rows: list[dict[str, Any]] = []
-    for op in binary_ops(packed.header["layers"]):
+    for op in binary_ops(packed.ops):
         for bs in batch_sizes:
-            if op["op"] == "binary_linear":
-                rows.append(_cpu_linear(op["name"], op["out_features"], op["k"], bs, scope="layer",
+            if not isinstance(op, BinaryConv2d):
+                rows.append(_cpu_linear(op.name, op.out_features, op.k, bs, scope="layer",
                                         warmup=warmup, repeats=repeats, rng=rng))
             else:
-                rows.append(_cpu_conv(op["name"], op, bs, warmup=warmup, repeats=repeats, rng=rng))
+                rows.append(_cpu_conv(op.name, op, bs, warmup=warmup, repeats=repeats, rng=rng))
     fp32_bytes = sum(p.numel() * 4 for p in twin.parameters())
     pbytes = packed.weight_bytes()
     saved = packed._engine  # time the engine at the bench's threads, then give the model its setting back

@@ -50,13 +50,13 @@ def _add(p: argparse.ArgumentParser) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from ._bench import benchmark_model, format_table, plot_results
+    from ._model import benchmark_model, format_table, plot_results
 
     console = make_console()
     packed = None
     model, shape, width, depth, ncls = args.model, args.input_shape, args.width, args.depth, args.num_classes
     if args.packed:
-        from ._model import load_packed
+        from ..export._model import load_packed
 
         packed = load_packed(args.packed)
         info = packed.header.get("model", {})
@@ -74,7 +74,7 @@ def _run(args: argparse.Namespace) -> int:
                           include_large_layer=not args.no_large_layer, threads=args.threads)
     console.print(format_table(res))
     if args.device == "cuda":
-        from ._cuda_bench import summary
+        from ._cuda import summary
 
         print(summary(res))
     os.makedirs(args.out, exist_ok=True)

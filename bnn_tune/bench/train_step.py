@@ -1,6 +1,6 @@
 """Cost of a binary training step against its real-valued twin, and trial start-up time.
 
-In the export stage with the whole-model benchmark (it is above ``train``, which it times).
+In :mod:`bnn_tune.bench` with the whole-model benchmark (a stage above ``train``, which it times).
 
 A search costs trial-epochs x the cost of an epoch, so a binary step should cost about what the same
 network with real weights and Adam costs. :func:`step_rows` times :meth:`bnn_tune.train.Trainer.train_step`
