@@ -29,7 +29,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bnn_tune.hpobench import tasks  # noqa: E402
-from bnn_tune.hpobench.tasks import get_task  # noqa: E402
 from bnn_tune.hpobench.evaluate import BUDGETS, parse_seeds  # noqa: E402
 from bnn_tune.hpobench.protocol import (  # noqa: E402
     CONTENDERS,
@@ -38,6 +37,7 @@ from bnn_tune.hpobench.protocol import (  # noqa: E402
     replay_logs,
     task_figures,
 )
+from bnn_tune.hpobench.tasks import get_task  # noqa: E402
 
 MAIN = ("flip+hyperband", "none", "random-search", "asha-m1-rf3", "hyperband")
 
