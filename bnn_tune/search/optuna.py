@@ -194,11 +194,42 @@ def _worker(settings: SearchSettings, n_trials: int, index: int, resumed_after: 
                                   sampler=optuna.samplers.TPESampler(
                                       seed=settings.sampler_seeds(resumed_after=resumed_after)[index]),
                                   pruner=make_pruner(settings.pruner, epochs=settings.epochs))
+        serialize_asks(study, settings.storage)
         study.optimize(_objective(settings), n_trials=n_trials, callbacks=[_enough(settings), _stop_if_asked])
     except KeyboardInterrupt:
         sys.exit(130)
     if _STOP.is_set():
         sys.exit(130)
+
+
+def serialize_asks(study: Any, storage_url: str | None) -> None:
+    """Workers on one local SQLite file take turns at ``study.ask()``.
+
+    SQLite has no row locks: two processes can both read an enqueued trial as WAITING and both set it RUNNING
+    (Optuna's ``SELECT ... FOR UPDATE`` is a plain read there), so both run it and the second ``tell`` fails
+    with "Cannot tell a COMPLETE trial" (CI met it when ``--resume`` re-enqueued interrupted trials for two
+    workers). An exclusive ``flock`` on ``<db>.ask.lock`` around ``ask`` (pop + commit) rules that out; server
+    databases lock the row themselves and journal storage has its own lock.
+    """
+    from ._storage import storage_file
+
+    where = storage_file(storage_url) if storage_url else None
+    if where is None or where[0] != "sqlite":
+        return
+    import fcntl
+
+    lock_path = where[1].with_name(where[1].name + ".ask.lock")
+    ask = study.ask
+
+    def locked_ask(*args: Any, **kwargs: Any) -> Any:
+        with open(lock_path, "a+") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                return ask(*args, **kwargs)
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    study.ask = locked_ask
 
 
 def _stop_if_asked(study: Any, trial: Any) -> None:
@@ -296,6 +327,7 @@ def run_optuna_search(settings: SearchSettings, *, view: LiveView | None = None,
 
         _STOP.clear()
         previous = _install(signal.SIGINT, _request_stop)
+        serialize_asks(study, settings.storage)  # other processes may share the file
         try:
             study.optimize(_objective(settings), n_trials=remaining,
                            callbacks=[report, _enough(settings), _stop_if_asked])
@@ -400,4 +432,5 @@ def _recover_lost_trials(study: Any, settings: SearchSettings, view: LiveView | 
         time.sleep(min(1.0, settings.heartbeat_interval))  # waiting for the heartbeat to go stale
     waiting = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
     if waiting:
+        serialize_asks(study, settings.storage)
         study.optimize(_objective(settings), n_trials=waiting)
