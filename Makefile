@@ -7,7 +7,7 @@ export RAY_AUTH_MODE ?= disabled
 export RAY_USAGE_STATS_ENABLED ?= 0
 export MPLBACKEND ?= Agg
 
-.PHONY: setup run test test-slow bench-quick gpu-check lint clean
+.PHONY: setup run test test-slow bench-quick gpu-check lint mutation mutation-report clean
 
 setup: $(STAMP)
 
@@ -51,6 +51,20 @@ gpu-check: setup
 			$(PY) -m pytest -q -m cuda -p no:cacheprovider tests/kernels/test_cuda_gpu.py -k "odd_shapes or bad_arguments"; \
 	else echo "compute-sanitizer not found: memcheck pass skipped"; fi
 	$(VENV)/bin/bnn-tune bench --device cuda --quick --out $(GPU_OUT)
+
+# Mutation testing (TESTING.md): single edits of the modules in tools/mutation.toml, each judged by the tests
+# that cover its module, in a scratch copy of the tree. Resumable and cut in pieces: `make mutation
+# MUTATION_SHARD=2/4 MUTATION_BUDGET=1800` runs the 2nd quarter for at most 30 min; results are appended to
+# runs/mutation/results.jsonl and summed up in runs/mutation/REPORT.md. MUTATION_ARGS adds options
+# (e.g. `--module plugins/_collapse.py --sample 0.3`).
+MUTATION_SHARD ?= 1/1
+MUTATION_BUDGET ?= 0
+MUTATION_ARGS ?=
+mutation: setup
+	nice -n 10 $(PY) tools/mutate.py run --shard $(MUTATION_SHARD) --budget $(MUTATION_BUDGET) $(MUTATION_ARGS)
+
+mutation-report: setup
+	$(PY) tools/mutate.py report
 
 lint: setup
 	$(VENV)/bin/ruff check .
