@@ -328,11 +328,26 @@ MUTATORS: dict[str, Callable[[str, bytes], list[Mutant]]] = {".py": python_mutan
 
 
 # ------------------------------------------------------------------------------------------ config
+def dotted(path: str) -> str:
+    """``plugins/strategies.py`` -> ``bnn_tune.plugins.strategies`` (the name it is imported under)."""
+    parts = list(Path(path).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts if parts[0] == "bnn_tune" else ["bnn_tune", *parts])
+
+
 def load_config() -> dict[str, list[str]]:
-    """Module (relative path) -> test files, from tools/mutation.toml."""
+    """Module (relative path) -> tests (files or node ids), from tools/mutation.toml; a module with ``>>>``
+    examples also gets its node of ``doctests`` (its examples are promises too)."""
     with open(CONFIG, "rb") as f:
         cfg = tomllib.load(f)
-    return {m: list(t) for m, t in cfg["modules"].items()}
+    out = {}
+    for m, tests in cfg["modules"].items():
+        tests = list(tests)
+        if cfg.get("doctests") and b">>>" in (ROOT / m).read_bytes():
+            tests.append(cfg["doctests"].format(module=dotted(m)))
+        out[m] = tests
+    return out
 
 
 def load_equivalents() -> dict[str, str]:
@@ -354,8 +369,10 @@ def package_of(path: str) -> str:
 
 def fingerprint(paths: list[str]) -> str:
     h = hashlib.sha1()
-    for p in paths:
-        h.update(p.encode() + b"\0" + (ROOT / p).read_bytes())
+    for p in dict.fromkeys(p.split("::")[0] for p in paths):
+        files = sorted((ROOT / p).rglob("*.py")) if (ROOT / p).is_dir() else [ROOT / p]
+        for f in files:
+            h.update(str(f.relative_to(ROOT)).encode() + b"\0" + f.read_bytes())
     return h.hexdigest()[:12]
 
 
