@@ -264,3 +264,15 @@ def test_best_value_is_the_best_completed_trial_in_the_studys_direction(directio
     assert all(_feed(study.ask(), [FROZEN] * 3, [0.5] * 3))
     assert not any(_feed(study.ask(), [FROZEN] * 3, [best] * 3))
     assert all(_feed(study.ask(), [FROZEN] * 3, [worst] * 3))
+
+
+def test_record_user_attr_says_whether_the_storage_took_it():
+    from bnn_tune.plugins.optuna import record_user_attr
+
+    study = optuna.create_study()
+    trial = study.ask()
+    frozen = study._storage.get_trial(trial._trial_id)
+    assert record_user_attr(study, frozen, "k", "v") is True
+    assert study.trials[0].user_attrs["k"] == "v"
+    study.tell(trial, 1.0)
+    assert record_user_attr(study, frozen, "k", "late") is False  # a finished trial refuses: logged, not raised
