@@ -127,3 +127,60 @@ def test_filter_replay_pins_the_recorded_order(monkeypatch):
     monkeypatch.setattr(optuna, "create_study", spy)
     replay("filter_mnist1d", pruner="none", seed=1, n_trials=6)
     assert [t.params["order"] for t in seen[0].trials] == [2] * 6  # only order 2 is recorded
+
+
+# ----------------------------------------------------------------------------- issue 26 (tools/mutate.py)
+class _Table:
+    """What :func:`summarize` reads of a table: the target and the best configuration's index."""
+
+    def __init__(self, target, best_config=7):
+        self._target, self.best_config = target, best_config
+
+    def target(self):
+        return self._target
+
+
+def _study(trials):
+    """A study of finished trials: ``(state, value, test_acc, prune reason)`` each."""
+    import optuna
+    from optuna.trial import TrialState, create_trial
+
+    from bnn_tune.hpobench._replay import PRUNE_REASON_ATTR, TEST_ACC_ATTR
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="maximize")
+    for state, value, test_acc, reason in trials:
+        attrs = {TEST_ACC_ATTR: test_acc} if test_acc is not None else {}
+        if reason:
+            attrs[PRUNE_REASON_ATTR] = reason
+        study.add_trial(create_trial(state=TrialState[state], value=value if state == "COMPLETE" else None,
+                                     intermediate_values={1: value} if value is not None else {}, user_attrs=attrs))
+    return study
+
+
+def test_summary_reports_the_first_trial_that_reached_the_target():
+    from bnn_tune.hpobench._replay import summarize
+
+    study = _study([("COMPLETE", 0.5, 0.49, None), ("COMPLETE", 0.9, 0.80, None), ("PRUNED", 0.3, None, "asha: x"),
+                    ("COMPLETE", 0.95, 0.85, None)])
+    r = summarize(study, _Table(target=0.9), used=[3.0, 3.0, 1.0, 3.0], cells=[(0, 0), (1, 0), (7, 0), (2, 0)])
+    # the target is reached exactly (>=) by trial #1 (the 2nd), after 6 trial-epochs; later hits do not move it
+    assert (r["trials_to_target"], r["trial_epochs_to_target"]) == (2, 6.0)
+    assert r["trial_epochs_total"] == 10.0
+    assert (r["best_final_val_acc"], r["best_test_acc"]) == (0.95, 0.85)
+    assert r["best_config_pruned"] and r["n_pruned"] == 1 and r["stop_rules"] == {"asha": 1}
+    assert [v for _, v in r["best_so_far"]] == [0.5, 0.9, 0.9, 0.95]
+    assert [x[2] for x in r["trials"]] == [0.5, 0.9, None, 0.95]
+
+
+def test_summary_keeps_the_first_of_equal_best_values_and_counts_unnamed_stops():
+    from bnn_tune.hpobench._replay import summarize
+
+    study = _study([("COMPLETE", 0.9, 0.70, None), ("COMPLETE", 0.9, 0.95, None), ("PRUNED", 0.1, None, None)])
+    r = summarize(study, _Table(target=0.99, best_config=3), used=[2.0, 2.0, 0.5], cells=[(0, 0), (1, 0), (2, 0)])
+    assert (r["best_final_val_acc"], r["best_test_acc"]) == (0.9, 0.70)  # the first to reach 0.9 stands
+    assert r["trials_to_target"] is None and r["trial_epochs_to_target"] is None  # never reached
+    assert not r["best_config_pruned"]
+    assert r["stop_rules"] == {type(study.pruner).__name__: 1}  # no reason recorded: the pruner's class
+    empty = summarize(_study([("PRUNED", 0.1, None, "flip-early: x")]), _Table(0.5), used=[0.125], cells=[(0, 0)])
+    assert math.isnan(empty["best_final_val_acc"]) and math.isnan(empty["best_so_far"][0][1])
