@@ -211,3 +211,19 @@ def test_registry_defaults_agree_with_the_optimizer_classes():
         for key, value in spec.hyperparameters.items():
             if key in signature and (name, key) not in deliberate:
                 assert signature[key].default == value, (name, key)
+
+
+@pytest.mark.parametrize("epochs,steps,t_start,t_lock", [(2, 5, None, None), (3, 7, 0.25, 0.75)])
+def test_bnew_default_push_is_e_to_the_10_over_phase_two(epochs, steps, t_start, t_lock):
+    """Without beta/beta_T the registry sets beta_T = 10 / (T + 1), T = the phase-2 steps, so that the push
+    sum_s 2 reg_t = beta_T (T + 1) is 10 whatever the run length (the comment in bnn_tune/optim/__init__.py)."""
+    from bnn_tune.optim._bnew import bnew_phase_steps
+
+    model = build_model("mlp", (1, 8, 8), 10)
+    cfg = {"optimizer": "bnew", "epochs": epochs}
+    if t_start is not None:
+        cfg.update(t_start=t_start, t_lock=t_lock)
+    opt = optim.build(model, cfg, steps_per_epoch=steps)
+    group = opt.binary.param_groups[0]
+    start, lock = bnew_phase_steps(epochs * steps, group["t_start"], group["t_lock"])
+    assert group["beta_T"] * (lock - start + 1) == pytest.approx(10.0)
