@@ -16,6 +16,8 @@ from bnn_tune.optim import (
     Bop2ndOrder,
     GradientFilter,
     LatentAdam,
+    TanhSign,
+    install_clip_quantizers,
     install_tanh_quantizers,
 )
 from bnn_tune.optim._bnew import bnew_phase_steps
@@ -409,6 +411,10 @@ P = [torch.nn.Parameter(torch.ones(2))]
         (lambda: BNEW(P, beta_T=1.0, t_lock=1.5, total_steps=10), "`t_lock` must be in (0, 1], but got t_lock=1.5."),
         (lambda: BNEW(P, beta_T=1.0, t_start=0.9, t_lock=0.5, total_steps=10), "`t_start` must be in [0, t_lock)"),
         (lambda: BNEW(P, beta_T=1.0, total_steps=0), "`total_steps` must be a finite number >= 1"),
+        # the smallest invalid value of each open bound (issue 26: an off-by-one bound must fail a test)
+        (lambda: BNEW(P, beta_T=1.0, lr=0.0, total_steps=10), "`lr` must be a finite number > 0, but got lr=0.0."),
+        (lambda: BNEW(P, beta_T=1.0, t_start=1.5, total_steps=10), "`t_start` must be in [0, 1), but got t_start=1.5."),
+        (lambda: TanhSign(0.0), "`beta` must be a finite number > 0, but got beta=0.0."),
     ],
 )
 def test_bad_hyperparameters_raise(make, message):
@@ -511,3 +517,20 @@ def test_bop_gives_each_param_group_its_own_gamma(foreach):
     opt.step()
     torch.testing.assert_close(opt.state[w1]["exp_avg"], g)
     torch.testing.assert_close(opt.state[w2]["exp_avg"], 0.25 * g)
+
+
+def test_clip_quantizers_clip_the_latent_weights_to_exactly_the_unit_box():
+    from bnn_tune.nn import BinaryLinear
+
+    layer = BinaryLinear(4, 3)
+    with torch.no_grad():
+        layer.weight.copy_(torch.tensor([[-3.0, -1.0, -0.5, 0.0], [0.5, 1.0, 3.0, -1.5], [2.0, -2.0, 0.25, 1.5]]))
+    install_clip_quantizers(layer)
+    assert layer.weight.tolist() == [[-1.0, -1.0, -0.5, 0.0], [0.5, 1.0, 1.0, -1.0], [1.0, -1.0, 0.25, 1.0]]
+
+
+def test_bop_constructor_defaults_are_the_papers_cifar10_settings():
+    # the docstring's promise: gamma 1e-4 and tau 1e-8 (Helwegen et al. 2019, Sec. 5.2); the registry's
+    # digits-sized defaults are separate (test_registry_defaults_agree_with_the_optimizer_classes)
+    group = Bop(P).param_groups[0]
+    assert (group["gamma"], group["threshold"]) == (1e-4, 1e-8)
