@@ -415,6 +415,8 @@ P = [torch.nn.Parameter(torch.ones(2))]
         (lambda: BNEW(P, beta_T=1.0, lr=0.0, total_steps=10), "`lr` must be a finite number > 0, but got lr=0.0."),
         (lambda: BNEW(P, beta_T=1.0, t_start=1.5, total_steps=10), "`t_start` must be in [0, 1), but got t_start=1.5."),
         (lambda: TanhSign(0.0), "`beta` must be a finite number > 0, but got beta=0.0."),
+        (lambda: Bop2ndOrder(P, gamma=0.0), "`gamma` must be in (0, 1], but got gamma=0.0."),
+        (lambda: LatentAdam(P, betas=(1.0, 0.999)), "`betas[0]` must be in [0, 1), but got betas[0]=1.0."),
     ],
 )
 def test_bad_hyperparameters_raise(make, message):

@@ -227,3 +227,10 @@ def test_bnew_default_push_is_e_to_the_10_over_phase_two(epochs, steps, t_start,
     group = opt.binary.param_groups[0]
     start, lock = bnew_phase_steps(epochs * steps, group["t_start"], group["t_lock"])
     assert group["beta_T"] * (lock - start + 1) == pytest.approx(10.0)
+
+
+def test_build_counts_one_step_per_epoch_unless_told_otherwise():
+    model = build_model("mlp", (1, 8, 8), 10)
+    assert optim.build(model, {"optimizer": "bnew", "epochs": 3}).binary.param_groups[0]["total_steps"] == 3
+    assert optim.build(model, {"optimizer": "bnew", "epochs": 3}, steps_per_epoch=4).binary.param_groups[0][
+        "total_steps"] == 12
