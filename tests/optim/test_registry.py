@@ -234,3 +234,14 @@ def test_build_counts_one_step_per_epoch_unless_told_otherwise():
     assert optim.build(model, {"optimizer": "bnew", "epochs": 3}).binary.param_groups[0]["total_steps"] == 3
     assert optim.build(model, {"optimizer": "bnew", "epochs": 3}, steps_per_epoch=4).binary.param_groups[0][
         "total_steps"] == 12
+
+
+def test_hyperparameters_default_to_the_constructor_signature(fresh_registry):
+    class _Opt(torch.optim.SGD):
+        def __init__(self, params, rate=0.1, *args, momentum=0.0, nesterov=False, foreach=None, maximize=False,
+                     _private=1, **kwargs):
+            super().__init__(params, lr=rate, momentum=momentum, nesterov=nesterov)
+
+    optim.register("signature_sgd", _Opt)
+    # params/self, *args/**kwargs, private and torch's switches are not hyperparameters
+    assert optim.get("signature_sgd").hyperparameters == {"rate": 0.1, "momentum": 0.0, "nesterov": False}
