@@ -31,8 +31,9 @@ def test_unknown_name_lists_valid_names():
 def test_register_rejects_duplicates_and_bad_names():
     with pytest.raises(ValueError, match="already registered"):
         optim.register("bop", optim.Bop)
-    with pytest.raises(ValueError, match="lowercase"):
-        optim.register("MyBop", optim.Bop)
+    for bad in ("MyBop", "", 5, None):  # each condition of the name check on its own
+        with pytest.raises(ValueError, match="lowercase"):
+            optim.register(bad, optim.Bop)  # type: ignore[arg-type]
     # "lr" is the common key of the real-parameter Adam: it would never reach this optimizer.
     with pytest.raises(ValueError, match=r"Hyperparameter names \['lr'\] of optimizer 'mysgd' clash"):
         optim.register("mysgd", torch.optim.SGD, hyperparameters={"lr": 0.1})
