@@ -179,3 +179,20 @@ def test_more_points_than_steps_gives_one_rate_per_step():
     w = torch.nn.Parameter(torch.tensor([1.0, -1.0]))
     sub = SubEpochFlipRates(FlipCounter([("w", w)]), steps_per_epoch=3, points=8)
     assert sub.bounds == {1, 2, 3}
+
+
+@pytest.mark.parametrize("packed", [True, False])
+def test_one_step_epochs_get_a_rate_each(packed):
+    # an epoch of one step (a tiny dataset, a large batch): the counter's reset must still start a new window,
+    # although the counter is back at exactly the step count the previous window ended on
+    from bnn_tune.metrics import SubEpochFlipRates
+
+    w = torch.nn.Parameter(torch.tensor([1.0, -1.0]))
+    opt = torch.optim.SGD([w], lr=1.0)
+    counter = FlipCounter([("w", w)], packed=packed).attach(opt)
+    sub = SubEpochFlipRates(counter, steps_per_epoch=1, points=8).attach(opt)
+    for grad in ([2.0, 0.0], [0.0, 0.0], [-2.0, -2.0]):  # 1 flip, none, 2 flips
+        counter.reset()
+        w.grad = torch.tensor(grad)
+        opt.step()
+    assert sub.rates == [0.5, 0.0, 1.0]
