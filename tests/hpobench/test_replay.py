@@ -184,3 +184,21 @@ def test_summary_keeps_the_first_of_equal_best_values_and_counts_unnamed_stops()
     assert r["stop_rules"] == {type(study.pruner).__name__: 1}  # no reason recorded: the pruner's class
     empty = summarize(_study([("PRUNED", 0.1, None, "flip-early: x")]), _Table(0.5), used=[0.125], cells=[(0, 0)])
     assert math.isnan(empty["best_final_val_acc"]) and math.isnan(empty["best_so_far"][0][1])
+
+
+def test_snap_edges_missing_keys_and_zero_on_a_log_grid():
+    from types import SimpleNamespace
+
+    grid = {"gamma": [1e-4, 1e-3, 1e-2], "threshold": [0.0, 1e-8, 1e-6], "width": [0.5, 1.0]}
+    t = SimpleNamespace(meta={"grid": grid, "base": {"width": 1.0}})
+    log = {"gamma", "threshold"}
+
+    def idx(g, tau, w):
+        return (g * 3 + tau) * 2 + w
+
+    # a key neither sampled nor in the table's base takes the grid's first value; the base value otherwise
+    assert snap(t, {"threshold": 1e-8}, log) == idx(0, 1, 1)
+    # 0 (or below) on a log grid: the recorded 0 if there is one, else the smallest value
+    assert snap(t, {"gamma": 1e-2, "threshold": 0.0}, log) == idx(2, 0, 1)
+    assert snap(t, {"gamma": 0.0, "threshold": 1e-6}, log) == idx(0, 2, 1)
+    assert snap(t, {"gamma": -1.0, "threshold": 1e-6, "width": 0.6}, log) == idx(0, 2, 0)
