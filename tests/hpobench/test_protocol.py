@@ -278,3 +278,13 @@ def test_held_out_tasks_are_ranked_apart():
     assert rep["rank_held_out"]["5"] == {"flip+hyperband": 2.0, "none": 1.0}
     assert rep["rank_design"]["5"] == {"flip+hyperband": 1.5, "none": 1.5}
     assert "rank_held_out" not in compile_report({k: docs[k] for k in ("t1", "t2")}, baselines=("none",), n_boot=100)
+
+
+def test_every_baseline_is_a_contender_the_replay_can_build():
+    from bnn_tune.hpobench.protocol import BASELINES, CONTENDERS
+
+    assert {f"asha-m{m}-rf{r}" for m in (1, 2, 3) for r in (2, 3)} <= set(BASELINES)
+    for name in BASELINES:
+        sampler, pruner, space = CONTENDERS[name]
+        assert space == "reinterpreted" and sampler in ("tpe", "random"), name
+        make_pruner(pruner, 9)

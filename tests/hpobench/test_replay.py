@@ -153,7 +153,8 @@ def _study(trials):
         attrs = {TEST_ACC_ATTR: test_acc} if test_acc is not None else {}
         if reason:
             attrs[PRUNE_REASON_ATTR] = reason
-        study.add_trial(create_trial(state=TrialState[state], value=value if state == "COMPLETE" else None,
+        # Optuna records a pruned trial's last intermediate value as its value (study.tell): keep that here
+        study.add_trial(create_trial(state=TrialState[state], value=value if state in ("COMPLETE", "PRUNED") else None,
                                      intermediate_values={1: value} if value is not None else {}, user_attrs=attrs))
     return study
 
@@ -202,3 +203,35 @@ def test_snap_edges_missing_keys_and_zero_on_a_log_grid():
     assert snap(t, {"gamma": 1e-2, "threshold": 0.0}, log) == idx(2, 0, 1)
     assert snap(t, {"gamma": 0.0, "threshold": 1e-6}, log) == idx(0, 2, 1)
     assert snap(t, {"gamma": -1.0, "threshold": 1e-6, "width": 0.6}, log) == idx(0, 2, 0)
+
+
+class _SpyPruner:
+    """Never prunes; records what it was asked: (last step, sub-epoch points so far)."""
+
+    judges_sub_epoch = True
+
+    def __init__(self):
+        self.asked = []
+
+    def prune(self, study, trial):
+        from bnn_tune.hpobench._replay import SUB_FLIP_RATE_ATTR
+
+        self.asked.append((trial.last_step, len(trial.user_attrs.get(SUB_FLIP_RATE_ATTR) or ())))
+        return False
+
+
+def test_replay_asks_the_pruner_where_the_objective_does(synthetic_dir):
+    """Inside the first epoch after each sub-epoch point but the last, then after every epoch but the last;
+    values are reported at steps 1..E (bnn_tune.objective's protocol)."""
+    t = load("bop_digits", data_dir=synthetic_dir)
+    P, E = t.sub_epoch_points, t.epochs
+    spy = _SpyPruner()
+    r = replay("bop_digits", pruner=lambda: spy, sampler="random", seed=0, n_trials=1, data_dir=synthetic_dir)
+    assert spy.asked == [(None, k) for k in range(1, P)] + [(e, P * e) for e in range(1, E)]
+    assert r["n_trials"] == 1 and r["trial_epochs_total"] == E and r["trials"][0][2] is not None
+
+
+def test_budget_stops_the_study_once_spent_exactly(synthetic_dir):
+    t = load("bop_digits", data_dir=synthetic_dir)
+    r = replay("bop_digits", pruner="none", sampler="random", seed=1, budget=2, data_dir=synthetic_dir)
+    assert r["n_trials"] == 2 and r["trial_epochs_total"] == 2 * t.epochs  # 2 full trials spend exactly 2E
