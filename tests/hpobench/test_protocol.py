@@ -288,3 +288,34 @@ def test_every_baseline_is_a_contender_the_replay_can_build():
         sampler, pruner, space = CONTENDERS[name]
         assert space == "reinterpreted" and sampler in ("tpe", "random"), name
         make_pruner(pruner, 9)
+
+
+def test_task_figures_from_hand_made_logs(synthetic_dir):
+    """Two seeds of one contender: seed 0 picks the best cell after one training, seed 1 only the worst cell; the
+    figures say so per seed and budget, with the target at the best cell mean - 0.5 pp."""
+    from bnn_tune.hpobench.evaluate import cell_scores
+    from bnn_tune.hpobench.protocol import task_figures
+    from bnn_tune.hpobench.table import load
+
+    table = load("bop_digits", data_dir=synthetic_dir)
+    s = cell_scores(table)
+    E = table.epochs
+    best, worst = int(np.argmax(s["val"])), int(np.argmin(s["val"]))
+    logs = {"none": [{"trials": [(float(E), best, 0.9), (float(E), worst, 0.1)], "stop_rules": {"asha": 1}},
+                     {"trials": [(float(E), worst, 0.2), (0.125, best, None), (0.125, best, None)],
+                      "stop_rules": {"asha": 2, "flip-early": 1}}]}
+    doc = task_figures("bop_digits", logs, [0, 1], budgets=(1.0, 2.0), data_dir=synthetic_dir, n_boot=50,
+                       curve_step=0.5)
+    assert doc["curve_budgets"] == [0.5, 1.0, 1.5, 2.0]
+    assert doc["best_mean_val"] == pytest.approx(float(s["val"].max()))
+    assert doc["target"] == pytest.approx(float(s["val"].max()) - 0.005)
+    assert doc["target_cells"] == int((s["val"] >= s["val"].max() - 0.005 - 1e-12).sum()) >= 1
+    assert doc["held_out"] is False and doc["seeds"] == [0, 1]
+    c = doc["contenders"]["none"]
+    assert (c["sampler"], c["pruner"], c["space"]) == CONTENDERS["none"]
+    assert c["per_seed"]["1"]["at_target"] == "10" and c["per_seed"]["2"]["at_target"] == "10"
+    assert c["per_seed"]["1"]["val_regret"][0] == 0.0 and c["per_seed"]["1"]["val_regret"][1] == 1.0
+    assert c["curve"]["share_at_target"] == [0.0, 0.5, 0.5, 0.5]
+    assert c["budget_to_half"] == 1.0
+    assert c["stop_rules"] == {"asha": 3, "flip-early": 1}
+    assert c["trials_at_max_budget"] == 2.5  # the median of 2 and 3 trials
