@@ -87,3 +87,18 @@ def test_held_out_tasks_are_refused_until_released(name, tmp_path):
     with pytest.raises(ValueError, match=rf"'{name}' is held out.*--allow-held-out"):
         record_shard(name, tmp_path, shard=(1, 1))
     assert not list(tmp_path.rglob("*.npz"))
+
+
+def test_every_shipped_table_was_recorded_with_its_tasks_definition():
+    """A task's grid, base config and space are what its shipped table recorded (the table's meta): a definition
+    edited without re-recording would make the replay snap configs to a grid the table does not hold."""
+    from bnn_tune import hpobench
+    from bnn_tune.hpobench.table import load
+    from bnn_tune.hpobench.tasks import get_task
+
+    names = hpobench.tasks()
+    assert names
+    for name in names:
+        meta, task = load(name).meta, get_task(name)
+        assert {k: tuple(v) for k, v in meta["grid"].items()} == dict(task.grid), name
+        assert meta["base"] == task.base and meta["space"] == task.space, name
