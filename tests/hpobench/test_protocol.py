@@ -319,3 +319,56 @@ def test_task_figures_from_hand_made_logs(synthetic_dir):
     assert c["budget_to_half"] == 1.0
     assert c["stop_rules"] == {"asha": 3, "flip-early": 1}
     assert c["trials_at_max_budget"] == 2.5  # the median of 2 and 3 trials
+
+
+def _full_doc(shares: dict[str, list[bool]], halves: dict[str, float | None], held_out: bool = False) -> dict:
+    doc = _doc(shares)
+    doc["held_out"] = held_out
+    for n, c in doc["contenders"].items():
+        c["per_budget"]["5"].update(val_regret=(0.1, 0.0, 0.2), test_regret=(0.2, 0.1, 0.3))
+        c["budget_to_half"] = halves.get(n)
+    return doc
+
+
+def test_oracle_baseline_ties_go_to_the_first_listed_baseline():
+    T, F = True, False
+    docs = {"t1": _doc({"flip+hyperband": [T, T, T, T], "none": [T, T, F, F], "median": [T, T, F, F]}),
+            "t2": _doc({"flip+hyperband": [T, T, T, T], "none": [T, F, F, F], "median": [T, F, F, F]})}
+    assert compile_report(docs, baselines=("none", "median"), n_boot=50)["per_task"]["t1"]["oracle_baseline"] == "none"
+    assert compile_report(docs, baselines=("median", "none"), n_boot=50)["per_task"]["t1"]["oracle_baseline"] == "median"
+
+
+def test_markdown_names_the_baselines_held_out_tasks_ratios_and_ranks():
+    from bnn_tune.hpobench.protocol import markdown
+
+    T, F = True, False
+    docs = {"t1": _full_doc({"flip+hyperband": [T, T, T, T], "none": [T, T, F, F], "median": [T, T, T, F]},
+                            {"flip+hyperband": 2.0, "none": 4.0, "median": None}),
+            "t2": _full_doc({"flip+hyperband": [T, F, F, F], "none": [F, F, F, F], "median": [T, T, T, T],
+                             "naive/none": [F, F, F, F]},
+                            {"flip+hyperband": 3.0, "none": 2.0, "median": 1.0, "naive/none": None}),
+            "t3": _full_doc({"flip+hyperband": [T, T, F, F], "none": [T, T, T, F], "median": [T, F, F, F],
+                             "naive/none": [T, F, F, F]},
+                            {"flip+hyperband": 3.0, "none": 2.0, "median": None, "naive/none": 4.0}, held_out=True)}
+    rep = compile_report(docs, baselines=("none", "median"), n_boot=50)
+    assert {t: (r["loto_baseline"], r["oracle_baseline"]) for t, r in rep["per_task"].items()} == {
+        "t1": ("median", "median"), "t2": ("none", "median"), "t3": ("median", "none")}
+    md = markdown(docs, rep)
+    lines = md.splitlines()
+    # the LOTO baseline is tagged; the oracle one only where it differs from the LOTO choice
+    assert "| t2 | none (LOTO baseline) |" in md and "| t2 | median (oracle baseline) |" in md
+    assert not any(line.startswith("| t1 |") and "(oracle baseline)" in line for line in lines)
+    assert any(line.startswith("| t3 (held out) | ") for line in lines)
+    assert "Average rank over the held-out tasks only:" in md and "Average rank over the design tasks only:" in md
+    # budget to half: default / LOTO baseline; a missing figure is "never" and no ratio
+    b2h = [line for line in lines if line.startswith("| t1 | 2E |")]
+    assert b2h == ["| t1 | 2E | median: never | 4E | - |"]
+    assert "| t2 | 3E | none: 2E | 2E | 1.50x |" in lines
+    # spaces: a ratio only where both halves exist
+    spaces = [line for line in lines if line.startswith(("| t2 | 0%", "| t3 | 75%"))]
+    assert spaces[-1].endswith("| 2E / 4E = 0.50x |") and [s for s in spaces if s.startswith("| t2")][0].endswith(
+        "| 2E / never |")
+    # average ranks: best (lowest) first
+    ranks = rep["rank"]["5"]
+    table = md.split("### Average rank across tasks by share at target (1 = best)")[1].split("\n\n")[1].splitlines()[2:]
+    assert [r.split(" | ")[0][2:] for r in table] == sorted(ranks, key=ranks.get)
