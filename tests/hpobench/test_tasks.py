@@ -102,3 +102,24 @@ def test_every_shipped_table_was_recorded_with_its_tasks_definition():
         meta, task = load(name).meta, get_task(name)
         assert {k: tuple(v) for k, v in meta["grid"].items()} == dict(task.grid), name
         assert meta["base"] == task.base and meta["space"] == task.space, name
+
+
+def test_a_diverged_seed_scores_zero_in_the_tables_final_accuracy():
+    import numpy as np
+
+    from bnn_tune.hpobench.table import Table
+
+    val = np.array([[[0.5, 0.8], [0.5, np.nan]], [[0.5, 0.6], [0.5, 0.6]]], dtype=np.float32)  # (cells, seeds, epochs)
+    t = Table("tiny", {"epochs": 2}, [{}, {}], {"val_acc": val})
+    assert t.final_val().tolist() == pytest.approx([0.4, 0.6])  # (0.8 + 0) / 2, not 0.8 and not NaN
+    assert t.best_config == 1 and t.target() == pytest.approx(0.595)
+
+
+def test_a_table_file_holding_pickled_objects_is_refused(tmp_path):
+    import numpy as np
+
+    from bnn_tune.hpobench.table import load
+
+    np.savez(tmp_path / "bop_digits.npz", meta=np.array([{"task": "bop_digits"}], dtype=object))
+    with pytest.raises(ValueError, match="allow_pickle"):
+        load("bop_digits", data_dir=tmp_path)
