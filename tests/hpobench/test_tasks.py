@@ -90,7 +90,7 @@ def test_held_out_tasks_are_refused_until_released(name, tmp_path):
 
 
 def test_every_shipped_table_was_recorded_with_its_tasks_definition():
-    """A task's grid, base config and space are what its shipped table recorded (the table's meta): a definition
+    """A task's grid, base config, space and seeds are what its shipped table recorded (the table's meta): a definition
     edited without re-recording would make the replay snap configs to a grid the table does not hold."""
     from bnn_tune import hpobench
     from bnn_tune.hpobench.table import load
@@ -102,6 +102,7 @@ def test_every_shipped_table_was_recorded_with_its_tasks_definition():
         meta, task = load(name).meta, get_task(name)
         assert {k: tuple(v) for k, v in meta["grid"].items()} == dict(task.grid), name
         assert meta["base"] == task.base and meta["space"] == task.space, name
+        assert tuple(meta["seeds"]) == tuple(task.seeds) and meta["epochs"] == task.base["epochs"], name
 
 
 def test_a_diverged_seed_scores_zero_in_the_tables_final_accuracy():
