@@ -235,3 +235,22 @@ def test_budget_stops_the_study_once_spent_exactly(synthetic_dir):
     t = load("bop_digits", data_dir=synthetic_dir)
     r = replay("bop_digits", pruner="none", sampler="random", seed=1, budget=2, data_dir=synthetic_dir)
     assert r["n_trials"] == 2 and r["trial_epochs_total"] == 2 * t.epochs  # 2 full trials spend exactly 2E
+
+
+def test_a_grid_key_the_space_derives_is_snapped_in_log_coordinates(synthetic_dir):
+    """A space may sample a log coordinate under another name and derive the grid key (a LogRange with a zero
+    decade): the derived key is snapped like a log key, not linearly."""
+    t = load("bop_digits", data_dir=synthetic_dir)
+    configs = []
+
+    def space(trial):
+        cfg = {"gamma": trial.suggest_float("gamma", 1e-6, 1e-1, log=True),
+               "threshold": 10 ** trial.suggest_float("log10_threshold", -8.0, -3.0)}
+        configs.append(cfg)
+        return cfg
+
+    r = replay("bop_digits", pruner="none", sampler="random", space=space, seed=2, n_trials=12,
+               data_dir=synthetic_dir)
+    cells = [cell for _, cell, _ in r["trials"]]
+    assert cells == [snap(t, cfg, {"gamma", "threshold"}) for cfg in configs]
+    assert cells != [snap(t, cfg, {"gamma"}) for cfg in configs]  # the case is one where it matters
