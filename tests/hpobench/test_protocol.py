@@ -372,3 +372,43 @@ def test_markdown_names_the_baselines_held_out_tasks_ratios_and_ranks():
     ranks = rep["rank"]["5"]
     table = md.split("### Average rank across tasks by share at target (1 = best)")[1].split("\n\n")[1].splitlines()[2:]
     assert [r.split(" | ")[0][2:] for r in table] == sorted(ranks, key=ranks.get)
+
+
+# --- exact edges of the protocol's bookkeeping (issue 26: tools/mutate.py) --------------------------------------
+
+def test_the_first_of_equal_incumbents_stands_and_budgets_are_inclusive():
+    from bnn_tune.hpobench.evaluate import budget_to_share
+
+    assert incumbent([(1.0, 3, 0.5), (1.0, 4, 0.5)], limit=5.0) == 3
+    assert incumbent([(0.5, 3, 0.5), (0.5, 4, 0.75)], limit=1.0) == 4  # ends exactly at the limit: counts
+    assert budget_to_share([0.5, 1.0, 1.5], [0.25, 0.5, 1.0], 0.5) == 1.0  # reaching the share exactly counts
+    assert budget_to_share([0.5, 1.0], [0.25, 0.375], 0.5) is None
+
+
+def test_verdicts_need_the_interval_to_exclude_zero_strictly():
+    assert verdict((0.5, 0.0, 1.0)) == "ties" and verdict((-0.5, -1.0, 0.0)) == "ties"
+    assert verdict((0.5, 0.125, 1.0)) == "wins" and verdict((-0.5, -1.0, -0.125)) == "loses"
+
+
+def test_a_cell_exactly_at_the_tolerance_is_a_target_and_flat_scores_have_no_regret():
+    s = {"val": np.array([0.5, 0.75, 0.625]), "test": np.array([0.5, 0.5, 0.5])}
+    assert score_incumbent(2, s, tolerance=0.125)["at_target"] is True
+    assert score_incumbent(0, s, tolerance=0.125)["at_target"] is False
+    r = score_incumbent(0, s)
+    assert r["val_regret"] == 1.0 and r["test_regret"] == 0.0  # every cell equal on test: no regret
+
+
+def test_loto_ties_go_to_the_first_candidate_and_a_lone_task_takes_the_first():
+    s = {"a": {"x": 1.0, "y": 0.0}, "b": {"x": 0.5, "y": 0.5}}
+    assert loto_choice(s, "a", ["x", "y"]) == "x" and loto_choice(s, "a", ["y", "x"]) == "y"
+    assert loto_choice({"a": {"x": 0.0, "y": 1.0}}, "a", ["x", "y"]) == "x"
+
+
+def test_bootstrap_interval_is_the_central_level():
+    # values 0..99: the bootstrap of the mean is ~N(49.5, 2.9); a 50% interval is much narrower than a 99% one
+    v = np.arange(100.0)
+    m, lo50, hi50 = bootstrap_ci(v, np.mean, n_boot=4000, level=0.5)
+    _, lo99, hi99 = bootstrap_ci(v, np.mean, n_boot=4000, level=0.99)
+    assert m == 49.5 and lo99 < lo50 < m < hi50 < hi99
+    assert hi50 - lo50 == pytest.approx(2 * 0.674 * 2.887, rel=0.15) and hi99 - lo99 == pytest.approx(
+        2 * 2.576 * 2.887, rel=0.15)
