@@ -283,3 +283,16 @@ def test_search_properties_complete_a_wrapped_scheduler_that_has_a_metric_but_no
     s = FlipRateScheduler(inner)
     assert s.set_search_properties("val_acc", "max")
     assert inner.calls == ["props val_acc max"] and (s.metric, s.mode) == ("val_acc", "max")
+
+
+def test_a_trial_stopped_at_an_epoch_keeps_its_metric_even_when_nan():
+    # only a stop inside the first epoch (a sub-epoch result, no value yet) drops the metric so the searcher
+    # records a pruned trial; a diverged epoch value (NaN) stays what it is
+    s = FlipRateScheduler(_Recorder(), "val_acc", "max", n_warmup_steps=0, patience=1)
+    t = _trial("t")
+    s.on_trial_add(None, t)
+    r = _result(1, FROZEN, float("nan"))
+    t.last_result = r
+    assert s.on_trial_result(None, t, r) == TrialScheduler.STOP
+    s.on_trial_complete(None, t, r)
+    assert "val_acc" in t.last_result and t.last_result[STOP_REASON_KEY].startswith("flip-collapse: ")
