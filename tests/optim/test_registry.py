@@ -246,3 +246,10 @@ def test_hyperparameters_default_to_the_constructor_signature(fresh_registry):
     optim.register("signature_sgd", _Opt)
     # params/self, *args/**kwargs, private and torch's switches are not hyperparameters
     assert optim.get("signature_sgd").hyperparameters == {"rate": 0.1, "momentum": 0.0, "nesterov": False}
+
+
+def test_latent_adam_prepare_hook_refuses_a_zero_scale_on_its_own():
+    # the hook is public (OptimizerSpec.prepare_model, e.g. for a model prepared before the optimizer is built)
+    model = build_model("mlp", (1, 8, 8), 10)
+    with pytest.raises(ValueError, match=r"`init_scale` must be > 0 or None, but got init_scale=0.0"):
+        optim.get("latent_adam").prepare_model(model, {"init_scale": 0.0})
