@@ -121,3 +121,12 @@ def test_progress_counts_every_run_and_the_meta_times_are_elapsed_times(tmp_path
     meta, arrays = _read(path)
     assert 0.0 <= meta["wall_seconds"] <= elapsed + 0.1
     assert meta["run_seconds"] == pytest.approx(float(arrays["run_seconds"].sum()), abs=0.1)
+
+
+def test_a_run_recorded_identically_by_two_shardings_merges(tmp_path):
+    # "the parts may come from different shardings; a run recorded twice must be identical" (merge_shards):
+    # 1/2 and 2/2 plus a re-run of 1/3 overlap on identical runs, which is fine
+    for shard in ((1, 2), (2, 2), (1, 3)):
+        record_shard(TINY, tmp_path, shard=shard)
+    meta, arrays = _read(merge_shards(TINY, tmp_path, keep_parts=True))
+    assert arrays["val_acc"].shape == (4, 3, 2) and len(meta["shards"]) == 3
