@@ -308,6 +308,7 @@ def test_task_figures_from_hand_made_logs(synthetic_dir):
                        curve_step=0.5)
     assert doc["curve_budgets"] == [0.5, 1.0, 1.5, 2.0]
     assert doc["best_mean_val"] == pytest.approx(float(s["val"].max()))
+    assert doc["best_mean_test"] == pytest.approx(float(s["test"].max()))
     assert doc["target"] == pytest.approx(float(s["val"].max()) - 0.005)
     assert doc["target_cells"] == int((s["val"] >= s["val"].max() - 0.005 - 1e-12).sum()) >= 1
     assert doc["held_out"] is False and doc["seeds"] == [0, 1]
@@ -412,3 +413,31 @@ def test_bootstrap_interval_is_the_central_level():
     assert m == 49.5 and lo99 < lo50 < m < hi50 < hi99
     assert hi50 - lo50 == pytest.approx(2 * 0.674 * 2.887, rel=0.15) and hi99 - lo99 == pytest.approx(
         2 * 2.576 * 2.887, rel=0.15)
+
+
+def test_aggregate_gives_medians_quartiles_and_shares_with_never_as_infinity():
+    from bnn_tune.hpobench.evaluate import aggregate
+
+    def res(to_target, total, best, pruned, rules):
+        return {"trials_to_target": to_target, "trial_epochs_to_target": None if to_target is None else 2.0 * to_target,
+                "trial_epochs_total": total, "best_final_val_acc": best, "best_test_acc": best - 0.125,
+                "best_config_pruned": pruned, "stop_rules": rules}
+
+    out = aggregate([res(3, 10.0, 0.5, False, {"asha": 2}), res(None, 20.0, 0.75, True, {"asha": 1, "flip-early": 4}),
+                     res(1, 30.0, 0.625, False, {}), res(5, 40.0, 0.25, True, {}), res(2, 50.0, 0.375, False, {})])
+    assert out["n"] == 5
+    assert out["trials_to_target"] == (3.0, 2.0, 5.0)  # median, 25th, 75th of 1, 2, 3, 5, never (= inf)
+    assert out["trial_epochs_to_target"] == (6.0, 4.0, 10.0)
+    assert out["trial_epochs_total"] == (30.0, 20.0, 40.0)
+    assert out["best_final_val_acc"] == (0.5, 0.375, 0.625) and out["best_test_acc"][0] == 0.375
+    assert out["reached"] == 0.8 and out["best_config_pruned"] == 0.4
+    assert out["stop_rules"] == {"asha": 3, "flip-early": 4}
+    never = aggregate([res(None, 5.0, 0.1, False, {})] * 3)
+    assert never["trials_to_target"] == (math.inf,) * 3 and never["reached"] == 0.0
+
+
+def test_bootstrap_of_the_median_is_not_the_bootstrap_of_the_mean():
+    # one outlier in ten: the median of (almost) every resample is 0, the mean of most is not
+    v = [0.0] * 9 + [100.0]
+    assert bootstrap_ci(v, n_boot=500) == (0.0, 0.0, 0.0)
+    assert bootstrap_ci(v, np.mean, n_boot=500)[2] > 10.0
