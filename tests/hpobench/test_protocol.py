@@ -441,3 +441,15 @@ def test_bootstrap_of_the_median_is_not_the_bootstrap_of_the_mean():
     v = [0.0] * 9 + [100.0]
     assert bootstrap_ci(v, n_boot=500) == (0.0, 0.0, 0.0)
     assert bootstrap_ci(v, np.mean, n_boot=500)[2] > 10.0
+
+
+def test_cell_scores_take_the_last_epoch_and_aggregate_the_exact_median():
+    from bnn_tune.hpobench.evaluate import aggregate
+
+    val = np.array([[[0.9, 0.5], [0.9, 0.7]], [[0.1, 0.8], [0.1, 0.6]]], dtype=np.float32)  # (cells, seeds, epochs)
+    t = Table("two_epochs", {"epochs": 2}, [{}, {}], {"val_acc": val, "test_acc": val})
+    assert cell_scores(t)["val"] == pytest.approx([0.6, 0.7])  # the final epoch, not the first
+    rs = [{"trials_to_target": k, "trial_epochs_to_target": k, "trial_epochs_total": float(k),
+           "best_final_val_acc": k / 100, "best_test_acc": k / 100, "best_config_pruned": False, "stop_rules": {}}
+          for k in range(101)]
+    assert aggregate(rs)["trial_epochs_total"] == (50.0, 25.0, 75.0)
