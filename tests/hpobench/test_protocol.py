@@ -448,7 +448,8 @@ def test_cell_scores_take_the_last_epoch_and_aggregate_the_exact_median():
 
     val = np.array([[[0.9, 0.5], [0.9, 0.7]], [[0.1, 0.8], [0.1, 0.6]]], dtype=np.float32)  # (cells, seeds, epochs)
     t = Table("two_epochs", {"epochs": 2}, [{}, {}], {"val_acc": val, "test_acc": val})
-    assert cell_scores(t)["val"] == pytest.approx([0.6, 0.7])  # the final epoch, not the first
+    scores = cell_scores(t)
+    assert scores["val"] == pytest.approx([0.6, 0.7]) and scores["test"] == pytest.approx([0.6, 0.7])  # final epoch
     rs = [{"trials_to_target": k, "trial_epochs_to_target": k, "trial_epochs_total": float(k),
            "best_final_val_acc": k / 100, "best_test_acc": k / 100, "best_config_pruned": False, "stop_rules": {}}
           for k in range(101)]

@@ -124,3 +124,17 @@ def test_a_table_file_holding_pickled_objects_is_refused(tmp_path):
     np.savez(tmp_path / "bop_digits.npz", meta=np.array([{"task": "bop_digits"}], dtype=object))
     with pytest.raises(ValueError, match="allow_pickle"):
         load("bop_digits", data_dir=tmp_path)
+
+
+def test_a_tasks_epoch_seconds_is_what_its_recording_measured():
+    # "measured seconds of one trial-epoch on one torch thread": the shipped table's run seconds per trial-epoch
+    # (within 30%: some were measured on a pilot run before the sharded recording)
+    from bnn_tune import hpobench
+    from bnn_tune.hpobench.table import load
+    from bnn_tune.hpobench.tasks import get_task
+
+    for name in hpobench.tasks():
+        table, task = load(name), get_task(name)
+        assert task.trial_epochs == len(table.configs) * table.n_seeds * table.epochs, name
+        measured = table.meta["run_seconds"] / task.trial_epochs
+        assert task.epoch_seconds == pytest.approx(measured, rel=0.3), name
