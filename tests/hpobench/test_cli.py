@@ -87,4 +87,5 @@ def test_one_trial_is_a_valid_search_and_the_table_prints_whole_trials(capsys):
     row = [line for line in capsys.readouterr().out.splitlines() if line.startswith("│ none")][-1]
     cells = [c.strip() for c in row.split("│")[1:-1]]
     assert re.fullmatch(r"\d+ \[\d+, \d+\]", cells[1]), cells  # trials: whole numbers
-    assert re.fullmatch(r"\d+\.\d \[\d+\.\d, \d+\.\d\]", cells[3]), cells  # trial-epochs: one decimal
+    for epochs in (cells[2], cells[3]):  # trial-epochs to target and in total: one decimal
+        assert re.fullmatch(r"\d+\.\d \[\d+\.\d, \d+\.\d\]", epochs), cells
