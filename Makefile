@@ -7,7 +7,7 @@ export RAY_AUTH_MODE ?= disabled
 export RAY_USAGE_STATS_ENABLED ?= 0
 export MPLBACKEND ?= Agg
 
-.PHONY: setup run test test-slow bench-quick gpu-check lint clean lce-env test-lce bench-vs-lce
+.PHONY: setup run test test-slow bench-quick gpu-check lint mutation mutation-report clean lce-env test-lce bench-vs-lce
 
 setup: $(STAMP)
 
@@ -54,7 +54,7 @@ gpu-check: setup
 
 # Larq Compute Engine (issue 28): `bnn-tune export --format lce` and benchmarks/bench_vs_lce.py need TensorFlow,
 # larq and LCE, which stay out of bnn-tune's own install (about 600 MB, numpy < 2): they live in their own venv,
-# which the main venv calls as a subprocess (BNN_TUNE_LCE_PYTHON overrides where). CI does not run these targets.
+# which the main venv calls as a subprocess (BNN_TUNE_LCE_PYTHON overrides where). CI runs `make test-lce`.
 LCE_VENV ?= .venv-lce
 LCE_PACKAGES := tensorflow-cpu==2.16.2 tf-keras==2.16.0 larq==0.13.3 larq-compute-engine==0.16.0
 LCE_STAMP := $(LCE_VENV)/.bnn-tune-lce-installed
@@ -73,6 +73,20 @@ test-lce: setup lce-env
 # The side-by-side of BENCHMARKS.md's LCE section (binarynet and vgg_small, 1 and 2 threads, batch 1/8/64).
 bench-vs-lce: setup lce-env
 	$(PY) benchmarks/bench_vs_lce.py --out benchmarks/results/vs_lce
+
+# Mutation testing (TESTING.md): single edits of the modules in tools/mutation.toml, each judged by the tests
+# that cover its module, in a scratch copy of the tree. Resumable and cut in pieces: `make mutation
+# MUTATION_SHARD=2/4 MUTATION_BUDGET=1800` runs the 2nd quarter for at most 30 min; results are appended to
+# runs/mutation/results.jsonl and summed up in runs/mutation/REPORT.md. MUTATION_ARGS adds options
+# (e.g. `--module plugins/_collapse.py --sample 0.3`).
+MUTATION_SHARD ?= 1/1
+MUTATION_BUDGET ?= 0
+MUTATION_ARGS ?=
+mutation: setup
+	nice -n 10 $(PY) tools/mutate.py run --shard $(MUTATION_SHARD) --budget $(MUTATION_BUDGET) $(MUTATION_ARGS)
+
+mutation-report: setup
+	$(PY) tools/mutate.py report
 
 lint: setup
 	$(VENV)/bin/ruff check .

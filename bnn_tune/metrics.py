@@ -188,7 +188,9 @@ class SubEpochFlipRates:
 
     def after_step(self) -> None:
         n = self.counter.steps
-        if n < self._steps:  # the counter was reset: a new epoch
+        # the counter was reset (a new epoch): its count restarts below or, for one-step epochs, exactly at the
+        # step the last window ended on (the counter steps before this hook, so without a reset n > self._steps)
+        if n <= self._steps:
             self._steps, self._flips = 0, 0
         if n in self.bounds and n != self._steps:
             total = sum(self.counter.layer_flips())

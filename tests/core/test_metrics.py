@@ -121,3 +121,78 @@ def test_a_parameter_that_changes_dtype_moves_to_the_bool_path():
     w.grad = torch.tensor([2.0, -2.0, 0.0], dtype=torch.float64)  # w[0], w[1] flip
     opt.step()
     assert counter.summary()["flips"] == 2
+
+
+# ----------------------------------------------------------------------------- issue 26 (tools/mutate.py)
+@pytest.mark.parametrize("packed", [True, False])
+def test_zero_counts_as_positive_on_either_path(packed):
+    # sign(0) = +1: +0.5 -> 0 is no flip, -0.5 -> 0 is one, 0 -> -0.5 is one, 0 -> +0.5 is none
+    w = torch.nn.Parameter(torch.tensor([0.5, -0.5, 0.0, 0.0]))
+    opt = torch.optim.SGD([w], lr=1.0)
+    counter = FlipCounter([("w", w)], packed=packed).attach(opt)
+    w.grad = torch.tensor([0.5, -0.5, 0.5, -0.5])
+    opt.step()
+    assert w.tolist() == [0.0, 0.0, -0.5, 0.5]
+    assert counter.layer_flips() == [2]
+
+
+@pytest.mark.parametrize("packed", [True, False])
+def test_sub_epoch_windows_of_unequal_length_over_two_epochs(packed):
+    """steps_per_epoch=5, points=2: windows end at steps round(2.5)=2 and 5, so the rates divide by 2 and by 3
+    steps; the counter's reset starts the next epoch's windows; on_point sees every new rate."""
+    from bnn_tune.metrics import SubEpochFlipRates
+
+    w = torch.nn.Parameter(torch.tensor([1.0, -1.0, 1.0, -1.0]))
+    opt = torch.optim.SGD([w], lr=1.0)
+    counter = FlipCounter([("w", w)], packed=packed).attach(opt)
+    seen = []
+    sub = SubEpochFlipRates(counter, steps_per_epoch=5, points=2, on_point=lambda r: seen.append(list(r))).attach(opt)
+    assert sub.bounds == {2, 5}
+
+    def epoch(flips_per_step):
+        counter.reset()
+        for k in flips_per_step:  # flip the first k weights
+            w.grad = torch.zeros(4)
+            w.grad[:k] = 2.0 * w.detach()[:k]
+            opt.step()
+
+    epoch([1, 0, 2, 0, 1])  # 1 flip in steps 1-2, 3 in steps 3-5
+    assert sub.rates == [1 / (4 * 2), 3 / (4 * 3)]
+    epoch([0, 0, 4, 4, 4])
+    assert sub.rates[2:] == [0.0, 12 / (4 * 3)]
+    assert seen == [sub.rates[:1], sub.rates[:2], sub.rates[:3], sub.rates]
+
+
+@pytest.mark.parametrize("points,steps", [(0, 5), (2, 0), (-1, 3)])
+def test_sub_epoch_rates_validate_points_and_steps(points, steps):
+    from bnn_tune.metrics import SubEpochFlipRates
+
+    w = torch.nn.Parameter(torch.ones(2))
+    with pytest.raises(ValueError, match="`points` and `steps_per_epoch` must be >= 1"):
+        SubEpochFlipRates(FlipCounter([("w", w)]), steps_per_epoch=steps, points=points)
+    SubEpochFlipRates(FlipCounter([("w", w)]), steps_per_epoch=1, points=1)  # the smallest valid values
+
+
+def test_more_points_than_steps_gives_one_rate_per_step():
+    from bnn_tune.metrics import SubEpochFlipRates
+
+    w = torch.nn.Parameter(torch.tensor([1.0, -1.0]))
+    sub = SubEpochFlipRates(FlipCounter([("w", w)]), steps_per_epoch=3, points=8)
+    assert sub.bounds == {1, 2, 3}
+
+
+@pytest.mark.parametrize("packed", [True, False])
+def test_one_step_epochs_get_a_rate_each(packed):
+    # an epoch of one step (a tiny dataset, a large batch): the counter's reset must still start a new window,
+    # although the counter is back at exactly the step count the previous window ended on
+    from bnn_tune.metrics import SubEpochFlipRates
+
+    w = torch.nn.Parameter(torch.tensor([1.0, -1.0]))
+    opt = torch.optim.SGD([w], lr=1.0)
+    counter = FlipCounter([("w", w)], packed=packed).attach(opt)
+    sub = SubEpochFlipRates(counter, steps_per_epoch=1, points=8).attach(opt)
+    for grad in ([2.0, 0.0], [0.0, 0.0], [-2.0, -2.0]):  # 1 flip, none, 2 flips
+        counter.reset()
+        w.grad = torch.tensor(grad)
+        opt.step()
+    assert sub.rates == [0.5, 0.0, 1.0]

@@ -25,6 +25,9 @@ def test_parse_seeds():
     (["--task", "bop_digits", "--pruner", "asha,ashaa"], "unknown pruner 'ashaa'"),
     (["--task", "bop_digits", "--space", "odd"], "unknown space 'odd'"),
     (["--task", "bop_digits", "--n-trials", "0"], "--n-trials must be >= 1"),
+    (["--task", "bop_digits", "--sampler", "grid"], "unknown sampler 'grid'"),
+    (["--task", "bop_digits", "--budgets", "0,5"], "bad --budgets '0,5'"),
+    (["--task", "bop_digits", "--budgets", "5,inf"], "bad --budgets '5,inf'"),
 ])
 def test_bad_input_is_one_error_line_and_exit_2(argv, needle, capsys):
     if "bop_digits" in argv and "bop_digits" not in hpobench.tasks():
@@ -66,3 +69,23 @@ def test_bad_budgets_are_one_error_line(argv, needle, capsys):
     assert main(["hpobench", "--task", "bop_digits", *argv]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("bnn-tune hpobench: error:") and needle in err
+
+
+def test_table_cells_say_never_for_a_target_never_reached():
+    from bnn_tune.hpobench.cli import _fmt
+
+    assert _fmt((float("inf"), 2.0, float("inf")), 1) == "never [2.0, never]"
+    assert _fmt((3.0, 1.0, 12.0), 0) == "3 [1, 12]"
+
+
+@pytest.mark.skipif("bop_digits" not in hpobench.tasks(), reason="bop_digits not recorded")
+def test_one_trial_is_a_valid_search_and_the_table_prints_whole_trials(capsys):
+    import re
+
+    assert main(["hpobench", "--task", "bop_digits", "--pruner", "none", "--seeds", "0", "--n-trials", "1"]) == 0
+    assert main(["hpobench", "--task", "bop_digits", "--pruner", "none", "--seeds", "0-2", "--n-trials", "30"]) == 0
+    row = [line for line in capsys.readouterr().out.splitlines() if line.startswith("│ none")][-1]
+    cells = [c.strip() for c in row.split("│")[1:-1]]
+    assert re.fullmatch(r"\d+ \[\d+, \d+\]", cells[1]), cells  # trials: whole numbers
+    for epochs in (cells[2], cells[3]):  # trial-epochs to target and in total: one decimal
+        assert re.fullmatch(r"\d+\.\d \[\d+\.\d, \d+\.\d\]", epochs), cells

@@ -209,3 +209,79 @@ def test_pruner_band_stops_noisy_trial_asha_promotes_and_keeps_in_band_bloomer()
     assert (s_pruned, s_step) == (False, E)
     assert study.trials[sn].user_attrs[PROTECTED_ATTR].startswith("protect: flips like the best")
     assert study.best_trial.number == sn
+
+
+# ------------------------------------------------------------------ exact edges (issue 26: found by tools/mutate.py)
+def test_band_includes_a_completed_trial_at_its_own_last_report():
+    # the winners reported 3 epochs: at report 3 their last flip rates span the band
+    rule = FlipSHRule(band=Band(width=1.0, top=3, min_ref=3))
+    assert rule.band_range(3, WINNERS) == (-6.5, -6.0)
+
+
+def test_band_edges_are_inside():
+    # band at report 2: [-5.5, -5.0]; with width 1.0 a run exactly 1.0 outside either edge is not stopped
+    rule = FlipSHRule(band=Band(width=1.0, warmup=1))
+    refs = [*WINNERS, LOSER]
+    assert not rule.out_of_band([-3.0, -4.0], refs).stop
+    assert not rule.out_of_band([-3.0, -6.5], refs).stop
+    assert rule.out_of_band([-3.0, -3.99], refs).stop and rule.out_of_band([-3.0, -6.51], refs).stop
+    # band protection: the edges of band +- protect_width are inside too
+    keep = FlipSHRule(band=Band(width=1.0, protect=True, protect_width=0.5))
+    assert not keep.in_band([-3.0, -4.5], refs).stop and not keep.in_band([-3.0, -6.0], refs).stop
+    # the band's warm-up is the first report it judges
+    assert FlipSHRule(band=Band(width=1.0, warmup=2)).out_of_band([-3.0, -9.0], refs).stop
+
+
+@pytest.mark.parametrize("maximize", [True, False])
+def test_band_is_spanned_by_the_best_trials_in_either_direction(maximize):
+    # top=1: the band is the single best trial's flip rate; best is the highest value when maximizing and the
+    # lowest when minimizing
+    rule = FlipSHRule(band=Band(width=0.5, top=1, min_ref=1))
+    refs = [(0.9, [-2.0]), (0.1, [-6.0])]
+    expected = (-2.0, -2.0) if maximize else (-6.0, -6.0)
+    assert rule.band_range(1, refs, maximize=maximize) == expected
+
+
+def test_band_width_zero_and_window_one_are_valid_settings():
+    assert Band(width=0.0).width == 0.0 and Band(width=0.5).width == 0.5
+    rule = FlipSHRule(window=1, min_rise=0.01, margin=0.0)
+    # window=1: the rise of the last report alone
+    assert not rule.protect([-4, -4], [0.3, 0.4], remaining=10, best_value=0.9).stop
+    assert rule.protect([-4, -4], [0.4, 0.4], remaining=10, best_value=0.9).stop
+
+
+def test_protect_needs_a_finite_objective_at_both_ends_of_the_window():
+    rule = FlipSHRule(window=2, min_rise=0.01, margin=0.02)
+    nan = float("nan")
+    for values in ([nan, 0.4, 0.5], [0.3, 0.4, nan]):
+        d = rule.protect([-4, -4, -4], values, remaining=10, best_value=0.9)
+        assert d.stop and "non-finite" in d.reason
+    assert rule.protect([-4, -4, nan], [0.3, 0.4, 0.5], remaining=10, best_value=0.9).stop
+
+
+@pytest.mark.parametrize("maximize", [True, False])
+def test_late_bloomer_projection_in_either_direction(maximize):
+    # the objective improves by 0.1 per report (accuracy rising, or loss falling); best completed 0.9 (or 0.1
+    # for a loss). 2 reports left reach exactly best - margin: protected; 1 report left does not.
+    s = 1.0 if maximize else -1.0
+    rule = FlipSHRule(window=2, min_rise=0.0625, margin=0.125)
+    values = [0.5 - s * 0.25, 0.5 - s * 0.125, 0.5]  # exact in binary: +0.125 per report towards better
+    best = 0.5 + s * 0.375  # 0.5 + 2 * 0.125 = best - margin exactly
+    assert not rule.protect([-4, -4, -4], values, remaining=2, best_value=best, maximize=maximize).stop
+    assert rule.protect([-4, -4, -4], values, remaining=1, best_value=best, maximize=maximize).stop
+    # the same values read in the other direction are falling: never protected
+    assert rule.protect([-4, -4, -4], values, remaining=10, best_value=best, maximize=not maximize).stop
+
+
+def test_min_rise_is_inclusive():
+    rule = FlipSHRule(window=2, min_rise=0.125, margin=0.0)
+    assert not rule.protect([-4, -4, -4], [0.25, 0.375, 0.5], remaining=10, best_value=0.75).stop  # exactly min_rise
+    assert rule.protect([-4, -4, -4], [0.25, 0.375, 0.49], remaining=10, best_value=0.75).stop
+
+
+def test_defaults_are_the_settings_the_benchmarks_were_measured_with():
+    # BENCHMARKS.md's flip+asha/flip+hyperband figures and RECOMMENDED_RULE use these defaults: changing one is
+    # a decision that reruns the benchmark, not an edit a test should let through
+    assert FlipSHRule() == FlipSHRule(floor=-8.0, sub_patience=1, patience=2, relative_drop=0.99, min_improvement=0.0,
+                                      margin=0.02, window=2, min_rise=0.01, use_collapse=True, band=None)
+    assert " collapse=" not in repr(FlipSHRule())  # derived from the settings, not one of them

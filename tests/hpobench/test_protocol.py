@@ -278,3 +278,179 @@ def test_held_out_tasks_are_ranked_apart():
     assert rep["rank_held_out"]["5"] == {"flip+hyperband": 2.0, "none": 1.0}
     assert rep["rank_design"]["5"] == {"flip+hyperband": 1.5, "none": 1.5}
     assert "rank_held_out" not in compile_report({k: docs[k] for k in ("t1", "t2")}, baselines=("none",), n_boot=100)
+
+
+def test_every_baseline_is_a_contender_the_replay_can_build():
+    from bnn_tune.hpobench.protocol import BASELINES, CONTENDERS
+
+    assert {f"asha-m{m}-rf{r}" for m in (1, 2, 3) for r in (2, 3)} <= set(BASELINES)
+    for name in BASELINES:
+        sampler, pruner, space = CONTENDERS[name]
+        assert space == "reinterpreted" and sampler in ("tpe", "random"), name
+        make_pruner(pruner, 9)
+
+
+def test_task_figures_from_hand_made_logs(synthetic_dir):
+    """Two seeds of one contender: seed 0 picks the best cell after one training, seed 1 only the worst cell; the
+    figures say so per seed and budget, with the target at the best cell mean - 0.5 pp."""
+    from bnn_tune.hpobench.evaluate import cell_scores
+    from bnn_tune.hpobench.protocol import task_figures
+    from bnn_tune.hpobench.table import load
+
+    table = load("bop_digits", data_dir=synthetic_dir)
+    s = cell_scores(table)
+    E = table.epochs
+    best, worst = int(np.argmax(s["val"])), int(np.argmin(s["val"]))
+    logs = {"none": [{"trials": [(float(E), best, 0.9), (float(E), worst, 0.1)], "stop_rules": {"asha": 1}},
+                     {"trials": [(float(E), worst, 0.2), (0.125, best, None), (0.125, best, None)],
+                      "stop_rules": {"asha": 2, "flip-early": 1}}]}
+    doc = task_figures("bop_digits", logs, [0, 1], budgets=(1.0, 2.0), data_dir=synthetic_dir, n_boot=50,
+                       curve_step=0.5)
+    assert doc["curve_budgets"] == [0.5, 1.0, 1.5, 2.0]
+    assert doc["best_mean_val"] == pytest.approx(float(s["val"].max()))
+    assert doc["best_mean_test"] == pytest.approx(float(s["test"].max()))
+    assert doc["target"] == pytest.approx(float(s["val"].max()) - 0.005)
+    assert doc["target_cells"] == int((s["val"] >= s["val"].max() - 0.005 - 1e-12).sum()) >= 1
+    assert doc["held_out"] is False and doc["seeds"] == [0, 1]
+    c = doc["contenders"]["none"]
+    assert (c["sampler"], c["pruner"], c["space"]) == CONTENDERS["none"]
+    assert c["per_seed"]["1"]["at_target"] == "10" and c["per_seed"]["2"]["at_target"] == "10"
+    assert c["per_seed"]["1"]["val_regret"][0] == 0.0 and c["per_seed"]["1"]["val_regret"][1] == 1.0
+    assert c["curve"]["share_at_target"] == [0.0, 0.5, 0.5, 0.5]
+    assert c["budget_to_half"] == 1.0
+    assert c["stop_rules"] == {"asha": 3, "flip-early": 1}
+    assert c["trials_at_max_budget"] == 2.5  # the median of 2 and 3 trials
+
+
+def _full_doc(shares: dict[str, list[bool]], halves: dict[str, float | None], held_out: bool = False) -> dict:
+    doc = _doc(shares)
+    doc["held_out"] = held_out
+    for n, c in doc["contenders"].items():
+        c["per_budget"]["5"].update(val_regret=(0.1, 0.0, 0.2), test_regret=(0.2, 0.1, 0.3))
+        c["budget_to_half"] = halves.get(n)
+    return doc
+
+
+def test_oracle_baseline_ties_go_to_the_first_listed_baseline():
+    T, F = True, False
+    docs = {"t1": _doc({"flip+hyperband": [T, T, T, T], "none": [T, T, F, F], "median": [T, T, F, F]}),
+            "t2": _doc({"flip+hyperband": [T, T, T, T], "none": [T, F, F, F], "median": [T, F, F, F]})}
+    assert compile_report(docs, baselines=("none", "median"), n_boot=50)["per_task"]["t1"]["oracle_baseline"] == "none"
+    assert compile_report(docs, baselines=("median", "none"), n_boot=50)["per_task"]["t1"]["oracle_baseline"] == "median"
+
+
+def test_markdown_names_the_baselines_held_out_tasks_ratios_and_ranks():
+    from bnn_tune.hpobench.protocol import markdown
+
+    T, F = True, False
+    docs = {"t1": _full_doc({"flip+hyperband": [T, T, T, T], "none": [T, T, F, F], "median": [T, T, T, F]},
+                            {"flip+hyperband": 2.0, "none": 4.0, "median": None}),
+            "t2": _full_doc({"flip+hyperband": [T, F, F, F], "none": [F, F, F, F], "median": [T, T, T, T],
+                             "naive/none": [F, F, F, F]},
+                            {"flip+hyperband": 3.0, "none": 2.0, "median": 1.0, "naive/none": None}),
+            "t3": _full_doc({"flip+hyperband": [T, T, F, F], "none": [T, T, T, F], "median": [T, F, F, F],
+                             "naive/none": [T, F, F, F]},
+                            {"flip+hyperband": 3.0, "none": 2.0, "median": None, "naive/none": 4.0}, held_out=True)}
+    rep = compile_report(docs, baselines=("none", "median"), n_boot=50)
+    assert {t: (r["loto_baseline"], r["oracle_baseline"]) for t, r in rep["per_task"].items()} == {
+        "t1": ("median", "median"), "t2": ("none", "median"), "t3": ("median", "none")}
+    md = markdown(docs, rep)
+    lines = md.splitlines()
+    # the LOTO baseline is tagged; the oracle one only where it differs from the LOTO choice
+    assert "| t2 | none (LOTO baseline) |" in md and "| t2 | median (oracle baseline) |" in md
+    assert not any(line.startswith("| t1 |") and "(oracle baseline)" in line for line in lines)
+    assert any(line.startswith("| t3 (held out) | ") for line in lines)
+    assert "Average rank over the held-out tasks only:" in md and "Average rank over the design tasks only:" in md
+    # budget to half: default / LOTO baseline; a missing figure is "never" and no ratio
+    b2h = [line for line in lines if line.startswith("| t1 | 2E |")]
+    assert b2h == ["| t1 | 2E | median: never | 4E | - |"]
+    assert "| t2 | 3E | none: 2E | 2E | 1.50x |" in lines
+    # spaces: a ratio only where both halves exist
+    spaces = [line for line in lines if line.startswith(("| t2 | 0%", "| t3 | 75%"))]
+    assert spaces[-1].endswith("| 2E / 4E = 0.50x |") and [s for s in spaces if s.startswith("| t2")][0].endswith(
+        "| 2E / never |")
+    # average ranks: best (lowest) first
+    ranks = rep["rank"]["5"]
+    table = md.split("### Average rank across tasks by share at target (1 = best)")[1].split("\n\n")[1].splitlines()[2:]
+    assert [r.split(" | ")[0][2:] for r in table] == sorted(ranks, key=ranks.get)
+
+
+# --- exact edges of the protocol's bookkeeping (issue 26: tools/mutate.py) --------------------------------------
+
+def test_the_first_of_equal_incumbents_stands_and_budgets_are_inclusive():
+    from bnn_tune.hpobench.evaluate import budget_to_share
+
+    assert incumbent([(1.0, 3, 0.5), (1.0, 4, 0.5)], limit=5.0) == 3
+    assert incumbent([(0.5, 3, 0.5), (0.5, 4, 0.75)], limit=1.0) == 4  # ends exactly at the limit: counts
+    assert budget_to_share([0.5, 1.0, 1.5], [0.25, 0.5, 1.0], 0.5) == 1.0  # reaching the share exactly counts
+    assert budget_to_share([0.5, 1.0], [0.25, 0.375], 0.5) is None
+
+
+def test_verdicts_need_the_interval_to_exclude_zero_strictly():
+    assert verdict((0.5, 0.0, 1.0)) == "ties" and verdict((-0.5, -1.0, 0.0)) == "ties"
+    assert verdict((0.5, 0.125, 1.0)) == "wins" and verdict((-0.5, -1.0, -0.125)) == "loses"
+
+
+def test_a_cell_exactly_at_the_tolerance_is_a_target_and_flat_scores_have_no_regret():
+    s = {"val": np.array([0.5, 0.75, 0.625]), "test": np.array([0.5, 0.5, 0.5])}
+    assert score_incumbent(2, s, tolerance=0.125)["at_target"] is True
+    assert score_incumbent(0, s, tolerance=0.125)["at_target"] is False
+    r = score_incumbent(0, s)
+    assert r["val_regret"] == 1.0 and r["test_regret"] == 0.0  # every cell equal on test: no regret
+
+
+def test_loto_ties_go_to_the_first_candidate_and_a_lone_task_takes_the_first():
+    s = {"a": {"x": 1.0, "y": 0.0}, "b": {"x": 0.5, "y": 0.5}}
+    assert loto_choice(s, "a", ["x", "y"]) == "x" and loto_choice(s, "a", ["y", "x"]) == "y"
+    assert loto_choice({"a": {"x": 0.0, "y": 1.0}}, "a", ["x", "y"]) == "x"
+
+
+def test_bootstrap_interval_is_the_central_level():
+    # values 0..99: the bootstrap of the mean is ~N(49.5, 2.9); a 50% interval is much narrower than a 99% one
+    v = np.arange(100.0)
+    m, lo50, hi50 = bootstrap_ci(v, np.mean, n_boot=4000, level=0.5)
+    _, lo99, hi99 = bootstrap_ci(v, np.mean, n_boot=4000, level=0.99)
+    assert m == 49.5 and lo99 < lo50 < m < hi50 < hi99
+    assert hi50 - lo50 == pytest.approx(2 * 0.674 * 2.887, rel=0.15) and hi99 - lo99 == pytest.approx(
+        2 * 2.576 * 2.887, rel=0.15)
+
+
+def test_aggregate_gives_medians_quartiles_and_shares_with_never_as_infinity():
+    from bnn_tune.hpobench.evaluate import aggregate
+
+    def res(to_target, total, best, pruned, rules):
+        return {"trials_to_target": to_target, "trial_epochs_to_target": None if to_target is None else 2.0 * to_target,
+                "trial_epochs_total": total, "best_final_val_acc": best, "best_test_acc": best - 0.125,
+                "best_config_pruned": pruned, "stop_rules": rules}
+
+    out = aggregate([res(3, 10.0, 0.5, False, {"asha": 2}), res(None, 20.0, 0.75, True, {"asha": 1, "flip-early": 4}),
+                     res(1, 30.0, 0.625, False, {}), res(5, 40.0, 0.25, True, {}), res(2, 50.0, 0.375, False, {})])
+    assert out["n"] == 5
+    assert out["trials_to_target"] == (3.0, 2.0, 5.0)  # median, 25th, 75th of 1, 2, 3, 5, never (= inf)
+    assert out["trial_epochs_to_target"] == (6.0, 4.0, 10.0)
+    assert out["trial_epochs_total"] == (30.0, 20.0, 40.0)
+    assert out["best_final_val_acc"] == (0.5, 0.375, 0.625) and out["best_test_acc"][0] == 0.375
+    assert out["reached"] == 0.8 and out["best_config_pruned"] == 0.4
+    assert out["stop_rules"] == {"asha": 3, "flip-early": 4}
+    never = aggregate([res(None, 5.0, 0.1, False, {})] * 3)
+    assert never["trials_to_target"] == (math.inf,) * 3 and never["reached"] == 0.0
+
+
+def test_bootstrap_of_the_median_is_not_the_bootstrap_of_the_mean():
+    # one outlier in ten: the median of (almost) every resample is 0, the mean of most is not
+    v = [0.0] * 9 + [100.0]
+    assert bootstrap_ci(v, n_boot=500) == (0.0, 0.0, 0.0)
+    assert bootstrap_ci(v, np.mean, n_boot=500)[2] > 10.0
+
+
+def test_cell_scores_take_the_last_epoch_and_aggregate_the_exact_median():
+    from bnn_tune.hpobench.evaluate import aggregate
+
+    val = np.array([[[0.9, 0.5], [0.9, 0.7]], [[0.1, 0.8], [0.1, 0.6]]], dtype=np.float32)  # (cells, seeds, epochs)
+    t = Table("two_epochs", {"epochs": 2}, [{}, {}], {"val_acc": val, "test_acc": val})
+    scores = cell_scores(t)
+    assert scores["val"] == pytest.approx([0.6, 0.7]) and scores["test"] == pytest.approx([0.6, 0.7])  # final epoch
+    rs = [{"trials_to_target": k, "trial_epochs_to_target": k, "trial_epochs_total": float(k),
+           "best_final_val_acc": k / 100, "best_test_acc": k / 100, "best_config_pruned": False, "stop_rules": {}}
+          for k in range(101)]
+    assert aggregate(rs)["trial_epochs_total"] == (50.0, 25.0, 75.0)

@@ -107,3 +107,26 @@ def test_refusals_name_the_fix(tmp_path):
         record_shard(held, tmp_path / "h", shard=(1, 1))
     with pytest.raises(ValueError, match=r"workers=0"):
         record_shard(TINY, tmp_path, shard=(1, 1), workers=0)
+
+
+def test_progress_counts_every_run_and_the_meta_times_are_elapsed_times(tmp_path):
+    import time
+
+    seen = []
+    t0 = time.time()
+    path = record_shard(TINY, tmp_path, shard=(1, 3), command=["one"], on_run=lambda done, n, secs: seen.append((done, n)))
+    elapsed = time.time() - t0
+    n = len(shard_runs(4, 3, (1, 3)))
+    assert seen == [(k, n) for k in range(1, n + 1)]  # 1-based: the last call says n of n
+    meta, arrays = _read(path)
+    assert 0.0 <= meta["wall_seconds"] <= elapsed + 0.1
+    assert meta["run_seconds"] == pytest.approx(float(arrays["run_seconds"].sum()), abs=0.1)
+
+
+def test_a_run_recorded_identically_by_two_shardings_merges(tmp_path):
+    # "the parts may come from different shardings; a run recorded twice must be identical" (merge_shards):
+    # 1/2 and 2/2 plus a re-run of 1/3 overlap on identical runs, which is fine
+    for shard in ((1, 2), (2, 2), (1, 3)):
+        record_shard(TINY, tmp_path, shard=shard)
+    meta, arrays = _read(merge_shards(TINY, tmp_path, keep_parts=True))
+    assert arrays["val_acc"].shape == (4, 3, 2) and len(meta["shards"]) == 3

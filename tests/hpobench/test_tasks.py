@@ -99,3 +99,54 @@ def test_held_out_tasks_are_refused_until_released(name, tmp_path):
     with pytest.raises(ValueError, match=rf"'{name}' is held out.*--allow-held-out"):
         record_shard(name, tmp_path, shard=(1, 1))
     assert not list(tmp_path.rglob("*.npz"))
+
+
+def test_every_shipped_table_was_recorded_with_its_tasks_definition():
+    """A task's grid, base config, space and seeds are what its shipped table recorded (the table's meta): a definition
+    edited without re-recording would make the replay snap configs to a grid the table does not hold."""
+    from bnn_tune import hpobench
+    from bnn_tune.hpobench.table import load
+    from bnn_tune.hpobench.tasks import get_task
+
+    names = hpobench.tasks()
+    assert names
+    for name in names:
+        meta, task = load(name).meta, get_task(name)
+        assert {k: tuple(v) for k, v in meta["grid"].items()} == dict(task.grid), name
+        assert meta["base"] == task.base and meta["space"] == task.space, name
+        assert tuple(meta["seeds"]) == tuple(task.seeds) and meta["epochs"] == task.base["epochs"], name
+
+
+def test_a_diverged_seed_scores_zero_in_the_tables_final_accuracy():
+    import numpy as np
+
+    from bnn_tune.hpobench.table import Table
+
+    val = np.array([[[0.5, 0.8], [0.5, np.nan]], [[0.5, 0.6], [0.5, 0.6]]], dtype=np.float32)  # (cells, seeds, epochs)
+    t = Table("tiny", {"epochs": 2}, [{}, {}], {"val_acc": val})
+    assert t.final_val().tolist() == pytest.approx([0.4, 0.6])  # (0.8 + 0) / 2, not 0.8 and not NaN
+    assert t.best_config == 1 and t.target() == pytest.approx(0.595)
+
+
+def test_a_table_file_holding_pickled_objects_is_refused(tmp_path):
+    import numpy as np
+
+    from bnn_tune.hpobench.table import load
+
+    np.savez(tmp_path / "bop_digits.npz", meta=np.array([{"task": "bop_digits"}], dtype=object))
+    with pytest.raises(ValueError, match="allow_pickle"):
+        load("bop_digits", data_dir=tmp_path)
+
+
+def test_a_tasks_epoch_seconds_is_what_its_recording_measured():
+    # "measured seconds of one trial-epoch on one torch thread": the shipped table's run seconds per trial-epoch
+    # (within 30%: some were measured on a pilot run before the sharded recording)
+    from bnn_tune import hpobench
+    from bnn_tune.hpobench.table import load
+    from bnn_tune.hpobench.tasks import get_task
+
+    for name in hpobench.tasks():
+        table, task = load(name), get_task(name)
+        assert task.trial_epochs == len(table.configs) * table.n_seeds * table.epochs, name
+        measured = table.meta["run_seconds"] / task.trial_epochs
+        assert task.epoch_seconds == pytest.approx(measured, rel=0.3), name

@@ -16,6 +16,8 @@ from bnn_tune.optim import (
     Bop2ndOrder,
     GradientFilter,
     LatentAdam,
+    TanhSign,
+    install_clip_quantizers,
     install_tanh_quantizers,
 )
 from bnn_tune.optim._bnew import bnew_phase_steps
@@ -409,6 +411,12 @@ P = [torch.nn.Parameter(torch.ones(2))]
         (lambda: BNEW(P, beta_T=1.0, t_lock=1.5, total_steps=10), "`t_lock` must be in (0, 1], but got t_lock=1.5."),
         (lambda: BNEW(P, beta_T=1.0, t_start=0.9, t_lock=0.5, total_steps=10), "`t_start` must be in [0, t_lock)"),
         (lambda: BNEW(P, beta_T=1.0, total_steps=0), "`total_steps` must be a finite number >= 1"),
+        # the smallest invalid value of each open bound (issue 26: an off-by-one bound must fail a test)
+        (lambda: BNEW(P, beta_T=1.0, lr=0.0, total_steps=10), "`lr` must be a finite number > 0, but got lr=0.0."),
+        (lambda: BNEW(P, beta_T=1.0, t_start=1.5, total_steps=10), "`t_start` must be in [0, 1), but got t_start=1.5."),
+        (lambda: TanhSign(0.0), "`beta` must be a finite number > 0, but got beta=0.0."),
+        (lambda: Bop2ndOrder(P, gamma=0.0), "`gamma` must be in (0, 1], but got gamma=0.0."),
+        (lambda: LatentAdam(P, betas=(1.0, 0.999)), "`betas[0]` must be in [0, 1), but got betas[0]=1.0."),
     ],
 )
 def test_bad_hyperparameters_raise(make, message):
@@ -422,3 +430,109 @@ def test_hyperparameters_live_in_param_groups():
     assert {"order", "gamma", "alpha", "threshold"} <= set(GradientFilter(P).param_groups[0])
     assert {"beta_T", "t_lock", "t_start", "reg_t"} <= set(BNEW(P, beta_T=1.0, total_steps=5).param_groups[0])
     assert {"beta0", "beta_growth", "beta"} <= set(BMD(P, total_steps=5).param_groups[0])
+
+
+# ----------------------------------------------------------------------------- issue 26 (tools/mutate.py)
+OTHER_SETTINGS = {  # different values for every hyperparameter the FACTORIES set
+    "bop": lambda ps, fe: Bop(ps, gamma=0.9, threshold=0.7, foreach=fe),
+    "bop2": lambda ps, fe: Bop2ndOrder(ps, gamma=0.9, sigma=0.9, threshold=0.9, foreach=fe),
+    "filter1": lambda ps, fe: GradientFilter(ps, order=1, gamma=0.9, threshold=0.9, foreach=fe),
+    "filter2": lambda ps, fe: GradientFilter(ps, order=2, gamma=0.9, alpha=0.9, foreach=fe),
+    "latent_adam": lambda ps, fe: LatentAdam(ps, lr=0.5, weight_decay=0.5, foreach=fe),
+    "bmd": lambda ps, fe: BMD(ps, lr=0.5, beta0=3.0, beta_growth=2.0, total_steps=6, foreach=fe),
+    "bnew": lambda ps, fe: BNEW(ps, lr=0.5, beta_T=5.0, t_start=0.1, t_lock=0.9, total_steps=10, foreach=fe),
+}
+
+
+@pytest.mark.parametrize("foreach", [False, True])
+@pytest.mark.parametrize("name", sorted(FACTORIES))
+def test_every_hyperparameter_is_read_from_the_param_group_at_each_step(name, foreach):
+    """A scheduler changes ``param_groups``, not ``defaults``: an optimizer built with other settings whose groups
+    are then set to the reference's values must step exactly like the reference (Bop reading gamma from its
+    defaults would make a gamma schedule do nothing)."""
+    ref, _ = _run(name, foreach, steps=5)
+    make, binary = FACTORIES[name]
+    params = _params(0, binary=binary)
+    wanted = make(_params(0, binary=binary), foreach).param_groups[0]
+    opt = OTHER_SETTINGS[name](params, foreach)
+    changed = [k for k in wanted if k != "params" and opt.param_groups[0][k] != wanted[k]]
+    assert changed, "OTHER_SETTINGS must differ from FACTORIES"
+    for k in wanted:
+        if k != "params":
+            opt.param_groups[0][k] = wanted[k]
+    for t in range(5):
+        for p, g in zip(params, _grads(params, 100 + t)):
+            p.grad = g
+        opt.step()
+    for a, b in zip(ref, params):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def _bop_hand(w, m, grads, gammas, taus):
+    """Algorithm 2 by hand, one step per (g, gamma, tau): m <- (1 - gamma) m + gamma g; flip where
+    |m| > tau and sign(m) = sign(w)."""
+    w, m = w.clone(), m.clone()
+    for g, gamma, tau in zip(grads, gammas, taus):
+        m = (1 - gamma) * m + gamma * g
+        flip = (m.abs() > tau) & (torch.sign(m) == torch.sign(w))
+        w = torch.where(flip, -w, w)
+    return w, m
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "transposed", "strided"])
+@pytest.mark.parametrize("foreach", [False, True])
+def test_bop_follows_a_changing_gamma_and_threshold_over_several_steps(foreach, layout):
+    """Six steps from non-zero state with gamma and threshold changed between steps (as a schedule does), for
+    contiguous, transposed and strided (every other column) weights: all take the same rule, the hand recurrence
+    in double precision."""
+    gen = torch.Generator().manual_seed(5)
+    rows, cols = 70, 40  # 2800 weights
+    base = _pm1(rows, 2 * cols, generator=gen).double()
+    w0 = {"contiguous": base[:, :cols].contiguous(), "transposed": base[:, :cols].t().contiguous().t(),
+          "strided": base[:, ::2]}[layout]
+    assert w0.is_contiguous() == (layout == "contiguous")
+    m0 = torch.randn(rows, cols, generator=gen, dtype=torch.float64) * 0.3
+    grads = [torch.randn(rows, cols, generator=gen, dtype=torch.float64) for _ in range(6)]
+    gammas, taus = [0.5, 0.5, 0.25, 0.125, 0.125, 1.0], [0.25, 0.0, 0.25, 0.5, 0.125, 0.75]
+    w = torch.nn.Parameter(base.clone()[:, ::2] if layout == "strided" else w0.clone(memory_format=torch.preserve_format))
+    assert w.is_contiguous() == (layout == "contiguous") and torch.equal(w.detach(), w0)
+    opt = Bop([w], gamma=gammas[0], threshold=taus[0], foreach=foreach)
+    opt.state[w]["exp_avg"] = m0.clone()
+    for g, gamma, tau in zip(grads, gammas, taus):
+        opt.param_groups[0]["gamma"], opt.param_groups[0]["threshold"] = gamma, tau
+        w.grad = g.clone(memory_format=torch.preserve_format) if layout == "contiguous" else g.t().contiguous().t()
+        opt.step()
+    w_hand, m_hand = _bop_hand(w0, m0, grads, gammas, taus)
+    torch.testing.assert_close(opt.state[w]["exp_avg"], m_hand)
+    assert torch.equal(w.detach(), w_hand)
+    assert set(w.detach().unique().tolist()) <= {-1.0, 1.0}
+
+
+@pytest.mark.parametrize("foreach", [False, True])
+def test_bop_gives_each_param_group_its_own_gamma(foreach):
+    gen = torch.Generator().manual_seed(6)
+    w1, w2 = (torch.nn.Parameter(_pm1(50, generator=gen)) for _ in range(2))
+    g = torch.randn(50, generator=gen)
+    opt = Bop([{"params": [w1], "gamma": 1.0, "threshold": 0.0}, {"params": [w2], "gamma": 0.25}], threshold=0.0,
+              foreach=foreach)
+    w1.grad, w2.grad = g.clone(), g.clone()
+    opt.step()
+    torch.testing.assert_close(opt.state[w1]["exp_avg"], g)
+    torch.testing.assert_close(opt.state[w2]["exp_avg"], 0.25 * g)
+
+
+def test_clip_quantizers_clip_the_latent_weights_to_exactly_the_unit_box():
+    from bnn_tune.nn import BinaryLinear
+
+    layer = BinaryLinear(4, 3)
+    with torch.no_grad():
+        layer.weight.copy_(torch.tensor([[-3.0, -1.0, -0.5, 0.0], [0.5, 1.0, 3.0, -1.5], [2.0, -2.0, 0.25, 1.5]]))
+    install_clip_quantizers(layer)
+    assert layer.weight.tolist() == [[-1.0, -1.0, -0.5, 0.0], [0.5, 1.0, 1.0, -1.0], [1.0, -1.0, 0.25, 1.0]]
+
+
+def test_bop_constructor_defaults_are_the_papers_cifar10_settings():
+    # the docstring's promise: gamma 1e-4 and tau 1e-8 (Helwegen et al. 2019, Sec. 5.2); the registry's
+    # digits-sized defaults are separate (test_registry_defaults_agree_with_the_optimizer_classes)
+    group = Bop(P).param_groups[0]
+    assert (group["gamma"], group["threshold"]) == (1e-4, 1e-8)

@@ -31,8 +31,9 @@ def test_unknown_name_lists_valid_names():
 def test_register_rejects_duplicates_and_bad_names():
     with pytest.raises(ValueError, match="already registered"):
         optim.register("bop", optim.Bop)
-    with pytest.raises(ValueError, match="lowercase"):
-        optim.register("MyBop", optim.Bop)
+    for bad in ("MyBop", "", 5, None):  # each condition of the name check on its own
+        with pytest.raises(ValueError, match="lowercase"):
+            optim.register(bad, optim.Bop)  # type: ignore[arg-type]
     # "lr" is the common key of the real-parameter Adam: it would never reach this optimizer.
     with pytest.raises(ValueError, match=r"Hyperparameter names \['lr'\] of optimizer 'mysgd' clash"):
         optim.register("mysgd", torch.optim.SGD, hyperparameters={"lr": 0.1})
@@ -163,3 +164,92 @@ def test_register_rejects_every_common_config_key():
     for key in ("dataset", "seed", COMMON_KEYS[-1]):
         with pytest.raises(ValueError, match="clash with common config keys"):
             optim.register("mysgd2", torch.optim.SGD, hyperparameters={key: 0.1})
+
+
+# ----------------------------------------------------------------------------- issue 26 (tools/mutate.py)
+@pytest.mark.parametrize("scale", [0.25, 1.0, 3])
+def test_latent_adam_init_scale_rescales_only_the_binary_weights(scale):
+    torch.manual_seed(0)
+    model = build_model("mlp", (1, 8, 8), 10)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    optim.build(model, {"optimizer": "latent_adam", "init_scale": scale})
+    for n, p in model.named_parameters():
+        if is_binary_parameter(p):
+            # the largest latent weight becomes exactly `scale`, the signs stay
+            assert p.abs().max().item() == pytest.approx(scale, rel=1e-6), n
+            assert torch.equal(torch.sign(p.detach()), torch.sign(before[n])), n
+        else:
+            assert torch.equal(p.detach(), before[n]), n
+
+
+@pytest.mark.parametrize("bad", [0, 0.0, -1.0, True, "1"])
+def test_latent_adam_init_scale_must_be_a_positive_number(bad):
+    model = build_model("mlp", (1, 8, 8), 10)
+    with pytest.raises(ValueError, match=r"`init_scale` must be > 0 or None"):
+        optim.build(model, {"optimizer": "latent_adam", "init_scale": bad})
+
+
+def test_latent_adam_init_scale_of_all_zero_weights_stays_finite():
+    model = build_model("mlp", (1, 8, 8), 10)
+    with torch.no_grad():
+        for p in model.parameters():
+            if is_binary_parameter(p):
+                p.zero_()
+    optim.build(model, {"optimizer": "latent_adam", "init_scale": 0.5})
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_registry_defaults_agree_with_the_optimizer_classes():
+    """A hyperparameter's default lives in two places (the class signature, for direct use, and the registry, for
+    configs and search spaces); they agree except for the registry's deliberate digits-sized Bop settings and the
+    keys only the registry knows (``latent_lr``, ``init_scale``)."""
+    import inspect
+
+    deliberate = {("bop", "gamma"), ("bop", "threshold")}
+    for name in optim.list_optimizers():
+        spec = _registry.get(name)
+        signature = inspect.signature(spec.cls.__init__).parameters
+        for key, value in spec.hyperparameters.items():
+            if key in signature and (name, key) not in deliberate:
+                assert signature[key].default == value, (name, key)
+
+
+@pytest.mark.parametrize("epochs,steps,t_start,t_lock", [(2, 5, None, None), (3, 7, 0.25, 0.75)])
+def test_bnew_default_push_is_e_to_the_10_over_phase_two(epochs, steps, t_start, t_lock):
+    """Without beta/beta_T the registry sets beta_T = 10 / (T + 1), T = the phase-2 steps, so that the push
+    sum_s 2 reg_t = beta_T (T + 1) is 10 whatever the run length (the comment in bnn_tune/optim/__init__.py)."""
+    from bnn_tune.optim._bnew import bnew_phase_steps
+
+    model = build_model("mlp", (1, 8, 8), 10)
+    cfg = {"optimizer": "bnew", "epochs": epochs}
+    if t_start is not None:
+        cfg.update(t_start=t_start, t_lock=t_lock)
+    opt = optim.build(model, cfg, steps_per_epoch=steps)
+    group = opt.binary.param_groups[0]
+    start, lock = bnew_phase_steps(epochs * steps, group["t_start"], group["t_lock"])
+    assert group["beta_T"] * (lock - start + 1) == pytest.approx(10.0)
+
+
+def test_build_counts_one_step_per_epoch_unless_told_otherwise():
+    model = build_model("mlp", (1, 8, 8), 10)
+    assert optim.build(model, {"optimizer": "bnew", "epochs": 3}).binary.param_groups[0]["total_steps"] == 3
+    assert optim.build(model, {"optimizer": "bnew", "epochs": 3}, steps_per_epoch=4).binary.param_groups[0][
+        "total_steps"] == 12
+
+
+def test_hyperparameters_default_to_the_constructor_signature(fresh_registry):
+    class _Opt(torch.optim.SGD):
+        def __init__(self, params, rate=0.1, *args, momentum=0.0, nesterov=False, foreach=None, maximize=False,
+                     _private=1, **kwargs):
+            super().__init__(params, lr=rate, momentum=momentum, nesterov=nesterov)
+
+    optim.register("signature_sgd", _Opt)
+    # params/self, *args/**kwargs, private and torch's switches are not hyperparameters
+    assert optim.get("signature_sgd").hyperparameters == {"rate": 0.1, "momentum": 0.0, "nesterov": False}
+
+
+def test_latent_adam_prepare_hook_refuses_a_zero_scale_on_its_own():
+    # the hook is public (OptimizerSpec.prepare_model, e.g. for a model prepared before the optimizer is built)
+    model = build_model("mlp", (1, 8, 8), 10)
+    with pytest.raises(ValueError, match=r"`init_scale` must be > 0 or None, but got init_scale=0.0"):
+        optim.get("latent_adam").prepare_model(model, {"init_scale": 0.0})

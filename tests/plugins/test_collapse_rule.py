@@ -181,3 +181,66 @@ def test_margin_keeps_converged_contenders_near_the_best():
     assert FlipRateCollapseRule(margin=0.02).decide([FROZEN] * 4, [0.5] * 4, best_value=0.983).stop
     # minimisation: within margin above the best loss
     assert not FlipRateCollapseRule(margin=0.1).decide([FROZEN] * 4, [0.35] * 4, best_value=0.3, maximize=False).stop
+
+
+# ------------------------------------------------------------------ exact edges (issue 26: found by tools/mutate.py)
+def test_a_flip_rate_exactly_at_the_floor_never_rose_above_it():
+    # "never rose above the floor" includes sitting exactly on it: the accuracy gain is the real-valued
+    # layers', so the improvement waiver applies and the run is stopped although its accuracy rises
+    rule = FlipRateCollapseRule(n_warmup_steps=1, patience=2, floor=-8.0)
+    d = rule.decide([-8.0, -8.0, -8.0], [0.1, 0.2, 0.3])
+    assert d.stop and "never rose above the floor" in d.reason
+    # just above the floor once: the binary weights trained, the rising accuracy keeps the run
+    assert not rule.decide([-7.99, -8.0, -8.0], [0.1, 0.2, 0.3]).stop
+
+
+def test_an_objective_that_stays_exactly_level_did_not_improve():
+    # improvement must be *more than* min_improvement: a level objective (improvement exactly 0, or exactly
+    # min_improvement) is not learning
+    lfr = [-5.0, FROZEN, FROZEN]
+    assert FlipRateCollapseRule(n_warmup_steps=1, patience=2).decide(lfr, [0.5, 0.5, 0.5]).stop
+    assert FlipRateCollapseRule(n_warmup_steps=1, patience=2, min_improvement=0.25).decide(
+        lfr, [0.5, 0.75, 0.5]).stop
+    assert not FlipRateCollapseRule(n_warmup_steps=1, patience=2, min_improvement=0.25).decide(
+        lfr, [0.5, 0.875, 0.5]).stop
+
+
+def test_the_best_of_the_sweep_guard_uses_the_runs_best_value_not_its_last():
+    rule = FlipRateCollapseRule(n_warmup_steps=0, patience=1)
+    # best 0.9 then fell to 0.5: the run equalled the sweep's best once, so it is not stopped
+    assert not rule.decide([FROZEN] * 3, [0.9, 0.5, 0.5], best_value=0.9).stop
+    # minimisation: the run's best is its lowest loss
+    assert not rule.decide([FROZEN] * 3, [0.2, 0.6, 0.6], best_value=0.2, maximize=False).stop
+    assert rule.decide([FROZEN] * 3, [0.3, 0.6, 0.6], best_value=0.2, maximize=False).stop
+
+
+@pytest.mark.parametrize("maximize", [True, False])
+def test_margin_is_inclusive_and_measured_towards_the_worse_side(maximize):
+    # exactly `margin` behind the best is still a contender; a hair further is not. Values chosen so the
+    # differences are exact in binary floating point.
+    sign = 1.0 if maximize else -1.0
+    best = 0.75
+    rule = FlipRateCollapseRule(n_warmup_steps=0, patience=1, margin=0.25)
+    at_edge = best - sign * 0.25
+    beyond = best - sign * 0.375
+    assert not rule.decide([FROZEN] * 2, [at_edge] * 2, best_value=best, maximize=maximize).stop
+    assert rule.decide([FROZEN] * 2, [beyond] * 2, best_value=best, maximize=maximize).stop
+
+
+def test_relative_drop_is_inclusive_at_exactly_the_drop():
+    # relative_drop=0.75 is a drop to a quarter: log(1/4) below the peak counts as collapsed, exactly
+    peak = -2.0
+    drop = math.log1p(-0.75)
+    rule = FlipRateCollapseRule(n_warmup_steps=1, patience=1, relative_drop=0.75)
+    assert rule.decide([peak, peak + drop], [0.5, 0.5]).stop
+    assert not rule.decide([peak, peak + drop + 1e-9], [0.5, 0.5]).stop
+    # the peak is the highest earlier report, not the first or the last one
+    assert rule.decide([peak - 1.0, peak, peak + drop], [0.5] * 3).stop
+
+
+def test_reason_names_the_peak_and_the_floor_level():
+    rule = FlipRateCollapseRule(n_warmup_steps=0, patience=1, floor=-8.0)
+    d = rule.decide([-8.5, -9.0], [0.1, 0.1])
+    assert d.stop and "peak -8.50" in d.reason  # the highest log flip rate seen, not the lowest
+    d = rule.decide([-5.0, -8.0], [0.5, 0.5])
+    assert d.stop and "at or below the floor -8" in d.reason  # exactly on the floor is "at" it

@@ -250,3 +250,29 @@ def test_margin_protects_trials_near_the_best():
     _complete(study, 0.9)
     assert not any(_feed(study.ask(), [FROZEN] * 3, [0.87] * 3))
     assert all(_feed(study.ask(), [FROZEN] * 3, [0.8] * 3))
+
+
+# ------------------------------------------------------------------ both directions (issue 26)
+@pytest.mark.parametrize("direction", ["maximize", "minimize"])
+def test_best_value_is_the_best_completed_trial_in_the_studys_direction(direction):
+    # two completed trials, 0.2 and 0.8: the best is 0.8 when maximizing and 0.2 when minimizing. A frozen
+    # trial at 0.5 trails the best either way and is pruned; one that equals the best is kept.
+    best, worst = (0.8, 0.2) if direction == "maximize" else (0.2, 0.8)
+    study = optuna.create_study(direction=direction, pruner=FlipRatePruner(n_warmup_steps=0, patience=1))
+    _complete(study, 0.2)
+    _complete(study, 0.8)
+    assert all(_feed(study.ask(), [FROZEN] * 3, [0.5] * 3))
+    assert not any(_feed(study.ask(), [FROZEN] * 3, [best] * 3))
+    assert all(_feed(study.ask(), [FROZEN] * 3, [worst] * 3))
+
+
+def test_record_user_attr_says_whether_the_storage_took_it():
+    from bnn_tune.plugins.optuna import record_user_attr
+
+    study = optuna.create_study()
+    trial = study.ask()
+    frozen = study._storage.get_trial(trial._trial_id)
+    assert record_user_attr(study, frozen, "k", "v") is True
+    assert study.trials[0].user_attrs["k"] == "v"
+    study.tell(trial, 1.0)
+    assert record_user_attr(study, frozen, "k", "late") is False  # a finished trial refuses: logged, not raised

@@ -243,3 +243,56 @@ def test_import_plugins_does_not_import_ray():
     code = "import sys, plugins; assert 'ray' not in sys.modules; import bnn_tune.plugins.ray; print('ok')"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
+
+
+# ---------------------------------------------------------------- issue 26 (tools/mutate.py)
+def test_read_stop_reason_from_every_form(tmp_path):
+    from bnn_tune.plugins.ray import STOP_REASON_FILE
+
+    (tmp_path / STOP_REASON_FILE).write_text("flip-band: too noisy\n")
+    empty = tmp_path / "other"
+    empty.mkdir()
+    assert read_stop_reason(str(tmp_path)) == "flip-band: too noisy"  # a trial dir, as str or Path
+    assert read_stop_reason(tmp_path) == "flip-band: too noisy"
+    assert read_stop_reason(empty) is None  # a trial nobody stopped
+    # a Ray Result: its metrics first, then its trial dir
+    assert read_stop_reason(SimpleNamespace(metrics={STOP_REASON_KEY: "asha: x"}, path=str(empty))) == "asha: x"
+    assert read_stop_reason(SimpleNamespace(metrics={"val_acc": 0.5}, path=str(tmp_path))) == "flip-band: too noisy"
+    assert read_stop_reason(SimpleNamespace(metrics=None, path=None)) is None
+
+
+@pytest.mark.parametrize("max_t,ok", [(1, True), (9, True), (None, True), (0, False), (2.5, False), (True, False)])
+def test_scheduler_max_t_is_a_positive_integer_or_none(max_t, ok):
+    if ok:
+        FlipRateScheduler(max_t=max_t)
+    else:
+        with pytest.raises(ValueError, match="`max_t` must be an integer >= 1"):
+            FlipRateScheduler(max_t=max_t)
+
+
+def test_search_properties_complete_a_wrapped_scheduler_that_has_a_metric_but_no_mode():
+    class _MetricOnly(_Recorder):
+        metric, _mode = "val_acc", None
+
+        def set_search_properties(self, metric, mode, **spec):
+            self.calls.append(f"props {metric} {mode}")
+            self._mode = mode
+            return True
+
+    inner = _MetricOnly()
+    s = FlipRateScheduler(inner)
+    assert s.set_search_properties("val_acc", "max")
+    assert inner.calls == ["props val_acc max"] and (s.metric, s.mode) == ("val_acc", "max")
+
+
+def test_a_trial_stopped_at_an_epoch_keeps_its_metric_even_when_nan():
+    # only a stop inside the first epoch (a sub-epoch result, no value yet) drops the metric so the searcher
+    # records a pruned trial; a diverged epoch value (NaN) stays what it is
+    s = FlipRateScheduler(_Recorder(), "val_acc", "max", n_warmup_steps=0, patience=1)
+    t = _trial("t")
+    s.on_trial_add(None, t)
+    r = _result(1, FROZEN, float("nan"))
+    t.last_result = r
+    assert s.on_trial_result(None, t, r) == TrialScheduler.STOP
+    s.on_trial_complete(None, t, r)
+    assert "val_acc" in t.last_result and t.last_result[STOP_REASON_KEY].startswith("flip-collapse: ")

@@ -190,3 +190,180 @@ def test_rules_are_frozen_dataclasses_validated_by_the_one_validator():
         Band(width=1.0, top=0)
     with pytest.raises(ValueError, match=r"`patience` must be an integer >= 1, but got patience=0\."):
         FlipRateCollapseRule(patience=0)
+
+
+# ------------------------------------------------------------------ adapters' bookkeeping (issue 26: tools/mutate.py)
+def _flip_sh_study(direction="maximize", **kw):
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna.create_study(direction=direction, pruner=FlipSHPruner(**kw))
+
+
+def _reported_trial(study, values, lfr=-3.0):
+    trial = study.ask()
+    for e, v in enumerate(values, start=1):
+        trial.set_user_attr(FLIP_RATE_ATTR, [lfr] * e)
+        trial.report(v, e)
+    return study._storage.get_trial(trial._trial_id)
+
+
+def test_every_strategy_pruner_says_whether_it_judges_sub_epoch_points():
+    # the objective and the replay ask a pruner inside the first epoch only when it says so: the registry's
+    # flag and the pruner's attribute must agree, or flip-early never runs (or runs for a pruner without it)
+    from bnn_tune.plugins.strategies import list_strategies
+
+    assert FlipSHPruner.judges_sub_epoch is True
+    for name in list_strategies():
+        strategy = get_strategy(name)
+        pruner = strategy.optuna_pruner(9)
+        assert bool(getattr(pruner, "judges_sub_epoch", False)) == strategy.judges_sub_epoch, name
+
+
+def test_flip_sh_view_counts_remaining_reports_and_knows_when_it_does_not_know():
+    study = _flip_sh_study(max_steps=9)
+    view = FlipSHPruner(max_steps=9).view(study, _reported_trial(study, [0.1, 0.2, 0.3]))
+    assert view.remaining == 6 and view.values == (0.1, 0.2, 0.3) and view.best_value is None
+    # no max_steps and no completed trial: the number of epochs left is unknown, not 0 or 1
+    study = _flip_sh_study()
+    assert FlipSHPruner().view(study, _reported_trial(study, [0.1])).remaining is None
+    # ... and learnt from the longest completed trial once one completed
+    done = study.ask()
+    for e in range(1, 6):
+        done.report(0.5, e)
+    study.tell(done, 0.5)
+    assert FlipSHPruner().view(study, _reported_trial(study, [0.1, 0.2])).remaining == 3
+
+
+@pytest.mark.parametrize("direction", ["maximize", "minimize"])
+def test_flip_sh_view_best_value_ignores_non_finite_completed_values(direction):
+    study = _flip_sh_study(direction)
+    for value in (0.25, 0.75, math.inf if direction == "maximize" else -math.inf):
+        t = study.ask()
+        t.report(value, 1)
+        study.tell(t, value)
+    view = FlipSHPruner().view(study, _reported_trial(study, [0.5]))
+    assert view.best_value == (0.75 if direction == "maximize" else 0.25)
+    assert sorted(v for v, _ in view.completed) == [0.25, 0.75]
+
+
+def _ray_trial(tid):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(trial_id=tid, storage=None, last_result=None)
+
+
+def _ray_feed(scheduler, tid, values, lfrs):
+    from ray.tune.schedulers import TrialScheduler
+
+    trial = _ray_trial(tid)
+    scheduler.on_trial_add(None, trial)
+    result: dict = {}
+    for e, (v, x) in enumerate(zip(values, lfrs), start=1):
+        result = {"training_iteration": e, "epoch": e, "val_acc": v, "log_flip_rate": x}
+        trial.last_result = result
+        if scheduler.on_trial_result(None, trial, result) == TrialScheduler.STOP:
+            scheduler.on_trial_complete(None, trial, result)
+            return "stopped"
+    scheduler.on_trial_complete(None, trial, result)
+    return "completed"
+
+
+def _stopping_scheduler(stop_at=2, only=""):
+    """A wrapped scheduler that stops the trials whose id starts with ``only`` at iteration ``stop_at``."""
+    from ray.tune.schedulers import TrialScheduler
+
+    class _Stop(TrialScheduler):
+        def on_trial_add(self, tune_controller, trial):
+            pass
+
+        def on_trial_result(self, tune_controller, trial, result):
+            stop = trial.trial_id.startswith(only) and result["training_iteration"] >= stop_at
+            return TrialScheduler.STOP if stop else TrialScheduler.CONTINUE
+
+        def on_trial_complete(self, tune_controller, trial, result):
+            pass
+
+    return _Stop()
+
+
+@pytest.mark.parametrize("mode", ["max", "min"])
+def test_ray_flip_sh_best_value_follows_the_mode_and_skips_stopped_trials(mode):
+    pytest.importorskip("ray.tune")
+    from bnn_tune.plugins.flip_sh_ray import FlipSHScheduler
+
+    sched = FlipSHScheduler(_stopping_scheduler(only="stop"), "val_acc", mode, max_t=4, min_rise=None)
+    good, bad = (0.9, 0.2) if mode == "max" else (0.1, 0.8)
+    assert _ray_feed(sched, "a", [good] * 4, [-3.0] * 4) == "completed"
+    assert _ray_feed(sched, "b", [bad] * 4, [-3.0] * 4) == "completed"
+    # a trial the wrapped scheduler stopped (Ray still calls on_trial_complete) is no reference, even with the
+    # best value of all
+    best_ever = 1.0 if mode == "max" else 0.0
+    assert _ray_feed(sched, "stop-c", [best_ever] * 3, [-3.0] * 3) == "stopped"
+    view = sched.view("d", {"training_iteration": 1, "epoch": 1, "val_acc": 0.5, "log_flip_rate": -3.0})
+    assert view.best_value == good and view.maximize == (mode == "max")
+    assert sorted(v for v, _ in view.completed) == sorted([good, bad])
+
+
+def test_ray_flip_sh_records_protected_late_bloomers_and_refuses_a_foreign_rule():
+    pytest.importorskip("ray.tune")
+    from bnn_tune.plugins.flip_sh_ray import FlipSHScheduler
+
+    with pytest.raises(TypeError, match="`rule` must be a FlipSHRule or None"):
+        FlipSHScheduler(_stopping_scheduler(), "val_acc", "max", rule="flip")  # type: ignore[arg-type]
+    sched = FlipSHScheduler(_stopping_scheduler(), "val_acc", "max", max_t=9, window=1, min_rise=0.01)
+    # rising 0.2 per epoch with a healthy flip rate: the wrapped scheduler's stop is overruled and recorded
+    assert _ray_feed(sched, "bloom", [0.2, 0.4, 0.6], [-3.0] * 3) == "completed"
+    assert sched.protected["bloom"].startswith("protect: late bloomer")
+    # flat: the wrapped scheduler's stop stands, named by its rule
+    assert _ray_feed(sched, "flat", [0.2, 0.2], [-3.0] * 2) == "stopped"
+    assert "flat" not in sched.protected and sched.stop_reasons["flat"].startswith("asha: ")
+
+
+def test_ray_trial_stopped_inside_the_first_epoch_has_no_metric_and_a_reason():
+    # Tune hands the searcher trial.last_result: a trial stopped by flip-early at a sub-epoch point carries NaN in
+    # place of the metric, which OptunaSearch would record as a failure; the scheduler drops it (pruned, not
+    # failed). An epoch result keeps its metric.
+    pytest.importorskip("ray.tune")
+    from ray.tune.schedulers import FIFOScheduler, TrialScheduler
+
+    from bnn_tune.plugins._outcome import SUB_EPOCH_KEY
+    from bnn_tune.plugins.flip_sh_ray import FlipSHScheduler
+    from bnn_tune.plugins.ray import STOP_REASON_KEY
+
+    sched = FlipSHScheduler(FIFOScheduler(), "val_acc", "max", max_t=4, sub_patience=2)
+    trial = _ray_trial("frozen")
+    sched.on_trial_add(None, trial)
+    decisions = []
+    for k in (1, 2):
+        result = {SUB_EPOCH_KEY: k, "sub_log_flip_rate": [-9.0] * k, "training_iteration": 0, "epoch": 0,
+                  "val_acc": math.nan}
+        trial.last_result = result
+        decisions.append(sched.on_trial_result(None, trial, result))
+    assert decisions == [TrialScheduler.CONTINUE, TrialScheduler.STOP]
+    sched.on_trial_complete(None, trial, trial.last_result)
+    assert "val_acc" not in trial.last_result
+    assert trial.last_result[STOP_REASON_KEY].startswith("flip-early: ")
+    # stopped at an epoch result: the value stays
+    sched2 = FlipSHScheduler(_stopping_scheduler(stop_at=1), "val_acc", "max", max_t=4, min_rise=None)
+    epoch = _ray_trial("e")
+    sched2.on_trial_add(None, epoch)
+    epoch.last_result = {"training_iteration": 1, "epoch": 1, "val_acc": 0.25, "log_flip_rate": -3.0}
+    assert sched2.on_trial_result(None, epoch, epoch.last_result) == TrialScheduler.STOP
+    sched2.on_trial_complete(None, epoch, epoch.last_result)
+    assert epoch.last_result["val_acc"] == 0.25 and epoch.last_result[STOP_REASON_KEY].startswith("asha: ")
+
+
+def test_ray_scheduler_without_a_mode_only_passes_results_through():
+    # without a mode the collapse rule cannot tell better from worse: it judges nothing, the wrapped scheduler
+    # decides
+    pytest.importorskip("ray.tune")
+    from ray.tune.schedulers import TrialScheduler
+
+    from bnn_tune.plugins.ray import FlipRateScheduler
+
+    sched = FlipRateScheduler(_stopping_scheduler(stop_at=99), metric="val_acc", n_warmup_steps=0, patience=1)
+    trial = _ray_trial("t")
+    sched.on_trial_add(None, trial)
+    for e in (1, 2, 3):
+        result = {"training_iteration": e, "val_acc": 0.1, "log_flip_rate": -9.0}
+        assert sched.on_trial_result(None, trial, result) == TrialScheduler.CONTINUE
+    assert sched.stop_reasons == {}
