@@ -69,7 +69,14 @@ def main(argv: list[str] | None = None) -> int:
         a.budgets, a.k = "2,3", "0,1"
     elif not a.logs:
         ap.error("--logs is required (the folder hpobench_eval.py --logs wrote)")
-    budgets, ks = [float(b) for b in a.budgets.split(",")], [int(k) for k in a.k.split(",")]
+    try:
+        budgets, ks = [float(b) for b in a.budgets.split(",")], [int(k) for k in a.k.split(",")]
+    except ValueError:
+        ap.error(f"--budgets takes numbers and --k whole numbers, comma-separated, but got --budgets {a.budgets!r} "
+                 f"--k {a.k!r}")
+    if min(ks) < 0 or min(budgets) <= max(ks):
+        ap.error(f"every budget must exceed every k (re-evaluations come out of the budget) and k >= 0, but got "
+                 f"--budgets {a.budgets} --k {a.k}")
     result: dict[str, dict[str, float]] = {}
     names = a.contenders.split(",")
     for t in (["bop_digits"] if a.quick else [t for t in tasks() if get_task(t).superseded_by is None]):
@@ -83,6 +90,9 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print(f"{t}: no logs in {a.logs}, skipped", file=sys.stderr)
             continue
+        missing = [n for n in names if n not in logs]
+        if missing:
+            ap.error(f"no contender {missing[0]!r} in the logs of {t} (they hold {sorted(logs)}); pass --contenders")
         tab = load(t)
         fin = tab.curves["val_acc"][..., -1]
         mean = fin.mean(axis=1)
@@ -96,9 +106,11 @@ def main(argv: list[str] | None = None) -> int:
                     row[f"{name} {b:g}E k={k}"] = round(float(np.mean([c is not None and target[c] for c in cells])), 2)
         result[t] = row
         print(t, " ".join(f"{key}: {v:.0%}" for key, v in row.items()), flush=True)
+    if not result:
+        ap.error(f"no hpobench_v2_<task>.logs.json.gz in {a.logs}: run benchmarks/hpobench_eval.py --logs {a.logs} first")
     Path(a.out).mkdir(parents=True, exist_ok=True)
-    (Path(a.out) / "hpobench_reeval.json").write_text(json.dumps({"command": "python benchmarks/hpobench_reeval.py " + " ".join(sys.argv[1:]),
-                                       "shares": result}, indent=1))
+    command = "python benchmarks/hpobench_reeval.py " + " ".join(sys.argv[1:])
+    (Path(a.out) / "hpobench_reeval.json").write_text(json.dumps({"command": command, "shares": result}, indent=1))
     return 0
 
 

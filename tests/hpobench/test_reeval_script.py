@@ -34,3 +34,15 @@ def test_reevaluation_ships_the_best_mean_over_the_seeds_seen_plus_one_unseen():
     assert reeval.shipped_cell(trials, FIN, limit=4.0, k=1) == 0
     # a pruned trial (no final val) is charged but never shipped
     assert reeval.shipped_cell([[1.0, 2, None], *trials], FIN, limit=5.0, k=2) == 1
+
+
+def test_bad_arguments_give_one_error_line(tmp_path, capsys):
+    import pytest
+
+    for argv, message in ((["--logs", str(tmp_path)], "no hpobench_v2_<task>.logs.json.gz in"),
+                          (["--logs", str(tmp_path), "--k", "x"], "--budgets takes numbers"),
+                          (["--logs", str(tmp_path), "--budgets", "2", "--k", "0,3"], "every budget must exceed every k")):
+        with pytest.raises(SystemExit) as e:
+            reeval.main([*argv, "--out", str(tmp_path / "out")])
+        assert e.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
