@@ -189,14 +189,17 @@ def _latent_make(params, hparams, *, lr, **_ctx):
 
 
 def _latent_init_scale(hparams) -> float | None:
-    """The initial latent scale: ``init_scale``, or ``min(clip_value, init_steps * latent_lr)`` when the initial
+    """The initial latent scale: ``init_scale``, or ``init_steps * latent_lr`` (capped at ``clip_value``) when the initial
     inertia is given in consistent steps (``init_steps``, the latent_adam search space's coordinate); both given
     must agree (relative 1e-6)."""
     scale, steps = hparams.get("init_scale", None), hparams.get("init_steps", None)
     if steps is None:
         return scale
     latent_lr = hparams.get("latent_lr", 1e-2)
-    derived = min(float(hparams.get("clip_value", 1.0)), float(steps) * float(latent_lr))
+    clip = hparams.get("clip_value", 1.0)
+    derived = float(steps) * float(latent_lr)
+    if clip is not None:  # clip_value=None: no clipping, nothing to cap at
+        derived = min(float(clip), derived)
     if scale is not None and not math.isclose(float(scale), derived, rel_tol=1e-6):
         raise ValueError(f"`init_scale`={scale!r} disagrees with `init_steps`={steps!r} x `latent_lr`={latent_lr!r} "
                          f"(capped at clip_value) = {derived!r}; give one of them.")

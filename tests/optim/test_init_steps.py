@@ -21,6 +21,7 @@ def _max_latent(trainer) -> list[float]:
     (100.0, 1e-1, 1.0, 1.0),   # capped at the clip value exactly
     (50.0, 1e-2, 0.5, 0.5),    # ... at a clip value other than 1
     (0.1, 1e-3, 1.0, 1e-4),    # a fraction of a step
+    (100.0, 1e-1, None, 10.0), # no clipping: nothing to cap at
 ])
 def test_init_steps_sets_the_initial_latent_scale(steps, lr, clip, expected):
     t = bnn_tune.Trainer({**TINY, "latent_lr": lr, "init_steps": steps, "clip_value": clip})
