@@ -103,6 +103,10 @@ def main() -> int:
         cache = Path(a.logs) / f"hpobench_v2_{t}.logs.json.gz" if a.logs else None
         if a.from_logs and cache is not None and cache.is_file():
             logs = json.loads(gzip.decompress(cache.read_bytes()))
+            missing = [n for n in (names or CONTENDERS) if n not in logs]
+            if missing:  # replay only the contenders the cached logs lack, and keep them too
+                logs.update(replay_logs(t, seeds, names=missing, budget=max(budgets), workers=a.workers))
+                cache.write_bytes(gzip.compress(json.dumps(logs, separators=(",", ":")).encode()))
         else:
             logs = replay_logs(t, seeds, names=names, budget=max(budgets), workers=a.workers)
             if cache is not None:

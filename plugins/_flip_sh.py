@@ -40,7 +40,7 @@ from bnn_tune._validate import check_range
 from bnn_tune.plugins._collapse import CollapseDecision, FlipRateCollapseRule
 from bnn_tune.plugins._outcome import SCHEDULE_RULES
 
-__all__ = ["RECOMMENDED", "RECOMMENDED_RULE", "Band", "FlipSHRule", "RuleDecision", "TrialView"]
+__all__ = ["GATED_RULE", "RECOMMENDED", "RECOMMENDED_RULE", "Band", "FlipSHRule", "RankGate", "RuleDecision", "TrialView", "spearman"]
 
 
 @dataclass(frozen=True)
@@ -68,18 +68,20 @@ class Band:
         top: how many of the best completed trials span the band (>= 1).
         min_ref: completed trials needed before the band judges (>= 1).
         warmup: first epoch (report) at which ``flip-band`` may stop a run (>= 1).
+        stops: whether ``flip-band`` stops runs outside the band (False: the band only protects).
         protect: keep a run successive halving stops when its flip rate is inside the band.
         protect_width: slack (log units, >= 0) around the band for ``protect``.
 
     Example:
         >>> Band(width=2.0, protect=True)
-        Band(width=2.0, top=3, min_ref=3, warmup=1, protect=True, protect_width=0.0)
+        Band(width=2.0, top=3, min_ref=3, warmup=1, stops=True, protect=True, protect_width=0.0)
     """
 
     width: float
     top: int = 3
     min_ref: int = 3
     warmup: int = 1
+    stops: bool = True
     protect: bool = False
     protect_width: float = 0.0
 
@@ -91,6 +93,75 @@ class Band:
         object.__setattr__(self, "width", float(self.width))
         object.__setattr__(self, "protect_width", float(self.protect_width))
         object.__setattr__(self, "protect", bool(self.protect))
+        object.__setattr__(self, "stops", bool(self.stops))
+
+
+@dataclass(frozen=True, kw_only=True)
+class RankGate:
+    """The ``rank-gate`` rule's settings: successive halving judges on early accuracy only where early accuracy
+    has ranked like final accuracy on this task.
+
+    When the wrapped scheduler wants to stop a run at report ``e``, the gate looks at the completed trials:
+    it lets the stop through only if at least ``min_ref`` of them have a finite objective at report ``e`` and
+    at the end, and the Spearman rank correlation between the two is at least ``rho``. Otherwise the
+    scheduler's rung cannot be trusted on this task (a slow starter may be the winner) and the run is kept.
+    With too few completed trials, or no spread to rank, the gate stands aside: it keeps the run.
+
+    Args:
+        rho: the smallest rank correlation (in [-1, 1]) at which the scheduler may stop runs.
+        min_ref: completed trials needed before the scheduler may stop any run (>= 2).
+
+    Example:
+        >>> RankGate()
+        RankGate(rho=0.8, min_ref=8)
+    """
+
+    rho: float = 0.8
+    min_ref: int = 8
+
+    def __post_init__(self) -> None:
+        check_range("gate_rho", self.rho, -1.0, 1.0)
+        check_range("gate_min_ref", self.min_ref, 2, integer=True)
+        object.__setattr__(self, "rho", float(self.rho))
+
+
+def _ranks(xs: Sequence[float]) -> list[float]:
+    """Average ranks (1-based; ties share the mean of their ranks)."""
+    order = sorted(range(len(xs)), key=lambda i: xs[i])
+    ranks = [0.0] * len(xs)
+    i = 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and xs[order[j + 1]] == xs[order[i]]:
+            j += 1
+        for k in range(i, j + 1):
+            ranks[order[k]] = (i + j) / 2 + 1
+        i = j + 1
+    return ranks
+
+
+def spearman(xs: Sequence[float], ys: Sequence[float]) -> float | None:
+    """Spearman's rank correlation of two equally long series (average ranks for ties); None when either has
+    no spread or fewer than 2 points.
+
+    Example:
+        >>> spearman([1, 2, 3, 4], [10, 20, 30, 40]), spearman([1, 2, 3, 4], [4, 3, 2, 1])
+        (1.0, -1.0)
+        >>> spearman([1, 1, 1], [1, 2, 3]) is None
+        True
+    """
+    if len(xs) != len(ys):
+        raise ValueError(f"spearman needs two series of one length, but got {len(xs)} and {len(ys)} points.")
+    if len(xs) < 2:
+        return None
+    rx, ry = _ranks(xs), _ranks(ys)
+    mx, my = sum(rx) / len(rx), sum(ry) / len(ry)
+    sxy = sum((a - mx) * (b - my) for a, b in zip(rx, ry))
+    sxx = sum((a - mx) ** 2 for a in rx)
+    syy = sum((b - my) ** 2 for b in ry)
+    if sxx <= 0 or syy <= 0:
+        return None
+    return sxy / math.sqrt(sxx * syy)
 
 
 def _finite(x: Any) -> bool:
@@ -106,6 +177,8 @@ class TrialView:
         log_flip_rates: the log flip rate of every finished epoch.
         values: the objective at every finished epoch (same order).
         completed: ``(final value, log flip-rate series)`` of every completed trial (the band's references).
+        completed_values: the objective series of every completed trial, in the order of ``completed`` (the rank
+            gate's references; empty when the adapter does not supply them: the gate then stands aside).
         best_value: the best completed trial's final value (None: none completed yet).
         maximize: whether larger objective values are better.
         remaining: epochs left after this report (None: unknown; 0: the trial's last epoch).
@@ -116,6 +189,7 @@ class TrialView:
     log_flip_rates: tuple[float, ...] = ()
     values: tuple[float, ...] = ()
     completed: tuple[tuple[float, tuple[float, ...]], ...] = ()
+    completed_values: tuple[tuple[float, ...], ...] = ()
     best_value: float | None = None
     maximize: bool = True
     remaining: int | None = None
@@ -140,6 +214,8 @@ class FlipSHRule:
             ``protect``.
         use_collapse: whether ``flip-collapse`` runs (False: only ``flip-early`` and ``protect``).
         band: the ``flip-band`` rule's :class:`Band`; ``None`` turns it off.
+        gate: the ``rank-gate`` rule's :class:`RankGate`; ``None`` lets every stop of the scheduler through.
+        use_early: whether ``flip-early`` runs.
 
     Example:
         >>> rule = FlipSHRule(sub_patience=1)
@@ -162,6 +238,8 @@ class FlipSHRule:
     min_rise: float | None = 0.01
     use_collapse: bool = True
     band: Band | None = None
+    gate: RankGate | None = None
+    use_early: bool = True
     collapse: FlipRateCollapseRule = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -174,6 +252,9 @@ class FlipSHRule:
         check_range("min_rise", self.min_rise, 0.0, none_ok=True)
         if self.band is not None and not isinstance(self.band, Band):
             raise ValueError(f"`band` must be a Band or None, but got band={self.band!r}.")
+        if self.gate is not None and not isinstance(self.gate, RankGate):
+            raise ValueError(f"`gate` must be a RankGate or None, but got gate={self.gate!r}.")
+        object.__setattr__(self, "use_early", bool(self.use_early))
         for name in ("floor", "min_improvement", "margin"):
             object.__setattr__(self, name, float(getattr(self, name)))
         object.__setattr__(self, "use_collapse", bool(self.use_collapse))
@@ -189,6 +270,11 @@ class FlipSHRule:
             >>> FlipSHRule.from_kwargs(band_width=2.0, band_protect=True).band.protect
             True
         """
+        gate_kwargs = {k[len("gate_"):]: kwargs.pop(k) for k in list(kwargs) if k.startswith("gate_")}
+        if gate_kwargs:
+            if "gate" in kwargs:
+                raise ValueError("Give either `gate` or the `gate_*` keywords, not both.")
+            kwargs["gate"] = RankGate(**gate_kwargs)
         band_kwargs = {k[len("band_"):]: kwargs.pop(k) for k in list(kwargs) if k.startswith("band_")}
         if band_kwargs:
             if "band" in kwargs:
@@ -227,7 +313,7 @@ class FlipSHRule:
         if schedule_rule not in SCHEDULE_RULES:
             raise ValueError(f"`schedule_rule` must be one of {list(SCHEDULE_RULES)}, but got "
                              f"schedule_rule={schedule_rule!r}.")
-        if view.sub_log_flip_rates:
+        if view.sub_log_flip_rates and self.use_early:
             early = self.frozen_early(view.sub_log_flip_rates)
             if early.stop and (view.sub_epoch or view.remaining != 0):
                 return early
@@ -254,7 +340,44 @@ class FlipSHRule:
         band_keep = self.in_band(series, view.completed, maximize=view.maximize) if series else keep
         if not band_keep.stop:
             return band_keep
+        gate = self.gated(len(values), view.completed, view.completed_values)
+        if not gate.stop:
+            return gate
         return RuleDecision(True, schedule_rule, f"{scheduler_name} stopped it{' at ' + at if at else ''} ({keep.reason})")
+
+    # ------------------------------------------------------------------ rank gate
+    def gated(self, step: int, completed: Sequence[tuple[float, Sequence[float]]],
+              completed_values: Sequence[Sequence[float]]) -> RuleDecision:
+        """``rank-gate``: ``stop=False`` keeps a run the scheduler wants to stop at report ``step`` (1-based) unless
+        the completed trials' objective at that report ranks like their final objective (Spearman >=
+        ``gate.rho`` over >= ``gate.min_ref`` trials); ``stop=True`` lets the stop through (also without a gate).
+
+        Example:
+            >>> rule = FlipSHRule(gate=RankGate(rho=0.8, min_ref=3))
+            >>> done = [(0.9, ()), (0.5, ()), (0.7, ())]
+            >>> rule.gated(1, done, [(0.6, 0.9), (0.2, 0.5), (0.4, 0.7)]).stop   # early ranks = final ranks
+            True
+            >>> rule.gated(1, done, [(0.2, 0.9), (0.6, 0.5), (0.4, 0.7)]).message()
+            'rank-gate: kept: at report 1 the completed trials rank against their final objective with Spearman -1.00 < 0.8 (3 trials): a slow starter may win here'
+        """
+        if self.gate is None:
+            return RuleDecision(True, "rank-gate", "the rank gate is off")
+        if step < 1:
+            return RuleDecision(False, "rank-gate", "kept: no report to rank yet")
+        pairs = [(float(vs[step - 1]), float(final)) for (final, _), vs in zip(completed, completed_values)
+                 if len(vs) >= step and _finite(vs[step - 1]) and _finite(final)]
+        if len(pairs) < self.gate.min_ref:
+            return RuleDecision(False, "rank-gate", f"kept: {len(pairs)} completed trials with a report {step}, fewer "
+                                f"than min_ref={self.gate.min_ref} to check that early ranks hold on this task")
+        rho = spearman([a for a, _ in pairs], [b for _, b in pairs])
+        if rho is None:
+            return RuleDecision(False, "rank-gate", f"kept: no spread to rank among {len(pairs)} completed trials")
+        if rho < self.gate.rho:
+            return RuleDecision(False, "rank-gate", f"kept: at report {step} the completed trials rank against their "
+                                f"final objective with Spearman {rho:.2f} < {self.gate.rho:g} ({len(pairs)} trials): a "
+                                f"slow starter may win here")
+        return RuleDecision(True, "rank-gate", f"early ranks hold at report {step} (Spearman {rho:.2f} >= "
+                            f"{self.gate.rho:g}, {len(pairs)} trials)")
 
     # ------------------------------------------------------------------ sub-epoch
     def frozen_early(self, sub_log_flip_rates: Sequence[float]) -> RuleDecision:
@@ -330,8 +453,8 @@ class FlipSHRule:
                     maximize: bool = True) -> RuleDecision:
         """``flip-band``: stop a run whose latest log flip rate is more than ``band.width`` outside the band of
         the best completed trials at the same report (too low: frozen; too high: noisy plateau)."""
-        if self.band is None:
-            return RuleDecision(False, "flip-band", "the band rule is off")
+        if self.band is None or not self.band.stops:
+            return RuleDecision(False, "flip-band", "the band rule's stops are off")
         width = self.band.width
         step = len(log_flip_rates)
         if step < self.band.warmup:
@@ -373,6 +496,12 @@ class FlipSHRule:
 RECOMMENDED_RULE = FlipSHRule(band=Band(width=2.0, protect=True, protect_width=1.0))
 """The ``flip+asha`` / ``flip+hyperband`` rule, chosen on hpobench replay seeds 40-79 (TPE, 60 trials, all four
 tasks) among 9 variants tuned on seeds 0-79; held-out figures in BENCHMARKS.md "BNN-HPO"."""
+
+GATED_RULE = FlipSHRule(band=Band(width=2.0, stops=False, protect=True, protect_width=1.0),
+                        gate=RankGate(rho=0.8, min_ref=8))
+"""The rule of the default ``flip+gated-asha``: :data:`RECOMMENDED_RULE` with the rank gate and without the band's
+stops (the band only protects runs that flip like the winners), chosen leave one task out on the ten BNN-HPO v2
+design tables (issue 25; BENCHMARKS.md "BNN-HPO")."""
 
 RECOMMENDED: dict[str, object] = {"band_width": 2.0, "band_protect": True, "band_protect_width": 1.0}
 """:data:`RECOMMENDED_RULE` as keywords of :meth:`FlipSHRule.from_kwargs` (and of the adapters' ``**rule_kwargs``)."""

@@ -113,6 +113,8 @@ class FlipSHPruner(BasePruner):
             values=tuple(float(iv[s]) for s in sorted(iv)),
             completed=tuple((float(t.value), tuple(float(x) for x in t.user_attrs.get(FLIP_RATE_ATTR) or ()))
                             for t in done if t.value is not None),
+            completed_values=tuple(tuple(float(t.intermediate_values[s]) for s in sorted(t.intermediate_values))
+                                   for t in done if t.value is not None),
             best_value=(max(finished) if maximize else min(finished)) if finished else None,
             maximize=maximize,
             remaining=None if max_steps is None else max(max_steps - len(iv), 0),
@@ -133,7 +135,7 @@ class FlipSHPruner(BasePruner):
         if d.stop:
             record_user_attr(study, trial, PRUNE_REASON_ATTR, d.message())
             _logger.info("trial %d pruned at step %s: %s", trial.number, trial.last_step, d.message())
-        elif d.rule == "protect":
+        elif d.rule in ("protect", "rank-gate"):
             record_user_attr(study, trial, PROTECTED_ATTR, d.message())
         return d.stop
 

@@ -53,6 +53,7 @@ class FlipSHScheduler(FlipRateScheduler):
         self.protected: dict[str, str] = {}
         self._completed: dict[str, float] = {}  # final value per completed trial, sign-adjusted
         self._completed_series: dict[str, list[float]] = {}  # its log flip-rate series (for flip-band)
+        self._completed_values: dict[str, list[float]] = {}  # its objective series, as reported (rank-gate)
 
     @property
     def schedule_rule(self) -> str:
@@ -68,6 +69,7 @@ class FlipSHScheduler(FlipRateScheduler):
             self._completed[trial.trial_id] = value if self.mode == "max" else -value
             series = self._tracker.series.get(trial.trial_id, {})
             self._completed_series[trial.trial_id] = [series[k][0] for k in sorted(series)]
+            self._completed_values[trial.trial_id] = [series[k][1] for k in sorted(series)]
         super().on_trial_complete(tune_controller, trial, result)
 
     def view(self, trial_id: str, result: dict[str, Any]) -> TrialView:
@@ -92,6 +94,7 @@ class FlipSHScheduler(FlipRateScheduler):
             log_flip_rates=tuple(x for x, _ in ordered),
             values=tuple(v for _, v in ordered),
             completed=tuple((sign * v, tuple(self._completed_series.get(t, ()))) for t, v in self._completed.items()),
+            completed_values=tuple(tuple(self._completed_values.get(t, ())) for t in self._completed),
             best_value=sign * max(self._completed.values()) if self._completed else None,
             maximize=self.mode == "max",
             remaining=None if last is None else max(last - done, 0),
@@ -113,16 +116,18 @@ class FlipSHScheduler(FlipRateScheduler):
                                 at=f"iteration {result.get('training_iteration')}")
         if d.stop:
             return self._stop(trial, result, d.message())
-        if d.rule == "protect":
+        if d.rule in ("protect", "rank-gate"):
             self.protected[tid] = d.message()
             return TrialScheduler.CONTINUE
         return action[-1] if action else TrialScheduler.CONTINUE
 
     def _rule_state(self) -> dict[str, Any]:
         return {**super()._rule_state(), "subs": self._subs, "protected": self.protected,
-                "completed": self._completed, "completed_series": self._completed_series}
+                "completed": self._completed, "completed_series": self._completed_series,
+                "completed_values": self._completed_values}
 
     def _set_rule_state(self, state: dict[str, Any]) -> None:
         super()._set_rule_state(state)
         self._subs, self.protected = state["subs"], state["protected"]
         self._completed, self._completed_series = state["completed"], state["completed_series"]
+        self._completed_values = state.get("completed_values", {})

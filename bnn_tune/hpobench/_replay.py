@@ -82,7 +82,67 @@ vetoed while the trial improved within the last 2 epochs). The shipped ``none``,
 complete the grid; ``hyperband`` with TPE is Optuna's BOHB-like pairing (``optuna.pruners._filter_study``
 gives TPE only the trials of the sampled trial's bracket), and random search is the ``random`` sampler."""
 
-EXTRA_PRUNERS: dict[str, Callable[[int], Any]] = {"flip-or+asha": _flip_or_asha, **BASELINE_PRUNERS}
+def _flip_variant(inner: str, **changes: Any) -> Callable[[int], Any]:
+    """The shipped flip rules (:data:`RECOMMENDED_RULE`) with ``changes`` around ``inner`` (``"none"``,
+    ``"asha"`` or ``"hyperband"``): the candidates and ablations of issue 25."""
+
+    def build(epochs: int) -> Any:
+        import dataclasses
+
+        from bnn_tune.plugins._flip_sh import RECOMMENDED_RULE
+        from bnn_tune.plugins.flip_sh import FlipSHPruner
+        from bnn_tune.plugins.strategies import SH_SETTINGS
+
+        wrapped = {"none": optuna.pruners.NopPruner, "asha": lambda: optuna.pruners.SuccessiveHalvingPruner(**SH_SETTINGS),
+                   "hyperband": lambda: optuna.pruners.HyperbandPruner(**SH_SETTINGS)}[inner]()
+        return FlipSHPruner(wrapped, max_steps=epochs, rule=dataclasses.replace(RECOMMENDED_RULE, **changes))
+
+    return build
+
+
+def _gate(rho: float, min_ref: int = 8) -> Any:
+    from bnn_tune.plugins._flip_sh import RankGate
+
+    return RankGate(rho=rho, min_ref=min_ref)
+
+
+def _band(*, stops: bool = True, protect: bool = True) -> Any:
+    """The shipped band (width 2, protection +-1) with its stops (``stops=False``: a width no flip rate leaves)
+    or its protection turned off."""
+    from bnn_tune.plugins._flip_sh import Band
+
+    return Band(width=2.0 if stops else 1e9, protect=protect, protect_width=1.0)
+
+
+def _no_band_stops(**changes: Any) -> dict[str, Any]:
+    """``changes`` on top of the default's rule (:data:`GATED_RULE`: gate, band without stops) for its ablations."""
+    from bnn_tune.plugins._flip_sh import GATED_RULE
+
+    return {"gate": GATED_RULE.gate, "band": GATED_RULE.band, **changes}
+
+
+CANDIDATE_PRUNERS: dict[str, Callable[[int], Any]] = {
+    "flip-rules": _flip_variant("none"),
+    **{f"flip+asha+gate{r:g}": _flip_variant("asha", gate=_gate(r)) for r in (0.6, 0.8)},
+    **{f"flip+hyperband+gate{r:g}": _flip_variant("hyperband", gate=_gate(r)) for r in (0.6, 0.8)},
+    # ablations of flip+asha+gate0.8, one rule off at a time (without the gate: flip+asha; without ASHA: flip-rules)
+    "flip+asha+gate0.8 -early": _flip_variant("asha", gate=_gate(0.8), use_early=False),
+    "flip+asha+gate0.8 -band": _flip_variant("asha", gate=_gate(0.8), band=_band(stops=False)),
+    "flip+asha+gate0.8 -collapse": _flip_variant("asha", gate=_gate(0.8), use_collapse=False),
+    "flip+asha+gate0.8 -protect": _flip_variant("asha", gate=_gate(0.8), min_rise=None, band=_band(protect=False)),
+    # second round: the default flip+gated-asha (= flip+asha+gate0.8 -band) with one more rule off
+    "flip+gated-asha -early": _flip_variant("asha", **_no_band_stops(use_early=False)),
+    "flip+gated-asha -collapse": _flip_variant("asha", **_no_band_stops(use_collapse=False)),
+    "flip+gated-asha -protect": _flip_variant("asha", **_no_band_stops(min_rise=None, band=None)),
+    "flip+gated-asha -gate": _flip_variant("asha", **_no_band_stops(gate=None)),
+    "flip+gated-asha -asha": _flip_variant("none", **_no_band_stops()),
+}
+"""Issue 25's candidates for the default: the flip rules alone (no accuracy stops), and the flip rules around
+ASHA / Hyperband whose accuracy stops pass a rank gate (:class:`bnn_tune.plugins._flip_sh.RankGate`, Spearman
+threshold 0.6 or 0.8, 8 completed trials)."""
+
+EXTRA_PRUNERS: dict[str, Callable[[int], Any]] = {"flip-or+asha": _flip_or_asha, **BASELINE_PRUNERS,
+                                                  **CANDIDATE_PRUNERS}
 """Research variants measured by the benchmark beside the shipped strategies: ``flip-or+asha`` is the older
 composition ``FlipRatePruner(SuccessiveHalvingPruner, combine="or")`` with the ``flip`` strategy's settings,
 and the :data:`BASELINE_PRUNERS`."""

@@ -39,12 +39,13 @@ from .evaluate import (
     verdict,
 )
 
-__all__ = ["BASELINES", "CONTENDERS", "DEFAULT", "anytime", "compile_report", "contenders_for", "markdown",
+__all__ = ["ABLATIONS", "BASELINES", "CANDIDATES", "CONTENDERS", "DEFAULT", "anytime", "compile_report", "contenders_for", "markdown",
            "replay_logs", "run_task", "task_figures"]
 
-DEFAULT = "flip+hyperband"
+DEFAULT = "flip+gated-asha"
 
 CONTENDERS: dict[str, tuple[str, str, str]] = {
+    "flip+gated-asha": ("tpe", "flip+gated-asha", "reinterpreted"),
     "flip+hyperband": ("tpe", "flip+hyperband", "reinterpreted"),
     "flip+asha": ("tpe", "flip+asha", "reinterpreted"),
     "none": ("tpe", "none", "reinterpreted"),
@@ -54,8 +55,36 @@ CONTENDERS: dict[str, tuple[str, str, str]] = {
     "median": ("tpe", "median", "reinterpreted"),
     "patient2+asha": ("tpe", "patient2+asha", "reinterpreted"),
     "naive/none": ("tpe", "none", "naive"),
+    **{name: ("tpe", name, "reinterpreted") for name in ("flip-rules", "flip+asha+gate0.6", "flip+asha+gate0.8",
+                                                          "flip+hyperband+gate0.6", "flip+hyperband+gate0.8",
+                                                          "flip+asha+gate0.8 -early", "flip+asha+gate0.8 -band",
+                                                          "flip+asha+gate0.8 -collapse", "flip+asha+gate0.8 -protect",
+                                                          "flip+gated-asha -early", "flip+gated-asha -collapse",
+                                                          "flip+gated-asha -protect", "flip+gated-asha -gate",
+                                                          "flip+gated-asha -asha")},
 }
 """``name -> (sampler, pruner, space)`` of every contender the evaluation replays."""
+
+CANDIDATES: tuple[str, ...] = (
+    # round 1: the shipped flip+hyperband / flip+asha, the flip rules with no accuracy stops, both around a
+    # rank-gated ASHA / Hyperband (Spearman 0.6 or 0.8)
+    "flip+hyperband", "flip+asha", "flip-rules", "flip+asha+gate0.6", "flip+asha+gate0.8", "flip+hyperband+gate0.6",
+    "flip+hyperband+gate0.8",
+    # round 2: round 1's pick (flip+asha+gate0.8) with one rule off; "-band" (the band only protects) is the
+    # shipped flip+gated-asha
+    "flip+asha+gate0.8 -early", "flip+gated-asha", "flip+asha+gate0.8 -collapse", "flip+asha+gate0.8 -protect")
+"""The candidates for the default strategy (issue 25), in two design rounds; ``benchmarks/hpobench_select.py``
+chooses among them leave one task out."""
+
+ABLATIONS: dict[str, str] = {
+    "flip+gated-asha -early": "flip-early",
+    "flip+gated-asha -collapse": "flip-collapse",
+    "flip+gated-asha -protect": "protect (late bloomer and band)",
+    "flip+gated-asha -gate": "rank gate (plain ASHA stops)",
+    "flip+gated-asha -asha": "successive halving (no accuracy stops)",
+    "flip+asha+gate0.8": "(flip-band stops turned on)",
+}
+"""``variant -> the rule it turns off`` of the default ``flip+gated-asha`` (the ablation table of issue 25)."""
 
 BASELINES: tuple[str, ...] = ("none", "random-search", *(f"asha-m{m}-rf{r}" for m in (1, 2, 3) for r in (2, 3)),
                               "hyperband", "median", "patient2+asha")
@@ -313,6 +342,8 @@ def markdown(docs: dict[str, dict[str, Any]], report: dict[str, Any]) -> str:
     for t in report["tasks"]:
         row = report["per_task"][t]
         for n in dict.fromkeys((default, row["loto_baseline"], "none")):
+            if n not in docs[t]["contenders"]:
+                continue
             pb = docs[t]["contenders"][n]["per_budget"]
             cells = " | ".join(f"{_num(pb[b]['val_regret'])} / {_num(pb[b]['test_regret'])}" for b in budgets)
             lines.append(f"| {t} | {n} | {cells} |")

@@ -53,9 +53,11 @@ def add_search_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--study", default=None, dest="study_name", help="study name (default: the --out folder name)")
     p.add_argument("--out", default=None, help="output folder (default runs/<study>)")
     p.add_argument("--pruner", default=DEFAULT_PRUNER, choices=PRUNERS,
-                   help="the strategy that stops trials early: flip+hyperband (default): Hyperband with the flip-rate "
-                        "rules (flip-early, flip-collapse, flip-band, late-bloomer protection); flip+asha: the same "
-                        "with one successive-halving bracket; hyperband, asha: those alone; flip: the flip-rate "
+                   help="the strategy that stops trials early: flip+gated-asha (default): the flip-rate rules "
+                        "(flip-early, flip-collapse, flip-band, late-bloomer protection) around successive halving "
+                        "whose accuracy stops pass a rank gate (only where early accuracy has ranked like final "
+                        "accuracy); flip+hyperband, flip+asha: the flip rules around plain Hyperband / successive "
+                        "halving; hyperband, asha: those alone; flip: the flip-rate "
                         "collapse rule alone; flip+median: collapse or median rule; median; none")
     p.add_argument("--top", type=int, default=10, help="rows of the final ranking table")
     # the search's --seed (added by add_config_arguments) is its root seed, not the trials' training seed

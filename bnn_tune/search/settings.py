@@ -131,7 +131,7 @@ class SearchSettings:
     n_trials: int = 16
     backend: str = "optuna"
     workers: int | None = None
-    pruner: str = "flip+hyperband"
+    pruner: str = "flip+gated-asha"
     seed: int | None = None
     out: str | os.PathLike | None = None
     study_name: str | None = None

@@ -19,13 +19,13 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_quick_run_writes_task_and_summary_figures(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(ROOT), MPLBACKEND="Agg")
     cmd = [sys.executable, str(ROOT / "benchmarks" / "hpobench_eval.py"), "--quick", "--tasks", "bop_digits",
-           "--contenders", "flip+hyperband,none,asha-m3-rf2,naive/none", "--out", str(tmp_path),
+           "--contenders", "flip+gated-asha,none,asha-m3-rf2,naive/none", "--out", str(tmp_path),
            "--logs", str(tmp_path / "logs")]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     doc = json.loads((tmp_path / "hpobench_v2_bop_digits.json").read_text())
     assert doc["budgets"] == [1.0, 2.0] and doc["seeds"] == [0, 1] and doc["training_seeds"] >= 2
-    c = doc["contenders"]["flip+hyperband"]
+    c = doc["contenders"]["flip+gated-asha"]
     assert set(c["per_budget"]) == {"1", "2"} and len(c["per_seed"]["2"]["at_target"]) == 2
     assert len(c["curve"]["share_at_target"]) == len(doc["curve_budgets"]) == 4
     assert (tmp_path / "hpobench_v2_bop_digits.png").stat().st_size > 0
@@ -55,3 +55,13 @@ def test_report_leaves_out_a_superseded_table_and_replays_only_current_ones(tmp_
     rep = json.loads((tmp_path / "hpobench_v2_summary.json").read_text())
     assert rep["tasks"] == ["bnew_betaT_mnist1d", "bop_digits"]
     assert "bnew_mnist1d |" not in (tmp_path / "hpobench_v2_summary.md").read_text()
+
+
+def test_markdown_leaves_out_a_default_that_was_not_replayed(tmp_path):
+    # a report over contenders without the default (e.g. baselines only) prints their tables, not a KeyError
+    env = dict(os.environ, PYTHONPATH=str(ROOT), MPLBACKEND="Agg")
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "hpobench_eval.py"), "--quick", "--tasks", "bop_digits",
+           "--contenders", "none,asha-m3-rf2", "--out", str(tmp_path)]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "| bop_digits | none |" in (tmp_path / "hpobench_v2_summary.md").read_text()

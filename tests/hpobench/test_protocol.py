@@ -252,16 +252,16 @@ def _doc(shares: dict[str, list[bool]], seeds: int = 4) -> dict:
 
 def test_compile_report_chooses_each_tasks_baseline_on_the_other_tasks():
     T, F = True, False
-    docs = {"t1": _doc({"flip+hyperband": [T, T, T, T], "none": [T, T, F, F], "median": [F, F, F, F]}),
-            "t2": _doc({"flip+hyperband": [T, F, F, F], "none": [F, F, F, F], "median": [T, T, T, T]}),
-            "t3": _doc({"flip+hyperband": [T, T, F, F], "none": [T, T, T, F], "median": [T, F, F, F]})}
+    docs = {"t1": _doc({"flip+gated-asha": [T, T, T, T], "none": [T, T, F, F], "median": [F, F, F, F]}),
+            "t2": _doc({"flip+gated-asha": [T, F, F, F], "none": [F, F, F, F], "median": [T, T, T, T]}),
+            "t3": _doc({"flip+gated-asha": [T, T, F, F], "none": [T, T, T, F], "median": [T, F, F, F]})}
     rep = compile_report(docs, baselines=("none", "median"), n_boot=200)
     # t2 alone favours median; on t1 and t3, none is better -> none is t2's LOTO baseline
     assert rep["per_task"]["t2"]["loto_baseline"] == "none"
     assert rep["per_task"]["t2"]["oracle_baseline"] == "median"
     assert rep["per_task"]["t1"]["loto_baseline"] == "median"  # t2 (1.0) + t3 (0.25) vs none 0 + 0.75
     assert rep["per_task"]["t1"]["vs"]["median"]["5"]["diff"][0] == pytest.approx(1.0)
-    assert set(rep["rank"]["5"]) == {"flip+hyperband", "none", "median"}
+    assert set(rep["rank"]["5"]) == {"flip+gated-asha", "none", "median"}
 
 
 def test_average_ranks_share_ties():
@@ -270,13 +270,13 @@ def test_average_ranks_share_ties():
 
 def test_held_out_tasks_are_ranked_apart():
     T, F = True, False
-    docs = {"t1": _doc({"flip+hyperband": [T, T, T, T], "none": [F, F, F, F]}),
-            "t2": _doc({"flip+hyperband": [T, T, F, F], "none": [T, T, T, T]}),
-            "t3": _doc({"flip+hyperband": [F, F, F, F], "none": [T, T, F, F]})}
+    docs = {"t1": _doc({"flip+gated-asha": [T, T, T, T], "none": [F, F, F, F]}),
+            "t2": _doc({"flip+gated-asha": [T, T, F, F], "none": [T, T, T, T]}),
+            "t3": _doc({"flip+gated-asha": [F, F, F, F], "none": [T, T, F, F]})}
     docs["t3"]["held_out"] = True
     rep = compile_report(docs, baselines=("none",), n_boot=100)
-    assert rep["rank_held_out"]["5"] == {"flip+hyperband": 2.0, "none": 1.0}
-    assert rep["rank_design"]["5"] == {"flip+hyperband": 1.5, "none": 1.5}
+    assert rep["rank_held_out"]["5"] == {"flip+gated-asha": 2.0, "none": 1.0}
+    assert rep["rank_design"]["5"] == {"flip+gated-asha": 1.5, "none": 1.5}
     assert "rank_held_out" not in compile_report({k: docs[k] for k in ("t1", "t2")}, baselines=("none",), n_boot=100)
 
 
@@ -333,8 +333,8 @@ def _full_doc(shares: dict[str, list[bool]], halves: dict[str, float | None], he
 
 def test_oracle_baseline_ties_go_to_the_first_listed_baseline():
     T, F = True, False
-    docs = {"t1": _doc({"flip+hyperband": [T, T, T, T], "none": [T, T, F, F], "median": [T, T, F, F]}),
-            "t2": _doc({"flip+hyperband": [T, T, T, T], "none": [T, F, F, F], "median": [T, F, F, F]})}
+    docs = {"t1": _doc({"flip+gated-asha": [T, T, T, T], "none": [T, T, F, F], "median": [T, T, F, F]}),
+            "t2": _doc({"flip+gated-asha": [T, T, T, T], "none": [T, F, F, F], "median": [T, F, F, F]})}
     assert compile_report(docs, baselines=("none", "median"), n_boot=50)["per_task"]["t1"]["oracle_baseline"] == "none"
     assert compile_report(docs, baselines=("median", "none"), n_boot=50)["per_task"]["t1"]["oracle_baseline"] == "median"
 
@@ -343,14 +343,14 @@ def test_markdown_names_the_baselines_held_out_tasks_ratios_and_ranks():
     from bnn_tune.hpobench.protocol import markdown
 
     T, F = True, False
-    docs = {"t1": _full_doc({"flip+hyperband": [T, T, T, T], "none": [T, T, F, F], "median": [T, T, T, F]},
-                            {"flip+hyperband": 2.0, "none": 4.0, "median": None}),
-            "t2": _full_doc({"flip+hyperband": [T, F, F, F], "none": [F, F, F, F], "median": [T, T, T, T],
+    docs = {"t1": _full_doc({"flip+gated-asha": [T, T, T, T], "none": [T, T, F, F], "median": [T, T, T, F]},
+                            {"flip+gated-asha": 2.0, "none": 4.0, "median": None}),
+            "t2": _full_doc({"flip+gated-asha": [T, F, F, F], "none": [F, F, F, F], "median": [T, T, T, T],
                              "naive/none": [F, F, F, F]},
-                            {"flip+hyperband": 3.0, "none": 2.0, "median": 1.0, "naive/none": None}),
-            "t3": _full_doc({"flip+hyperband": [T, T, F, F], "none": [T, T, T, F], "median": [T, F, F, F],
+                            {"flip+gated-asha": 3.0, "none": 2.0, "median": 1.0, "naive/none": None}),
+            "t3": _full_doc({"flip+gated-asha": [T, T, F, F], "none": [T, T, T, F], "median": [T, F, F, F],
                              "naive/none": [T, F, F, F]},
-                            {"flip+hyperband": 3.0, "none": 2.0, "median": None, "naive/none": 4.0}, held_out=True)}
+                            {"flip+gated-asha": 3.0, "none": 2.0, "median": None, "naive/none": 4.0}, held_out=True)}
     rep = compile_report(docs, baselines=("none", "median"), n_boot=50)
     assert {t: (r["loto_baseline"], r["oracle_baseline"]) for t, r in rep["per_task"].items()} == {
         "t1": ("median", "median"), "t2": ("none", "median"), "t3": ("median", "none")}

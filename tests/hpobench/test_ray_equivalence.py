@@ -112,7 +112,7 @@ class _BelowHalfScheduler(FIFOScheduler):
         return TrialScheduler.STOP if stop else TrialScheduler.CONTINUE
 
 
-@pytest.mark.parametrize("name", ["flip+hyperband", "flip+asha"])
+@pytest.mark.parametrize("name", ["flip+gated-asha", "flip+hyperband", "flip+asha"])
 def test_both_adapters_feed_decide_the_same_inputs(table, views, name):
     """A sequence of recorded trials (healthy winners first, then frozen, collapsing and noisy ones judged against
     them) through FlipSHPruner and FlipSHScheduler with the strategy's rule and epochs: every call of
@@ -143,7 +143,10 @@ def test_both_adapters_feed_decide_the_same_inputs(table, views, name):
     assert last and all(not stop and rule == "completed" for *_, stop, rule in last)
     assert o_views == [x for x in views if x[0].remaining != 0]
     rules = {rule for *_, stop, rule in o_views if stop}
-    assert "flip-early" in rules and len(rules) >= 2, rules  # the curves exercise the sub-epoch and epoch rules
+    if get_strategy(name).gated:  # the gate keeps what the schedule would stop: it decided, in both adapters
+        assert "flip-early" in rules and "rank-gate" in {rule for *_, rule in o_views}, rules
+    else:
+        assert "flip-early" in rules and len(rules) >= 2, rules  # the curves exercise the sub-epoch and epoch rules
     assert any(asked for _, asked, *_ in o_views)  # and the wrapped schedule's verdict
     assert any(v.completed and v.best_value is not None for v, *_ in o_views)
 
@@ -199,8 +202,10 @@ def test_both_backends_build_from_the_same_settings(name):
         median = getattr(pruner, "_wrapped_pruner", None) or pruner
         assert (median._n_startup_trials, median._n_warmup_steps) == (5, 2)
         assert (scheduler.scheduler._min_samples_required, scheduler.scheduler._grace_period) == (5, 2)
-    assert get_strategy(name).schedule_rule == (None if name in ("flip", "none") else
-                                                 name.split("+")[-1] if name != "flip+median" else "median")
+    expected = {"flip": None, "none": None, "flip+median": "median", "flip+gated-asha": "asha"}
+    assert get_strategy(name).schedule_rule == expected.get(name, name.split("+")[-1])
+    # the gate is the default's only: the other flip-sh strategies keep every stop of their schedule
+    assert (s.flip_sh is not None and s.flip_sh.gate is not None) == (name == "flip+gated-asha")
 
 
 def test_unknown_strategy_names_the_choices():

@@ -27,14 +27,16 @@ def test_make_storage_parses_urls(tmp_path):
 
 
 def test_make_pruner_kinds():
-    from bnn_tune.plugins._flip_sh import RECOMMENDED_RULE
+    from bnn_tune.plugins._flip_sh import GATED_RULE, RECOMMENDED_RULE
     from bnn_tune.plugins.flip_sh import FlipSHPruner
     from bnn_tune.plugins.optuna import FlipRatePruner
 
-    default = make_pruner()  # bnn-tune search's default strategy: flip+hyperband
-    assert isinstance(default, FlipSHPruner)
-    assert isinstance(default._wrapped, optuna.pruners.HyperbandPruner)
-    assert default.rule == RECOMMENDED_RULE
+    default = make_pruner()  # bnn-tune search's default strategy: flip+gated-asha
+    assert isinstance(default, FlipSHPruner) and not isinstance(default, optuna.pruners.HyperbandPruner)
+    assert isinstance(default._wrapped, optuna.pruners.SuccessiveHalvingPruner)
+    assert default.rule == GATED_RULE
+    flip_hb = make_pruner("flip+hyperband")
+    assert isinstance(flip_hb._wrapped, optuna.pruners.HyperbandPruner) and flip_hb.rule == RECOMMENDED_RULE
     flip_asha = make_pruner("flip+asha")
     assert isinstance(flip_asha, FlipSHPruner)
     assert isinstance(flip_asha._wrapped, optuna.pruners.SuccessiveHalvingPruner)

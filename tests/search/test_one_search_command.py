@@ -36,7 +36,7 @@ def test_both_backends_take_the_same_settings_with_the_same_defaults(tmp_path):
     assert ray.space == opt.space == "bop"  # the optimizer need not be given to either
     assert ray.base_config == opt.base_config
     assert ray.epochs == opt.epochs == DEFAULT_EPOCHS["digits"] == 10 and ray.dataset == "digits"
-    assert ray.workers == opt.workers == (os.cpu_count() or 1) and ray.pruner == opt.pruner == "flip+hyperband"
+    assert ray.workers == opt.workers == (os.cpu_count() or 1) and ray.pruner == opt.pruner == "flip+gated-asha"
     assert ray.n_trials == opt.n_trials == 16 and ray.sampler_seeds() == opt.sampler_seeds()
 
 

@@ -1,0 +1,140 @@
+"""Issue 25: choose the default strategy leave one task out, and ablate its rules, from the BNN-HPO v2 figures.
+
+Reads the per-task JSONs that ``hpobench_eval.py`` wrote (``--out``, default ``benchmarks/results``) and prints
+two tables (also written as ``hpobench_v2_selection.md`` / ``.json`` in ``--out``):
+
+1. **Selection.** For every task, the candidate chosen on the *other* tasks by a safety-first rule: fewest
+   paired losses against TPE without pruning (``none``) over the budgets, then most paired wins, then the
+   highest mean share at the target; and how that choice does on the task left out (share and verdict
+   against ``none`` at every budget). The rule puts "never below no pruning" (issue 25, item 3) before
+   the mean share, which alone would pick the candidate with the largest wins whatever it loses elsewhere.
+2. **Ablation.** The default against each variant with one of its rules turned off (paired difference in share
+   at the target, default minus variant, per task and budget; wins / ties / losses of the default).
+
+    python benchmarks/hpobench_select.py [--out benchmarks/results] [--budgets 5,10,20]
+
+The candidates' replays come from ``hpobench_eval.py --contenders ...`` (see BENCHMARKS.md "BNN-HPO").
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bnn_tune.hpobench.evaluate import paired_share_difference, verdict  # noqa: E402
+from bnn_tune.hpobench.protocol import ABLATIONS, CANDIDATES, DEFAULT  # noqa: E402
+
+MARK = {"wins": "+", "ties": "=", "loses": "-"}
+
+
+def load(out: Path) -> dict[str, dict]:
+    docs = {}
+    for p in sorted(out.glob("hpobench_v2_*.json")):
+        if p.stem.endswith(("summary", "selection")):
+            continue
+        doc = json.loads(p.read_text())
+        if not doc.get("held_out"):
+            docs[doc["task"]] = doc
+    return docs
+
+
+def bits(doc: dict, name: str, b: str) -> list[bool]:
+    return [c == "1" for c in doc["contenders"][name]["per_seed"][b]["at_target"]]
+
+
+def score(docs: dict, name: str, tasks: list[str], budgets: list[str], n_boot: int) -> tuple[int, int, float]:
+    """(losses, wins) against ``none`` and the mean share at the target over ``tasks`` x ``budgets``."""
+    losses = wins = 0
+    shares = []
+    for t in tasks:
+        for b in budgets:
+            v = verdict(paired_share_difference(bits(docs[t], name, b), bits(docs[t], "none", b), n_boot=n_boot))
+            losses += v == "loses"
+            wins += v == "wins"
+            shares.append(float(np.mean(bits(docs[t], name, b))))
+    return losses, wins, float(np.mean(shares))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    ap.add_argument("--budgets", default="5,10,20,40", help="budgets (E) the selection rule counts (default 5,10,20,40)")
+    ap.add_argument("--n-boot", type=int, default=2000, dest="n_boot")
+    ap.add_argument("--quick", action="store_true", help="smoke run: 200 resamples")
+    a = ap.parse_args()
+    if a.quick:
+        a.n_boot = 200
+    out = Path(a.out)
+    docs = load(out)
+    budgets = [b.strip() for b in a.budgets.split(",")]
+    cands = [c for c in CANDIDATES if docs and all(c in d["contenders"] for d in docs.values())]
+    if len(docs) < 2 or not cands or not all("none" in d["contenders"] for d in docs.values()):
+        print(f"error: {out} needs the figures of >= 2 design tasks with 'none' and the candidates {list(CANDIDATES)} "
+              f"(python benchmarks/hpobench_eval.py --contenders ...)", file=sys.stderr)
+        return 2
+    tasks = sorted(docs)
+    all_b = [b for b in docs[tasks[0]]["contenders"]["none"]["per_seed"]]
+    lines = ["#### Choosing the default leave one task out (safety first: fewest losses to no pruning, then most "
+             "wins, then mean share)", "",
+             "| left out | chosen on the other tasks | " + " | ".join(f"{b}E" for b in all_b) + " |",
+             "|---|---|" + "---|" * len(all_b)]
+    result: dict = {"budgets": budgets, "candidates": cands, "selection": {}, "ablation": {}}
+    for t in tasks:
+        others = [u for u in tasks if u != t]
+        ranked = sorted(cands, key=lambda c: (lambda s: (s[0], -s[1], -s[2]))(score(docs, c, others, budgets,
+                                                                                        a.n_boot)))
+        pick = ranked[0]
+        cells = []
+        for b in all_b:
+            diff = paired_share_difference(bits(docs[t], pick, b), bits(docs[t], "none", b), n_boot=a.n_boot)
+            share = np.mean(bits(docs[t], pick, b))
+            cells.append(f"{100 * share:.0f}% vs {100 * np.mean(bits(docs[t], 'none', b)):.0f}% "
+                         f"({100 * diff[0]:+.0f} [{100 * diff[1]:+.0f}, {100 * diff[2]:+.0f}]) **{verdict(diff)}**")
+        result["selection"][t] = {"chosen": pick, "verdicts": cells}
+        lines.append(f"| {t} | {pick} | " + " | ".join(cells) + " |")
+    full = sorted(cands, key=lambda c: (lambda s: (s[0], -s[1], -s[2]))(score(docs, c, tasks, budgets, a.n_boot)))
+    result["chosen_on_all_tasks"] = full[0]
+    lines += ["", f"On all {len(tasks)} tasks the rule picks **{full[0]}**; every candidate (losses / wins against no "
+              "pruning over the budgets, mean share at the target):", ""]
+    for c in full:
+        lo, wi, ms = score(docs, c, tasks, budgets, a.n_boot)
+        lines.append(f"- {c}: {lo} losses, {wi} wins, mean share {100 * ms:.1f}%")
+    default = DEFAULT if all(DEFAULT in d["contenders"] for d in docs.values()) else None
+    abl = [v for v in ABLATIONS if default and all(v in d["contenders"] for d in docs.values())]
+    if abl:
+        lines += ["", f"#### Ablation: {default} minus the variant with one rule off (paired difference in share at "
+                  "the target, 95% CI; + default wins, = ties, - default loses)", "",
+                  "| rule off (variant) | " + " | ".join(tasks) + " | wins / ties / losses | mean diff |",
+                  "|---|" + "---|" * (len(tasks) + 2)]
+        for v in abl:
+            row, diffs, count = [], [], {"wins": 0, "ties": 0, "loses": 0}
+            for t in tasks:
+                marks = ""
+                for b in all_b:
+                    diff = paired_share_difference(bits(docs[t], default, b), bits(docs[t], v, b), n_boot=a.n_boot)
+                    count[verdict(diff)] += 1
+                    marks += MARK[verdict(diff)]
+                    diffs.append(diff[0])
+                row.append(marks)
+            result["ablation"][v] = {"rule_off": ABLATIONS[v], "per_task": dict(zip(tasks, row)), **count,
+                                     "mean_diff": float(np.mean(diffs))}
+            lines.append(f"| {ABLATIONS[v]} ({v}) | " + " | ".join(row) +
+                         f" | {count['wins']} / {count['ties']} / {count['loses']} | {100 * np.mean(diffs):+.1f} pp |")
+        lines.append("")
+        lines.append("Each cell: the verdict at " + ", ".join(f"{b}E" for b in all_b) + ".")
+    text = "\n".join(lines) + "\n"
+    (out / "hpobench_v2_selection.md").write_text(text)
+    (out / "hpobench_v2_selection.json").write_text(json.dumps(result, indent=1))
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
