@@ -454,3 +454,22 @@ def test_cell_scores_take_the_last_epoch_and_aggregate_the_exact_median():
            "best_final_val_acc": k / 100, "best_test_acc": k / 100, "best_config_pruned": False, "stop_rules": {}}
           for k in range(101)]
     assert aggregate(rs)["trial_epochs_total"] == (50.0, 25.0, 75.0)
+
+
+def test_average_rank_leaves_out_the_research_candidates_and_ablations():
+    # the ranks compare what a user can pick (shipped strategies, baselines); the default's design variants have
+    # their own tables, and ranking 20 near-copies of the default would push every baseline down
+    T, F = True, False
+    docs = {t: _doc({"flip+gated-asha": [T, T, F, F], "flip+hyperband": [T, F, F, F], "none": [T, T, T, F],
+                     "flip+gated-asha -early": [T, T, T, T], "flip-rules": [T, T, T, T]}) for t in ("t1", "t2")}
+    rep = compile_report(docs, baselines=("none",), n_boot=200)
+    assert set(rep["rank"]["5"]) == {"flip+gated-asha", "flip+hyperband", "none"}
+    assert rep["rank"]["5"] == {"none": 1.0, "flip+gated-asha": 2.0, "flip+hyperband": 3.0}
+
+
+def test_every_research_pruner_is_a_research_contender():
+    from bnn_tune.hpobench._replay import CANDIDATE_PRUNERS
+    from bnn_tune.hpobench.protocol import ABLATIONS, CANDIDATES, RESEARCH, SHIPPED
+
+    assert set(RESEARCH) == set(CANDIDATE_PRUNERS)
+    assert set(CANDIDATES) <= set(RESEARCH) | set(SHIPPED) and set(ABLATIONS) <= set(RESEARCH) | set(SHIPPED)
