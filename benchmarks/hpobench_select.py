@@ -10,6 +10,10 @@ two tables (also written as ``hpobench_v2_selection.md`` / ``.json`` in ``--out`
    the mean share, which alone would pick the candidate with the largest wins whatever it loses elsewhere.
 2. **Ablation.** The default against each variant with one of its rules turned off (paired difference in share
    at the target, default minus variant, per task and budget; wins / ties / losses of the default).
+3. **Rank consistency** of the recorded tables, the evidence behind the rank gate: over every recorded run
+   that did not freeze in its first epoch, Spearman's rank correlation of val accuracy after epoch 1, 3 and 9
+   with the final val accuracy, and the share of the best 10% of runs (by final val) that a top-third cut at
+   that epoch would keep.
 
     python benchmarks/hpobench_select.py [--out benchmarks/results] [--budgets 5,10,20]
 
@@ -60,6 +64,29 @@ def score(docs: dict, name: str, tasks: list[str], budgets: list[str], n_boot: i
             wins += v == "wins"
             shares.append(float(np.mean(bits(docs[t], name, b))))
     return losses, wins, float(np.mean(shares))
+
+
+def rank_consistency(task: str, rungs: tuple[int, ...] = (1, 3, 9)) -> dict[int, tuple[float, float]]:
+    """``{epoch: (Spearman of val at that epoch vs final val, share of the top-10% runs a top-third cut keeps)}``
+    over every run of ``task``'s table whose sub-epoch flip rate rose above e^-8 in its first epoch."""
+    import math
+
+    from bnn_tune.hpobench.table import load as load_table
+    from bnn_tune.plugins._flip_sh import spearman
+
+    tb = load_table(task)
+    val, sub = tb.curves["val_acc"], tb.curves["sub_flip_rate"]
+    frozen = np.all(sub[:, :, :tb.sub_epoch_points] <= math.exp(-8), axis=2)
+    keep = ~frozen & np.isfinite(val[:, :, -1])
+    out = {}
+    for r in rungs:
+        if r >= tb.epochs:
+            continue
+        x, y = val[:, :, r - 1][keep], val[:, :, -1][keep]
+        top = y >= np.quantile(y, 0.9)
+        kept = x >= np.quantile(x, 2 / 3)
+        out[r] = (float(spearman(x.tolist(), y.tolist()) or math.nan), float(np.mean(kept[top])))
+    return out
 
 
 def main() -> int:
@@ -129,6 +156,13 @@ def main() -> int:
                          f" | {count['wins']} / {count['ties']} / {count['loses']} | {100 * np.mean(diffs):+.1f} pp |")
         lines.append("")
         lines.append("Each cell: the verdict at " + ", ".join(f"{b}E" for b in all_b) + ".")
+    lines += ["", "#### Rank consistency of the design tables (runs that did not freeze in their first epoch)", "",
+              "| task | epoch 1: Spearman / top-10% kept by a top-third cut | epoch 3 | epoch 9 |", "|---|---|---|---|"]
+    for t in tasks:
+        rc = rank_consistency(t)
+        result.setdefault("rank_consistency", {})[t] = {str(k): v for k, v in rc.items()}
+        lines.append(f"| {t} | " + " | ".join(f"{rc[r][0]:.2f} / {100 * rc[r][1]:.0f}%" if r in rc else "-"
+                                               for r in (1, 3, 9)) + " |")
     text = "\n".join(lines) + "\n"
     (out / "hpobench_v2_selection.md").write_text(text)
     (out / "hpobench_v2_selection.json").write_text(json.dumps(result, indent=1))
