@@ -475,17 +475,27 @@ class FlipRateScheduler(TrialScheduler):
             return None
 
     def _persist(self, trial: Any) -> None:
-        """Keep the state next to the experiment's own state (synced with it; read back by a restore)."""
+        """Keep the state next to the experiment's own state (synced with it; read back by a restore).
+
+        The file is written beside the staging folder and moved in whole: Tune's syncer copies the staging folder
+        while trials run, and a half-written or renamed-away temp file inside it fails the experiment's sync
+        ("Failed to open local file ...pkl.tmp")."""
         path = self._state_path(trial)
         if path is None:
             return
+        tmp = None
         try:
-            tmp = path + ".tmp"
-            with open(tmp, "wb") as f:
+            parent = os.path.dirname(os.path.dirname(os.path.abspath(path)))
+            fd, tmp = tempfile.mkstemp(prefix=".bnn_tune_scheduler_state.", dir=parent)
+            with os.fdopen(fd, "wb") as f:
                 pickle.dump(self._state(), f)
             os.replace(tmp, path)
+            tmp = None
         except OSError as exc:  # bookkeeping must never break the experiment
             _logger.debug("could not write %s: %s", path, exc)
+        finally:
+            if tmp is not None and os.path.exists(tmp):
+                os.unlink(tmp)
 
     def _load_persisted(self, trial: Any) -> None:
         if self._state_loaded:

@@ -3,6 +3,7 @@ what they say: stops counted by rule, no stop at the last epoch, sub-epoch resul
 
 from __future__ import annotations
 
+import os
 import pickle
 from types import SimpleNamespace
 
@@ -166,3 +167,26 @@ def test_sub_epoch_results_never_reach_the_wrapped_scheduler():
         s.on_trial_result(None, t, {"training_iteration": 1, "val_acc": 0.5, "log_flip_rate": -3.0})
         assert len(seen) == 1, name
     assert isinstance(get_strategy("median").ray_scheduler(E).scheduler, MedianStoppingRule)
+
+
+def test_the_state_file_never_appears_half_written_in_the_synced_folder(tmp_path, monkeypatch):
+    """Tune's syncer copies the staging folder while trials run: a temp file inside it that is renamed away
+    mid-copy failed the experiment's sync in a live search ("Failed to open local file ...pkl.tmp"). While the
+    state is written, the staging folder holds at most the previous complete state file."""
+    import bnn_tune.plugins.ray as pray
+
+    staging = tmp_path / "driver_artifacts"
+    staging.mkdir()
+    seen = []
+    real_dump = pray.pickle.dump
+
+    def spying_dump(obj, f, *a, **kw):
+        seen.append(sorted(os.listdir(staging)))
+        return real_dump(obj, f, *a, **kw)
+
+    monkeypatch.setattr(pray.pickle, "dump", spying_dump)
+    driver = _Driver(get_strategy("flip+gated-asha").ray_scheduler(E), staging=staging)
+    driver.feed(_stream()[: 2 * E])
+    assert seen and all(names in ([], [SCHEDULER_STATE_FILE]) for names in seen), seen
+    assert sorted(os.listdir(staging)) == [SCHEDULER_STATE_FILE]
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".bnn_tune")] == []  # no temp file left
