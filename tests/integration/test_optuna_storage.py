@@ -47,7 +47,7 @@ def test_make_pruner_kinds():
     assert isinstance(make_pruner("median"), optuna.pruners.MedianPruner)
     assert isinstance(make_pruner("none"), optuna.pruners.NopPruner)
     with pytest.raises(ValueError, match=r"Unknown strategy 'ashaa'\. Available: \['asha', 'flip', 'flip\+asha', "
-                                         r"'flip\+hyperband', 'flip\+median', 'hyperband', 'median', 'none'\]\."):
+                                         r"'flip\+gated-asha', 'flip\+hyperband', 'flip\+median', 'hyperband', 'median', 'none'\]\."):
         make_pruner("ashaa")
 
 
