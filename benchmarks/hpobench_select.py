@@ -92,7 +92,8 @@ def rank_consistency(task: str, rungs: tuple[int, ...] = (1, 3, 9)) -> dict[int,
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
-    ap.add_argument("--budgets", default="5,10,20,40", help="budgets (E) the selection rule counts (default 5,10,20,40)")
+    ap.add_argument("--budgets", default=None, help="budgets (E) the selection rule counts (default: every budget the "
+                    "figures have, 5,10,20,40 in the recorded ones)")
     ap.add_argument("--n-boot", type=int, default=2000, dest="n_boot")
     ap.add_argument("--quick", action="store_true", help="smoke run: 200 resamples")
     a = ap.parse_args()
@@ -100,7 +101,6 @@ def main() -> int:
         a.n_boot = 200
     out = Path(a.out)
     docs = load(out)
-    budgets = [b.strip() for b in a.budgets.split(",")]
     cands = [c for c in CANDIDATES if docs and all(c in d["contenders"] for d in docs.values())]
     if len(docs) < 2 or not cands or not all("none" in d["contenders"] for d in docs.values()):
         print(f"error: {out} needs the figures of >= 2 design tasks with 'none' and the candidates {list(CANDIDATES)} "
@@ -108,6 +108,10 @@ def main() -> int:
         return 2
     tasks = sorted(docs)
     all_b = [b for b in docs[tasks[0]]["contenders"]["none"]["per_seed"]]
+    budgets = all_b if a.budgets is None else [f"{float(b):g}" for b in a.budgets.split(",")]
+    if not set(budgets) <= set(all_b):
+        print(f"error: --budgets {a.budgets} not among the figures' budgets {all_b}", file=sys.stderr)
+        return 2
     lines = ["#### Choosing the default leave one task out (safety first: fewest losses to no pruning, then most "
              "wins, then mean share)", "",
              "| left out | chosen on the other tasks | " + " | ".join(f"{b}E" for b in all_b) + " |",
