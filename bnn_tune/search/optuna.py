@@ -214,8 +214,8 @@ def serialize_asks(study: Any, storage_url: str | None) -> None:
     from ._storage import storage_file
 
     where = storage_file(storage_url) if storage_url else None
-    if where is None or where[0] != "sqlite":
-        return
+    if where is None or where[0] != "sqlite" or getattr(study, "_bnn_tune_serialized", False):
+        return  # (twice would deadlock: a second flock of the same file in one process waits for the first)
     import fcntl
 
     lock_path = where[1].with_name(where[1].name + ".ask.lock")
@@ -230,6 +230,7 @@ def serialize_asks(study: Any, storage_url: str | None) -> None:
                 fcntl.flock(fh, fcntl.LOCK_UN)
 
     study.ask = locked_ask
+    study._bnn_tune_serialized = True
 
 
 def _stop_if_asked(study: Any, trial: Any) -> None:
@@ -415,14 +416,41 @@ def _follow(study: Any, procs: list[Any], view: LiveView | None, settings: Searc
 
 
 def _recover_lost_trials(study: Any, settings: SearchSettings, view: LiveView | None) -> None:
-    """After killed workers: fail their trials once the heartbeat is stale, then run the retries here."""
+    """After killed workers: fail their trials once the heartbeat is stale, run the retries here, then the trials
+    the killed workers never started (so the study ends with ``n_trials`` finished trials, as without the kill)."""
     optuna = require("optuna", feature="bnn-tune search")
-    from optuna.trial import TrialState
 
     # the study's storage is Optuna's cache around the RDB storage: ask it, not an attribute of the RDB one
     interval = getattr(study._storage, "get_heartbeat_interval", lambda: None)()
-    if not interval:  # journal/in-memory: no heartbeat
-        return
+    if interval:  # journal/in-memory: no heartbeat, the killed worker's trial stays RUNNING
+        _retry_stale_trials(study, settings, interval)
+    missing = settings.n_trials - _finished(study)
+    if missing > 0:
+        # seeded after the trials the study holds, like a resumed search: not the first worker's draws again
+        study.sampler = optuna.samplers.TPESampler(
+            seed=settings.sampler_seeds(resumed_after=len(study.get_trials(deepcopy=False)))[0])
+        serialize_asks(study, settings.storage)
+        study.optimize(_objective(settings), n_trials=missing, callbacks=[_enough(settings)])
+
+
+def _finished(study: Any) -> int:
+    """Trials that count towards ``n_trials``: completed, pruned, and failed ones that nothing runs again (a trial
+    failed by the heartbeat counts through its retry, an interrupted one through ``--resume``)."""
+    from optuna.storages import RetryHeartbeatStaleTrialCallback
+    from optuna.trial import TrialState
+
+    trials = study.get_trials(deepcopy=False)
+    retried = {RetryHeartbeatStaleTrialCallback.retried_trial_number(t) for t in trials}
+    return sum(1 for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)
+               or (t.state == TrialState.FAIL and t.number not in retried
+                   and t.user_attrs.get(FAIL_REASON_ATTR) != INTERRUPTED))
+
+
+def _retry_stale_trials(study: Any, settings: SearchSettings, interval: int) -> None:
+    """Fail the trials whose heartbeat went stale (their worker was killed) and run their retries here."""
+    optuna = require("optuna", feature="bnn-tune search")
+    from optuna.trial import TrialState
+
     # a lost trial goes stale grace_period after its last beat; the margin absorbs a loaded machine's slow polls
     deadline = time.monotonic() + settings.grace_period + max(3 * interval, 10)
     while study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)) and time.monotonic() < deadline:
