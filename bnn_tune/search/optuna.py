@@ -19,8 +19,10 @@ Killed workers: with an RDB storage every running trial writes a heartbeat every
 seconds; a trial whose heartbeat is older than ``grace_period`` (its worker was killed, its machine lost)
 is marked FAIL by the next trial any worker starts, and Optuna's ``RetryHeartbeatStaleTrialCallback`` enqueues
 it again with the same parameters (``max_retry`` times). When the workers are done, the driver fails the stale
-trials that are left and runs their retries itself, so no trial stays RUNNING forever. (Optuna's
-``JournalStorage`` has no heartbeat: a journal study keeps a killed worker's trial RUNNING.)
+trials that are left and runs their retries itself, so no trial stays RUNNING forever, then the trials the killed
+workers never started, so the study ends with ``n_trials`` finished trials. (Optuna's ``JournalStorage`` has no
+heartbeat: a journal study keeps a killed worker's trial RUNNING.) The heartbeat's period and grace are
+``--heartbeat-interval`` and ``--grace-period``.
 
 Ctrl-C: the workers ignore SIGINT; the driver stops them with SIGTERM, which each turns into a
 ``KeyboardInterrupt`` inside its trial (Optuna marks the trial FAIL, and it is recorded as interrupted so

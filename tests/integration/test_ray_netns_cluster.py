@@ -64,7 +64,8 @@ class Cluster:
 
     def __init__(self, hosts, temp: str) -> None:
         self.hosts, self.temp = hosts, temp
-        self.env = {**ray_test_env(), "MPLBACKEND": "Agg"}
+        # RAY_TMPDIR: what Ray writes outside --temp-dir (ray_current_cluster) stays in this run's folder too
+        self.env = {**ray_test_env(), "MPLBACKEND": "Agg", "RAY_TMPDIR": temp}
 
     def parse(self, command: str) -> tuple[list[str], dict[str, str]]:
         """README's ``ip netns exec NS [env K=V ...] PROGRAM ...`` as this run's argv (its namespaces, temp dir and
