@@ -50,10 +50,10 @@ WORKER_START = (f"ip netns exec {WORKER} ray start --address {NETNS.HEAD_IP}:637
 SEARCH = (f"ip netns exec {HEAD} bnn-tune search --backend ray --address {NETNS.HEAD_IP}:6379 --optimizer bop "
           "--dataset digits --samples 2 --epochs 8 --workers 2 --seed 0 --pruner none -p max_steps_per_epoch=8 "
           "-p width=0.25 -p threads=1 --out /tmp/bnn-ray/runs/bop-cluster")
-# the same search, its experiment state saved every 0.5 s (Ray's default period grows to minutes on a long search),
+# the same search, its experiment state saved every 0.1 s (Ray's default period is at least 10 s),
 # so that the state the test reads before killing the driver is the one --resume starts from
 # (16 epochs: the first saved state that holds both trials' checkpoints comes a few epochs in)
-RESUMABLE = SEARCH.replace(f"exec {HEAD} bnn-tune", f"exec {HEAD} env TUNE_GLOBAL_CHECKPOINT_S=0.5 bnn-tune").replace(
+RESUMABLE = SEARCH.replace(f"exec {HEAD} bnn-tune", f"exec {HEAD} env TUNE_GLOBAL_CHECKPOINT_S=0.1 bnn-tune").replace(
     "bop-cluster", "bop-resume").replace("--epochs 8", "--epochs 16")
 EPOCHS, RESUMABLE_EPOCHS = 8, 16
 METRICS = ("epoch", "val_acc", "val_loss", "train_loss", "flip_rate")
