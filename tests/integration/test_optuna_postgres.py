@@ -114,6 +114,7 @@ def killed_search(postgres_server, tmp_path_factory):
             os.killpg(driver.pid, signal.SIGKILL)
             driver.wait()
     assert driver.returncode == 0, output[-4000:]
+    assert f"dashboard: optuna-dashboard {url}" in output  # the search names the dashboard of its storage
     return {"url": url, "cwd": cwd, "victim": victim, "pid": pid, "output": output}
 
 
@@ -121,6 +122,7 @@ def killed_search(postgres_server, tmp_path_factory):
 @pytest.mark.distributed
 @pytest.mark.timeout(400)
 @linux_only
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 def test_every_trial_once_none_left_running_and_the_killed_trial_retried(killed_search):
     import optuna
     from optuna.storages import RetryHeartbeatStaleTrialCallback
@@ -160,6 +162,7 @@ def test_every_trial_once_none_left_running_and_the_killed_trial_retried(killed_
 @pytest.mark.distributed
 @pytest.mark.timeout(400)
 @linux_only
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 def test_report_export_and_dashboard_read_the_postgres_study(killed_search, monkeypatch, capsys):
     from bnn_tune.cli import main
 
