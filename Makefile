@@ -7,7 +7,7 @@ export RAY_AUTH_MODE ?= disabled
 export RAY_USAGE_STATS_ENABLED ?= 0
 export MPLBACKEND ?= Agg
 
-.PHONY: setup run test test-slow bench-quick gpu-check lint mutation mutation-report clean lce-env test-lce bench-vs-lce
+.PHONY: setup system-deps run test test-slow bench-quick gpu-check lint mutation mutation-report clean lce-env test-lce bench-vs-lce
 
 setup: $(STAMP)
 
@@ -16,6 +16,11 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install --quiet --upgrade "pip>=24"
 	$(PY) -m pip install --quiet -c constraints.txt -e ".[all]"
 	touch $(STAMP)
+
+# The system programs of the distributed tests (PostgreSQL's initdb/pg_ctl, iproute2's ip): installed from Debian's
+# packages only where missing (as root); without them those tests skip with the reason (CI fails them instead).
+system-deps:
+	sh tools/system_deps.sh
 
 # The main job: a Bop search on digits with Ray Tune (embedded local Ray, all CPUs), OptunaSearch in
 # gamma/tau, ASHA + the flip-rate rule; ranking, best config and the packed best model land in runs/digits-bop.

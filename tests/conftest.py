@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -67,3 +69,42 @@ def ray_session():
     finally:
         ray.shutdown()
         shutil.rmtree(root, ignore_errors=True)
+
+
+def load_tool(name: str):
+    """A script of ``tools/`` as a module (``tools/`` is no package: its scripts also run on their own)."""
+    spec = importlib.util.spec_from_file_location(f"bnn_tune_tool_{name}", REPO_ROOT / "tools" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses and pickling find the module by name
+    spec.loader.exec_module(module)
+    return module
+
+
+REQUIRE_DISTRIBUTED = "BNN_TUNE_REQUIRE_DISTRIBUTED"
+"""Set to 1 by .ci/run (after ``make system-deps``): a distributed test that cannot run fails instead of skipping."""
+
+
+def skip_distributed(reason: str) -> None:
+    """Skip a ``distributed`` test with ``reason``; fail instead where CI promised the environment."""
+    if os.environ.get(REQUIRE_DISTRIBUTED) == "1":
+        pytest.fail(f"{reason} ({REQUIRE_DISTRIBUTED}=1: this environment must run the distributed tests)")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A throw-away PostgreSQL server (``tools/pg_server.py``: the system's initdb/pg_ctl, a temp folder, a free
+    port on 127.0.0.1) for the whole session, stopped and removed at the end. ``server.create_database(name)``
+    gives a test its own database. Skips (fails under CI) where PostgreSQL or psycopg is missing."""
+    if importlib.util.find_spec("psycopg") is None:
+        skip_distributed("psycopg is not installed (pip install 'bnn-tune[postgres]'; make setup installs it)")
+    tool = load_tool("pg_server")
+    reason = tool.unavailable_reason()
+    if reason is not None:
+        skip_distributed(reason)
+    server = tool.PostgresServer(durable=False)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

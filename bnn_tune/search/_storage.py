@@ -113,10 +113,27 @@ def make_storage(url: str | None, *, heartbeat_interval: int | None = None, grac
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                return optuna.storages.RDBStorage(url, **kwargs)
+                return optuna.storages.RDBStorage(_with_installed_driver(url), **kwargs)
         except (SQLAlchemyError, ImportError) as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ValueError(f"Cannot open the Optuna storage {url!r}: {first} Check the URL, that the database "
-                             "server is reachable and that its Python driver is installed (e.g. psycopg2 for "
-                             "postgresql://).") from exc
+                             "server is reachable and that its Python driver is installed (psycopg for "
+                             "postgresql://: pip install 'bnn-tune[postgres]').") from exc
     raise _bad(url)  # storage_file accepts nothing else
+
+
+def _with_installed_driver(url: str) -> str:
+    """``postgresql://`` with the driver that is installed: SQLAlchemy 2.0 reads it as psycopg2, 2.1 as psycopg
+    (3), which the ``postgres`` extra installs; an explicit ``postgresql+DRIVER://`` is kept.
+
+    Example:
+        >>> _with_installed_driver("sqlite:///s.db")
+        'sqlite:///s.db'
+    """
+    import importlib.util
+
+    for scheme in ("postgresql://", "postgres://"):
+        if url.startswith(scheme) and importlib.util.find_spec("psycopg2") is None \
+                and importlib.util.find_spec("psycopg") is not None:
+            return "postgresql+psycopg://" + url[len(scheme):]
+    return url

@@ -50,6 +50,11 @@ def add_search_arguments(p: argparse.ArgumentParser) -> None:
                    help="ray backend: GPUs reserved per trial (fractions allowed; default 0)")
     p.add_argument("--max-failures", type=int, default=1, dest="max_failures",
                    help="ray backend: retries of a crashed trial from its last checkpoint (default 1)")
+    p.add_argument("--heartbeat-interval", type=int, default=None, dest="heartbeat_interval", metavar="SECONDS",
+                   help="optuna backend, RDB storage: a running trial writes a heartbeat this often (default 10)")
+    p.add_argument("--grace-period", type=int, default=None, dest="grace_period", metavar="SECONDS",
+                   help="optuna backend, RDB storage: a trial without a heartbeat for this long (its worker was killed, "
+                        "its machine lost) is failed and retried with the same parameters (default 30)")
     p.add_argument("--study", default=None, dest="study_name", help="study name (default: the --out folder name)")
     p.add_argument("--out", default=None, help="output folder (default runs/<study>)")
     p.add_argument("--pruner", default=DEFAULT_PRUNER, choices=PRUNERS,

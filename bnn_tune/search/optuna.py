@@ -19,8 +19,10 @@ Killed workers: with an RDB storage every running trial writes a heartbeat every
 seconds; a trial whose heartbeat is older than ``grace_period`` (its worker was killed, its machine lost)
 is marked FAIL by the next trial any worker starts, and Optuna's ``RetryHeartbeatStaleTrialCallback`` enqueues
 it again with the same parameters (``max_retry`` times). When the workers are done, the driver fails the stale
-trials that are left and runs their retries itself, so no trial stays RUNNING forever. (Optuna's
-``JournalStorage`` has no heartbeat: a journal study keeps a killed worker's trial RUNNING.)
+trials that are left and runs their retries itself, so no trial stays RUNNING forever, then the trials the killed
+workers never started, so the study ends with ``n_trials`` finished trials. (Optuna's ``JournalStorage`` has no
+heartbeat: a journal study keeps a killed worker's trial RUNNING.) The heartbeat's period and grace are
+``--heartbeat-interval`` and ``--grace-period``.
 
 Ctrl-C: the workers ignore SIGINT; the driver stops them with SIGTERM, which each turns into a
 ``KeyboardInterrupt`` inside its trial (Optuna marks the trial FAIL, and it is recorded as interrupted so
@@ -214,8 +216,8 @@ def serialize_asks(study: Any, storage_url: str | None) -> None:
     from ._storage import storage_file
 
     where = storage_file(storage_url) if storage_url else None
-    if where is None or where[0] != "sqlite":
-        return
+    if where is None or where[0] != "sqlite" or getattr(study, "_bnn_tune_serialized", False):
+        return  # (twice would deadlock: a second flock of the same file in one process waits for the first)
     import fcntl
 
     lock_path = where[1].with_name(where[1].name + ".ask.lock")
@@ -230,6 +232,7 @@ def serialize_asks(study: Any, storage_url: str | None) -> None:
                 fcntl.flock(fh, fcntl.LOCK_UN)
 
     study.ask = locked_ask
+    study._bnn_tune_serialized = True
 
 
 def _stop_if_asked(study: Any, trial: Any) -> None:
@@ -415,14 +418,41 @@ def _follow(study: Any, procs: list[Any], view: LiveView | None, settings: Searc
 
 
 def _recover_lost_trials(study: Any, settings: SearchSettings, view: LiveView | None) -> None:
-    """After killed workers: fail their trials once the heartbeat is stale, then run the retries here."""
+    """After killed workers: fail their trials once the heartbeat is stale, run the retries here, then the trials
+    the killed workers never started (so the study ends with ``n_trials`` finished trials, as without the kill)."""
     optuna = require("optuna", feature="bnn-tune search")
-    from optuna.trial import TrialState
 
     # the study's storage is Optuna's cache around the RDB storage: ask it, not an attribute of the RDB one
     interval = getattr(study._storage, "get_heartbeat_interval", lambda: None)()
-    if not interval:  # journal/in-memory: no heartbeat
-        return
+    if interval:  # journal/in-memory: no heartbeat, the killed worker's trial stays RUNNING
+        _retry_stale_trials(study, settings, interval)
+    missing = settings.n_trials - _finished(study)
+    if missing > 0:
+        # seeded after the trials the study holds, like a resumed search: not the first worker's draws again
+        study.sampler = optuna.samplers.TPESampler(
+            seed=settings.sampler_seeds(resumed_after=len(study.get_trials(deepcopy=False)))[0])
+        serialize_asks(study, settings.storage)
+        study.optimize(_objective(settings), n_trials=missing, callbacks=[_enough(settings)])
+
+
+def _finished(study: Any) -> int:
+    """Trials that count towards ``n_trials``: completed, pruned, and failed ones that nothing runs again (a trial
+    failed by the heartbeat counts through its retry, an interrupted one through ``--resume``)."""
+    from optuna.storages import RetryHeartbeatStaleTrialCallback
+    from optuna.trial import TrialState
+
+    trials = study.get_trials(deepcopy=False)
+    retried = {RetryHeartbeatStaleTrialCallback.retried_trial_number(t) for t in trials}
+    return sum(1 for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)
+               or (t.state == TrialState.FAIL and t.number not in retried
+                   and t.user_attrs.get(FAIL_REASON_ATTR) != INTERRUPTED))
+
+
+def _retry_stale_trials(study: Any, settings: SearchSettings, interval: int) -> None:
+    """Fail the trials whose heartbeat went stale (their worker was killed) and run their retries here."""
+    optuna = require("optuna", feature="bnn-tune search")
+    from optuna.trial import TrialState
+
     # a lost trial goes stale grace_period after its last beat; the margin absorbs a loaded machine's slow polls
     deadline = time.monotonic() + settings.grace_period + max(3 * interval, 10)
     while study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)) and time.monotonic() < deadline:

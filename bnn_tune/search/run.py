@@ -76,7 +76,9 @@ def run_search(settings: SearchSettings, *, console: Any = None, export: bool = 
                       f"(bnn-tune fit --config {out / 'best_config.json'})", soft_wrap=True, highlight=False)
     if export:
         _export(console, settings, best)
-    if settings.verbose and settings.backend == "optuna" and str(settings.storage).startswith("sqlite:///"):
+    storage = str(settings.storage)
+    if settings.verbose and settings.backend == "optuna" and "://" in storage and not storage.startswith("journal:"):
+        # any RDB URL (sqlite:///..., postgresql://...): optuna-dashboard opens it as the search did
         console.print(f"dashboard: optuna-dashboard {settings.storage}", soft_wrap=True, highlight=False)
     return SearchResult(rows, summary, best, 0)
 

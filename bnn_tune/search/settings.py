@@ -67,7 +67,8 @@ def sampler_seeds(seed: int, workers: int, *, resumed_after: int = 0) -> list[in
 
 
 _FLAGS = {"n_trials": "--samples", "workers": "--workers", "seed": "--seed", "top": "--top",
-          "max_failures": "--max-failures"}
+          "max_failures": "--max-failures", "heartbeat_interval": "--heartbeat-interval",
+          "grace_period": "--grace-period"}
 
 
 def _int(name: str, value: Any, low: int, high: int | None = None) -> int:
@@ -195,6 +196,10 @@ class SearchSettings:
         _int("max_failures", self.max_failures, -1)
         for name in ("heartbeat_interval", "grace_period", "max_retry"):
             _int(name, getattr(self, name), 0 if name == "max_retry" else 1)
+        if self.grace_period <= self.heartbeat_interval:  # every live trial would be failed between two beats
+            raise ValueError(f"`grace_period` must be greater than `heartbeat_interval`, but got grace_period="
+                             f"{self.grace_period} with heartbeat_interval={self.heartbeat_interval} (--grace-period, "
+                             "--heartbeat-interval on the command line).")
         gpus = self.gpus_per_trial
         if isinstance(gpus, bool) or not isinstance(gpus, (int, float)) or not (gpus >= 0 and math.isfinite(gpus)):
             raise ValueError(f"`gpus_per_trial` must be a number >= 0, but got gpus_per_trial={gpus!r}.")
@@ -204,6 +209,9 @@ class SearchSettings:
             if ray_only:
                 raise ValueError(f"{', '.join(ray_only)} apply to --backend ray only; drop "
                                  f"{'them' if len(ray_only) > 1 else 'it'} or use --backend ray.")
+        elif self.heartbeat_interval != 10 or self.grace_period != 30:
+            raise ValueError("--heartbeat-interval and --grace-period apply to --backend optuna only (Ray retries a "
+                             "lost trial from its checkpoint: --max-failures); drop them or use --backend optuna.")
         name = self.study_name or (Path(self.out).name if self.out else None) or (
             f"{space if isinstance(space, str) else 'space'}-{base['dataset']}-{time.strftime('%Y%m%d-%H%M%S')}")
         if not _NAME.fullmatch(name):
@@ -291,4 +299,6 @@ class SearchSettings:
         return cls(space=args.space, base_config=base, n_trials=args.samples, backend=backend, workers=args.workers,
                    pruner=args.pruner, seed=args.seed, out=args.out, study_name=args.study_name,
                    storage=args.storage, naive=args.naive, resume=args.resume, top=args.top,
-                   address=args.address, gpus_per_trial=args.gpus_per_trial, max_failures=args.max_failures)
+                   address=args.address, gpus_per_trial=args.gpus_per_trial, max_failures=args.max_failures,
+                   **{name: getattr(args, name) for name in ("heartbeat_interval", "grace_period")
+                      if getattr(args, name, None) is not None})

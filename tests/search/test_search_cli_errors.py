@@ -68,3 +68,51 @@ def test_reading_a_missing_storage_file_creates_nothing(tmp_path):
     assert list(tmp_path.iterdir()) == []
     assert make_storage(f"journal://{tmp_path / 'c' / 'ok.log'}") is not None  # writing creates it, as before
     assert (tmp_path / "c").is_dir()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--heartbeat-interval", "0"], "`heartbeat_interval` must be an integer >= 1, but got heartbeat_interval=0 "
+                                    "(--heartbeat-interval on the command line)."),
+    (["--grace-period", "0"], "`grace_period` must be an integer >= 1, but got grace_period=0 (--grace-period on "
+                              "the command line)."),
+    (["--heartbeat-interval", "5", "--grace-period", "5"], "`grace_period` must be greater than `heartbeat_interval`, "
+                                                           "but got grace_period=5 with heartbeat_interval=5"),
+    (["--backend", "ray", "--grace-period", "20"], "--heartbeat-interval and --grace-period apply to --backend optuna "
+                                                   "only"),
+])
+def test_heartbeat_flags_are_validated_before_anything_is_written(args, message, tmp_path, capsys):
+    code = main(["search", "--backend", "optuna", "--optimizer", "bop", "--samples", "1", "--epochs", "1", *args,
+                 "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith(f"error: {message}"), err
+    assert not (tmp_path / "run").exists()
+
+
+def test_heartbeat_flags_reach_the_settings_and_the_smallest_valid_values_pass():
+    import argparse
+
+    from bnn_tune.search.cli import add_search_arguments
+    from bnn_tune.search.settings import SearchSettings
+
+    parser = argparse.ArgumentParser()
+    add_search_arguments(parser)
+    settings = SearchSettings.from_args(parser.parse_args(
+        ["--backend", "optuna", "--heartbeat-interval", "1", "--grace-period", "2", "--out", "/tmp/unused"]))
+    assert (settings.heartbeat_interval, settings.grace_period) == (1, 2)
+    defaults = SearchSettings.from_args(parser.parse_args(["--backend", "optuna", "--out", "/tmp/unused"]))
+    assert (defaults.heartbeat_interval, defaults.grace_period) == (10, 30)
+
+
+def test_postgresql_url_takes_the_installed_driver():
+    """SQLAlchemy 2.0 reads ``postgresql://`` as psycopg2; the ``postgres`` extra installs psycopg (3)."""
+    import importlib.util
+
+    from bnn_tune.search._storage import _with_installed_driver
+
+    assert _with_installed_driver("postgresql+psycopg2://u@h/db") == "postgresql+psycopg2://u@h/db"
+    assert _with_installed_driver("mysql://u@h/db") == "mysql://u@h/db"
+    has = {name: importlib.util.find_spec(name) is not None for name in ("psycopg", "psycopg2")}
+    expected = "postgresql+psycopg://u@h/db" if has["psycopg"] and not has["psycopg2"] else None
+    for url in ("postgresql://u@h/db", "postgres://u@h/db"):
+        got = _with_installed_driver(url)
+        assert got == (expected or url), (url, got, has)
