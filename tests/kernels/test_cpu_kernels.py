@@ -135,3 +135,17 @@ def test_im2col_packed_equals_bool_path(pad_value):
     cols, ho2, wo2 = im2col_bits(x, (3, 3), (2, 1), (1, 1), pad_value)
     assert (ho, wo) == (ho2, wo2)
     np.testing.assert_array_equal(a, pack_bits(cols))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("k", [1024, 1025, 4097])
+def test_binary_gemm_saturated_all_plus_against_all_minus(k, backend):
+    """Every popcount at its maximum (all +1 rows against all -1 rows: y = -K) and at zero (equal rows: y = +K), with
+    K >= 1024, odd K and K not a multiple of 64; 6 x 70 covers the 4x4 register blocks, their leftover rows and
+    columns and two 64-row weight blocks."""
+    a = np.ones((6, k), dtype=bool)
+    w = np.zeros((70, k), dtype=bool)
+    w[1::3] = True
+    want = np.where(w.any(1), k, -k)[None].repeat(6, 0)
+    np.testing.assert_array_equal(binary_gemm(pack_bits(a), pack_bits(w), k, backend=backend), want)
+    np.testing.assert_array_equal(binary_gemm(pack_bits(~a), pack_bits(w), k, backend=backend), -want)

@@ -317,3 +317,54 @@ def test_bad_inputs_raise_clear_errors():
                                 ChainLayer("linear", np.ones((3, 10), bool))])
     with pytest.raises(ValueError, match="threads"):
         BinaryChain((8, 5, 5), [ChainLayer("conv", w)], threads=0)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("f", [1024, 1025, 2049])
+def test_saturated_counts_all_plus_one_against_all_minus_one(isa, f):
+    """Every popcount lane at its maximum: all +1 inputs against all -1 weights (y = -K), K >= 1024, odd K and K
+    not a multiple of the word or vector width (AVX2 widens its byte counters every 31 words: 32 words of all-ones
+    XORs would overflow them). Thresholds stand on the edge: y >= -K holds, y >= -K + 1 does not."""
+    ones = np.ones((3, f), dtype=np.float32)
+    w = np.zeros((20, f), dtype=bool)
+    w[10:] = True  # the last 10 rows agree with the input everywhere: y = +K
+    want = np.where(np.arange(20) < 10, -f, f)[None].repeat(3, 0)
+    for t in (1, 2):
+        y = BinaryChain((f,), [ChainLayer("linear", w)], threads=t, isa=isa).run(ones)
+        np.testing.assert_array_equal(y, want)
+        thr = np.where(np.arange(20) % 2 == 0, want[0], want[0] + 1)  # at the value, one past it
+        bits = BinaryChain((f,), [ChainLayer("linear", w, threshold=thr)], threads=t, isa=isa).run(ones)
+        np.testing.assert_array_equal(bits, (want >= thr[None]))
+        np.testing.assert_array_equal(bits[0], np.arange(20) % 2 == 0)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_saturated_conv_counts_over_kernel_rows(isa):
+    """A 3x3 conv over 130 channels (K = 1170 over 3 kernel rows of 15 words): all +1 against all -1, with +1
+    and -1 padding at the border, equals the oracle (the borders change how many terms agree)."""
+    c, o = 130, 17
+    x = np.ones((2, c, 4, 5), dtype=np.float32)
+    w = np.zeros((o, 3, 3, c), dtype=bool)
+    w[-1] = True
+    for pv in (1.0, -1.0):
+        ref = _conv_ref(x >= 0, w, 1, 1, pv)
+        assert ref.min() == -3 * 3 * c if pv > 0 else ref.max() == 3 * 3 * c
+        y = BinaryChain((c, 4, 5), [ChainLayer("conv", w, padding=(1, 1), pad_value=pv)], threads=2, isa=isa).run(x)
+        np.testing.assert_array_equal(y, ref)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_non_contiguous_and_channels_last_inputs(isa):
+    """A channels-last map (an NCHW view of NHWC memory, what a torch channels_last tensor gives numpy) and a
+    strided slice give the same result as their contiguous copies."""
+    rng = np.random.default_rng(9)
+    nhwc = rng.standard_normal((3, 6, 7, 40)).astype(np.float32)
+    x = nhwc.transpose(0, 3, 1, 2)
+    assert not x.flags.c_contiguous
+    w = rng.random((24, 3, 3, 40)) < 0.5
+    chain = BinaryChain((40, 6, 7), [ChainLayer("conv", w, padding=(1, 1))], threads=2, isa=isa)
+    np.testing.assert_array_equal(chain.run(x), _conv_ref(x >= 0, w, 1, 1, 1.0))
+    xt = torch.from_numpy(np.ascontiguousarray(x)).to(memory_format=torch.channels_last)
+    np.testing.assert_array_equal(chain.run(xt.numpy()), chain.run(np.ascontiguousarray(x)))
+    strided = rng.standard_normal((6, 40, 6, 7)).astype(np.float32)[::2]
+    np.testing.assert_array_equal(chain.run(strided), _conv_ref(strided >= 0, w, 1, 1, 1.0))

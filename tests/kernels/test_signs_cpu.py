@@ -69,3 +69,12 @@ def test_avx2_and_portable_builds_agree(tmp_path):
         dll.bnn_sign_bits_f32(a.data_ptr(), words.data_ptr(), a.numel(), 0)
         assert dll.bnn_sign_bits_f32(b.data_ptr(), words.data_ptr(), b.numel(), 1) == want, flags
         assert torch.equal(words, want_words), flags
+        # every sign flips (all + to all -), at a length that is not a multiple of the 64-sign word: the count
+        # saturates and the last word's unused bits stay 0
+        for n in (1, 64, 1025):
+            pos, neg = torch.ones(n), -torch.ones(n)
+            words = packed_sign_words(pos)
+            assert dll.bnn_sign_bits_f32(pos.data_ptr(), words.data_ptr(), n, 1) == n, (flags, n)
+            assert [w & (2**64 - 1) for w in words.tolist()] == _words_torch(pos), (flags, n)
+            assert dll.bnn_sign_bits_f32(neg.data_ptr(), words.data_ptr(), n, 1) == n, (flags, n)
+            assert dll.bnn_sign_bits_f32(pos.data_ptr(), words.data_ptr(), n, 0) == 0, (flags, n)
