@@ -425,8 +425,8 @@ def c_mutants(path: str, source: bytes) -> list[Mutant]:
                 scope = candidate = "<file>"
         elif depth == 0 and t == ";":
             candidate = "<file>"
-        elif depth == 0 and nxt == "(" and re.fullmatch(r"[A-Za-z_]\w*", t) and t != "__attribute__" and \
-                candidate == "<file>":
+        elif depth == 0 and nxt == "(" and re.fullmatch(r"[A-Za-z_]\w*", t) and t != "__attribute__" and candidate == "<file>" and \
+                (prev == "*" or re.fullmatch(r"[A-Za-z_]\w*", prev)):  # `T name(`, not `__attribute__((target(`
             candidate = t
         if line in skip:
             continue
