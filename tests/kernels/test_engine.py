@@ -368,3 +368,24 @@ def test_non_contiguous_and_channels_last_inputs(isa):
     np.testing.assert_array_equal(chain.run(xt.numpy()), chain.run(np.ascontiguousarray(x)))
     strided = rng.standard_normal((6, 40, 6, 7)).astype(np.float32)[::2]
     np.testing.assert_array_equal(chain.run(strided), _conv_ref(strided >= 0, w, 1, 1, 1.0))
+
+
+@pytest.mark.parametrize("width", [16, 17, 35])
+def test_packing_rows_of_whole_and_partial_16_pixel_blocks(width):
+    """The input is signed and packed 16 pixels of a row at a time (a whole block, then the rest): rows of exactly
+    16, 16 + 1 and 2 x 16 + 3 pixels, over 40 channels (two words, the second partly padding), from float32, from
+    bool and through a batch-norm sign, all equal to the oracle."""
+    rng = np.random.default_rng(width)
+    c, h = 40, 3
+    x = rng.standard_normal((2, c, h, width)).astype(np.float32)
+    x[0, :, 0, :5] = 0.0  # x >= 0 holds at zero
+    x[1, :, 1, :3] = -0.0
+    w = rng.random((18, 3, 3, c)) < 0.5
+    chain = BinaryChain((c, h, width), [ChainLayer("conv", w, padding=(1, 1), pad_value=-1.0)], threads=1)
+    np.testing.assert_array_equal(chain.run(x), _conv_ref(x >= 0, w, 1, 1, -1.0))
+    np.testing.assert_array_equal(chain.run(x < 0), _conv_ref(x < 0, w, 1, 1, -1.0))
+    scale, shift = rng.standard_normal(c), rng.standard_normal(c) * 0.5
+    bn = BinaryChain((c, h, width), [ChainLayer("conv", w, padding=(1, 1), pad_value=-1.0)], threads=1,
+                     input_scale=scale, input_shift=shift)
+    bits = x.astype(np.float64) * scale[None, :, None, None] + shift[None, :, None, None] >= 0
+    np.testing.assert_array_equal(bn.run(x), _conv_ref(bits, w, 1, 1, -1.0))
