@@ -238,11 +238,28 @@ AVX2_TARGET static void conv_avx2(const conv_args* a, int m0, int m1, int ob0, i
 }
 #endif
 
+/* Tasks run on each path (index: 1 portable, 2 AVX2, 3 AVX-512), all calls together: the results of every path
+ * are identical by design, so tests read these to know which path a chain really took. */
+static long long isa_tasks[4] = {0, 0, 0, 0};
+
+long long bnn_engine_isa_tasks(int isa) {
+    return isa >= 1 && isa <= 3 ? __atomic_load_n(&isa_tasks[isa], __ATOMIC_RELAXED) : -1;
+}
+
 static void conv_worker(const conv_task* t) {
 #ifdef BNN_X86
-    if (t->isa == 3) { conv_avx512(t->a, t->m0, t->m1, t->ob0, t->ob1); return; }
-    if (t->isa == 2) { conv_avx2(t->a, t->m0, t->m1, t->ob0, t->ob1); return; }
+    if (t->isa == 3) {
+        __atomic_fetch_add(&isa_tasks[3], 1, __ATOMIC_RELAXED);
+        conv_avx512(t->a, t->m0, t->m1, t->ob0, t->ob1);
+        return;
+    }
+    if (t->isa == 2) {
+        __atomic_fetch_add(&isa_tasks[2], 1, __ATOMIC_RELAXED);
+        conv_avx2(t->a, t->m0, t->m1, t->ob0, t->ob1);
+        return;
+    }
 #endif
+    __atomic_fetch_add(&isa_tasks[1], 1, __ATOMIC_RELAXED);
     conv_portable(t->a, t->m0, t->m1, t->ob0, t->ob1);
 }
 
