@@ -389,3 +389,46 @@ def test_packing_rows_of_whole_and_partial_16_pixel_blocks(width):
                      input_scale=scale, input_shift=shift)
     bits = x.astype(np.float64) * scale[None, :, None, None] + shift[None, :, None, None] >= 0
     np.testing.assert_array_equal(bn.run(x), _conv_ref(bits, w, 1, 1, -1.0))
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_each_isa_runs_its_own_path(isa, monkeypatch):
+    """Every path gives identical results, so only the engine's per-path task counts show which one ran: a chain
+    built with ``isa=`` (or ``$BNN_TUNE_CPU_ISA``) runs all its tasks on that path and none on another."""
+    from bnn_tune.kernels._engine import isa_task_counts
+
+    rng = np.random.default_rng(6)
+    w = rng.random((40, 3, 3, 8)) < 0.5
+    x = rng.standard_normal((2, 8, 6, 6)).astype(np.float32)
+    for how in ("arg", "env"):
+        if how == "env":
+            monkeypatch.setenv("BNN_TUNE_CPU_ISA", isa)
+        chain = BinaryChain((8, 6, 6), [ChainLayer("conv", w, padding=(1, 1))], threads=2,
+                            isa=isa if how == "arg" else None)
+        before = isa_task_counts()
+        np.testing.assert_array_equal(chain.run(x), _conv_ref(x >= 0, w, 1, 1, 1.0))
+        after = isa_task_counts()
+        ran = {k: after[k] - before[k] for k in after}
+        assert ran[isa] >= 1 and all(v == 0 for k, v in ran.items() if k != isa), (how, ran)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("hw", [(5, 5), (6, 7)])
+def test_padded_bit_maxpool_windows_over_the_edges(isa, hw):
+    """A 3x3 stride-2 bit max-pool with padding 1 (windows that hang over every edge: only the pixels inside
+    count, as torch's max_pool2d pads with -inf), AND channels for negative scales, then a padded conv reading the
+    pooled map's border: equal to the step-by-step oracle."""
+    rng = np.random.default_rng(hw[1])
+    c, (h, w_) = 36, hw
+    x = rng.standard_normal((2, c, h, w_)).astype(np.float32)
+    w1, w2 = rng.random((40, 3, 3, c)) < 0.5, rng.random((20, 3, 3, 40)) < 0.5
+    t1 = rng.integers(-6, 6, 40)
+    and1 = rng.random(40) < 0.5
+    layers = [ChainLayer("conv", w1, threshold=t1, padding=(1, 1)),
+              ChainLayer("maxpool", kernel=(3, 3), stride=(2, 2), padding=(1, 1), and_channels=and1),
+              ChainLayer("conv", w2, padding=(1, 1), pad_value=1.0)]
+    got = BinaryChain((c, h, w_), layers, threads=2, isa=isa).run(x)
+    b = _conv_ref(x >= 0, w1, 1, 1, 1.0) >= t1[None, :, None, None]
+    s = torch.where(torch.from_numpy(and1), -1.0, 1.0).double()[None, :, None, None]
+    pooled = (F.max_pool2d(_pm1(b) * s, 3, 2, 1) * s).numpy() > 0
+    np.testing.assert_array_equal(got, _conv_ref(pooled, w2, 1, 1, 1.0))

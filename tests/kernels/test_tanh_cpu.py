@@ -137,3 +137,25 @@ def test_a_forked_child_computes_it_on_one_thread_without_hanging(monkeypatch):
         p.kill()
         pytest.fail("the forked child hung in scaled_tanh")
     assert p.exitcode == 0 and q.get(timeout=10) is True
+
+
+@pytest.mark.parametrize("parts", [0, 1, 2, 3, 5])
+def test_every_element_is_computed_whatever_the_split(parts):
+    """The team entry cuts n elements into ``parts`` chunks of ceil(n / parts) rounded up to 16: lengths one past,
+    at and one short of a multiple of 16 x parts leave no element (the last one included) uncomputed. Without a
+    GOMP entry the parts run on this thread; parts < 1 counts as one."""
+    lib = _tanh._lib()
+    for n in (1, 15, 16, 17, 16 * 3 * 2 - 1, 16 * 3 * 2, 16 * 3 * 2 + 1, 16 * 5 * 3 + 1, 16 * 2 * 7 + 1):
+        x = torch.linspace(-3, 3, n)
+        want = scaled_tanh(x, 0.75)
+        y = torch.full_like(x, float("nan"))
+        lib.bnn_tanh_scaled_f32_team(x.data_ptr(), y.data_ptr(), n, 0.75, parts, None)
+        assert torch.equal(y.view(torch.int32), want.view(torch.int32)), (parts, n)
+
+
+def test_clamp_edge_at_twenty():
+    """|z| is clamped at 20 (tanh(20) rounds to 1.0f): values at, just under and just over the clamp are torch's."""
+    edge = torch.tensor([20.0]).view(torch.int32)
+    z = torch.cat([edge - 1, edge, edge + 1]).view(torch.float32)
+    z = torch.cat([z, -z])
+    assert torch.equal(scaled_tanh(z, 1.0), torch.tanh(z.double()).float())
