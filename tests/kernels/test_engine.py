@@ -432,3 +432,17 @@ def test_padded_bit_maxpool_windows_over_the_edges(isa, hw):
     s = torch.where(torch.from_numpy(and1), -1.0, 1.0).double()[None, :, None, None]
     pooled = (F.max_pool2d(_pm1(b) * s, 3, 2, 1) * s).numpy() > 0
     np.testing.assert_array_equal(got, _conv_ref(pooled, w2, 1, 1, 1.0))
+
+
+def test_set_pool_returns_the_pool_in_use(pool_restored):
+    """The C entry answers with the pool it now uses: OpenMP without a GOMP entry is unavailable (pthreads, 0), and
+    a GOMP entry handed with another kind does not switch to OpenMP."""
+    from bnn_tune.kernels._engine import _torch_gomp_parallel
+
+    lib = _engine._lib()
+    assert lib.bnn_engine_set_pool(2, None) == 0 and thread_pool() == "pthreads"
+    gomp = _torch_gomp_parallel()
+    if gomp is not None:
+        assert lib.bnn_engine_set_pool(1, gomp) == 1 and thread_pool() == "persistent"
+        assert lib.bnn_engine_set_pool(0, gomp) == 0 and thread_pool() == "pthreads"
+        assert lib.bnn_engine_set_pool(2, gomp) == 2 and thread_pool() == "openmp"
