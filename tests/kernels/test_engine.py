@@ -446,3 +446,47 @@ def test_set_pool_returns_the_pool_in_use(pool_restored):
         assert lib.bnn_engine_set_pool(1, gomp) == 1 and thread_pool() == "persistent"
         assert lib.bnn_engine_set_pool(0, gomp) == 0 and thread_pool() == "pthreads"
         assert lib.bnn_engine_set_pool(2, gomp) == 2 and thread_pool() == "openmp"
+
+
+def test_small_layers_stay_on_one_task_below_min_parallel_work(pool_restored):
+    """Below ``set_min_parallel_work`` steps a layer is one task on the caller's thread; at 0 the same layer is cut
+    into TASKS_PER_THREAD (4) tasks per thread."""
+    from bnn_tune.kernels._engine import isa_task_counts
+
+    set_thread_pool("pthreads")
+    rng = np.random.default_rng(13)
+    w = rng.random((16, 3, 3, 8)) < 0.5
+    x = rng.standard_normal((1, 8, 8, 8)).astype(np.float32)
+    chain = BinaryChain((8, 8, 8), [ChainLayer("conv", w, padding=(1, 1))], threads=2, isa=ISAS[-1])
+    for work, tasks in ((1 << 40, 1), (0, 8)):
+        set_min_parallel_work(work)
+        before = isa_task_counts()[ISAS[-1]]
+        np.testing.assert_array_equal(chain.run(x), _conv_ref(x >= 0, w, 1, 1, 1.0))
+        assert isa_task_counts()[ISAS[-1]] - before == tasks, work
+
+
+def test_kernel_as_large_as_the_input_gives_one_pixel():
+    """An unpadded 3x3 kernel on a 3x3 map fits exactly once (1x1 out); on 2x3 it does not fit."""
+    rng = np.random.default_rng(14)
+    w = rng.random((5, 3, 3, 4)) < 0.5
+    x = rng.standard_normal((2, 4, 3, 3)).astype(np.float32)
+    y = BinaryChain((4, 3, 3), [ChainLayer("conv", w)], threads=1).run(x)
+    assert y.shape == (2, 5, 1, 1)
+    np.testing.assert_array_equal(y, _conv_ref(x >= 0, w, 1, 0, 1.0))
+    with pytest.raises(ValueError, match="kernel 3x3 does not fit a 2x3 input"):
+        BinaryChain((4, 2, 3), [ChainLayer("conv", w)])
+    with pytest.raises(ValueError, match="kernel 3x3 does not fit a 3x2 input"):
+        BinaryChain((4, 3, 2), [ChainLayer("conv", w)])
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_thresholds_beyond_the_reachable_range(isa):
+    """y lies in [-K, K]: a threshold above K (K + 1, K + 2, K + 3, far above) never holds, even where y = K; one
+    at or below -K always holds, even where y = -K."""
+    f = 70
+    x = np.ones((2, f), dtype=np.float32)
+    w = np.zeros((8, f), dtype=bool)
+    w[:4] = True  # y = +K for these rows, -K for the others
+    thr = np.array([f + 1, f + 2, f + 3, f + 1000, -f, -f - 1, -f - 2, -f - 1000])
+    bits = BinaryChain((f,), [ChainLayer("linear", w, threshold=thr)], threads=1, isa=isa).run(x)
+    np.testing.assert_array_equal(bits, np.array([[False] * 4 + [True] * 4] * 2))
