@@ -149,3 +149,20 @@ def test_binary_gemm_saturated_all_plus_against_all_minus(k, backend):
     want = np.where(w.any(1), k, -k)[None].repeat(6, 0)
     np.testing.assert_array_equal(binary_gemm(pack_bits(a), pack_bits(w), k, backend=backend), want)
     np.testing.assert_array_equal(binary_gemm(pack_bits(~a), pack_bits(w), k, backend=backend), -want)
+
+
+@pytest.mark.parametrize("c", [3, 16])  # the bool im2col and the packed-byte im2col
+@pytest.mark.parametrize("padding", [(0, 1), (1, 0), (2, 1)])
+@pytest.mark.parametrize("pad_value", [True, False])
+def test_binary_conv2d_padding_on_one_axis(c, padding, pad_value):
+    """Padding on only one axis (or unequal) is still padding: the result is conv2d of the +-1 map padded with
+    pad_value (+1 or -1) by ph rows and pw columns."""
+    rng = np.random.default_rng(c + 10 * padding[0] + padding[1])
+    x = rng.random((2, c, 5, 6)) < 0.5
+    wb = rng.random((4, c, 3, 3)) < 0.5
+    ph, pw = padding
+    y = binary_conv2d(x, pack_bits(reorder_conv_weight(wb)), k=c * 9, out_channels=4, kernel=(3, 3), stride=(1, 1),
+                      padding=padding, pad_value=pad_value)
+    xt = F.pad(torch.from_numpy(_pm1(x).astype(np.float64)), (pw, pw, ph, ph), value=1.0 if pad_value else -1.0)
+    ref = F.conv2d(xt, torch.from_numpy(_pm1(wb).astype(np.float64)))
+    np.testing.assert_array_equal(y, ref.numpy().astype(np.int32))
