@@ -166,3 +166,14 @@ def test_binary_conv2d_padding_on_one_axis(c, padding, pad_value):
     xt = F.pad(torch.from_numpy(_pm1(x).astype(np.float64)), (pw, pw, ph, ph), value=1.0 if pad_value else -1.0)
     ref = F.conv2d(xt, torch.from_numpy(_pm1(wb).astype(np.float64)))
     np.testing.assert_array_equal(y, ref.numpy().astype(np.int32))
+
+
+def test_without_the_native_kernel_auto_falls_back_and_native_refuses(monkeypatch):
+    from bnn_tune.kernels import _cpu
+
+    monkeypatch.setattr(_cpu, "native_gemm", lambda *a: None)  # as when no C compiler is found
+    rng = np.random.default_rng(8)
+    a, w = rng.random((3, 200)) < 0.5, rng.random((5, 200)) < 0.5
+    np.testing.assert_array_equal(binary_gemm(pack_bits(a), pack_bits(w), 200), _pm1(a) @ _pm1(w).T)
+    with pytest.raises(RuntimeError, match="native CPU kernel could not be built"):
+        binary_gemm(pack_bits(a), pack_bits(w), 200, backend="native")

@@ -490,3 +490,25 @@ def test_thresholds_beyond_the_reachable_range(isa):
     thr = np.array([f + 1, f + 2, f + 3, f + 1000, -f, -f - 1, -f - 2, -f - 1000])
     bits = BinaryChain((f,), [ChainLayer("linear", w, threshold=thr)], threads=1, isa=isa).run(x)
     np.testing.assert_array_equal(bits, np.array([[False] * 4 + [True] * 4] * 2))
+
+
+def test_layer_call_runs_one_step_on_the_run_s_buffers():
+    """layer_call(i, n) times step i alone on the batch-n buffers of earlier runs (allocating them when there are
+    none); i must index a step."""
+    rng = np.random.default_rng(15)
+    w1, w2 = rng.random((16, 3, 3, 8)) < 0.5, rng.random((12, 3, 3, 16)) < 0.5
+    layers = [ChainLayer("conv", w1, threshold=rng.integers(-4, 4, 16), padding=(1, 1)),
+              ChainLayer("conv", w2, padding=(1, 1))]
+    chain = BinaryChain((8, 5, 5), layers, threads=1)
+    x = rng.standard_normal((2, 8, 5, 5)).astype(np.float32)
+    y = chain.run(x)
+    bufs = chain._buffers[2]
+    bufs[-1][...] = 0
+    chain.layer_call(1, 2)()  # the last step again, on the bits the run left in its input buffer
+    assert chain._buffers[2] is bufs
+    np.testing.assert_array_equal(chain._output(bufs[-1], 2), y)
+    chain.layer_call(0, 3)()  # no run with batch 3 yet: its buffers are made
+    assert len(chain._buffers[3]) == len(bufs)
+    for i in (-1, 2):
+        with pytest.raises(ValueError, match=r"`i` must be in \[0, 2\)"):
+            chain.layer_call(i, 2)
