@@ -164,3 +164,28 @@ def test_why_none_completed_names_what_stopped_the_trials():
     line = why_none_completed([TrialRow("1", "pruned: asha"), TrialRow("2", "failed")], "asha")
     assert "the strategy (asha) stopped every trial" in line and "flip-early means" not in line
     assert "every trial failed" not in line
+
+
+def test_a_trial_that_never_reported_trained_zero_epochs():
+    row = TrialRow("9", "failed")
+    assert (row.epochs, row.val_acc, row.params, row.note) == (0, None, {}, "")
+
+
+def test_lines_are_never_cut_to_the_console_width():
+    """Piped output (CI, | tee) prints every line once and in full, however narrow the console."""
+    buf = io.StringIO()
+    console = Console(file=buf, width=30, force_terminal=False, color_system=None)
+    params = {f"param_{i}": 0.125 for i in range(6)}
+    with LiveView(console, n_trials=2, epochs=10) as view:
+        view.finished(TrialRow("1", "completed", val_acc=0.5, epochs=10, params=params))
+    lines = buf.getvalue().splitlines()
+    assert len(lines) == 2 and lines[0].endswith("param_5=0.125") and lines[1].startswith("trials: 0 running, 1 of 2")
+
+
+def test_disabled_view_stays_silent_on_a_terminal_too():
+    buf = io.StringIO()
+    console = Console(file=buf, width=100, force_terminal=True, color_system=None)
+    with LiveView(console, n_trials=1, epochs=1, enabled=False) as view:
+        view.started("1")
+        view.finished(TrialRow("1", "completed", val_acc=0.5))
+    assert buf.getvalue() == ""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -119,3 +120,20 @@ def test_replace_validates_again_and_describe_names_everything(tmp_path):
     assert line.startswith("bnn-tune search (optuna): space=bop dataset=digits epochs=10 trials=16 workers=1 ")
     assert "seed=5 out=" in line and "(drawn" not in line and "storage=:memory:" in line
     assert "space=bop (naive)" in _make(tmp_path, naive=True).describe()
+
+
+@pytest.mark.parametrize("ray_installed", [True, False])
+def test_the_command_line_default_backend_is_ray_when_installed(ray_installed, tmp_path, monkeypatch):
+    import importlib.util
+
+    from bnn_tune import cli
+    from bnn_tune.search import run as run_module
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: (object() if ray_installed else None) if name == "ray" else real(name, *a))
+    seen = []
+    monkeypatch.setattr(run_module, "run_search",
+                        lambda settings, console=None: seen.append(settings) or SimpleNamespace(exit_code=0))
+    assert cli.main(["search", "--samples", "1", "--epochs", "1", "--seed", "1", "--out", str(tmp_path / "r")]) == 0
+    assert seen[0].backend == ("ray" if ray_installed else "optuna")
