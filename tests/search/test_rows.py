@@ -130,7 +130,7 @@ def test_print_ranking_shows_the_top_rows_in_rank_order(top, more):
 
 
 def _settings(tmp_path):
-    return SimpleNamespace(out=tmp_path / "out", backend="optuna", study_name="s", space_name="bop", naive=False,
+    return SimpleNamespace(out=tmp_path / "new" / "out", backend="optuna", study_name="s", space_name="bop", naive=False,
                            pruner="flip+hyperband", seed=3, n_trials=7, workers=1, epochs=10,
                            base_config={"dataset": "digits", "lr_scale": math.inf})
 
@@ -139,8 +139,9 @@ def test_write_outputs_summary_ranks_every_trial_and_names_the_best(tmp_path):
     rows = _rows()
     rows[2].config = {"optimizer": "bop", "dataset": "digits", "epochs": 3}
     rows[2].test_acc = 0.5
-    summary = write_outputs(_settings(tmp_path), rows, elapsed_s=1.5, extra={"storage": "sqlite:///x"})
-    on_disk = json.loads((tmp_path / "out" / "summary.json").read_text())
+    write_outputs(_settings(tmp_path), rows[:1], elapsed_s=0.5, extra={})  # out and its parent are made
+    summary = write_outputs(_settings(tmp_path), rows, elapsed_s=1.5, extra={"storage": "sqlite:///x"})  # again
+    on_disk = json.loads((tmp_path / "new" / "out" / "summary.json").read_text())
     assert on_disk == json.loads(json.dumps(summary))
     assert summary["format_version"] == SUMMARY_FORMAT
     assert summary["storage"] == "sqlite:///x"  # extra overrides the defaults
@@ -148,7 +149,7 @@ def test_write_outputs_summary_ranks_every_trial_and_names_the_best(tmp_path):
     assert [t["trial"] for t in summary["trials"]] == ["c", "g", "a", "e", "b", "f", "d"]
     assert summary["counts"] == count_statuses(rows)
     assert summary["best"]["trial"] == "c" and summary["best"]["test_acc"] == 0.5
-    best = json.loads((tmp_path / "out" / "best_config.json").read_text())
+    best = json.loads((tmp_path / "new" / "out" / "best_config.json").read_text())
     assert (best["optimizer"], best["epochs"]) == ("bop", 3)
 
 
@@ -156,7 +157,7 @@ def test_write_outputs_without_a_completed_trial_writes_no_best_config(tmp_path)
     rows = [r for r in _rows() if r.status != "completed"]
     summary = write_outputs(_settings(tmp_path), rows, elapsed_s=0.0, extra={})
     assert summary["best"] is None and summary["storage"] is None
-    assert not (tmp_path / "out" / "best_config.json").exists()
+    assert not (tmp_path / "new" / "out" / "best_config.json").exists()
 
 
 def test_why_none_completed_names_what_stopped_the_trials():
