@@ -357,3 +357,24 @@ def test_cuda_runner_logic_on_cpu(name, shape, width, cuda_on_cpu):
     assert "bconv" in cuda_on_cpu.calls or name == "mlp"
     if name == "mlp":  # hidden binary layers at batch 3 chain packed bits: threshold output read as packed input
         assert {"gemv_threshold_x", "gemv_threshold_packed"} <= set(cuda_on_cpu.calls), cuda_on_cpu.calls
+
+
+def test_zero_weights_pack_as_plus_one_like_the_model():
+    """sign(0) = +1 in the model (binarize), so +0.0 and -0.0 latent weights are +1 bits in the file, and the packed
+    logits follow the model's."""
+    torch.manual_seed(0)
+    model = _randomize(build_model("mlp", (16,), 4, width=0.1), seed=3, zero_scale=False)
+    with torch.no_grad():
+        w = model[3].weight
+        w[::2] = 0.0
+        w[1::4] = -0.0
+    pm = pack_model(model)
+    op = next(op for op in pm.header["layers"] if op["name"] == "3")
+    bits = unpack_bits(pm.tensors[op["weight"]], op["k"])
+    flip = pm.tensors[op["flip"]].astype(bool)
+    bits[flip] = ~bits[flip]
+    assert bits[::2].all() and bits[1::4].all()
+    x = torch.randn(64, 16, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        ref = model(x)
+    np.testing.assert_allclose(pm.logits(x), ref.numpy(), rtol=1e-4, atol=1e-3 * float(ref.abs().max()))
