@@ -378,3 +378,12 @@ def test_zero_weights_pack_as_plus_one_like_the_model():
     with torch.no_grad():
         ref = model(x)
     np.testing.assert_allclose(pm.logits(x), ref.numpy(), rtol=1e-4, atol=1e-3 * float(ref.abs().max()))
+
+
+def test_weight_bytes_split_packed_words_from_the_rest():
+    torch.manual_seed(0)
+    pm = pack_model(_randomize(build_model("mlp", (16,), 4, width=0.1), seed=2))
+    sizes = pm.weight_bytes()
+    bits = [v for k, v in pm.tensors.items() if k.endswith(".weight_bits")]
+    assert bits and sizes["binary"] == sum(4 * v.size for v in bits)  # uint32 words
+    assert sizes["real"] == sum(v.nbytes for k, v in pm.tensors.items() if not k.endswith(".weight_bits")) > 0
