@@ -387,3 +387,20 @@ def test_weight_bytes_split_packed_words_from_the_rest():
     bits = [v for k, v in pm.tensors.items() if k.endswith(".weight_bits")]
     assert bits and sizes["binary"] == sum(4 * v.size for v in bits)  # uint32 words
     assert sizes["real"] == sum(v.nbytes for k, v in pm.tensors.items() if not k.endswith(".weight_bits")) > 0
+
+
+def test_raw_input_is_transformed_unless_preprocessed():
+    """logits/predict take raw input by default and apply the stored transform; preprocessed=True skips it."""
+    from bnn_tune.data._base import InputTransform
+
+    torch.manual_seed(0)
+    model = _randomize(build_model("mlp", (16,), 4, width=0.1), seed=5)
+    tr = InputTransform(raw_shape=(16,), raw_dtype="float32", input_shape=(16,), mean=(3.0,) * 16, std=(0.5,) * 16,
+                        divide_by=2.0)
+    pm = pack_model(model, input_transform=tr)
+    raw = torch.randn(32, 16, generator=torch.Generator().manual_seed(6)) * 4 + 6
+    with torch.no_grad():
+        ref = model((raw / 2.0 - 3.0) / 0.5)
+    np.testing.assert_allclose(pm.logits(raw), ref.numpy(), rtol=1e-4, atol=1e-3 * float(ref.abs().max()))
+    np.testing.assert_array_equal(pm.predict(raw), ref.argmax(1).numpy())
+    np.testing.assert_array_equal(pm.logits((raw / 2.0 - 3.0) / 0.5, preprocessed=True), pm.logits(raw))
