@@ -404,3 +404,19 @@ def test_raw_input_is_transformed_unless_preprocessed():
     np.testing.assert_allclose(pm.logits(raw), ref.numpy(), rtol=1e-4, atol=1e-3 * float(ref.abs().max()))
     np.testing.assert_array_equal(pm.predict(raw), ref.argmax(1).numpy())
     np.testing.assert_array_equal(pm.logits((raw / 2.0 - 3.0) / 0.5, preprocessed=True), pm.logits(raw))
+
+
+@pytest.mark.parametrize("bad", ["dtype", "shape"])
+def test_packed_weight_of_the_wrong_dtype_or_shape_is_refused(bad, packed_file, tmp_path):
+    """Either mistake alone is a format error (a file written consistently, with a valid checksum)."""
+    from bnn_tune.export._format import write_packed_file
+
+    pm = load_packed(packed_file)
+    key = next(k for k in pm.tensors if k.endswith(".weight_bits"))
+    w = pm.tensors[key]
+    tensors = dict(pm.tensors)
+    tensors[key] = w.astype(np.int32) if bad == "dtype" else np.concatenate([w, w[:1]])
+    path = tmp_path / "bad.bnn.safetensors"
+    write_packed_file(path, pm.header, tensors)
+    with pytest.raises(PackedFormatError, match="packed weight has dtype"):
+        load_packed(path)
