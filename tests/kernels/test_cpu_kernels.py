@@ -177,3 +177,37 @@ def test_without_the_native_kernel_auto_falls_back_and_native_refuses(monkeypatc
     np.testing.assert_array_equal(binary_gemm(pack_bits(a), pack_bits(w), 200), _pm1(a) @ _pm1(w).T)
     with pytest.raises(RuntimeError, match="native CPU kernel could not be built"):
         binary_gemm(pack_bits(a), pack_bits(w), 200, backend="native")
+
+
+def test_cpu_signature_is_the_first_processor_s_model_and_flags(monkeypatch):
+    import io
+
+    from bnn_tune.kernels import _native
+
+    info = ("processor\t: 0\nvendor_id\t: Acme\nmodel name\t: Acme 9000\nflags\t\t: fpu avx2\n\n"
+            "processor\t: 1\nmodel name\t: Other\nflags\t\t: fpu\n")
+    monkeypatch.setattr(_native, "open", lambda *a, **k: io.StringIO(info), raising=False)
+    sig = _native._cpu_signature().decode()
+    assert "model name\t: Acme 9000" in sig and "flags\t\t: fpu avx2" in sig
+    assert "vendor_id" not in sig and "Other" not in sig and "processor" not in sig
+
+
+def test_build_falls_back_to_plain_o3_when_march_native_fails(tmp_path, monkeypatch):
+    """A compiler that refuses -march=native (some cross or old compilers): the kernel is built without it."""
+    import os
+    import shutil
+
+    from bnn_tune.kernels import _native, _signs
+
+    real = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    if real is None:
+        pytest.skip("no C compiler")
+    fake = tmp_path / "cc"
+    fake.write_text(f'#!/bin/sh\nfor a in "$@"; do [ "$a" = "-march=native" ] && echo "no native" >&2 && exit 1; done\n'
+                    f'exec {real} "$@"\n')
+    fake.chmod(0o755)
+    monkeypatch.setenv("CC", str(fake))
+    monkeypatch.setenv("BNN_TUNE_CACHE", str(tmp_path / "cache"))
+    dll = _native.build_library(_signs._SRC, "libfallback_test")
+    assert dll is not None and hasattr(dll, "bnn_sign_bits_f32")
+    assert len(list((tmp_path / "cache").glob("libfallback_test_*.so"))) == 1
