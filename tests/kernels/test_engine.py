@@ -521,3 +521,18 @@ def test_layer_call_runs_one_step_on_the_run_s_buffers():
     for i in (-1, 2):
         with pytest.raises(ValueError, match=r"`i` must be in \[0, 2\)"):
             chain.layer_call(i, 2)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_padded_channels_stay_zero_between_layers(isa):
+    """20 output channels fill two 16-channel blocks; the 12 padding channels must stay 0 bits in the next layer's
+    input even where a padding channel's popcount is 0 (an all -1 input against its all-zero weight bits)."""
+    rng = np.random.default_rng(16)
+    x = -np.ones((2, 8, 5, 5), dtype=np.float32)
+    w1, w2 = rng.random((20, 3, 3, 8)) < 0.5, rng.random((6, 3, 3, 20)) < 0.5
+    t1 = rng.integers(-4, 4, 20)
+    layers = [ChainLayer("conv", w1, threshold=t1, padding=(1, 1), pad_value=-1.0),
+              ChainLayer("conv", w2, padding=(1, 1), pad_value=1.0)]
+    got = BinaryChain((8, 5, 5), layers, threads=1, isa=isa).run(x)
+    b = _conv_ref(x >= 0, w1, 1, 1, -1.0) >= t1[None, :, None, None]
+    np.testing.assert_array_equal(got, _conv_ref(b, w2, 1, 1, 1.0))
