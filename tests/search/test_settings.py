@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 from types import SimpleNamespace
@@ -137,3 +138,10 @@ def test_the_command_line_default_backend_is_ray_when_installed(ray_installed, t
                         lambda settings, console=None: seen.append(settings) or SimpleNamespace(exit_code=0))
     assert cli.main(["search", "--samples", "1", "--epochs", "1", "--seed", "1", "--out", str(tmp_path / "r")]) == 0
     assert seen[0].backend == ("ray" if ray_installed else "optuna")
+    assert seen[0].verbose is True  # the command always shows its live view and ranking
+
+
+def test_heartbeat_defaults_are_the_readme_s():
+    """README: with an RDB storage the search beats every 10 s, fails a trial silent for 30 s and retries it."""
+    defaults = {f.name: f.default for f in dataclasses.fields(SearchSettings)}
+    assert (defaults["heartbeat_interval"], defaults["grace_period"], defaults["max_retry"]) == (10, 30, 2)
