@@ -536,3 +536,16 @@ def test_padded_channels_stay_zero_between_layers(isa):
     got = BinaryChain((8, 5, 5), layers, threads=1, isa=isa).run(x)
     b = _conv_ref(x >= 0, w1, 1, 1, -1.0) >= t1[None, :, None, None]
     np.testing.assert_array_equal(got, _conv_ref(b, w2, 1, 1, 1.0))
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("stride", [(2, 1), (1, 2)])
+def test_unequal_strides(isa, stride):
+    """Row and column strides are separate: (2, 1) and (1, 2) against conv2d's."""
+    rng = np.random.default_rng(stride[0])
+    x = rng.standard_normal((2, 8, 7, 6)).astype(np.float32)
+    w = rng.random((16, 3, 3, 8)) < 0.5
+    y = BinaryChain((8, 7, 6), [ChainLayer("conv", w, stride=stride, padding=(1, 1))], threads=2, isa=isa).run(x)
+    xt = F.pad(_pm1(x >= 0), (1, 1, 1, 1), value=1.0)
+    ref = F.conv2d(xt, _pm1(w).permute(0, 3, 1, 2), None, stride).round().long().numpy()
+    np.testing.assert_array_equal(y, ref)
