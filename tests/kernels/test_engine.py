@@ -379,8 +379,9 @@ def test_non_contiguous_and_channels_last_inputs(isa):
     np.testing.assert_array_equal(chain.run(strided), _conv_ref(strided >= 0, w, 1, 1, 1.0))
 
 
+@pytest.mark.parametrize("pad_value", [-1.0, 1.0])
 @pytest.mark.parametrize("width", [16, 17, 35])
-def test_packing_rows_of_whole_and_partial_16_pixel_blocks(width):
+def test_packing_rows_of_whole_and_partial_16_pixel_blocks(width, pad_value):
     """The input is signed and packed 16 pixels of a row at a time (a whole block, then the rest): rows of exactly
     16, 16 + 1 and 2 x 16 + 3 pixels, over 40 channels (two words, the second partly padding), from float32, from
     bool and through a batch-norm sign, all equal to the oracle."""
@@ -390,14 +391,14 @@ def test_packing_rows_of_whole_and_partial_16_pixel_blocks(width):
     x[0, :, 0, :5] = 0.0  # x >= 0 holds at zero
     x[1, :, 1, :3] = -0.0
     w = rng.random((18, 3, 3, c)) < 0.5
-    chain = BinaryChain((c, h, width), [ChainLayer("conv", w, padding=(1, 1), pad_value=-1.0)], threads=1)
-    np.testing.assert_array_equal(chain.run(x), _conv_ref(x >= 0, w, 1, 1, -1.0))
-    np.testing.assert_array_equal(chain.run(x < 0), _conv_ref(x < 0, w, 1, 1, -1.0))
+    chain = BinaryChain((c, h, width), [ChainLayer("conv", w, padding=(1, 1), pad_value=pad_value)], threads=1)
+    np.testing.assert_array_equal(chain.run(x), _conv_ref(x >= 0, w, 1, 1, pad_value))
+    np.testing.assert_array_equal(chain.run(x < 0), _conv_ref(x < 0, w, 1, 1, pad_value))
     scale, shift = rng.standard_normal(c), rng.standard_normal(c) * 0.5
-    bn = BinaryChain((c, h, width), [ChainLayer("conv", w, padding=(1, 1), pad_value=-1.0)], threads=1,
+    bn = BinaryChain((c, h, width), [ChainLayer("conv", w, padding=(1, 1), pad_value=pad_value)], threads=1,
                      input_scale=scale, input_shift=shift)
     bits = x.astype(np.float64) * scale[None, :, None, None] + shift[None, :, None, None] >= 0
-    np.testing.assert_array_equal(bn.run(x), _conv_ref(bits, w, 1, 1, -1.0))
+    np.testing.assert_array_equal(bn.run(x), _conv_ref(bits, w, 1, 1, pad_value))
 
 
 @pytest.mark.parametrize("isa", ISAS)
@@ -549,3 +550,14 @@ def test_unequal_strides(isa, stride):
     xt = F.pad(_pm1(x >= 0), (1, 1, 1, 1), value=1.0)
     ref = F.conv2d(xt, _pm1(w).permute(0, 3, 1, 2), None, stride).round().long().numpy()
     np.testing.assert_array_equal(y, ref)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("kernel", [(3, 1), (1, 3), (2, 3)])
+def test_non_square_kernels(isa, kernel):
+    """kh and kw are separate: 3x1, 1x3 and 2x3 kernels against conv2d's."""
+    rng = np.random.default_rng(sum(kernel))
+    x = rng.standard_normal((2, 8, 6, 5)).astype(np.float32)
+    w = rng.random((16, *kernel, 8)) < 0.5
+    y = BinaryChain((8, 6, 5), [ChainLayer("conv", w)], threads=2, isa=isa).run(x)
+    np.testing.assert_array_equal(y, _conv_ref(x >= 0, w, 1, 0, 1.0))
