@@ -56,6 +56,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from bisect import bisect_right
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
@@ -324,7 +325,161 @@ def python_mutants(path: str, source: bytes) -> list[Mutant]:
     return out
 
 
-MUTATORS: dict[str, Callable[[str, bytes], list[Mutant]]] = {".py": python_mutants}
+# ------------------------------------------------------------------------------------------ C mutants
+# Punctuators, longest first (a token is matched greedily, so `<<=` is never read as `<` then `<=`).
+_C_PUNCT = sorted(["<<=", ">>=", "->", "++", "--", "&&", "||", "<=", ">=", "==", "!=", "+=", "-=", "*=", "/=", "%=",
+                   "&=", "|=", "^=", "<<", ">>", "##", "...", "<", ">", "+", "-", "*", "/", "%", "&", "|", "^", "!",
+                   "~", "=", "?", ":", ";", ",", ".", "(", ")", "[", "]", "{", "}", "#"], key=len, reverse=True)
+_C_SWAP = {"<": ("compare", "<="), "<=": ("compare", "<"), ">": ("compare", ">="), ">=": ("compare", ">"),
+           "==": ("compare", "!="), "!=": ("compare", "=="), "&&": ("and-or", "||"), "||": ("and-or", "&&"),
+           "+=": ("arith", "-="), "-=": ("arith", "+="), "<<": ("shift", ">>"), ">>": ("shift", "<<"),
+           "<<=": ("shift", ">>="), ">>=": ("shift", "<<="), "&=": ("bitwise", "|="), "|=": ("bitwise", "&="),
+           "|": ("bitwise", "&"), "^": ("bitwise", "|")}
+_C_BINARY_ONLY = {"+": ("arith", "-"), "-": ("arith", "+"), "&": ("bitwise", "|")}  # not unary minus / address-of
+_C_KEYWORDS = {"return", "case", "sizeof", "if", "while", "for", "else", "do", "switch", "goto", "const", "static"}
+_C_INT = re.compile(rb"(0[xX][0-9a-fA-F]+|[0-9]+)([uUlL]*)")
+_C_TOKEN = re.compile(rb"[A-Za-z_][A-Za-z_0-9]*|[0-9](?:[eEpP][+-]|[0-9a-zA-Z_.])*|"
+                      + b"|".join(re.escape(t.encode()) for t in _C_PUNCT))
+
+
+def _c_tokens(source: bytes) -> Iterator[tuple[int, bytes, bool]]:
+    """(offset, token, mutable) over C code: comments, string and char literals, and preprocessor directives
+    other than ``#define`` bodies are skipped; ``#define`` bodies are code (the macro name is an identifier)."""
+    i, n = 0, len(source)
+    line_start = True
+    while i < n:
+        c = source[i:i + 1]
+        if c in b" \t\r":
+            i += 1
+            continue
+        if c == b"\n":
+            line_start, i = True, i + 1
+            continue
+        if source.startswith(b"/*", i):
+            i = source.index(b"*/", i + 2) + 2
+            continue
+        if source.startswith(b"//", i):
+            i = source.find(b"\n", i)
+            i = n if i < 0 else i
+            continue
+        if c in (b'"', b"'"):
+            j = i + 1
+            while source[j:j + 1] != c:
+                j += 2 if source[j:j + 1] == b"\\" else 1
+            i = j + 1
+            line_start = False
+            continue
+        if c == b"\\" and source[i + 1:i + 2] == b"\n":  # a continued #define line
+            i += 2
+            continue
+        if c == b"#" and line_start:
+            m = re.match(rb"#\s*define\s+[A-Za-z_0-9]+(\([^)]*\))?", source[i:])
+            if m:
+                i += m.end()
+                line_start = False
+                continue
+            while True:  # skip the directive with its continuation lines
+                j = source.find(b"\n", i)
+                if j < 0:
+                    i = n
+                    break
+                if source[j - 1:j] != b"\\":
+                    i = j
+                    break
+                i = j + 1
+            continue
+        line_start = False
+        m = _C_TOKEN.match(source, i)
+        if m is None:
+            i += 1
+            continue
+        yield i, m.group(), True
+        i = m.end()
+
+
+def c_mutants(path: str, source: bytes) -> list[Mutant]:
+    """Single edits of a C source: comparisons (``<``/``<=``...), ``&&``/``||``, binary ``+``/``-`` and
+    ``+=``/``-=``, shifts ``<<``/``>>``, ``&``/``|``/``^`` (and ``&=``/``|=``), integer constants +1 and -1
+    (suffixes kept; not array sizes in declarations), a dropped ``!`` or ``~``. Lines holding
+    ``pragma: no mutate`` (in a comment) are left alone. Whether the mutant compiles is checked when it runs."""
+    lines = source.splitlines(keepends=True)
+    offsets = [0]
+    for ln in lines:
+        offsets.append(offsets[-1] + len(ln))
+    skip = {i + 1 for i, ln in enumerate(lines) if NO_MUTATE.encode() in ln}
+    toks = list(_c_tokens(source))
+    raw: list[tuple[int, str, str, int, int, str]] = []
+    depth, scope, candidate = 0, "<file>", "<file>"
+    for k, (pos, tok, _) in enumerate(toks):
+        t = tok.decode()
+        prev = toks[k - 1][1].decode() if k else ""
+        nxt = toks[k + 1][1].decode() if k + 1 < len(toks) else ""
+        line = bisect_right(offsets, pos)
+        if t == "{":
+            if depth == 0:
+                scope = candidate
+            depth += 1
+        elif t == "}":
+            depth -= 1
+            if depth == 0:
+                scope = candidate = "<file>"
+        elif depth == 0 and t == ";":
+            candidate = "<file>"
+        elif depth == 0 and nxt == "(" and re.fullmatch(r"[A-Za-z_]\w*", t) and t != "__attribute__" and candidate == "<file>" and \
+                (prev == "*" or re.fullmatch(r"[A-Za-z_]\w*", prev)):  # `T name(`, not `__attribute__((target(`
+            candidate = t
+        if line in skip:
+            continue
+        operand_before = bool(re.fullmatch(r"[A-Za-z_0-9.]+", prev)) and prev not in _C_KEYWORDS or prev in (")", "]")
+        edit = _C_SWAP.get(t) or (_C_BINARY_ONLY.get(t) if operand_before else None)
+        if edit:
+            raw.append((line, scope, edit[0], pos, pos + len(tok), edit[1]))
+        elif t in ("!", "~"):
+            raw.append((line, scope, "drop-not", pos, pos + 1, ""))
+        m = _C_INT.fullmatch(tok)
+        if m and not _c_array_size(toks, k):
+            digits, suffix = m.group(1).decode(), m.group(2).decode()
+            value = int(digits, 16 if digits[:2].lower() == "0x" else 10)
+            for new in (value + 1, value - 1):
+                if new < 0:
+                    continue
+                text = (hex(new) if digits[:2].lower() == "0x" else str(new)) + suffix
+                raw.append((line, scope, "constant", pos, pos + len(tok), text))
+    out, seen = [], Counter()
+    for line, scope, kind, start, end, after in sorted(raw, key=lambda r: (r[3], r[4], r[2], r[5])):
+        before = source[start:end].decode()
+        key = (path, scope, kind, before, after)
+        rank = seen[key]
+        seen[key] += 1
+        mid = hashlib.sha1(repr((*key, rank)).encode()).hexdigest()[:10]
+        out.append(Mutant(mid, path, line, scope, kind, before, after, start, end))
+    return out
+
+
+def _c_array_size(toks: list[tuple[int, bytes, bool]], k: int) -> bool:
+    """True for the N of a declaration ``T name[N]`` / ``T name[M][N]`` (a bigger array changes nothing)."""
+    j = k - 1
+    if j < 1 or toks[j][1] != b"[" or k + 1 >= len(toks) or toks[k + 1][1] != b"]":
+        return False
+    j -= 1
+    while j >= 2 and toks[j][1] == b"]" and toks[j - 2][1] == b"[":  # earlier dimensions
+        j -= 3
+    if j < 1 or not re.fullmatch(rb"[A-Za-z_]\w*", toks[j][1]):
+        return False
+    before = toks[j - 1][1]
+    return (bool(re.fullmatch(rb"[A-Za-z_]\w*", before)) and before.decode() not in _C_KEYWORDS) or before == b"*"
+
+
+def c_compiles(path: Path) -> bool:
+    """Whether a (mutated) C source still compiles (syntax and types, for this CPU's instruction sets)."""
+    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        return False
+    proc = subprocess.run([cc, "-fsyntax-only", "-march=native", "-pthread", str(path)], capture_output=True)
+    return proc.returncode == 0
+
+
+MUTATORS: dict[str, Callable[[str, bytes], list[Mutant]]] = {".py": python_mutants, ".c": c_mutants}
 
 
 # ------------------------------------------------------------------------------------------ config
@@ -364,6 +519,8 @@ def package_of(path: str) -> str:
         return "plugins"
     if path.endswith(".py") and len(parts) == 2:
         return path
+    if path.endswith(".c"):  # native sources apart from the Python of the same package
+        return "/".join(parts[:-1])
     return "/".join(parts[:2])
 
 
@@ -436,6 +593,8 @@ class Runner:
         dt = time.monotonic() - t0
         if rc is None:
             return "timeout", dt
+        if rc < 0:  # the tests crashed (a C mutant's out-of-bounds write, SIGSEGV): a test caught it
+            return "failed", dt
         return {0: "passed", 1: "failed", 2: "failed"}.get(rc, "error"), dt
 
     def _forked(self, tests: list[str], timeout: float) -> int | None:
@@ -493,6 +652,8 @@ class Runner:
         original = target.read_bytes()
         try:
             target.write_bytes(mutant.apply(original))
+            if target.suffix == ".c" and not c_compiles(target):
+                return "uncompilable", 0.0  # no test could judge it (the kernel's tests would skip, not fail)
             return self.run_tests(tests, timeout)
         finally:
             target.write_bytes(original)
@@ -512,8 +673,10 @@ def read_results(path: Path) -> dict[str, dict]:
 def reusable(previous: dict | None, module_fp: str, tests_fp: str) -> bool:
     if previous is None or previous.get("module_fp") != module_fp:
         return False
-    if previous["status"] in ("killed", "timeout"):
+    if previous["status"] in ("killed", "timeout", "uncompilable"):
         return True
+    if previous["status"] == "error":  # pytest neither passed nor failed: judge it again
+        return False
     return previous.get("tests_fp") == tests_fp
 
 
@@ -530,6 +693,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     todo = []
     for mutant in all_mutants(modules):
         if not selected(mutant, args.shard, args.sample) or mutant.id in equivalents:
+            continue
+        if args.id and mutant.id not in args.id:
             continue
         tests = config[mutant.path]
         mfp, tfp = fingerprint([mutant.path]), fingerprint(tests)
@@ -558,7 +723,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                 baseline[key] = dt
             timeout = 3 * baseline[key] + 15
             status, dt = runner.run_mutant(mutant, tests, timeout)
-            verdict = {"passed": "survived", "failed": "killed", "timeout": "timeout"}.get(status, "error")
+            verdict = {"passed": "survived", "failed": "killed", "timeout": "timeout",
+                       "uncompilable": "uncompilable"}.get(status, "error")
             record = {**asdict(mutant), "status": verdict, "seconds": round(dt, 2), "module_fp": mfp, "tests_fp": tfp,
                       "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
             with open(results_path, "a") as f:
@@ -589,7 +755,7 @@ def write_report(results_path: Path, report_path: Path, modules: list[str], *, s
         if r is None or (r.get("module_fp") != fingerprint([m.path]) and not stale_ok):
             per_pkg[pkg]["not run"] += 1
             continue
-        per_pkg[pkg][r["status"]] += 1
+        per_pkg[pkg][r["status"]] += 1  # "uncompilable" (a C mutant that does not build) is counted apart
         if r["status"] == "survived":
             survivors.append(m)
         elif r["status"] == "error":
@@ -607,6 +773,10 @@ def write_report(results_path: Path, report_path: Path, modules: list[str], *, s
         score = f"{100 * (c['killed'] + c['timeout']) / judged:.1f}%" if judged else "-"
         lines.append(f"| {pkg} | {c['mutants']} | {judged} | {c['killed']} | {c['timeout']} | {c['survived']} | "
                      f"{c['error']} | {c['equivalent']} | {c['not run']} | {score} |")
+    uncompilable = {pkg: c["uncompilable"] for pkg, c in sorted(per_pkg.items()) if c["uncompilable"]}
+    if uncompilable:
+        lines += ["", "C mutants that do not compile (dropped, as Python mutants that do not parse are): "
+                  + ", ".join(f"{pkg} {n}" for pkg, n in uncompilable.items()) + "."]
     lines += ["", f"## Survivors ({len(survivors)})", ""]
     lines += [f"- `{m.id}` {m.describe()} (in `{m.scope}`)" for m in sorted(survivors, key=lambda m: (m.path, m.line))]
     if errors:
@@ -675,6 +845,7 @@ def main(argv: list[str] | None = None) -> int:
             s.add_argument("--fresh", action="store_true", help="rerun mutants that have a reusable result")
             s.add_argument("--no-fork", action="store_true", help="a fresh interpreter per mutant (slower)")
             s.add_argument("--order", choices=("file", "random"), default="file")
+            s.add_argument("--id", action="append", help="run only this mutant (repeatable; with --module for speed)")
     args = p.parse_args(argv)
     if args.cmd == "run":
         return cmd_run(args)

@@ -36,8 +36,8 @@ import numpy as np
 from ._native import build_library
 from ._packing import pack_bits
 
-__all__ = ["ISAS", "POOLS", "BinaryChain", "ChainLayer", "available_isas", "engine_available", "selected_isa",
-           "set_thread_pool", "thread_pool"]
+__all__ = ["ISAS", "POOLS", "BinaryChain", "ChainLayer", "available_isas", "engine_available", "isa_task_counts",
+           "selected_isa", "set_thread_pool", "thread_pool"]
 
 ISAS = ("portable", "avx2", "avx512")  # index + 1 is the C side's code
 _SRC = Path(__file__).parent / "csrc" / "bconv_cpu.c"
@@ -59,6 +59,7 @@ def _lib() -> ctypes.CDLL | None:
             dll.bnn_engine_set_pool.argtypes, dll.bnn_engine_set_pool.restype = [i, p], i
             dll.bnn_engine_pool.argtypes, dll.bnn_engine_pool.restype = [], i
             dll.bnn_engine_helper_tasks.argtypes, dll.bnn_engine_helper_tasks.restype = [], ctypes.c_longlong
+            dll.bnn_engine_isa_tasks.argtypes, dll.bnn_engine_isa_tasks.restype = [i], ctypes.c_longlong
             for f in ("bnn_engine_conv", "bnn_engine_maxpool", "bnn_engine_pack", "bnn_engine_unpack"):
                 getattr(dll, f).restype = None
             _STATE["lib"] = dll
@@ -160,6 +161,14 @@ def set_min_parallel_work(steps: int) -> None:
     lib = _lib()
     if lib is not None:
         lib.bnn_engine_set_min_parallel_work(int(steps))
+
+
+def isa_task_counts() -> dict[str, int]:
+    """Layer tasks run so far on each instruction-set path, all chains together (``{}`` without the engine).
+
+    Every path gives identical results, so this is how a test knows which path a chain really took."""
+    lib = _lib()
+    return {} if lib is None else {name: int(lib.bnn_engine_isa_tasks(i + 1)) for i, name in enumerate(ISAS)}
 
 
 def selected_isa(isa: str | None = None) -> str:

@@ -226,3 +226,15 @@ def test_export_to_unwritable_folder_is_one_clear_error(tmp_path, capsys, fake_r
 def test_bad_source_type(tmp_path):
     with pytest.raises(TypeError, match="`source` must be"):
         export_best(42, tmp_path)
+
+
+def test_only_a_study_has_both_best_trial_and_study_name():
+    """An object with just one of an Optuna study's attributes (Ray's ExperimentAnalysis has a best_trial) is not
+    read as a study."""
+    from types import SimpleNamespace
+
+    from bnn_tune.export._best import find_best
+
+    for source in (SimpleNamespace(best_trial=object()), SimpleNamespace(study_name="s")):
+        with pytest.raises(TypeError, match="`source` must be a Ray ResultGrid"):
+            find_best(source)

@@ -125,3 +125,21 @@ def test_header_round_trips_through_the_typed_ops(name, shape):
     assert sorted(tensors) == sorted(pm.tensors)
     for k, v in tensors.items():
         np.testing.assert_array_equal(v, pm.tensors[k])
+
+
+@pytest.mark.parametrize("padding", [(1, 0), (0, 2), (2, 1)])
+def test_reference_real_conv_on_signs_pads_each_axis_by_its_own_amount(padding):
+    """A real-weight conv reading binarized input pads the +-1 map with pad_value: ph rows, pw columns."""
+    import torch.nn.functional as F
+
+    from bnn_tune.export._graph import Conv2d
+    from bnn_tune.export._reference import run_reference
+
+    g = torch.Generator().manual_seed(sum(padding))
+    x = torch.randn(2, 3, 5, 4, generator=g)
+    w = torch.randn(4, 3, 3, 3, generator=g)
+    op = Conv2d(name="c", weight=w.numpy(), bias=None, input_sign=True, stride=(1, 1), padding=padding, pad_value=-1.0)
+    ph, pw = padding
+    want = F.conv2d(F.pad(torch.where(x >= 0, 1.0, -1.0), (pw, pw, ph, ph), value=-1.0), w)
+    got = run_reference([op], x)
+    torch.testing.assert_close(got, want)

@@ -357,3 +357,66 @@ def test_cuda_runner_logic_on_cpu(name, shape, width, cuda_on_cpu):
     assert "bconv" in cuda_on_cpu.calls or name == "mlp"
     if name == "mlp":  # hidden binary layers at batch 3 chain packed bits: threshold output read as packed input
         assert {"gemv_threshold_x", "gemv_threshold_packed"} <= set(cuda_on_cpu.calls), cuda_on_cpu.calls
+
+
+def test_zero_weights_pack_as_plus_one_like_the_model():
+    """sign(0) = +1 in the model (binarize), so +0.0 and -0.0 latent weights are +1 bits in the file, and the packed
+    logits follow the model's."""
+    torch.manual_seed(0)
+    model = _randomize(build_model("mlp", (16,), 4, width=0.1), seed=3, zero_scale=False)
+    with torch.no_grad():
+        w = model[3].weight
+        w[::2] = 0.0
+        w[1::4] = -0.0
+    pm = pack_model(model)
+    op = next(op for op in pm.header["layers"] if op["name"] == "3")
+    bits = unpack_bits(pm.tensors[op["weight"]], op["k"])
+    flip = pm.tensors[op["flip"]].astype(bool)
+    bits[flip] = ~bits[flip]
+    assert bits[::2].all() and bits[1::4].all()
+    x = torch.randn(64, 16, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        ref = model(x)
+    np.testing.assert_allclose(pm.logits(x), ref.numpy(), rtol=1e-4, atol=1e-3 * float(ref.abs().max()))
+
+
+def test_weight_bytes_split_packed_words_from_the_rest():
+    torch.manual_seed(0)
+    pm = pack_model(_randomize(build_model("mlp", (16,), 4, width=0.1), seed=2))
+    sizes = pm.weight_bytes()
+    bits = [v for k, v in pm.tensors.items() if k.endswith(".weight_bits")]
+    assert bits and sizes["binary"] == sum(4 * v.size for v in bits)  # uint32 words
+    assert sizes["real"] == sum(v.nbytes for k, v in pm.tensors.items() if not k.endswith(".weight_bits")) > 0
+
+
+def test_raw_input_is_transformed_unless_preprocessed():
+    """logits/predict take raw input by default and apply the stored transform; preprocessed=True skips it."""
+    from bnn_tune.data._base import InputTransform
+
+    torch.manual_seed(0)
+    model = _randomize(build_model("mlp", (16,), 4, width=0.1), seed=5)
+    tr = InputTransform(raw_shape=(16,), raw_dtype="float32", input_shape=(16,), mean=(3.0,) * 16, std=(0.5,) * 16,
+                        divide_by=2.0)
+    pm = pack_model(model, input_transform=tr)
+    raw = torch.randn(32, 16, generator=torch.Generator().manual_seed(6)) * 4 + 6
+    with torch.no_grad():
+        ref = model((raw / 2.0 - 3.0) / 0.5)
+    np.testing.assert_allclose(pm.logits(raw), ref.numpy(), rtol=1e-4, atol=1e-3 * float(ref.abs().max()))
+    np.testing.assert_array_equal(pm.predict(raw), ref.argmax(1).numpy())
+    np.testing.assert_array_equal(pm.logits((raw / 2.0 - 3.0) / 0.5, preprocessed=True), pm.logits(raw))
+
+
+@pytest.mark.parametrize("bad", ["dtype", "shape"])
+def test_packed_weight_of_the_wrong_dtype_or_shape_is_refused(bad, packed_file, tmp_path):
+    """Either mistake alone is a format error (a file written consistently, with a valid checksum)."""
+    from bnn_tune.export._format import write_packed_file
+
+    pm = load_packed(packed_file)
+    key = next(k for k in pm.tensors if k.endswith(".weight_bits"))
+    w = pm.tensors[key]
+    tensors = dict(pm.tensors)
+    tensors[key] = w.astype(np.int32) if bad == "dtype" else np.concatenate([w, w[:1]])
+    path = tmp_path / "bad.bnn.safetensors"
+    write_packed_file(path, pm.header, tensors)
+    with pytest.raises(PackedFormatError, match="packed weight has dtype"):
+        load_packed(path)

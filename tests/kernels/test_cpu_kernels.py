@@ -135,3 +135,79 @@ def test_im2col_packed_equals_bool_path(pad_value):
     cols, ho2, wo2 = im2col_bits(x, (3, 3), (2, 1), (1, 1), pad_value)
     assert (ho, wo) == (ho2, wo2)
     np.testing.assert_array_equal(a, pack_bits(cols))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("k", [1024, 1025, 4097])
+def test_binary_gemm_saturated_all_plus_against_all_minus(k, backend):
+    """Every popcount at its maximum (all +1 rows against all -1 rows: y = -K) and at zero (equal rows: y = +K), with
+    K >= 1024, odd K and K not a multiple of 64; 6 x 70 covers the 4x4 register blocks, their leftover rows and
+    columns and two 64-row weight blocks."""
+    a = np.ones((6, k), dtype=bool)
+    w = np.zeros((70, k), dtype=bool)
+    w[1::3] = True
+    want = np.where(w.any(1), k, -k)[None].repeat(6, 0)
+    np.testing.assert_array_equal(binary_gemm(pack_bits(a), pack_bits(w), k, backend=backend), want)
+    np.testing.assert_array_equal(binary_gemm(pack_bits(~a), pack_bits(w), k, backend=backend), -want)
+
+
+@pytest.mark.parametrize("c", [3, 16])  # the bool im2col and the packed-byte im2col
+@pytest.mark.parametrize("padding", [(0, 1), (1, 0), (2, 1)])
+@pytest.mark.parametrize("pad_value", [True, False])
+def test_binary_conv2d_padding_on_one_axis(c, padding, pad_value):
+    """Padding on only one axis (or unequal) is still padding: the result is conv2d of the +-1 map padded with
+    pad_value (+1 or -1) by ph rows and pw columns."""
+    rng = np.random.default_rng(c + 10 * padding[0] + padding[1])
+    x = rng.random((2, c, 5, 6)) < 0.5
+    wb = rng.random((4, c, 3, 3)) < 0.5
+    ph, pw = padding
+    y = binary_conv2d(x, pack_bits(reorder_conv_weight(wb)), k=c * 9, out_channels=4, kernel=(3, 3), stride=(1, 1),
+                      padding=padding, pad_value=pad_value)
+    xt = F.pad(torch.from_numpy(_pm1(x).astype(np.float64)), (pw, pw, ph, ph), value=1.0 if pad_value else -1.0)
+    ref = F.conv2d(xt, torch.from_numpy(_pm1(wb).astype(np.float64)))
+    np.testing.assert_array_equal(y, ref.numpy().astype(np.int32))
+
+
+def test_without_the_native_kernel_auto_falls_back_and_native_refuses(monkeypatch):
+    from bnn_tune.kernels import _cpu
+
+    monkeypatch.setattr(_cpu, "native_gemm", lambda *a: None)  # as when no C compiler is found
+    rng = np.random.default_rng(8)
+    a, w = rng.random((3, 200)) < 0.5, rng.random((5, 200)) < 0.5
+    np.testing.assert_array_equal(binary_gemm(pack_bits(a), pack_bits(w), 200), _pm1(a) @ _pm1(w).T)
+    with pytest.raises(RuntimeError, match="native CPU kernel could not be built"):
+        binary_gemm(pack_bits(a), pack_bits(w), 200, backend="native")
+
+
+def test_cpu_signature_is_the_first_processor_s_model_and_flags(monkeypatch):
+    import io
+
+    from bnn_tune.kernels import _native
+
+    info = ("processor\t: 0\nvendor_id\t: Acme\nmodel name\t: Acme 9000\nflags\t\t: fpu avx2\n\n"
+            "processor\t: 1\nmodel name\t: Other\nflags\t\t: fpu\n")
+    monkeypatch.setattr(_native, "open", lambda *a, **k: io.StringIO(info), raising=False)
+    sig = _native._cpu_signature().decode()
+    assert "model name\t: Acme 9000" in sig and "flags\t\t: fpu avx2" in sig
+    assert "vendor_id" not in sig and "Other" not in sig and "processor" not in sig
+
+
+def test_build_falls_back_to_plain_o3_when_march_native_fails(tmp_path, monkeypatch):
+    """A compiler that refuses -march=native (some cross or old compilers): the kernel is built without it."""
+    import os
+    import shutil
+
+    from bnn_tune.kernels import _native, _signs
+
+    real = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    if real is None:
+        pytest.skip("no C compiler")
+    fake = tmp_path / "cc"
+    fake.write_text(f'#!/bin/sh\nfor a in "$@"; do [ "$a" = "-march=native" ] && echo "no native" >&2 && exit 1; done\n'
+                    f'exec {real} "$@"\n')
+    fake.chmod(0o755)
+    monkeypatch.setenv("CC", str(fake))
+    monkeypatch.setenv("BNN_TUNE_CACHE", str(tmp_path / "cache"))
+    dll = _native.build_library(_signs._SRC, "libfallback_test")
+    assert dll is not None and hasattr(dll, "bnn_sign_bits_f32")
+    assert len(list((tmp_path / "cache").glob("libfallback_test_*.so"))) == 1

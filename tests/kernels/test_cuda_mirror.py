@@ -69,6 +69,8 @@ def _conv_oracle(x, wf, stride, padding, pad_value):
     (2, 40, 4, 5, 9, (3, 2), (2, 1), (1, 0), 1.0),
     (1, 70, 3, 3, 130, (1, 1), (1, 1), (0, 0), -1.0),  # 3 channel words, 2 blocks of output channels
     (1, 64, 5, 5, 3, (5, 5), (1, 1), (0, 0), 1.0),  # 50 K words: 4 pipeline stages, ring wraps
+    (1, 33, 3, 4, 5, (3, 3), (1, 1), (1, 1), 1.0),  # one channel past a word: 2 words, the second nearly empty
+    (1, 65, 2, 2, 4, (1, 1), (1, 1), (0, 0), -1.0),  # 3 words, the last holding one channel
 ])
 def test_bconv_mirror_implicit_gemm(n, c, h, w, o, ks, stride, padding, pad_value):
     from bnn_tune.kernels._mirror import mirror_bconv, mirror_pack_nhwc

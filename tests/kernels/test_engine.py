@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -20,8 +21,16 @@ from bnn_tune.kernels._engine import (
     thread_pool,
 )
 
-pytestmark = pytest.mark.skipif(not engine_available(), reason="no C compiler for the packed engine")
+# skip only where no kernel can be built (no C compiler, or the numpy path forced); a kernel that fails to build or
+# load on a machine with a compiler is a failure, not a skip
+_NO_C = (shutil.which(os.environ.get("CC") or "cc") is None and shutil.which("gcc") is None) or \
+    os.environ.get("BNN_TUNE_CPU_KERNEL", "").lower() == "numpy"
+pytestmark = pytest.mark.skipif(_NO_C, reason="no C compiler for the packed engine")
 ISAS = available_isas() if engine_available() else []
+
+
+def test_the_engine_builds_here_with_every_isa_of_this_cpu():
+    assert engine_available() and ISAS[0] == "portable"
 
 
 @pytest.fixture(autouse=True)
@@ -317,3 +326,238 @@ def test_bad_inputs_raise_clear_errors():
                                 ChainLayer("linear", np.ones((3, 10), bool))])
     with pytest.raises(ValueError, match="threads"):
         BinaryChain((8, 5, 5), [ChainLayer("conv", w)], threads=0)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("f", [1024, 1025, 2049])
+def test_saturated_counts_all_plus_one_against_all_minus_one(isa, f):
+    """Every popcount lane at its maximum: all +1 inputs against all -1 weights (y = -K), K >= 1024, odd K and K
+    not a multiple of the word or vector width (AVX2 widens its byte counters every 31 words: 32 words of all-ones
+    XORs would overflow them). Thresholds stand on the edge: y >= -K holds, y >= -K + 1 does not."""
+    ones = np.ones((3, f), dtype=np.float32)
+    w = np.zeros((20, f), dtype=bool)
+    w[10:] = True  # the last 10 rows agree with the input everywhere: y = +K
+    want = np.where(np.arange(20) < 10, -f, f)[None].repeat(3, 0)
+    for t in (1, 2):
+        y = BinaryChain((f,), [ChainLayer("linear", w)], threads=t, isa=isa).run(ones)
+        np.testing.assert_array_equal(y, want)
+        thr = np.where(np.arange(20) % 2 == 0, want[0], want[0] + 1)  # at the value, one past it
+        bits = BinaryChain((f,), [ChainLayer("linear", w, threshold=thr)], threads=t, isa=isa).run(ones)
+        np.testing.assert_array_equal(bits, (want >= thr[None]))
+        np.testing.assert_array_equal(bits[0], np.arange(20) % 2 == 0)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_saturated_conv_counts_over_kernel_rows(isa):
+    """A 3x3 conv over 130 channels (K = 1170 over 3 kernel rows of 15 words): all +1 against all -1, with +1
+    and -1 padding at the border, equals the oracle (the borders change how many terms agree)."""
+    c, o = 130, 17
+    x = np.ones((2, c, 4, 5), dtype=np.float32)
+    w = np.zeros((o, 3, 3, c), dtype=bool)
+    w[-1] = True
+    for pv in (1.0, -1.0):
+        ref = _conv_ref(x >= 0, w, 1, 1, pv)
+        assert ref.min() == -3 * 3 * c if pv > 0 else ref.max() == 3 * 3 * c
+        y = BinaryChain((c, 4, 5), [ChainLayer("conv", w, padding=(1, 1), pad_value=pv)], threads=2, isa=isa).run(x)
+        np.testing.assert_array_equal(y, ref)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_non_contiguous_and_channels_last_inputs(isa):
+    """A channels-last map (an NCHW view of NHWC memory, what a torch channels_last tensor gives numpy) and a
+    strided slice give the same result as their contiguous copies."""
+    rng = np.random.default_rng(9)
+    nhwc = rng.standard_normal((3, 6, 7, 40)).astype(np.float32)
+    x = nhwc.transpose(0, 3, 1, 2)
+    assert not x.flags.c_contiguous
+    w = rng.random((24, 3, 3, 40)) < 0.5
+    chain = BinaryChain((40, 6, 7), [ChainLayer("conv", w, padding=(1, 1))], threads=2, isa=isa)
+    np.testing.assert_array_equal(chain.run(x), _conv_ref(x >= 0, w, 1, 1, 1.0))
+    xt = torch.from_numpy(np.ascontiguousarray(x)).to(memory_format=torch.channels_last)
+    np.testing.assert_array_equal(chain.run(xt.numpy()), chain.run(np.ascontiguousarray(x)))
+    strided = rng.standard_normal((6, 40, 6, 7)).astype(np.float32)[::2]
+    np.testing.assert_array_equal(chain.run(strided), _conv_ref(strided >= 0, w, 1, 1, 1.0))
+
+
+@pytest.mark.parametrize("pad_value", [-1.0, 1.0])
+@pytest.mark.parametrize("width", [16, 17, 35])
+def test_packing_rows_of_whole_and_partial_16_pixel_blocks(width, pad_value):
+    """The input is signed and packed 16 pixels of a row at a time (a whole block, then the rest): rows of exactly
+    16, 16 + 1 and 2 x 16 + 3 pixels, over 40 channels (two words, the second partly padding), from float32, from
+    bool and through a batch-norm sign, all equal to the oracle."""
+    rng = np.random.default_rng(width)
+    c, h = 40, 3
+    x = rng.standard_normal((2, c, h, width)).astype(np.float32)
+    x[0, :, 0, :5] = 0.0  # x >= 0 holds at zero
+    x[1, :, 1, :3] = -0.0
+    w = rng.random((18, 3, 3, c)) < 0.5
+    chain = BinaryChain((c, h, width), [ChainLayer("conv", w, padding=(1, 1), pad_value=pad_value)], threads=1)
+    np.testing.assert_array_equal(chain.run(x), _conv_ref(x >= 0, w, 1, 1, pad_value))
+    np.testing.assert_array_equal(chain.run(x < 0), _conv_ref(x < 0, w, 1, 1, pad_value))
+    scale, shift = rng.standard_normal(c), rng.standard_normal(c) * 0.5
+    bn = BinaryChain((c, h, width), [ChainLayer("conv", w, padding=(1, 1), pad_value=pad_value)], threads=1,
+                     input_scale=scale, input_shift=shift)
+    bits = x.astype(np.float64) * scale[None, :, None, None] + shift[None, :, None, None] >= 0
+    np.testing.assert_array_equal(bn.run(x), _conv_ref(bits, w, 1, 1, pad_value))
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_each_isa_runs_its_own_path(isa, monkeypatch):
+    """Every path gives identical results, so only the engine's per-path task counts show which one ran: a chain
+    built with ``isa=`` (or ``$BNN_TUNE_CPU_ISA``) runs all its tasks on that path and none on another."""
+    from bnn_tune.kernels._engine import isa_task_counts
+
+    rng = np.random.default_rng(6)
+    w = rng.random((40, 3, 3, 8)) < 0.5
+    x = rng.standard_normal((2, 8, 6, 6)).astype(np.float32)
+    for how in ("arg", "env"):
+        if how == "env":
+            monkeypatch.setenv("BNN_TUNE_CPU_ISA", isa)
+        chain = BinaryChain((8, 6, 6), [ChainLayer("conv", w, padding=(1, 1))], threads=2,
+                            isa=isa if how == "arg" else None)
+        before = isa_task_counts()
+        np.testing.assert_array_equal(chain.run(x), _conv_ref(x >= 0, w, 1, 1, 1.0))
+        after = isa_task_counts()
+        ran = {k: after[k] - before[k] for k in after}
+        assert ran[isa] >= 1 and all(v == 0 for k, v in ran.items() if k != isa), (how, ran)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("hw", [(5, 5), (6, 7)])
+def test_padded_bit_maxpool_windows_over_the_edges(isa, hw):
+    """A 3x3 stride-2 bit max-pool with padding 1 (windows that hang over every edge: only the pixels inside
+    count, as torch's max_pool2d pads with -inf), AND channels for negative scales, then a padded conv reading the
+    pooled map's border: equal to the step-by-step oracle."""
+    rng = np.random.default_rng(hw[1])
+    c, (h, w_) = 36, hw
+    x = rng.standard_normal((2, c, h, w_)).astype(np.float32)
+    w1, w2 = rng.random((40, 3, 3, c)) < 0.5, rng.random((20, 3, 3, 40)) < 0.5
+    t1 = rng.integers(-6, 6, 40)
+    and1 = rng.random(40) < 0.5
+    layers = [ChainLayer("conv", w1, threshold=t1, padding=(1, 1)),
+              ChainLayer("maxpool", kernel=(3, 3), stride=(2, 2), padding=(1, 1), and_channels=and1),
+              ChainLayer("conv", w2, padding=(1, 1), pad_value=1.0)]
+    got = BinaryChain((c, h, w_), layers, threads=2, isa=isa).run(x)
+    b = _conv_ref(x >= 0, w1, 1, 1, 1.0) >= t1[None, :, None, None]
+    s = torch.where(torch.from_numpy(and1), -1.0, 1.0).double()[None, :, None, None]
+    pooled = (F.max_pool2d(_pm1(b) * s, 3, 2, 1) * s).numpy() > 0
+    np.testing.assert_array_equal(got, _conv_ref(pooled, w2, 1, 1, 1.0))
+
+
+def test_set_pool_returns_the_pool_in_use(pool_restored):
+    """The C entry answers with the pool it now uses: OpenMP without a GOMP entry is unavailable (pthreads, 0), and
+    a GOMP entry handed with another kind does not switch to OpenMP."""
+    from bnn_tune.kernels._engine import _torch_gomp_parallel
+
+    lib = _engine._lib()
+    assert lib.bnn_engine_set_pool(2, None) == 0 and thread_pool() == "pthreads"
+    gomp = _torch_gomp_parallel()
+    if gomp is not None:
+        assert lib.bnn_engine_set_pool(1, gomp) == 1 and thread_pool() == "persistent"
+        assert lib.bnn_engine_set_pool(0, gomp) == 0 and thread_pool() == "pthreads"
+        assert lib.bnn_engine_set_pool(2, gomp) == 2 and thread_pool() == "openmp"
+
+
+def test_small_layers_stay_on_one_task_below_min_parallel_work(pool_restored):
+    """Below ``set_min_parallel_work`` steps a layer is one task on the caller's thread; at 0 the same layer is cut
+    into TASKS_PER_THREAD (4) tasks per thread."""
+    from bnn_tune.kernels._engine import isa_task_counts
+
+    set_thread_pool("pthreads")
+    rng = np.random.default_rng(13)
+    w = rng.random((16, 3, 3, 8)) < 0.5
+    x = rng.standard_normal((1, 8, 8, 8)).astype(np.float32)
+    chain = BinaryChain((8, 8, 8), [ChainLayer("conv", w, padding=(1, 1))], threads=2, isa=ISAS[-1])
+    for work, tasks in ((1 << 40, 1), (0, 8)):
+        set_min_parallel_work(work)
+        before = isa_task_counts()[ISAS[-1]]
+        np.testing.assert_array_equal(chain.run(x), _conv_ref(x >= 0, w, 1, 1, 1.0))
+        assert isa_task_counts()[ISAS[-1]] - before == tasks, work
+
+
+def test_kernel_as_large_as_the_input_gives_one_pixel():
+    """An unpadded 3x3 kernel on a 3x3 map fits exactly once (1x1 out); on 2x3 it does not fit."""
+    rng = np.random.default_rng(14)
+    w = rng.random((5, 3, 3, 4)) < 0.5
+    x = rng.standard_normal((2, 4, 3, 3)).astype(np.float32)
+    y = BinaryChain((4, 3, 3), [ChainLayer("conv", w)], threads=1).run(x)
+    assert y.shape == (2, 5, 1, 1)
+    np.testing.assert_array_equal(y, _conv_ref(x >= 0, w, 1, 0, 1.0))
+    with pytest.raises(ValueError, match="kernel 3x3 does not fit a 2x3 input"):
+        BinaryChain((4, 2, 3), [ChainLayer("conv", w)])
+    with pytest.raises(ValueError, match="kernel 3x3 does not fit a 3x2 input"):
+        BinaryChain((4, 3, 2), [ChainLayer("conv", w)])
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_thresholds_beyond_the_reachable_range(isa):
+    """y lies in [-K, K]: a threshold above K (K + 1, K + 2, K + 3, far above) never holds, even where y = K; one
+    at or below -K always holds, even where y = -K."""
+    f = 70
+    x = np.ones((2, f), dtype=np.float32)
+    w = np.zeros((8, f), dtype=bool)
+    w[:4] = True  # y = +K for these rows, -K for the others
+    thr = np.array([f + 1, f + 2, f + 3, f + 1000, -f, -f - 1, -f - 2, -f - 1000])
+    bits = BinaryChain((f,), [ChainLayer("linear", w, threshold=thr)], threads=1, isa=isa).run(x)
+    np.testing.assert_array_equal(bits, np.array([[False] * 4 + [True] * 4] * 2))
+
+
+def test_layer_call_runs_one_step_on_the_run_s_buffers():
+    """layer_call(i, n) times step i alone on the batch-n buffers of earlier runs (allocating them when there are
+    none); i must index a step."""
+    rng = np.random.default_rng(15)
+    w1, w2 = rng.random((16, 3, 3, 8)) < 0.5, rng.random((12, 3, 3, 16)) < 0.5
+    layers = [ChainLayer("conv", w1, threshold=rng.integers(-4, 4, 16), padding=(1, 1)),
+              ChainLayer("conv", w2, padding=(1, 1))]
+    chain = BinaryChain((8, 5, 5), layers, threads=1)
+    x = rng.standard_normal((2, 8, 5, 5)).astype(np.float32)
+    y = chain.run(x)
+    bufs = chain._buffers[2]
+    bufs[-1][...] = 0
+    chain.layer_call(1, 2)()  # the last step again, on the bits the run left in its input buffer
+    assert chain._buffers[2] is bufs
+    np.testing.assert_array_equal(chain._output(bufs[-1], 2), y)
+    chain.layer_call(0, 3)()  # no run with batch 3 yet: its buffers are made
+    assert len(chain._buffers[3]) == len(bufs)
+    for i in (-1, 2):
+        with pytest.raises(ValueError, match=r"`i` must be in \[0, 2\)"):
+            chain.layer_call(i, 2)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_padded_channels_stay_zero_between_layers(isa):
+    """20 output channels fill two 16-channel blocks; the 12 padding channels must stay 0 bits in the next layer's
+    input even where a padding channel's popcount is 0 (an all -1 input against its all-zero weight bits)."""
+    rng = np.random.default_rng(16)
+    x = -np.ones((2, 8, 5, 5), dtype=np.float32)
+    w1, w2 = rng.random((20, 3, 3, 8)) < 0.5, rng.random((6, 3, 3, 20)) < 0.5
+    t1 = rng.integers(-4, 4, 20)
+    layers = [ChainLayer("conv", w1, threshold=t1, padding=(1, 1), pad_value=-1.0),
+              ChainLayer("conv", w2, padding=(1, 1), pad_value=1.0)]
+    got = BinaryChain((8, 5, 5), layers, threads=1, isa=isa).run(x)
+    b = _conv_ref(x >= 0, w1, 1, 1, -1.0) >= t1[None, :, None, None]
+    np.testing.assert_array_equal(got, _conv_ref(b, w2, 1, 1, 1.0))
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("stride", [(2, 1), (1, 2)])
+def test_unequal_strides(isa, stride):
+    """Row and column strides are separate: (2, 1) and (1, 2) against conv2d's."""
+    rng = np.random.default_rng(stride[0])
+    x = rng.standard_normal((2, 8, 7, 6)).astype(np.float32)
+    w = rng.random((16, 3, 3, 8)) < 0.5
+    y = BinaryChain((8, 7, 6), [ChainLayer("conv", w, stride=stride, padding=(1, 1))], threads=2, isa=isa).run(x)
+    xt = F.pad(_pm1(x >= 0), (1, 1, 1, 1), value=1.0)
+    ref = F.conv2d(xt, _pm1(w).permute(0, 3, 1, 2), None, stride).round().long().numpy()
+    np.testing.assert_array_equal(y, ref)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("kernel", [(3, 1), (1, 3), (2, 3)])
+def test_non_square_kernels(isa, kernel):
+    """kh and kw are separate: 3x1, 1x3 and 2x3 kernels against conv2d's."""
+    rng = np.random.default_rng(sum(kernel))
+    x = rng.standard_normal((2, 8, 6, 5)).astype(np.float32)
+    w = rng.random((16, *kernel, 8)) < 0.5
+    y = BinaryChain((8, 6, 5), [ChainLayer("conv", w)], threads=2, isa=isa).run(x)
+    np.testing.assert_array_equal(y, _conv_ref(x >= 0, w, 1, 0, 1.0))

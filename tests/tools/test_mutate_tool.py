@@ -81,3 +81,57 @@ def test_every_configured_module_and_test_path_exists(mutate):
         assert (ROOT / module).is_file(), module
         for t in tests:
             assert (ROOT / t.split("::")[0]).exists(), t
+
+
+C_SOURCE = b'''/* a comment: a < b never mutated */
+#include <stdint.h>
+#define LIMIT 64 /* pragma: no mutate: a block size */
+#define SCALE(x) ((x) << 2)
+
+static int f(const uint32_t* p, int n) {
+    int acc[16] = {0};
+    int s = 0;
+    for (int i = 0; i < n && p[i] != 0; ++i) s += __builtin_popcount(p[i] ^ 0xffu) - 1;
+    const char* msg = "x <= y";
+    return s >= LIMIT ? -s : (s & 3) | !n;
+}
+'''
+
+
+def _c_edits(mutate, source=C_SOURCE):
+    return {(m.kind, m.before, m.after) for m in mutate.c_mutants("k.c", source)}
+
+
+def test_c_mutator_edits_operators_and_constants_but_not_comments_strings_or_declared_sizes(mutate):
+    edits = _c_edits(mutate)
+    for expected in [("compare", "<", "<="), ("compare", ">=", ">"), ("compare", "!=", "=="), ("and-or", "&&", "||"),
+                     ("arith", "+=", "-="), ("arith", "-", "+"), ("bitwise", "^", "|"), ("bitwise", "&", "|"),
+                     ("bitwise", "|", "&"), ("shift", "<<", ">>"), ("constant", "0xffu", "0x100u"),
+                     ("constant", "0xffu", "0xfeu"), ("constant", "2", "3"), ("constant", "2", "1"),
+                     ("drop-not", "!", "")]:
+        assert expected in edits, expected
+    befores = [b for _, b, _ in edits]
+    assert "16" not in befores  # acc[16]: a declared array size
+    assert "64" not in befores  # the pragma line
+    assert "<=" not in befores  # only inside the comment and the string
+    # unary minus (-s) is not an arithmetic edit: only the one binary `- 1` is
+    assert sum(1 for m in mutate.c_mutants("k.c", C_SOURCE) if m.kind == "arith" and m.before == "-") == 1
+
+
+def test_c_mutants_change_only_their_span_and_ids_are_stable(mutate):
+    ms = mutate.c_mutants("k.c", C_SOURCE)
+    assert len({m.id for m in ms}) == len(ms)
+    for m in ms:
+        out = m.apply(C_SOURCE)
+        assert out[: m.start] == C_SOURCE[: m.start] and out.endswith(C_SOURCE[m.end:])
+        assert m.scope == ("f" if m.line > 5 else "<file>")
+    shifted = C_SOURCE.replace(b"#include <stdint.h>\n", b"#include <stdint.h>\n#include <string.h>\n\n")
+    assert {m.id for m in ms} <= {m.id for m in mutate.c_mutants("k.c", shifted)}
+
+
+def test_every_configured_c_source_has_mutants_and_a_c_mutator(mutate):
+    c_modules = [m for m in mutate.load_config() if m.endswith(".c")]
+    assert c_modules and ".c" in mutate.MUTATORS
+    for m in c_modules:
+        assert mutate.c_mutants(m, (ROOT / m).read_bytes()), m
+        assert mutate.package_of(m) == "bnn_tune/kernels/csrc"

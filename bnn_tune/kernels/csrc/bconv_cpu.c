@@ -34,7 +34,7 @@
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
-#define BNN_X86 1
+#define BNN_X86 1 /* pragma: no mutate: only tested with #ifdef */
 #endif
 
 typedef struct {
@@ -139,7 +139,7 @@ blk512(const conv_args* a, const int m, const int ob, const int px, const int ov
     }
 }
 
-#define MCHUNK 64 /* output pixels per tile: one group of 4 weight vectors stays in L1 across the tile */
+#define MCHUNK 64 /* output pixels per tile: one group of 4 weight vectors stays in L1 across the tile (pragma: no mutate: a tile size, every pixel is computed alike in any tile) */
 
 static inline __attribute__((always_inline)) AVX512_TARGET void
 tile512(const conv_args* a, int mc, int mend, int ob, const int ov) {
@@ -238,19 +238,36 @@ AVX2_TARGET static void conv_avx2(const conv_args* a, int m0, int m1, int ob0, i
 }
 #endif
 
+/* Tasks run on each path (index: 1 portable, 2 AVX2, 3 AVX-512), all calls together: the results of every path
+ * are identical by design, so tests read these to know which path a chain really took. */
+static long long isa_tasks[4] = {0, 0, 0, 0};
+
+long long bnn_engine_isa_tasks(int isa) {
+    return isa >= 1 && isa <= 3 ? __atomic_load_n(&isa_tasks[isa], __ATOMIC_RELAXED) : -1;
+}
+
 static void conv_worker(const conv_task* t) {
 #ifdef BNN_X86
-    if (t->isa == 3) { conv_avx512(t->a, t->m0, t->m1, t->ob0, t->ob1); return; }
-    if (t->isa == 2) { conv_avx2(t->a, t->m0, t->m1, t->ob0, t->ob1); return; }
+    if (t->isa == 3) {
+        __atomic_fetch_add(&isa_tasks[3], 1, __ATOMIC_RELAXED);
+        conv_avx512(t->a, t->m0, t->m1, t->ob0, t->ob1);
+        return;
+    }
+    if (t->isa == 2) {
+        __atomic_fetch_add(&isa_tasks[2], 1, __ATOMIC_RELAXED);
+        conv_avx2(t->a, t->m0, t->m1, t->ob0, t->ob1);
+        return;
+    }
 #endif
+    __atomic_fetch_add(&isa_tasks[1], 1, __ATOMIC_RELAXED);
     conv_portable(t->a, t->m0, t->m1, t->ob0, t->ob1);
 }
 
-#define MAX_THREADS 256
+#define MAX_THREADS 256 /* pragma: no mutate: a clamp of `threads` far above any machine the tests run on */
 /* A layer is cut into this many tasks per thread, claimed in turn: a thread that starts late or is
    preempted leaves more of the work to the others. */
-#define TASKS_PER_THREAD 4
-static long long min_parallel_work = 1LL << 17; /* 16-channel vector steps */
+#define TASKS_PER_THREAD 4 /* pragma: no mutate: how finely work is cut; every task computes the same exact values */
+static long long min_parallel_work = 1LL << 17; /* 16-channel vector steps (pragma: no mutate: a speed threshold, results do not depend on the thread count) */
 
 /* Tests set 0 so that small problems exercise the thread splits. */
 void bnn_engine_set_min_parallel_work(long long w) { min_parallel_work = w; }
@@ -301,8 +318,8 @@ typedef void (*gomp_parallel_fn)(void (*fn)(void*), void* data, unsigned num_thr
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
-#define BNN_POOL 1
-#define SPIN_NS 200000LL
+#define BNN_POOL 1 /* pragma: no mutate: only tested with #ifdef */
+#define SPIN_NS 200000LL /* pragma: no mutate: how long an idle worker spins before sleeping (speed only) */
 
 static struct {
     pthread_mutex_t lock;
@@ -352,7 +369,7 @@ static void* pool_worker(void* arg) {
             int k = 0;
             while ((g = __atomic_load_n(&pool.gen, __ATOMIC_ACQUIRE)) == seen) {
                 cpu_relax();
-                if (++k % 64 == 0 && now_ns() > until) {
+                if (++k % 64 == 0 && now_ns() > until) { /* pragma: no mutate: how often the clock is read */
                     __atomic_fetch_add(&pool.sleeping, 1, __ATOMIC_SEQ_CST);
                     syscall(SYS_futex, &pool.gen, FUTEX_WAIT_PRIVATE, seen, NULL, NULL, 0);
                     __atomic_fetch_sub(&pool.sleeping, 1, __ATOMIC_SEQ_CST);
@@ -396,7 +413,7 @@ static int pool_run(const conv_task* tasks, int n, int nthreads) {
         syscall(SYS_futex, &pool.gen, FUTEX_WAKE_PRIVATE, 0x7fffffff, NULL, NULL, 0); /* the right ones among them */
     pool_claim(g, 0);
     for (int k = 0; __atomic_load_n(&pool.done, __ATOMIC_ACQUIRE) < n; ++k) {
-        if (k < 4096) cpu_relax();
+        if (k < 4096) cpu_relax(); /* pragma: no mutate: spin count before yielding (speed only) */
         else sched_yield(); /* a worker holding a task was preempted */
     }
     pthread_mutex_unlock(&pool.lock);
