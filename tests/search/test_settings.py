@@ -22,12 +22,21 @@ def _make(tmp_path, **kw):
     return SearchSettings(**kw)
 
 
-@pytest.mark.parametrize("name,low", [("n_trials", 1), ("top", 1), ("heartbeat_interval", 1), ("grace_period", 1),
-                                      ("max_retry", 0), ("workers", 1), ("seed", 0)])
+@pytest.mark.parametrize("name,low", [("n_trials", 1), ("top", 1), ("heartbeat_interval", 1), ("max_retry", 0),
+                                      ("workers", 1), ("seed", 0)])
 def test_each_count_accepts_its_smallest_value_and_refuses_one_less(name, low, tmp_path):
     assert getattr(_make(tmp_path, **{name: low}), name) == low
     with pytest.raises(ValueError, match=rf"`{name}` must be an integer"):
         _make(tmp_path, **{name: low - 1})
+
+
+def test_grace_period_must_exceed_the_heartbeat_interval(tmp_path):
+    # a trial is failed after grace_period s without a heartbeat: one heartbeat interval must fit inside it
+    assert _make(tmp_path, heartbeat_interval=1, grace_period=2).grace_period == 2
+    with pytest.raises(ValueError, match=r"`grace_period` must be greater than `heartbeat_interval`"):
+        _make(tmp_path, heartbeat_interval=2, grace_period=2)
+    with pytest.raises(ValueError, match=r"`grace_period` must be an integer"):
+        _make(tmp_path, heartbeat_interval=1, grace_period=0)
 
 
 def test_max_failures_minus_one_means_unlimited_retries_on_ray(tmp_path):
