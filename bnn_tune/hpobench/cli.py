@@ -17,10 +17,11 @@ __all__: list[str] = []
 
 def _add(p: argparse.ArgumentParser) -> None:
     p.add_argument("--task", required=True, help="recorded task (see bnn_tune.hpobench.tasks())")
-    p.add_argument("--pruner", default="asha,flip+asha,flip+hyperband",
+    p.add_argument("--pruner", default="asha,flip+gated-asha,flip+hyperband",
                    help="pruner name(s), comma-separated: none, median, asha, hyperband, flip, flip+asha, "
-                        "flip+hyperband (bnn-tune search's default), flip+median, flip-or+asha, and the research baselines "
-                        "asha-m{1,2,3}-rf{2,3}, patient2+asha (default: asha,flip+asha,flip+hyperband)")
+                        "flip+gated-asha (bnn-tune search's default), flip+hyperband, flip+median, flip-or+asha, the "
+                        "research baselines asha-m{1,2,3}-rf{2,3}, patient2+asha, and issue 25's candidates "
+                        "(bnn_tune.hpobench.protocol.RESEARCH) (default: asha,flip+gated-asha,flip+hyperband)")
     p.add_argument("--space", default="reinterpreted", help="reinterpreted or naive (default reinterpreted)")
     p.add_argument("--sampler", default="tpe", help="tpe, random or qmc (default tpe)")
     p.add_argument("--seeds", default="0-9", help="sampler seeds, e.g. 0-49 or 1000-1039 (default 0-9)")
