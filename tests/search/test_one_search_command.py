@@ -142,7 +142,9 @@ def test_ctrl_c_on_optuna_workers_is_one_line_and_resume_finishes_the_study(tmp_
 
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "bnn_tune.cli", "search", "--backend", "optuna", "--optimizer", "bop",
-           "--samples", "6", "--epochs", "3", "--workers", str(workers), "--seed", "0", "--pruner", "none",
+           # 20 short epochs: on a quiet machine 3 epochs of a trial took ~0.3 s and the whole search ended between
+           # two polls of the study, before any Ctrl-C; a trial now stays RUNNING with a report for most of its run
+           "--samples", "6", "--epochs", "20", "--workers", str(workers), "--seed", "0", "--pruner", "none",
            "-p", "max_steps_per_epoch=40", "-p", "width=0.25", "--out", str(out)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
                             start_new_session=True)
