@@ -53,17 +53,18 @@ def bits(doc: dict, name: str, b: str) -> list[bool]:
     return [c == "1" for c in doc["contenders"][name]["per_seed"][b]["at_target"]]
 
 
-def score(docs: dict, name: str, tasks: list[str], budgets: list[str], n_boot: int) -> tuple[int, int, float]:
-    """(losses, wins) against ``none`` and the mean share at the target over ``tasks`` x ``budgets``."""
-    losses = wins = 0
-    shares = []
-    for t in tasks:
-        for b in budgets:
-            v = verdict(paired_share_difference(bits(docs[t], name, b), bits(docs[t], "none", b), n_boot=n_boot))
-            losses += v == "loses"
-            wins += v == "wins"
-            shares.append(float(np.mean(bits(docs[t], name, b))))
-    return losses, wins, float(np.mean(shares))
+def verdicts(docs: dict, names: list[str], budgets: list[str], n_boot: int) -> dict[tuple[str, str, str], tuple[str, float]]:
+    """``(task, name, budget) -> (verdict against none, share at the target)``, each paired bootstrap run once."""
+    return {(t, n, b): (verdict(paired_share_difference(bits(docs[t], n, b), bits(docs[t], "none", b), n_boot=n_boot)),
+                        float(np.mean(bits(docs[t], n, b))))
+            for t in docs for n in names for b in budgets}
+
+
+def rule_key(table: dict, name: str, tasks: list[str], budgets: list[str]) -> tuple[int, int, float]:
+    """The selection rule's sort key over ``tasks`` x ``budgets``: (losses to none, -wins, -mean share)."""
+    cells = [table[(t, name, b)] for t in tasks for b in budgets]
+    return (sum(v == "loses" for v, _ in cells), -sum(v == "wins" for v, _ in cells),
+            -float(np.mean([s for _, s in cells])))
 
 
 def rank_consistency(task: str, rungs: tuple[int, ...] = (1, 3, 9)) -> dict[int, tuple[float, float]]:
@@ -85,7 +86,8 @@ def rank_consistency(task: str, rungs: tuple[int, ...] = (1, 3, 9)) -> dict[int,
         x, y = val[:, :, r - 1][keep], val[:, :, -1][keep]
         top = y >= np.quantile(y, 0.9)
         kept = x >= np.quantile(x, 2 / 3)
-        out[r] = (float(spearman(x.tolist(), y.tolist()) or math.nan), float(np.mean(kept[top])))
+        rho = spearman(x.tolist(), y.tolist())  # None: no spread (0.0 is a value, not a missing one)
+        out[r] = (math.nan if rho is None else float(rho), float(np.mean(kept[top])))
     return out
 
 
@@ -108,7 +110,10 @@ def main() -> int:
         return 2
     tasks = sorted(docs)
     all_b = [b for b in docs[tasks[0]]["contenders"]["none"]["per_seed"]]
-    budgets = all_b if a.budgets is None else [f"{float(b):g}" for b in a.budgets.split(",")]
+    try:
+        budgets = all_b if a.budgets is None else [f"{float(b):g}" for b in a.budgets.split(",")]
+    except ValueError:
+        budgets = [a.budgets]
     if not set(budgets) <= set(all_b):
         print(f"error: --budgets {a.budgets} not among the figures' budgets {all_b}", file=sys.stderr)
         return 2
@@ -116,11 +121,11 @@ def main() -> int:
              "wins, then mean share)", "",
              "| left out | chosen on the other tasks | " + " | ".join(f"{b}E" for b in all_b) + " |",
              "|---|---|" + "---|" * len(all_b)]
+    table = verdicts(docs, cands, budgets, a.n_boot)
     result: dict = {"budgets": budgets, "candidates": cands, "selection": {}, "ablation": {}}
     for t in tasks:
         others = [u for u in tasks if u != t]
-        ranked = sorted(cands, key=lambda c: (lambda s: (s[0], -s[1], -s[2]))(score(docs, c, others, budgets,
-                                                                                        a.n_boot)))
+        ranked = sorted(cands, key=lambda c: rule_key(table, c, others, budgets))
         pick = ranked[0]
         cells = []
         for b in all_b:
@@ -130,12 +135,12 @@ def main() -> int:
                          f"({100 * diff[0]:+.0f} [{100 * diff[1]:+.0f}, {100 * diff[2]:+.0f}]) **{verdict(diff)}**")
         result["selection"][t] = {"chosen": pick, "verdicts": cells}
         lines.append(f"| {t} | {pick} | " + " | ".join(cells) + " |")
-    full = sorted(cands, key=lambda c: (lambda s: (s[0], -s[1], -s[2]))(score(docs, c, tasks, budgets, a.n_boot)))
+    full = sorted(cands, key=lambda c: rule_key(table, c, tasks, budgets))
     result["chosen_on_all_tasks"] = full[0]
     lines += ["", f"On all {len(tasks)} tasks the rule picks **{full[0]}**; every candidate (losses / wins against no "
               "pruning over the budgets, mean share at the target):", ""]
     for c in full:
-        lo, wi, ms = score(docs, c, tasks, budgets, a.n_boot)
+        lo, wi, ms = (abs(x) for x in rule_key(table, c, tasks, budgets))
         lines.append(f"- {c}: {lo} losses, {wi} wins, mean share {100 * ms:.1f}%")
     default = DEFAULT if all(DEFAULT in d["contenders"] for d in docs.values()) else None
     abl = [v for v in ABLATIONS if default and all(v in d["contenders"] for d in docs.values())]

@@ -107,11 +107,10 @@ def _gate(rho: float, min_ref: int = 8) -> Any:
 
 
 def _band(*, stops: bool = True, protect: bool = True) -> Any:
-    """The shipped band (width 2, protection +-1) with its stops (``stops=False``: a width no flip rate leaves)
-    or its protection turned off."""
+    """The shipped band (width 2, protection +-1) with its stops or its protection turned off."""
     from bnn_tune.plugins._flip_sh import Band
 
-    return Band(width=2.0 if stops else 1e9, protect=protect, protect_width=1.0)
+    return Band(width=2.0, stops=stops, protect=protect, protect_width=1.0)
 
 
 def _no_band_stops(**changes: Any) -> dict[str, Any]:

@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bnn_tune.plugins.strategies import DEFAULT_STRATEGY
+
 __all__ = ["BACKENDS", "DEFAULT_EPOCHS", "SearchSettings", "draw_seed", "sampler_seeds"]
 
 BACKENDS = ("ray", "optuna")
@@ -132,7 +134,7 @@ class SearchSettings:
     n_trials: int = 16
     backend: str = "optuna"
     workers: int | None = None
-    pruner: str = "flip+gated-asha"
+    pruner: str = DEFAULT_STRATEGY
     seed: int | None = None
     out: str | os.PathLike | None = None
     study_name: str | None = None
